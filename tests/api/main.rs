@@ -1,0 +1,5 @@
+//! dbroker's integration tests: one binary, on a real Docker engine and real database servers.
+//! Run them with `scripts/test`, which starts the engine and builds the offline images first.
+
+mod helpers;
+mod images;
