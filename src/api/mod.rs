@@ -1,0 +1,62 @@
+//! The HTTP layer: the router, authentication, the v1 API, the old tool's routes (an adapter over
+//! the same service), and the one place where errors become responses.
+
+mod auth;
+mod error;
+mod json;
+mod legacy;
+mod v1;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::provision::Provisioner;
+use crate::store::Store;
+
+/// Request bodies larger than this are refused with 413: no valid request comes near it.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub provisioner: Provisioner,
+    pub store: Store,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(v1::routes())
+        .merge(legacy::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// 200 when the store and the Docker engine answer, else 503 saying which does not.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let checks = state.provisioner.health().await;
+    let healthy = checks.values().all(Result::is_ok);
+    let body: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|(part, result)| {
+            (
+                part.to_string(),
+                result.map_or_else(|e| json!(e), |()| json!("ok")),
+            )
+        })
+        .collect();
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}

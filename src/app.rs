@@ -1,0 +1,85 @@
+//! Building and running the service, the same way for `main` and for the tests:
+//! `App::build(config)`, then `port()`, then `run_until_stopped(shutdown)`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::provision::Provisioner;
+use crate::runtime::Runtime;
+use crate::secrets::MasterKey;
+use crate::store::Store;
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    /// Opens the store, loads the master key, creates demo users and binds the listener. The
+    /// Docker engine need not answer yet: until it does, creates answer 503 and reads still work.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let store = Store::open(&config.data_dir)
+            .await
+            .context("cannot open the store")?;
+        let key = MasterKey::load(config.master_key.as_deref(), &config.data_dir)?;
+
+        if !config.demo_users.is_empty() {
+            tracing::warn!(
+                users = ?config.demo_users.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+                "demo users enabled: their token is their name. For trials only, never in production"
+            );
+            for user in &config.demo_users {
+                store.ensure_user(user, user.as_str()).await?;
+            }
+        }
+
+        let runtime = Runtime::new();
+        if let Err(error) = runtime.ping().await {
+            tracing::warn!(%error, "the Docker engine does not answer yet; creates will fail until it does");
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let provisioner = Provisioner::new(store.clone(), runtime, key, Arc::new(config));
+        Ok(App {
+            listener,
+            state: AppState { provisioner, store },
+        })
+    }
+
+    /// The port the API listens on (useful with `--listen 127.0.0.1:0`).
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    /// Serves until `shutdown` resolves; then finishes the requests in flight and waits for every
+    /// create still running (each ends ready or rolled back), so nothing is left half-created.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let tasks = self.state.provisioner.tasks().clone();
+        tracing::info!(address = %self.listener.local_addr()?, "dbroker listening");
+        axum::serve(self.listener, api::router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!("dbroker stopped");
+        Ok(())
+    }
+}

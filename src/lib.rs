@@ -1,0 +1,23 @@
+//! dbroker: a self-service database provisioning service.
+//!
+//! A tour, in the order a request flows through it:
+//! - [`api`]: the HTTP layer: routes, authentication, the v1 API and the old tool's routes, and the
+//!   one place where errors become responses.
+//! - [`provision`]: the service itself: create, list, find and delete instances.
+//! - [`engines`]: what each database engine needs: image, arguments, data path, URI, and a readiness
+//!   probe that logs in with a real client.
+//! - [`runtime`]: the Docker Engine API, wrapped once, in our own words.
+//! - [`store`]: users and instance records in SQLite.
+//! - [`model`] and [`secrets`]: validated values, credentials and their encryption at rest.
+//! - [`config`] and [`app`]: typed configuration, and building and running the service.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod engines;
+pub mod model;
+pub mod provision;
+pub mod runtime;
+pub mod secrets;
+pub mod store;

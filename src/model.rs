@@ -1,0 +1,393 @@
+//! Validated values. Each is parsed once, where it enters (a request body, a flag, a store row), so
+//! everything past that point can trust it: a bad value is refused before any Docker call.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a value was refused, in words a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// Implements `Deserialize` through `FromStr`, so a bad value fails while the body is read.
+macro_rules! deserialize_from_str {
+    ($t:ty) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// An instance's id: 12 lowercase hex characters, the length of a short Docker id, which the old
+/// tool's clients store as `dockerId`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    pub fn random() -> Self {
+        let bytes: [u8; 6] = rand::random();
+        Self(hex::encode(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for InstanceId {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        if s.len() == 12
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Invalid(
+                "an instance id is 12 lowercase hex characters".into(),
+            ))
+        }
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user-chosen instance name: `[a-z0-9-]{1,63}`, so it is safe in a container name, a DNS label,
+/// a log line and a shell, wherever it ends up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct InstanceName(String);
+
+impl InstanceName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for InstanceName {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+        if (1..=63).contains(&s.len()) && s.bytes().all(allowed) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Invalid(
+                "name must be 1 to 63 characters of lowercase letters, digits and '-'".into(),
+            ))
+        }
+    }
+}
+deserialize_from_str!(InstanceName);
+
+/// A memory cap in MiB. Its bounds depend on the engine, so they are checked by the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MemoryMb(pub u32);
+
+impl MemoryMb {
+    pub fn bytes(self) -> i64 {
+        i64::from(self.0) * 1024 * 1024
+    }
+}
+
+/// A MySQL character set that MySQL and MariaDB both know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Charset(String);
+
+/// Character sets common to MySQL 8 and MariaDB 10.11 (`SHOW CHARACTER SET`).
+const KNOWN_CHARSETS: &[&str] = &[
+    "armscii8", "ascii", "big5", "binary", "cp1250", "cp1251", "cp1256", "cp1257", "cp850",
+    "cp852", "cp866", "cp932", "dec8", "eucjpms", "euckr", "gb2312", "gbk", "geostd8", "greek",
+    "hebrew", "hp8", "keybcs2", "koi8r", "koi8u", "latin1", "latin2", "latin5", "latin7", "macce",
+    "macroman", "sjis", "swe7", "tis620", "ucs2", "ujis", "utf16", "utf16le", "utf32", "utf8",
+    "utf8mb3", "utf8mb4",
+];
+
+impl Charset {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Charset {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        if KNOWN_CHARSETS.contains(&s) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Invalid(format!(
+                "unknown character set {s:?}; known ones are {}",
+                KNOWN_CHARSETS.join(", ")
+            )))
+        }
+    }
+}
+deserialize_from_str!(Charset);
+
+/// A MySQL collation, checked for shape here and against its character set by [`Collation::check_belongs_to`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Collation(String);
+
+/// The ways a collation name ends, after its character set's name (`utf8mb4` + `_general_ci`).
+/// Language-specific collations follow the same `_<language>_ci` shape.
+const COLLATION_SUFFIXES: &[&str] = &[
+    "general_ci",
+    "general_cs",
+    "bin",
+    "unicode_ci",
+    "unicode_520_ci",
+    "general_mysql500_ci",
+    "swedish_ci",
+    "german1_ci",
+    "german2_ci",
+    "danish_ci",
+    "spanish_ci",
+    "spanish2_ci",
+    "polish_ci",
+    "czech_ci",
+    "estonian_ci",
+    "icelandic_ci",
+    "latvian_ci",
+    "lithuanian_ci",
+    "persian_ci",
+    "roman_ci",
+    "romanian_ci",
+    "sinhala_ci",
+    "slovak_ci",
+    "slovenian_ci",
+    "turkish_ci",
+    "hungarian_ci",
+    "croatian_ci",
+    "vietnamese_ci",
+    "unicode_nopad_ci",
+    "general_nopad_ci",
+    "nopad_bin",
+    "0900_ai_ci",
+    "0900_as_ci",
+    "0900_as_cs",
+    "0900_bin",
+    "uca1400_ai_ci",
+    "uca1400_as_cs",
+    "uca1400_ai_cs",
+    "uca1400_as_ci",
+];
+
+impl Collation {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Refuses a collation of another character set (`latin1_swedish_ci` with `utf8mb4`).
+    pub fn check_belongs_to(&self, charset: &Charset) -> Result<(), Invalid> {
+        let belongs = if charset.as_str() == "binary" {
+            self.0 == "binary"
+        } else {
+            self.0
+                .strip_prefix(charset.as_str())
+                .and_then(|rest| rest.strip_prefix('_'))
+                .is_some_and(|suffix| COLLATION_SUFFIXES.contains(&suffix))
+        };
+        if belongs {
+            Ok(())
+        } else {
+            Err(Invalid(format!(
+                "collation {:?} is not a collation of character set {:?}; use one named {}_..., \
+                 for example {}_general_ci or {}_bin",
+                self.0, charset.0, charset.0, charset.0, charset.0
+            )))
+        }
+    }
+}
+
+impl FromStr for Collation {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        let known = s == "binary"
+            || KNOWN_CHARSETS.iter().any(|cs| {
+                s.strip_prefix(cs)
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    .is_some_and(|suffix| COLLATION_SUFFIXES.contains(&suffix))
+            });
+        if known {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Invalid(format!(
+                "unknown collation {s:?}; a collation is a character set's name and a suffix, \
+                 for example utf8mb4_general_ci or latin1_bin"
+            )))
+        }
+    }
+}
+deserialize_from_str!(Collation);
+
+/// A database engine dbroker can provision. What each needs lives in [`crate::engines`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Mysql,
+    Redis,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 2] = [Engine::Mysql, Engine::Redis];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Mysql => "mysql",
+            Engine::Redis => "redis",
+        }
+    }
+}
+
+impl FromStr for Engine {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        Engine::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| Invalid(format!("unknown engine {s:?}; use mysql or redis")))
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an instance is in its life. Stored as text, with a `CHECK` in the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The record exists; its container is being created or is not ready yet.
+    Provisioning,
+    /// The database accepted its credentials.
+    Running,
+    /// A delete is removing its container and volume.
+    Deleting,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Provisioning => "provisioning",
+            Status::Running => "running",
+            Status::Deleting => "deleting",
+        }
+    }
+}
+
+impl FromStr for Status {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        match s {
+            "provisioning" => Ok(Status::Provisioning),
+            "running" => Ok(Status::Running),
+            "deleting" => Ok(Status::Deleting),
+            other => Err(Invalid(format!("unknown status {other:?}"))),
+        }
+    }
+}
+
+/// A user's name: `[a-z0-9_-]{1,64}` (the old tool's users are `user1`, `user2`, `user3`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for UserName {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        let allowed =
+            |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
+        if (1..=64).contains(&s.len()) && s.bytes().all(allowed) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Invalid(
+                "a user name is 1 to 64 characters of lowercase letters, digits, '-' and '_'"
+                    .into(),
+            ))
+        }
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_random_instance_id_is_twelve_lowercase_hex_characters() {
+        let id = InstanceId::random();
+        assert!(id.as_str().parse::<InstanceId>().is_ok(), "{id}");
+    }
+
+    #[test]
+    fn an_instance_id_with_uppercase_or_the_wrong_length_is_rejected() {
+        assert!("6AECDCDF980B".parse::<InstanceId>().is_err());
+        assert!("6aecdcdf980".parse::<InstanceId>().is_err());
+        assert!("../etc/pass".parse::<InstanceId>().is_err());
+    }
+
+    #[test]
+    fn a_name_with_uppercase_spaces_or_metacharacters_is_rejected() {
+        for bad in [
+            "Shop",
+            "my db",
+            "a;rm -rf /",
+            "x'--",
+            "$(id)",
+            "",
+            &"a".repeat(64),
+        ] {
+            assert!(bad.parse::<InstanceName>().is_err(), "{bad:?} was accepted");
+        }
+        assert!("shop-db-1".parse::<InstanceName>().is_ok());
+    }
+
+    #[test]
+    fn a_known_charset_is_accepted_and_an_unknown_one_is_rejected() {
+        assert!("utf8mb4".parse::<Charset>().is_ok());
+        assert!("utf9".parse::<Charset>().is_err());
+        assert!("utf8; DROP TABLE x".parse::<Charset>().is_err());
+    }
+
+    #[test]
+    fn a_collation_of_another_charset_is_rejected() {
+        let utf8: Charset = "utf8".parse().unwrap();
+        let general: Collation = "utf8_general_ci".parse().unwrap();
+        let swedish: Collation = "latin1_swedish_ci".parse().unwrap();
+        assert!(general.check_belongs_to(&utf8).is_ok());
+        assert!(swedish.check_belongs_to(&utf8).is_err());
+        // utf8mb4_general_ci starts with "utf8" but is not a collation of utf8.
+        let mb4: Collation = "utf8mb4_general_ci".parse().unwrap();
+        assert!(mb4.check_belongs_to(&utf8).is_err());
+    }
+
+    #[test]
+    fn an_unknown_collation_is_rejected() {
+        assert!("utf8_bogus_ci".parse::<Collation>().is_err());
+        assert!("utf8_general_ci'".parse::<Collation>().is_err());
+    }
+}

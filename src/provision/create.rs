@@ -1,0 +1,370 @@
+//! Creating an instance: validate, lease a port, write the record, start the container, wait until
+//! a real client logs in, and undo everything if any step fails.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use super::{
+    Instance, LABEL_ENGINE, LABEL_INSTANCE, LABEL_OWNER, LABEL_PREFIX, NewInstance, ProvisionError,
+    Provisioner,
+};
+use crate::config::Images;
+use crate::engines::{self, Settings};
+use crate::model::{Engine, InstanceId, MemoryMb, Status};
+use crate::runtime::{ContainerSpec, ContainerState, RuntimeError};
+use crate::secrets::Secret;
+use crate::store::{InstanceRecord, NewInstanceRecord, StoreError};
+
+/// How often readiness is polled. Each poll is a real login; 100 ms keeps the wait close to the
+/// server's own start-up time without flooding a server that is still initialising.
+const READY_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How many server log lines an error carries when a database fails to start.
+const FAILURE_LOG_LINES: usize = 20;
+
+/// How many times a create moves to another port when Docker finds its port taken at start.
+const PORT_RETRIES: usize = 5;
+
+impl Provisioner {
+    /// Creates an instance and returns it once the database accepts the returned credentials.
+    /// Runs as a task of its own: if the caller goes away, the create still finishes or rolls back.
+    pub async fn create(
+        &self,
+        owner_id: i64,
+        request: NewInstance,
+    ) -> Result<Instance, ProvisionError> {
+        let this = self.clone();
+        self.tasks
+            .spawn(async move { this.create_in_task(owner_id, request).await })
+            .await
+            .map_err(|e| ProvisionError::Internal(e.into()))?
+    }
+
+    #[tracing::instrument(skip_all, fields(engine = %request.engine, instance_id))]
+    async fn create_in_task(
+        &self,
+        owner_id: i64,
+        request: NewInstance,
+    ) -> Result<Instance, ProvisionError> {
+        let engine = request.engine;
+        let memory = check_options(&request)?;
+        let image = self.config.images.of(engine).to_string();
+        // Before the record: a missing image is a configuration problem, not an instance to undo.
+        self.runtime
+            .ensure_image(&image)
+            .await
+            .map_err(|e| match e {
+                RuntimeError::ImageMissing { image, reason } => ProvisionError::ImageMissing {
+                    image,
+                    flag: Images::flag(engine),
+                    reason,
+                },
+                other => other.into(),
+            })?;
+
+        let id = InstanceId::random();
+        tracing::Span::current().record("instance_id", tracing::field::display(&id));
+        let password = Secret::generate_password();
+        let password_enc = self.key.encrypt(&password);
+        let name = request
+            .name
+            .as_ref()
+            .map_or_else(|| format!("{engine}-{id}"), |n| n.as_str().to_string());
+        let new_record = NewInstanceRecord {
+            id: &id,
+            owner_id,
+            name: &name,
+            engine,
+            image: &image,
+            memory_mb: memory,
+            charset: request.charset.as_ref().map(|c| c.as_str()),
+            collation: request.collation.as_ref().map(|c| c.as_str()),
+            port: 0, // chosen by lease_port
+            username: engines::username(engine),
+            password_enc: &password_enc,
+        };
+        // The record comes first: from here on, no container exists that the store does not know.
+        let record = self.lease_port(new_record).await?;
+
+        match self.start_and_wait(&record, &request, &password).await {
+            Ok(port) => {
+                self.store.set_status(&id, Status::Running).await?;
+                tracing::info!(port, "instance ready");
+                let record = InstanceRecord {
+                    status: Status::Running,
+                    port,
+                    ..record
+                };
+                Ok(Instance {
+                    record,
+                    password,
+                    host: self.config.advertise_host.clone(),
+                })
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "create failed; rolling back");
+                self.roll_back(&id).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Writes the record with the lowest free port of the range. A port is free when no record
+    /// holds it and nothing on the host listens on it. The store's UNIQUE constraint settles races
+    /// between concurrent creates, in this process or another: the loser tries the next port.
+    async fn lease_port(
+        &self,
+        mut new: NewInstanceRecord<'_>,
+    ) -> Result<InstanceRecord, ProvisionError> {
+        let range = self.config.port_range;
+        loop {
+            let leased = self.store.leased_ports(range.first, range.last).await?;
+            let candidate = range
+                .iter()
+                .find(|port| {
+                    !leased.contains(port) && host_port_free(self.config.publish_ip, *port)
+                })
+                .ok_or(ProvisionError::PortsExhausted(range))?;
+            new.port = candidate;
+            match self.store.insert_instance(&new).await {
+                Ok(record) => return Ok(record),
+                Err(StoreError::PortTaken) => continue,
+                Err(StoreError::NameTaken) => {
+                    return Err(ProvisionError::NameTaken(new.name.to_string()));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+
+    /// Starts the container and waits until the database is ready. Returns the port it ended on:
+    /// if Docker finds the leased port taken after all (another program grabbed it since the
+    /// check), the lease moves to another free port and the start is tried again.
+    async fn start_and_wait(
+        &self,
+        record: &InstanceRecord,
+        request: &NewInstance,
+        password: &Secret,
+    ) -> Result<u16, ProvisionError> {
+        let engine = record.engine;
+        let launch = engines::launch(
+            engine,
+            &Settings {
+                password,
+                memory: record.memory_mb,
+                charset: request.charset.as_ref(),
+                collation: request.collation.as_ref(),
+            },
+        );
+        let mut spec = ContainerSpec {
+            name: self.container_name(&record.id),
+            image: record.image.clone(),
+            env: launch.env,
+            args: launch.args,
+            labels: HashMap::from([
+                (LABEL_INSTANCE.to_string(), record.id.to_string()),
+                (LABEL_OWNER.to_string(), record.owner_id.to_string()),
+                (LABEL_ENGINE.to_string(), engine.to_string()),
+                (
+                    LABEL_PREFIX.to_string(),
+                    self.config.instance_prefix.clone(),
+                ),
+            ]),
+            volume: self.volume_name(&record.id),
+            data_path: engines::data_path(engine).to_string(),
+            container_port: engines::container_port(engine),
+            publish_ip: self.config.publish_ip,
+            host_port: record.port,
+            memory_bytes: record.memory_mb.bytes(),
+        };
+
+        let mut refused_ports = HashSet::new();
+        for _ in 0..PORT_RETRIES {
+            match self.runtime.run(&spec).await {
+                Ok(()) => {
+                    self.wait_ready(engine, &spec.name, spec.host_port, password)
+                        .await?;
+                    return Ok(spec.host_port);
+                }
+                Err(RuntimeError::PortTaken) => {
+                    tracing::info!(
+                        port = spec.host_port,
+                        "Docker found the port taken; moving to another"
+                    );
+                    refused_ports.insert(spec.host_port);
+                    spec.host_port = self.move_lease(&record.id, &refused_ports).await?;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(ProvisionError::Internal(anyhow::anyhow!(
+            "Docker refused {PORT_RETRIES} ports in a row"
+        )))
+    }
+
+    /// Moves a lease to the lowest free port that Docker has not refused already.
+    async fn move_lease(
+        &self,
+        id: &InstanceId,
+        refused: &HashSet<u16>,
+    ) -> Result<u16, ProvisionError> {
+        let range = self.config.port_range;
+        loop {
+            let leased = self.store.leased_ports(range.first, range.last).await?;
+            let candidate = range
+                .iter()
+                .find(|p| {
+                    !leased.contains(p)
+                        && !refused.contains(p)
+                        && host_port_free(self.config.publish_ip, *p)
+                })
+                .ok_or(ProvisionError::PortsExhausted(range))?;
+            match self.store.move_port(id, candidate).await {
+                Ok(()) => return Ok(candidate),
+                Err(StoreError::PortTaken) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+
+    /// Polls with a real login until it works, the server exits, or the deadline passes.
+    async fn wait_ready(
+        &self,
+        engine: Engine,
+        container: &str,
+        port: u16,
+        password: &Secret,
+    ) -> Result<(), ProvisionError> {
+        let host = self.probe_host();
+        let started = Instant::now();
+        let deadline = started + self.config.ready_timeout;
+        loop {
+            let last_error = match engines::probe(engine, &host, port, password).await {
+                Ok(()) => {
+                    tracing::debug!(elapsed = ?started.elapsed(), "database accepted its credentials");
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            let exited = match self.runtime.state(container).await? {
+                ContainerState::Exited {
+                    exit_code,
+                    oom_killed: true,
+                }
+                | ContainerState::Restarting {
+                    exit_code,
+                    oom_killed: true,
+                } => Some(format!(
+                    "the server was killed for exceeding its memory cap (exit code {exit_code}); ask for more memory"
+                )),
+                ContainerState::Exited { exit_code, .. }
+                | ContainerState::Restarting { exit_code, .. } => {
+                    Some(format!("the server exited with code {exit_code}"))
+                }
+                ContainerState::Running { restart_count } if restart_count > 0 => Some(format!(
+                    "the server exited and was restarted {restart_count} times"
+                )),
+                ContainerState::Missing => Some("the container disappeared".to_string()),
+                ContainerState::Running { .. } | ContainerState::Starting => None,
+            };
+            let timed_out = (Instant::now() >= deadline).then(|| {
+                format!(
+                    "not ready within {:?} (last attempt: {last_error})",
+                    self.config.ready_timeout
+                )
+            });
+            if let Some(reason) = exited.or(timed_out) {
+                let last_logs = self.last_logs(container, password).await;
+                return Err(ProvisionError::NotReady { reason, last_logs });
+            }
+            tokio::time::sleep(READY_POLL_INTERVAL).await;
+        }
+    }
+
+    /// The server's last log lines with the instance's password removed.
+    async fn last_logs(&self, container: &str, password: &Secret) -> Vec<String> {
+        let lines = self
+            .runtime
+            .logs_tail(container, FAILURE_LOG_LINES)
+            .await
+            .unwrap_or_default();
+        lines
+            .into_iter()
+            .map(|line| line.replace(password.expose(), "[redacted]"))
+            .collect()
+    }
+
+    /// Undoes a failed create: container, volume, then the record, which releases the port. If the
+    /// engine is unreachable the record stays, marked provisioning, so that nothing the engine may
+    /// still hold is forgotten.
+    async fn roll_back(&self, id: &InstanceId) {
+        let container = self
+            .runtime
+            .remove_container(&self.container_name(id))
+            .await;
+        let volume = self.runtime.remove_volume(&self.volume_name(id)).await;
+        if let Err(error) = container.and(volume) {
+            tracing::error!(error = %error, "rollback could not remove the container or volume; keeping the record");
+            return;
+        }
+        if let Err(error) = self.store.delete_instance(id).await {
+            tracing::error!(error = %error, "rollback could not delete the record");
+        }
+    }
+}
+
+/// Checks what depends on the engine, before anything is written or started: memory bounds and
+/// options that only MySQL takes. Returns the memory cap to use.
+fn check_options(request: &NewInstance) -> Result<MemoryMb, ProvisionError> {
+    let engine = request.engine;
+    let bounds = engines::memory_bounds(engine);
+    let memory = request.memory.unwrap_or(bounds.default);
+    if memory < bounds.min || memory > bounds.max {
+        return Err(ProvisionError::Invalid {
+            field: "memory_mb",
+            reason: format!(
+                "{engine} instances take {} to {} MiB; {} is out of range",
+                bounds.min.0, bounds.max.0, memory.0
+            ),
+        });
+    }
+    if engine != Engine::Mysql {
+        if request.charset.is_some() {
+            return Err(ProvisionError::Invalid {
+                field: "charset",
+                reason: format!("only mysql instances take a charset, not {engine}"),
+            });
+        }
+        if request.collation.is_some() {
+            return Err(ProvisionError::Invalid {
+                field: "collation",
+                reason: format!("only mysql instances take a collation, not {engine}"),
+            });
+        }
+    }
+    match (&request.charset, &request.collation) {
+        (Some(charset), Some(collation)) => {
+            collation
+                .check_belongs_to(charset)
+                .map_err(|e| ProvisionError::Invalid {
+                    field: "collation",
+                    reason: e.0,
+                })?
+        }
+        (None, Some(_)) => {
+            return Err(ProvisionError::Invalid {
+                field: "collation",
+                reason: "a collation needs its charset; give both".into(),
+            });
+        }
+        _ => {}
+    }
+    Ok(memory)
+}
+
+/// Whether nothing on the host listens on `ip:port`. A moment later another program may take it;
+/// Docker then refuses the start and the create moves on (see `start_and_wait`).
+fn host_port_free(ip: IpAddr, port: u16) -> bool {
+    TcpListener::bind((ip, port)).is_ok()
+}
