@@ -378,3 +378,36 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake for a rare fault: Docker finding a port taken between dbroker's check and the start
+    /// cannot be produced on demand, so its messages (from Docker 20.10 to 28) are checked here.
+    #[test]
+    fn fake_docker_port_conflict_messages_are_recognised_as_port_taken() {
+        let messages = [
+            "driver failed programming external connectivity on endpoint x: Bind for 127.0.0.1:20000 failed: port is already allocated",
+            "driver failed programming external connectivity on endpoint x: Error starting userland proxy: listen tcp4 127.0.0.1:20000: bind: address already in use",
+        ];
+        for message in messages {
+            let error = bollard::errors::Error::DockerResponseServerError {
+                status_code: 500,
+                message: message.into(),
+            };
+            assert!(
+                matches!(RuntimeError::from(error), RuntimeError::PortTaken),
+                "{message}"
+            );
+        }
+        let other = bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: "no space left".into(),
+        };
+        assert!(matches!(
+            RuntimeError::from(other),
+            RuntimeError::Refused(_)
+        ));
+    }
+}

@@ -4,8 +4,13 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use bollard::Docker;
-use bollard::query_parameters::RemoveContainerOptionsBuilder;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptions,
+};
 
 /// The engine the tests drive: `DOCKER_HOST` or the local socket, at an API version it speaks.
 pub async fn docker() -> Docker {
@@ -86,4 +91,347 @@ pub fn unique_name(prefix: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("{prefix}-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A dbroker of the test's own.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use dbroker::app::App;
+use dbroker::config::{Config, Images, PortRange};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// Demo users every test app has; their token is their name.
+pub const ALICE: &str = "alice";
+pub const BOB: &str = "bob";
+
+/// How long a create may take in a test: MariaDB's first start is the slow one.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Ports for one test app. Each app gets a block of its own, so tests run in parallel; blocks of
+/// different test processes may overlap, which dbroker handles like any busy port.
+const PORTS_PER_APP: u16 = 30;
+static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
+
+fn next_port_range() -> PortRange {
+    let base = 21000 + (std::process::id() % 8) as u16 * 1000;
+    let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst) % (1000 / PORTS_PER_APP);
+    let first = base + block * PORTS_PER_APP;
+    PortRange {
+        first,
+        last: first + PORTS_PER_APP - 1,
+    }
+}
+
+/// A dbroker built through the same path as `main`, on port 0, with a temporary data directory, a
+/// unique instance prefix and a port block of its own. Dropping it removes every container and
+/// volume it made, even when the test panicked.
+pub struct TestApp {
+    pub address: String,
+    pub config: Config,
+    pub client: reqwest::Client,
+    _data_dir: Option<tempfile::TempDir>,
+    _cleanup: PrefixGuard,
+    server: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns an app after `adjust` has changed its configuration.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        init_test_logging();
+        let data_dir = tempfile::tempdir().expect("a temporary data directory");
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_path_buf(),
+            advertise_host: "127.0.0.1".into(),
+            publish_ip: "127.0.0.1".parse().unwrap(),
+            port_range: next_port_range(),
+            images: Images {
+                mysql: image("mysql"),
+                redis: image("redis"),
+            },
+            ready_timeout: READY_TIMEOUT,
+            demo_users: vec![ALICE.parse().unwrap(), BOB.parse().unwrap()],
+            instance_prefix: unique_name("dbt"),
+            master_key: None,
+        };
+        adjust(&mut config);
+        let mut app = TestApp {
+            address: String::new(),
+            _cleanup: PrefixGuard(config.instance_prefix.clone()),
+            config,
+            client: reqwest::Client::new(),
+            _data_dir: Some(data_dir),
+            server: None,
+        };
+        app.start().await;
+        app
+    }
+
+    async fn start(&mut self) {
+        let app = App::build(self.config.clone())
+            .await
+            .expect("the app builds");
+        self.address = format!("http://127.0.0.1:{}", app.port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            app.run_until_stopped(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("the app runs");
+        });
+        self.server = Some((stop, server));
+    }
+
+    /// A second dbroker on the same data directory and configuration, as two processes would be.
+    pub async fn spawn_sibling(&self) -> TestApp {
+        let mut sibling = TestApp {
+            address: String::new(),
+            _cleanup: PrefixGuard(self.config.instance_prefix.clone()),
+            config: self.config.clone(),
+            client: reqwest::Client::new(),
+            _data_dir: None,
+            server: None,
+        };
+        sibling.start().await;
+        sibling
+    }
+
+    /// Stops dbroker gracefully and starts a new one on the same data directory and configuration.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some((stop, server)) = self.server.take() {
+            let _ = stop.send(());
+            server.await.expect("the app stops cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("Authorization", token)
+            .json(&body)
+            .send()
+            .await;
+        read(response.expect("POST")).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        read(
+            self.client
+                .get(self.url(path))
+                .header("Authorization", token)
+                .send()
+                .await
+                .expect("GET"),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        read(
+            self.client
+                .delete(self.url(path))
+                .header("Authorization", token)
+                .send()
+                .await
+                .expect("DELETE"),
+        )
+        .await
+    }
+
+    /// Creates an instance through v1 and insists on success.
+    pub async fn create(&self, token: &str, body: Value) -> Value {
+        let (status, instance) = self
+            .post("/v1/instances", &format!("Bearer {token}"), body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create failed: {instance}");
+        instance
+    }
+
+    /// The names of this app's containers that exist (running or not).
+    pub async fn containers(&self) -> Vec<String> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("dbroker.prefix={}", self.config.instance_prefix)],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = docker()
+            .await
+            .list_containers(Some(options))
+            .await
+            .expect("list containers");
+        containers
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .collect()
+    }
+
+    /// The names of this app's volumes.
+    pub async fn volumes(&self) -> Vec<String> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("dbroker.prefix={}", self.config.instance_prefix)],
+        )]);
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let volumes = docker()
+            .await
+            .list_volumes(Some(options))
+            .await
+            .expect("list volumes");
+        volumes
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect()
+    }
+
+    /// The container name of an instance.
+    pub fn container_of(&self, instance: &Value) -> String {
+        format!(
+            "{}-{}",
+            self.config.instance_prefix,
+            instance["id"].as_str().expect("an id")
+        )
+    }
+}
+
+/// Removes every container and volume labelled with its instance prefix when dropped.
+pub struct PrefixGuard(pub String);
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        block_on_fresh_runtime(async move { remove_everything_labelled(&prefix).await });
+    }
+}
+
+/// Removes every container, then every volume, that carries `dbroker.prefix=<prefix>`.
+async fn remove_everything_labelled(prefix: &str) {
+    let docker = docker().await;
+    let filters = HashMap::from([("label", vec![format!("dbroker.prefix={prefix}")])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    for container in docker
+        .list_containers(Some(options))
+        .await
+        .unwrap_or_default()
+    {
+        if let Some(id) = container.id {
+            let options = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            let _ = docker.remove_container(&id, Some(options)).await;
+        }
+    }
+    let options = ListVolumesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let volumes = docker
+        .list_volumes(Some(options))
+        .await
+        .map(|v| v.volumes.unwrap_or_default());
+    for volume in volumes.unwrap_or_default() {
+        let _ = docker
+            .remove_volume(&volume.name, None::<RemoveVolumeOptions>)
+            .await;
+    }
+}
+
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("a body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+/// Logs stay silent unless `TEST_LOG=1`.
+fn init_test_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real clients for the connection details an instance comes with.
+
+/// A Redis connection authenticated with `password`, or the error the server gave.
+pub async fn redis_connect(
+    port: u16,
+    password: &str,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
+        "127.0.0.1".into(),
+        port,
+    ))?
+    .set_redis_settings(redis::RedisConnectionInfo::default().set_password(password));
+    redis::Client::open(info)?
+        .get_multiplexed_async_connection()
+        .await
+}
+
+/// A MySQL connection as `user` with `password`, or the error the server gave.
+pub async fn mysql_connect(
+    port: u16,
+    user: &str,
+    password: &str,
+) -> Result<sqlx::MySqlConnection, sqlx::Error> {
+    use sqlx::ConnectOptions;
+    sqlx::mysql::MySqlConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username(user)
+        .password(password)
+        .connect()
+        .await
+}
+
+/// The port and password of an instance as v1 returns it.
+pub fn port_and_password(instance: &Value) -> (u16, String) {
+    let port = instance["connection"]["port"].as_u64().expect("a port") as u16;
+    let password = instance["connection"]["password"]
+        .as_str()
+        .expect("a password")
+        .to_string();
+    (port, password)
 }

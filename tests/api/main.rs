@@ -1,5 +1,12 @@
 //! dbroker's integration tests: one binary, on a real Docker engine and real database servers.
 //! Run them with `scripts/test`, which starts the engine and builds the offline images first.
 
+mod auth;
+mod bad_input;
+mod failures;
 mod helpers;
 mod images;
+mod isolation;
+mod mysql;
+mod ports;
+mod redis;

@@ -1,0 +1,250 @@
+//! Bad input gets a clear 4xx that says what to fix, and no container is created.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{ALICE, TestApp};
+
+/// Sends `body` as it is (not necessarily JSON) and returns the status and the error message.
+async fn send_raw(app: &TestApp, path: &str, body: String) -> (StatusCode, String) {
+    let response = app
+        .client
+        .post(app.url(path))
+        .header("Authorization", ALICE)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap();
+    let message = body
+        .get("detail")
+        .or_else(|| body.get("msg"))
+        .and_then(|m| m.as_str())
+        .unwrap_or_default();
+    (status, message.to_string())
+}
+
+#[tokio::test]
+async fn every_class_of_bad_input_is_refused_with_a_message_and_creates_nothing() {
+    let app = TestApp::spawn().await;
+    let cases: &[(&str, &str, StatusCode, &str)] = &[
+        // path, body, status, a fragment the message must contain
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","#,
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            "/v1/instances",
+            r#"[1,2"#,
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"oracle"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown variant `oracle`",
+        ),
+        (
+            "/v1/instances",
+            r#"{}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing field `engine`",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","memory_mb":"lots"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid type",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","memory_mb":-1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid value",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","memory_mb":8}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "16 to 65536",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","memory_mb":70000}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "out of range",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"mysql","memory_mb":128}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "256 to 65536",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","image":"alpine"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `image`",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","port":22}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `port`",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","privileged":true}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `privileged`",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","binds":["/:/host"]}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `binds`",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","name":"Shop"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "lowercase letters",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","name":"a;rm -rf /"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "lowercase letters",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","name":"$(reboot)"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "lowercase letters",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"mysql","charset":"utf9"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown character set",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"mysql","charset":"utf8'; DROP TABLE x; --"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown character set",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"mysql","charset":"utf8","collation":"utf8_bogus_ci"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown collation",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"mysql","charset":"utf8","collation":"latin1_swedish_ci"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a collation of character set",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"mysql","collation":"utf8_bin"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "needs its charset",
+        ),
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","charset":"utf8"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "only mysql",
+        ),
+        (
+            "/mysql",
+            r#"{"charset":"utf8","collection":"latin1_bin"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a collation",
+        ),
+        (
+            "/mysql",
+            r#"{"charset":"$(id)"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown character set",
+        ),
+        (
+            "/mysql",
+            r#"{"image":"x"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `image`",
+        ),
+        (
+            "/redis",
+            r#"{"memory":"lots"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "whole number of MB",
+        ),
+        (
+            "/redis",
+            r#"{"memory":1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "16 to 65536",
+        ),
+        (
+            "/redis",
+            r#"{"memory":"#,
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+    ];
+
+    let mut failures = Vec::new();
+    for (path, body, expected_status, fragment) in cases {
+        let (status, message) = send_raw(&app, path, body.to_string()).await;
+        if status != *expected_status || !message.contains(fragment) {
+            failures.push(format!("{path} {body}: got {status} {message:?}, wanted {expected_status} with {fragment:?}"));
+        }
+    }
+
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        app.containers().await.is_empty(),
+        "a refused request created a container"
+    );
+    assert!(
+        app.volumes().await.is_empty(),
+        "a refused request created a volume"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_413_in_both_apis() {
+    let app = TestApp::spawn().await;
+    let huge = format!(r#"{{"engine":"redis","name":"{}"}}"#, "a".repeat(70 * 1024));
+
+    let (v1, message) = send_raw(&app, "/v1/instances", huge.clone()).await;
+    let (old, old_message) = send_raw(&app, "/redis", huge).await;
+
+    assert_eq!(v1, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(message.contains("64 KiB"), "{message}");
+    assert_eq!(old, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(old_message.contains("64 KiB"), "{old_message}");
+}
+
+#[tokio::test]
+async fn an_unknown_old_docker_type_is_404_naming_the_known_ones() {
+    let app = TestApp::spawn().await;
+
+    let (status, body) = app.get("/list/9", ALICE).await;
+
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["msg"]
+            .as_str()
+            .unwrap()
+            .contains("1 for MySQL or 2 for Redis"),
+        "{body}"
+    );
+}
