@@ -20,13 +20,24 @@ CREATE TABLE instances (
     engine        TEXT NOT NULL CHECK (engine IN ('mysql', 'redis')),
     -- The image actually used, so a later change of the configured image does not rewrite history.
     image         TEXT NOT NULL,
-    status        TEXT NOT NULL CHECK (status IN ('provisioning', 'running', 'deleting')),
+    -- provisioning: being created; running: ready; stopped: by its owner; exited: its server
+    -- died on its own (see exit_code, oom_killed); failed: a create rolled back after a crash
+    -- (see status_reason); deleting: a delete is under way.
+    status        TEXT NOT NULL
+                  CHECK (status IN ('provisioning', 'running', 'stopped', 'exited', 'failed', 'deleting')),
+    status_reason TEXT,
+    exit_code     INTEGER,
+    oom_killed    INTEGER NOT NULL DEFAULT 0 CHECK (oom_killed IN (0, 1)),
+    -- The dbroker process whose create is in flight. It holds a lock file of that name while it
+    -- lives, so after a crash another process can tell the create will never finish.
+    claimed_by    TEXT,
     memory_mb     INTEGER NOT NULL CHECK (memory_mb > 0),
     charset       TEXT,
     collation     TEXT,
     -- The host port is the lease: UNIQUE means no port is ever handed to two instances, even by
-    -- several dbroker processes on one data directory. Deleting the row frees the port.
-    port          INTEGER NOT NULL CONSTRAINT instances_port_unique UNIQUE
+    -- several dbroker processes on one data directory. Deleting the row frees the port; a failed
+    -- instance keeps its record but no port (NULLs do not collide).
+    port          INTEGER CONSTRAINT instances_port_unique UNIQUE
                   CHECK (port BETWEEN 1 AND 65535),
     username      TEXT,
     -- AES-256-GCM: a 12-byte nonce, then the ciphertext. Never the plain password.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
@@ -23,15 +24,9 @@ impl App {
     /// Opens the store, loads the master key, creates demo users and binds the listener. The
     /// Docker engine need not answer yet: until it does, creates answer 503 and reads still work.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
-        let store = Store::open(&config.data_dir)
-            .await
-            .context("cannot open the store")?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+        let store = Store::open(&config.data_dir).await.context("cannot open the store")?;
         let key = MasterKey::load(config.master_key.as_deref(), &config.data_dir)?;
 
         if !config.demo_users.is_empty() {
@@ -44,14 +39,15 @@ impl App {
             }
         }
 
-        let runtime = Runtime::new();
+        let runtime = Runtime::new(config.docker_host.clone());
         if let Err(error) = runtime.ping().await {
             tracing::warn!(%error, "the Docker engine does not answer yet; creates will fail until it does");
         }
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let provisioner = Provisioner::new(store.clone(), runtime, key, Arc::new(config));
+        let provisioner = Provisioner::new(store.clone(), runtime, key, Arc::new(config))
+            .context("cannot claim a process lock in the data directory")?;
         Ok(App {
             listener,
             state: AppState { provisioner, store },
@@ -60,23 +56,23 @@ impl App {
 
     /// The port the API listens on (useful with `--listen 127.0.0.1:0`).
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
-    /// Serves until `shutdown` resolves; then finishes the requests in flight and waits for every
-    /// create still running (each ends ready or rolled back), so nothing is left half-created.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let tasks = self.state.provisioner.tasks().clone();
+    /// Serves, and runs the reconciler, until `shutdown` resolves; then finishes the requests in
+    /// flight and waits for every create still running (each ends ready or rolled back), so
+    /// nothing is left half-created.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let provisioner = self.state.provisioner.clone();
+        let stop_reconciler = CancellationToken::new();
+        let reconciler = tokio::spawn(provisioner.clone().run_reconciler(stop_reconciler.clone()));
         tracing::info!(address = %self.listener.local_addr()?, "dbroker listening");
         axum::serve(self.listener, api::router(self.state))
             .with_graceful_shutdown(shutdown)
             .await?;
+        stop_reconciler.cancel();
+        let _ = reconciler.await;
+        let tasks = provisioner.tasks();
         tasks.close();
         tasks.wait().await;
         tracing::info!("dbroker stopped");

@@ -89,6 +89,9 @@ pub struct ServeArgs {
     /// Users whose token is their own name, as the old tool had (user1,user2,user3): trials only.
     #[arg(long, env = "DBROKER_DEMO_USERS", value_delimiter = ',')]
     pub demo_users: Vec<UserName>,
+    /// Seconds between the reconciler's comparisons of the store with Docker.
+    #[arg(long, env = "DBROKER_RECONCILE_INTERVAL", default_value_t = 30)]
+    pub reconcile_interval: u64,
     /// Prefix of container and volume names, and the value of their `dbroker.prefix` label.
     #[arg(long, env = "DBROKER_INSTANCE_PREFIX", default_value = "dbroker")]
     pub instance_prefix: String,
@@ -110,6 +113,8 @@ impl ServeArgs {
             demo_users: self.demo_users,
             instance_prefix: self.instance_prefix,
             master_key: std::env::var("DBROKER_MASTER_KEY").ok(),
+            reconcile_interval: Duration::from_secs(self.reconcile_interval.max(1)),
+            docker_host: std::env::var("DOCKER_HOST").ok(),
         }
     }
 }

@@ -25,9 +25,7 @@ impl PortRange {
 impl FromStr for PortRange {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("{s:?} is not a port range; write it as FIRST-LAST, for example 20000-29999")
-        };
+        let bad = || format!("{s:?} is not a port range; write it as FIRST-LAST, for example 20000-29999");
         let (first, last) = s.split_once('-').ok_or_else(bad)?;
         let first: u16 = first.trim().parse().map_err(|_| bad())?;
         let last: u16 = last.trim().parse().map_err(|_| bad())?;
@@ -87,4 +85,8 @@ pub struct Config {
     pub instance_prefix: String,
     /// Hex AES-256 key for passwords at rest; else `master.key` in the data directory.
     pub master_key: Option<String>,
+    /// How often the reconciler compares the store with Docker and repairs drift.
+    pub reconcile_interval: Duration,
+    /// The Docker engine (`unix://…`, `tcp://…`); `None` for `DOCKER_HOST` or the local socket.
+    pub docker_host: Option<String>,
 }

@@ -10,9 +10,7 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
 
@@ -54,19 +52,17 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        UserCommand::Remove { name, store } => {
-            match open(&store.data_dir).await?.remove_user(&name).await {
-                Ok(None) => {
-                    eprintln!("user {name} removed");
-                    Ok(())
-                }
-                Ok(Some(count)) => {
-                    anyhow::bail!("{name} still owns {count} instance(s); delete them first")
-                }
-                Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
-                Err(e) => Err(e.into()),
+        UserCommand::Remove { name, store } => match open(&store.data_dir).await?.remove_user(&name).await {
+            Ok(None) => {
+                eprintln!("user {name} removed");
+                Ok(())
             }
-        }
+            Ok(Some(count)) => {
+                anyhow::bail!("{name} still owns {count} instance(s); delete them first")
+            }
+            Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
+            Err(e) => Err(e.into()),
+        },
     }
 }
 

@@ -43,15 +43,10 @@ impl InstanceId {
 impl FromStr for InstanceId {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
-        if s.len() == 12
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(Self(s.to_string()))
         } else {
-            Err(Invalid(
-                "an instance id is 12 lowercase hex characters".into(),
-            ))
+            Err(Invalid("an instance id is 12 lowercase hex characters".into()))
         }
     }
 }
@@ -107,11 +102,10 @@ pub struct Charset(String);
 
 /// Character sets common to MySQL 8 and MariaDB 10.11 (`SHOW CHARACTER SET`).
 const KNOWN_CHARSETS: &[&str] = &[
-    "armscii8", "ascii", "big5", "binary", "cp1250", "cp1251", "cp1256", "cp1257", "cp850",
-    "cp852", "cp866", "cp932", "dec8", "eucjpms", "euckr", "gb2312", "gbk", "geostd8", "greek",
-    "hebrew", "hp8", "keybcs2", "koi8r", "koi8u", "latin1", "latin2", "latin5", "latin7", "macce",
-    "macroman", "sjis", "swe7", "tis620", "ucs2", "ujis", "utf16", "utf16le", "utf32", "utf8",
-    "utf8mb3", "utf8mb4",
+    "armscii8", "ascii", "big5", "binary", "cp1250", "cp1251", "cp1256", "cp1257", "cp850", "cp852", "cp866", "cp932",
+    "dec8", "eucjpms", "euckr", "gb2312", "gbk", "geostd8", "greek", "hebrew", "hp8", "keybcs2", "koi8r", "koi8u",
+    "latin1", "latin2", "latin5", "latin7", "macce", "macroman", "sjis", "swe7", "tis620", "ucs2", "ujis", "utf16",
+    "utf16le", "utf32", "utf8", "utf8mb3", "utf8mb4",
 ];
 
 impl Charset {
@@ -275,15 +269,33 @@ pub enum Status {
     Provisioning,
     /// The database accepted its credentials.
     Running,
+    /// Stopped by its owner; keeps its port, data and credentials.
+    Stopped,
+    /// Its server died on its own (exit code, OOM); Docker's restart policy brings it back.
+    Exited,
+    /// A create that could not finish (dbroker crashed during it) was rolled back.
+    Failed,
     /// A delete is removing its container and volume.
     Deleting,
 }
 
 impl Status {
+    const ALL: [Status; 6] = [
+        Status::Provisioning,
+        Status::Running,
+        Status::Stopped,
+        Status::Exited,
+        Status::Failed,
+        Status::Deleting,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Provisioning => "provisioning",
             Status::Running => "running",
+            Status::Stopped => "stopped",
+            Status::Exited => "exited",
+            Status::Failed => "failed",
             Status::Deleting => "deleting",
         }
     }
@@ -292,12 +304,69 @@ impl Status {
 impl FromStr for Status {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
-        match s {
-            "provisioning" => Ok(Status::Provisioning),
-            "running" => Ok(Status::Running),
-            "deleting" => Ok(Status::Deleting),
-            other => Err(Invalid(format!("unknown status {other:?}"))),
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| Invalid(format!("unknown status {s:?}")))
+    }
+}
+
+/// What happened to an instance, in its history. Stored as text, with a `CHECK` in the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Created,
+    Ready,
+    Stopped,
+    Started,
+    Restarted,
+    Resized,
+    Rotated,
+    Exited,
+    Repaired,
+    Deleted,
+    Failed,
+}
+
+impl EventKind {
+    const ALL: [EventKind; 11] = [
+        EventKind::Created,
+        EventKind::Ready,
+        EventKind::Stopped,
+        EventKind::Started,
+        EventKind::Restarted,
+        EventKind::Resized,
+        EventKind::Rotated,
+        EventKind::Exited,
+        EventKind::Repaired,
+        EventKind::Deleted,
+        EventKind::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Ready => "ready",
+            EventKind::Stopped => "stopped",
+            EventKind::Started => "started",
+            EventKind::Restarted => "restarted",
+            EventKind::Resized => "resized",
+            EventKind::Rotated => "rotated",
+            EventKind::Exited => "exited",
+            EventKind::Repaired => "repaired",
+            EventKind::Deleted => "deleted",
+            EventKind::Failed => "failed",
         }
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Invalid(format!("unknown event {s:?}")))
     }
 }
 
@@ -314,14 +383,12 @@ impl UserName {
 impl FromStr for UserName {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
-        let allowed =
-            |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
+        let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
         if (1..=64).contains(&s.len()) && s.bytes().all(allowed) {
             Ok(Self(s.to_string()))
         } else {
             Err(Invalid(
-                "a user name is 1 to 64 characters of lowercase letters, digits, '-' and '_'"
-                    .into(),
+                "a user name is 1 to 64 characters of lowercase letters, digits, '-' and '_'".into(),
             ))
         }
     }
@@ -352,15 +419,7 @@ mod tests {
 
     #[test]
     fn a_name_with_uppercase_spaces_or_metacharacters_is_rejected() {
-        for bad in [
-            "Shop",
-            "my db",
-            "a;rm -rf /",
-            "x'--",
-            "$(id)",
-            "",
-            &"a".repeat(64),
-        ] {
+        for bad in ["Shop", "my db", "a;rm -rf /", "x'--", "$(id)", "", &"a".repeat(64)] {
             assert!(bad.parse::<InstanceName>().is_err(), "{bad:?} was accepted");
         }
         assert!("shop-db-1".parse::<InstanceName>().is_ok());

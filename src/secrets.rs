@@ -76,10 +76,7 @@ pub enum KeyError {
     #[error("DBROKER_MASTER_KEY must be 64 hex characters (32 bytes)")]
     BadKey,
     #[error("cannot read or create the master key file {path}: {source}")]
-    File {
-        path: String,
-        source: std::io::Error,
-    },
+    File { path: String, source: std::io::Error },
     #[error("a stored password cannot be decrypted: wrong master key, or a damaged record")]
     Decrypt,
 }
@@ -116,13 +113,8 @@ impl MasterKey {
         }
         let (nonce_bytes, ciphertext) = stored.split_at(NONCE_LEN);
         let nonce = Nonce::try_from(nonce_bytes).map_err(|_| KeyError::Decrypt)?;
-        let plain = self
-            .0
-            .decrypt(&nonce, ciphertext)
-            .map_err(|_| KeyError::Decrypt)?;
-        String::from_utf8(plain)
-            .map(Secret)
-            .map_err(|_| KeyError::Decrypt)
+        let plain = self.0.decrypt(&nonce, ciphertext).map_err(|_| KeyError::Decrypt)?;
+        String::from_utf8(plain).map(Secret).map_err(|_| KeyError::Decrypt)
     }
 }
 

@@ -14,6 +14,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
     Unprocessable(String),
@@ -39,6 +41,7 @@ impl ApiError {
         use ProvisionError as P;
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -46,12 +49,12 @@ impl ApiError {
             ApiError::Provision(e) => match e {
                 P::NotFound => StatusCode::NOT_FOUND,
                 P::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                P::NameTaken(_) | P::Busy(_) => StatusCode::CONFLICT,
+                P::NameTaken(_) | P::Busy(_) | P::Conflict(_) => StatusCode::CONFLICT,
                 P::PortsExhausted(_) | P::EngineUnreachable(_) | P::ImageMissing { .. } => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 // The database server, dbroker's upstream, failed to come up.
-                P::NotReady { .. } => StatusCode::BAD_GATEWAY,
+                P::NotReady { .. } | P::ServerRefused(_) => StatusCode::BAD_GATEWAY,
                 P::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -97,9 +100,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        response
-            .extensions_mut()
-            .insert(ErrorDetail { detail, extra });
+        response.extensions_mut().insert(ErrorDetail { detail, extra });
         response
     }
 }
@@ -123,9 +124,7 @@ pub async fn legacy_errors(response: Response) -> Response {
     )
         .into_response();
     if let Some(challenge) = response.headers().get(header::WWW_AUTHENTICATE) {
-        legacy
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, challenge.clone());
+        legacy.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.clone());
     }
     legacy
 }

@@ -58,9 +58,7 @@ fn number_or_numeric_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Me
         Some(NumberOrString::Number(n)) => Ok(Some(MemoryMb(n))),
         Some(NumberOrString::Text(s)) => {
             s.trim().parse().map(|n| Some(MemoryMb(n))).map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "memory must be a whole number of MB, like 500, not {s:?}"
-                ))
+                serde::de::Error::custom(format!("memory must be a whole number of MB, like 500, not {s:?}"))
             })
         }
     }
@@ -68,7 +66,7 @@ fn number_or_numeric_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Me
 
 async fn create_mysql(
     State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    user: CurrentUser,
     JsonBody(body): JsonBody<CreateMysql>,
 ) -> Result<Response, ApiError> {
     // The old defaults apply when nothing is asked; a charset alone gets its server default collation.
@@ -87,7 +85,7 @@ async fn create_mysql(
         charset,
         collation,
     };
-    let instance = state.provisioner.create(user.id, request).await?;
+    let instance = state.provisioner.create(&user.caller(), request).await?;
     Ok(envelope(legacy_view(&instance)))
 }
 
@@ -100,7 +98,7 @@ where
 
 async fn create_redis(
     State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    user: CurrentUser,
     JsonBody(body): JsonBody<CreateRedis>,
 ) -> Result<Response, ApiError> {
     let request = NewInstance {
@@ -110,13 +108,13 @@ async fn create_redis(
         charset: None,
         collation: None,
     };
-    let instance = state.provisioner.create(user.id, request).await?;
+    let instance = state.provisioner.create(&user.caller(), request).await?;
     Ok(envelope(legacy_view(&instance)))
 }
 
 async fn list_by_type(
     State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    user: CurrentUser,
     Path(docker_type): Path<String>,
 ) -> Result<Response, ApiError> {
     let engine = match docker_type.as_str() {
@@ -128,20 +126,18 @@ async fn list_by_type(
             )));
         }
     };
-    let instances = state.provisioner.list(user.id, Some(engine)).await?;
-    Ok(envelope(Value::Array(
-        instances.iter().map(legacy_view).collect(),
-    )))
+    let instances = state.provisioner.list(user.0.id, Some(engine)).await?;
+    Ok(envelope(Value::Array(instances.iter().map(legacy_view).collect())))
 }
 
 async fn detail(
     State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    user: CurrentUser,
     Path(docker_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let instance = state
         .provisioner
-        .get(user.id, &super::v1::parse_id(&docker_id)?)
+        .get(user.0.id, &super::v1::parse_id(&docker_id)?)
         .await?;
     Ok(envelope(legacy_view(&instance)))
 }

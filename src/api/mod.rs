@@ -1,6 +1,7 @@
 //! The HTTP layer: the router, authentication, the v1 API, the old tool's routes (an adapter over
 //! the same service), and the one place where errors become responses.
 
+mod admin;
 mod auth;
 mod error;
 mod json;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(v1::routes())
+        .merge(admin::routes())
         .merge(legacy::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
@@ -46,12 +48,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     let healthy = checks.values().all(Result::is_ok);
     let body: serde_json::Map<String, serde_json::Value> = checks
         .into_iter()
-        .map(|(part, result)| {
-            (
-                part.to_string(),
-                result.map_or_else(|e| json!(e), |()| json!("ok")),
-            )
-        })
+        .map(|(part, result)| (part.to_string(), result.map_or_else(|e| json!(e), |()| json!("ok"))))
         .collect();
     let status = if healthy {
         StatusCode::OK

@@ -9,21 +9,31 @@ mod redis;
 use std::time::Duration;
 
 pub use crate::model::Engine;
-use crate::model::{Charset, Collation, MemoryMb};
+use crate::model::MemoryMb;
 use crate::secrets::Secret;
 
-/// The settings of one instance that shape its container.
+/// The settings of one instance that shape its container. Charset and collation come from a
+/// request's validated values or from the instance's record.
 pub struct Settings<'a> {
     pub password: &'a Secret,
     pub memory: MemoryMb,
-    pub charset: Option<&'a Charset>,
-    pub collation: Option<&'a Collation>,
+    pub charset: Option<&'a str>,
+    pub collation: Option<&'a str>,
 }
 
-/// A container's environment and the arguments after its image.
+/// A container's environment, the arguments after its image, and a configuration file that goes
+/// into the container before it starts.
 pub struct Launch {
     pub env: Vec<String>,
     pub args: Vec<String>,
+    pub config_file: Option<ConfigFile>,
+}
+
+/// A file in the instance's container, written by dbroker from the instance's record.
+pub struct ConfigFile {
+    pub dir: &'static str,
+    pub name: &'static str,
+    pub contents: String,
 }
 
 /// The smallest, largest and default memory cap of an engine's instances, in MiB.
@@ -66,6 +76,14 @@ pub fn memory_bounds(engine: Engine) -> MemoryBounds {
     }
 }
 
+/// Where an engine's container keeps the configuration file dbroker writes, if it has one.
+pub fn config_path(engine: Engine) -> Option<String> {
+    match engine {
+        Engine::Mysql => None,
+        Engine::Redis => Some(format!("{}/{}", redis::CONFIG_DIR, redis::CONFIG_FILE)),
+    }
+}
+
 pub fn launch(engine: Engine, settings: &Settings) -> Launch {
     match engine {
         Engine::Mysql => mysql::launch(settings),
@@ -82,12 +100,41 @@ pub fn uri(engine: Engine, host: &str, port: u16, password: &Secret) -> String {
 
 /// Logs in at `host:port` with `password` and runs a query. `Err` says why it did not work.
 pub async fn probe(engine: Engine, host: &str, port: u16, password: &Secret) -> Result<(), String> {
-    let attempt = async {
+    with_timeout(async {
         match engine {
             Engine::Mysql => mysql::probe(host, port, password).await,
             Engine::Redis => redis::probe(host, port, password).await,
         }
-    };
+    })
+    .await
+}
+
+/// Changes the password on the running server: the new one works at once, the old one is refused.
+pub async fn rotate_password(engine: Engine, host: &str, port: u16, old: &Secret, new: &Secret) -> Result<(), String> {
+    with_timeout(async {
+        match engine {
+            Engine::Mysql => mysql::rotate_password(host, port, old, new).await,
+            Engine::Redis => redis::rotate_password(host, port, old, new).await,
+        }
+    })
+    .await
+}
+
+/// Tells the running server about a new memory cap, for engines that keep a limit of their own.
+pub async fn apply_memory(
+    engine: Engine,
+    host: &str,
+    port: u16,
+    password: &Secret,
+    memory: MemoryMb,
+) -> Result<(), String> {
+    match engine {
+        Engine::Mysql => Ok(()),
+        Engine::Redis => with_timeout(redis::apply_memory(host, port, password, memory)).await,
+    }
+}
+
+async fn with_timeout(attempt: impl Future<Output = Result<(), String>>) -> Result<(), String> {
     tokio::time::timeout(PROBE_ATTEMPT_TIMEOUT, attempt)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {PROBE_ATTEMPT_TIMEOUT:?}")))

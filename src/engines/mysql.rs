@@ -1,8 +1,8 @@
 //! MySQL, on the official `mysql` image or anything with its run-time contract (the MariaDB-based
 //! offline image): the root password in `MYSQL_ROOT_PASSWORD`, server options as arguments.
 
-use sqlx::mysql::MySqlConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
 use super::{Launch, MemoryBounds, Settings};
 use crate::model::MemoryMb;
@@ -22,17 +22,17 @@ pub fn launch(settings: &Settings) -> Launch {
     // each: a charset never passes through a shell.
     let mut args = Vec::new();
     if let Some(charset) = settings.charset {
-        args.push(format!("--character-set-server={}", charset.as_str()));
+        args.push(format!("--character-set-server={charset}"));
     }
     if let Some(collation) = settings.collation {
-        args.push(format!("--collation-server={}", collation.as_str()));
+        args.push(format!("--collation-server={collation}"));
     }
+    // The root password only matters to the first start, which initialises the data directory;
+    // after that it lives in the server's own tables, where a rotation changes it.
     Launch {
-        env: vec![format!(
-            "MYSQL_ROOT_PASSWORD={}",
-            settings.password.expose()
-        )],
+        env: vec![format!("MYSQL_ROOT_PASSWORD={}", settings.password.expose())],
         args,
+        config_file: None,
     }
 }
 
@@ -40,20 +40,43 @@ pub fn uri(host: &str, port: u16, password: &Secret) -> String {
     format!("mysql://{USER}:{}@{host}:{port}/", password.expose())
 }
 
-/// A real MySQL handshake and `SELECT 1`: the server is up, and the password is the one it knows.
-pub async fn probe(host: &str, port: u16, password: &Secret) -> Result<(), String> {
-    let mut conn = MySqlConnectOptions::new()
+async fn connect(host: &str, port: u16, password: &Secret) -> Result<MySqlConnection, String> {
+    MySqlConnectOptions::new()
         .host(host)
         .port(port)
         .username(USER)
         .password(password.expose())
         .connect()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// A real MySQL handshake and `SELECT 1`: the server is up, and the password is the one it knows.
+pub async fn probe(host: &str, port: u16, password: &Secret) -> Result<(), String> {
+    let mut conn = connect(host, port, password).await?;
     sqlx::query("SELECT 1")
         .execute(&mut conn)
         .await
         .map_err(|e| e.to_string())?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// `ALTER USER` for root, from anywhere and from inside the container. The statement takes no
+/// placeholders, so the password is spliced in; it is dbroker's own (alphanumerics from a CSPRNG,
+/// see `secrets`), never a user's input, and is checked again here.
+pub async fn rotate_password(host: &str, port: u16, old: &Secret, new: &Secret) -> Result<(), String> {
+    if !new.expose().bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err("refusing a password that is not alphanumeric".into());
+    }
+    let mut conn = connect(host, port, old).await?;
+    for host_pattern in ["%", "localhost"] {
+        let statement = format!("ALTER USER '{USER}'@'{host_pattern}' IDENTIFIED BY '{}'", new.expose());
+        sqlx::raw_sql(AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let _ = conn.close().await;
     Ok(())
 }

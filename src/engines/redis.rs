@@ -1,9 +1,10 @@
 //! Redis, on the official `redis` image or anything with its run-time contract: arguments go to
-//! `redis-server`, data in `/data`.
+//! `redis-server`, data in `/data`, which the image's entrypoint hands to the redis user.
 
+use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
-use super::{Launch, MemoryBounds, Settings};
+use super::{ConfigFile, Launch, MemoryBounds, Settings};
 use crate::model::MemoryMb;
 use crate::secrets::Secret;
 
@@ -19,42 +20,62 @@ pub const MEMORY: MemoryBounds = MemoryBounds {
 /// buffers and the append-only file rewrite, so Redis refuses writes before the kernel kills it.
 const MAXMEMORY_PERCENT: u32 = 75;
 
+/// The configuration file. The password and memory limit live in a file that dbroker rewrites on
+/// rotate and resize, not in the container's arguments, which cannot change: a restart by
+/// Docker's policy must not bring an old password back. (It also keeps the password out of
+/// `docker inspect`.) It sits in the container's own filesystem, not the volume: Docker writes a
+/// file into a created container's volume only once it has started. `spec_for` writes it again
+/// whenever a container is recreated. World-readable inside the container, where only Redis runs,
+/// because its owner's uid differs from image to image.
+pub const CONFIG_DIR: &str = "/etc";
+pub const CONFIG_FILE: &str = "dbroker-redis.conf";
+
 pub fn launch(settings: &Settings) -> Launch {
-    let maxmemory_mb = settings.memory.0 * MAXMEMORY_PERCENT / 100;
-    let args = [
-        "redis-server",
-        "--requirepass",
-        settings.password.expose(),
-        "--maxmemory",
-        &format!("{maxmemory_mb}mb"),
-        // Refuse writes at the limit rather than drop a user's keys.
-        "--maxmemory-policy",
-        "noeviction",
-        // Every write reaches the volume, so the data survives a restart.
-        "--appendonly",
-        "yes",
-    ];
+    let contents = format!(
+        "# Written by dbroker from the instance's record; changes here are overwritten.\n\
+         requirepass {password}\n\
+         maxmemory {maxmemory}mb\n\
+         # Refuse writes at the limit rather than drop a user's keys.\n\
+         maxmemory-policy noeviction\n\
+         # Every write reaches the volume, so the data survives a restart.\n\
+         appendonly yes\n",
+        password = settings.password.expose(),
+        maxmemory = maxmemory_mb(settings.memory),
+    );
     Launch {
         env: Vec::new(),
-        args: args.map(str::to_string).to_vec(),
+        args: vec!["redis-server".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")],
+        config_file: Some(ConfigFile {
+            dir: CONFIG_DIR,
+            name: CONFIG_FILE,
+            contents,
+        }),
     }
+}
+
+fn maxmemory_mb(memory: MemoryMb) -> u32 {
+    memory.0 * MAXMEMORY_PERCENT / 100
 }
 
 pub fn uri(host: &str, port: u16, password: &Secret) -> String {
     format!("redis://:{}@{host}:{port}/0", password.expose())
 }
 
-/// A real connection: AUTH with the password, then PING.
-pub async fn probe(host: &str, port: u16, password: &Secret) -> Result<(), String> {
+async fn connect(host: &str, port: u16, password: &Secret) -> Result<MultiplexedConnection, String> {
     let info = ConnectionAddr::Tcp(host.to_string(), port)
         .into_connection_info()
         .map_err(|e| e.to_string())?
         .set_redis_settings(RedisConnectionInfo::default().set_password(password.expose()));
     let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-    let mut conn = client
+    client
         .get_multiplexed_async_connection()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// A real connection: AUTH with the password, then PING.
+pub async fn probe(host: &str, port: u16, password: &Secret) -> Result<(), String> {
+    let mut conn = connect(host, port, password).await?;
     let pong: String = redis::cmd("PING")
         .query_async(&mut conn)
         .await
@@ -64,4 +85,31 @@ pub async fn probe(host: &str, port: u16, password: &Secret) -> Result<(), Strin
     } else {
         Err(format!("PING answered {pong:?}"))
     }
+}
+
+/// The running server takes the new password at once (the file follows, for its next start).
+pub async fn rotate_password(host: &str, port: u16, old: &Secret, new: &Secret) -> Result<(), String> {
+    config_set(host, port, old, "requirepass", new.expose()).await
+}
+
+pub async fn apply_memory(host: &str, port: u16, password: &Secret, memory: MemoryMb) -> Result<(), String> {
+    config_set(
+        host,
+        port,
+        password,
+        "maxmemory",
+        &format!("{}mb", maxmemory_mb(memory)),
+    )
+    .await
+}
+
+async fn config_set(host: &str, port: u16, password: &Secret, key: &str, value: &str) -> Result<(), String> {
+    let mut conn = connect(host, port, password).await?;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(key)
+        .arg(value)
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| e.to_string())
 }

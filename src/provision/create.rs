@@ -1,18 +1,15 @@
 //! Creating an instance: validate, lease a port, write the record, start the container, wait until
 //! a real client logs in, and undo everything if any step fails.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use super::{
-    Instance, LABEL_ENGINE, LABEL_INSTANCE, LABEL_OWNER, LABEL_PREFIX, NewInstance, ProvisionError,
-    Provisioner,
-};
+use super::{Caller, Instance, NewInstance, ProvisionError, Provisioner};
 use crate::config::Images;
-use crate::engines::{self, Settings};
-use crate::model::{Engine, InstanceId, MemoryMb, Status};
-use crate::runtime::{ContainerSpec, ContainerState, RuntimeError};
+use crate::engines;
+use crate::model::{Engine, EventKind, InstanceId, MemoryMb, Status};
+use crate::runtime::{ContainerState, RuntimeError};
 use crate::secrets::Secret;
 use crate::store::{InstanceRecord, NewInstanceRecord, StoreError};
 
@@ -29,39 +26,29 @@ const PORT_RETRIES: usize = 5;
 impl Provisioner {
     /// Creates an instance and returns it once the database accepts the returned credentials.
     /// Runs as a task of its own: if the caller goes away, the create still finishes or rolls back.
-    pub async fn create(
-        &self,
-        owner_id: i64,
-        request: NewInstance,
-    ) -> Result<Instance, ProvisionError> {
+    pub async fn create(&self, caller: &Caller, request: NewInstance) -> Result<Instance, ProvisionError> {
         let this = self.clone();
+        let caller = caller.clone();
         self.tasks
-            .spawn(async move { this.create_in_task(owner_id, request).await })
+            .spawn(async move { this.create_in_task(&caller, request).await })
             .await
             .map_err(|e| ProvisionError::Internal(e.into()))?
     }
 
     #[tracing::instrument(skip_all, fields(engine = %request.engine, instance_id))]
-    async fn create_in_task(
-        &self,
-        owner_id: i64,
-        request: NewInstance,
-    ) -> Result<Instance, ProvisionError> {
+    async fn create_in_task(&self, caller: &Caller, request: NewInstance) -> Result<Instance, ProvisionError> {
         let engine = request.engine;
         let memory = check_options(&request)?;
         let image = self.config.images.of(engine).to_string();
         // Before the record: a missing image is a configuration problem, not an instance to undo.
-        self.runtime
-            .ensure_image(&image)
-            .await
-            .map_err(|e| match e {
-                RuntimeError::ImageMissing { image, reason } => ProvisionError::ImageMissing {
-                    image,
-                    flag: Images::flag(engine),
-                    reason,
-                },
-                other => other.into(),
-            })?;
+        self.runtime.ensure_image(&image).await.map_err(|e| match e {
+            RuntimeError::ImageMissing { image, reason } => ProvisionError::ImageMissing {
+                image,
+                flag: Images::flag(engine),
+                reason,
+            },
+            other => other.into(),
+        })?;
 
         let id = InstanceId::random();
         tracing::Span::current().record("instance_id", tracing::field::display(&id));
@@ -73,7 +60,7 @@ impl Provisioner {
             .map_or_else(|| format!("{engine}-{id}"), |n| n.as_str().to_string());
         let new_record = NewInstanceRecord {
             id: &id,
-            owner_id,
+            owner_id: caller.user_id,
             name: &name,
             engine,
             image: &image,
@@ -83,17 +70,25 @@ impl Provisioner {
             port: 0, // chosen by lease_port
             username: engines::username(engine),
             password_enc: &password_enc,
+            claimed_by: self.process.id(),
+            status: Status::Provisioning,
         };
         // The record comes first: from here on, no container exists that the store does not know.
+        let _busy = self.mark_busy(&id);
         let record = self.lease_port(new_record).await?;
+        self.store
+            .add_event(&id, EventKind::Created, &caller.name, None)
+            .await?;
 
-        match self.start_and_wait(&record, &request, &password).await {
+        match self.start_and_wait(&record, &password).await {
             Ok(port) => {
                 self.store.set_status(&id, Status::Running).await?;
+                self.store.add_event(&id, EventKind::Ready, "dbroker", None).await?;
                 tracing::info!(port, "instance ready");
                 let record = InstanceRecord {
                     status: Status::Running,
-                    port,
+                    port: Some(port),
+                    claimed_by: None,
                     ..record
                 };
                 Ok(Instance {
@@ -104,96 +99,55 @@ impl Provisioner {
             }
             Err(error) => {
                 tracing::warn!(error = %error, "create failed; rolling back");
-                self.roll_back(&id).await;
+                self.roll_back(&id, &error.to_string()).await;
                 Err(error)
             }
         }
     }
 
-    /// Writes the record with the lowest free port of the range. A port is free when no record
-    /// holds it and nothing on the host listens on it. The store's UNIQUE constraint settles races
-    /// between concurrent creates, in this process or another: the loser tries the next port.
-    async fn lease_port(
-        &self,
-        mut new: NewInstanceRecord<'_>,
-    ) -> Result<InstanceRecord, ProvisionError> {
-        let range = self.config.port_range;
+    /// Writes the record with the lowest free port of the range. The store's UNIQUE constraint
+    /// settles races between concurrent creates, in this process or another: the loser tries the
+    /// next port.
+    async fn lease_port(&self, mut new: NewInstanceRecord<'_>) -> Result<InstanceRecord, ProvisionError> {
         loop {
-            let leased = self.store.leased_ports(range.first, range.last).await?;
-            let candidate = range
-                .iter()
-                .find(|port| {
-                    !leased.contains(port) && host_port_free(self.config.publish_ip, *port)
-                })
-                .ok_or(ProvisionError::PortsExhausted(range))?;
-            new.port = candidate;
+            new.port = self.free_port(&HashSet::new()).await?;
             match self.store.insert_instance(&new).await {
                 Ok(record) => return Ok(record),
                 Err(StoreError::PortTaken) => continue,
-                Err(StoreError::NameTaken) => {
-                    return Err(ProvisionError::NameTaken(new.name.to_string()));
-                }
+                Err(StoreError::NameTaken) => return Err(ProvisionError::NameTaken(new.name.to_string())),
                 Err(other) => return Err(other.into()),
             }
         }
     }
 
+    /// The lowest port of the range that no record holds, nothing on the host listens on, and
+    /// Docker has not refused already.
+    pub(super) async fn free_port(&self, refused: &HashSet<u16>) -> Result<u16, ProvisionError> {
+        let range = self.config.port_range;
+        let leased = self.store.leased_ports(range.first, range.last).await?;
+        range
+            .iter()
+            .find(|p| !leased.contains(p) && !refused.contains(p) && host_port_free(self.config.publish_ip, *p))
+            .ok_or(ProvisionError::PortsExhausted(range))
+    }
+
     /// Starts the container and waits until the database is ready. Returns the port it ended on:
     /// if Docker finds the leased port taken after all (another program grabbed it since the
     /// check), the lease moves to another free port and the start is tried again.
-    async fn start_and_wait(
-        &self,
-        record: &InstanceRecord,
-        request: &NewInstance,
-        password: &Secret,
-    ) -> Result<u16, ProvisionError> {
-        let engine = record.engine;
-        let launch = engines::launch(
-            engine,
-            &Settings {
-                password,
-                memory: record.memory_mb,
-                charset: request.charset.as_ref(),
-                collation: request.collation.as_ref(),
-            },
-        );
-        let mut spec = ContainerSpec {
-            name: self.container_name(&record.id),
-            image: record.image.clone(),
-            env: launch.env,
-            args: launch.args,
-            labels: HashMap::from([
-                (LABEL_INSTANCE.to_string(), record.id.to_string()),
-                (LABEL_OWNER.to_string(), record.owner_id.to_string()),
-                (LABEL_ENGINE.to_string(), engine.to_string()),
-                (
-                    LABEL_PREFIX.to_string(),
-                    self.config.instance_prefix.clone(),
-                ),
-            ]),
-            volume: self.volume_name(&record.id),
-            data_path: engines::data_path(engine).to_string(),
-            container_port: engines::container_port(engine),
-            publish_ip: self.config.publish_ip,
-            host_port: record.port,
-            memory_bytes: record.memory_mb.bytes(),
-        };
-
-        let mut refused_ports = HashSet::new();
+    async fn start_and_wait(&self, record: &InstanceRecord, password: &Secret) -> Result<u16, ProvisionError> {
+        let mut port = record.port.expect("a record being created holds a port");
+        let mut refused = HashSet::new();
         for _ in 0..PORT_RETRIES {
+            let spec = self.spec_for(record, password, port);
             match self.runtime.run(&spec).await {
                 Ok(()) => {
-                    self.wait_ready(engine, &spec.name, spec.host_port, password)
-                        .await?;
-                    return Ok(spec.host_port);
+                    self.wait_ready(record.engine, &spec.name, port, password).await?;
+                    return Ok(port);
                 }
                 Err(RuntimeError::PortTaken) => {
-                    tracing::info!(
-                        port = spec.host_port,
-                        "Docker found the port taken; moving to another"
-                    );
-                    refused_ports.insert(spec.host_port);
-                    spec.host_port = self.move_lease(&record.id, &refused_ports).await?;
+                    tracing::info!(port, "Docker found the port taken; moving to another");
+                    refused.insert(port);
+                    port = self.move_lease(&record.id, &refused).await?;
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -203,23 +157,9 @@ impl Provisioner {
         )))
     }
 
-    /// Moves a lease to the lowest free port that Docker has not refused already.
-    async fn move_lease(
-        &self,
-        id: &InstanceId,
-        refused: &HashSet<u16>,
-    ) -> Result<u16, ProvisionError> {
-        let range = self.config.port_range;
+    async fn move_lease(&self, id: &InstanceId, refused: &HashSet<u16>) -> Result<u16, ProvisionError> {
         loop {
-            let leased = self.store.leased_ports(range.first, range.last).await?;
-            let candidate = range
-                .iter()
-                .find(|p| {
-                    !leased.contains(p)
-                        && !refused.contains(p)
-                        && host_port_free(self.config.publish_ip, *p)
-                })
-                .ok_or(ProvisionError::PortsExhausted(range))?;
+            let candidate = self.free_port(refused).await?;
             match self.store.move_port(id, candidate).await {
                 Ok(()) => return Ok(candidate),
                 Err(StoreError::PortTaken) => continue,
@@ -229,7 +169,7 @@ impl Provisioner {
     }
 
     /// Polls with a real login until it works, the server exits, or the deadline passes.
-    async fn wait_ready(
+    pub(super) async fn wait_ready(
         &self,
         engine: Engine,
         container: &str,
@@ -239,6 +179,10 @@ impl Provisioner {
         let host = self.probe_host();
         let started = Instant::now();
         let deadline = started + self.config.ready_timeout;
+        let restarts_before = match self.runtime.state(container).await? {
+            ContainerState::Running { restart_count } => restart_count,
+            _ => 0,
+        };
         loop {
             let last_error = match engines::probe(engine, &host, port, password).await {
                 Ok(()) => {
@@ -258,12 +202,12 @@ impl Provisioner {
                 } => Some(format!(
                     "the server was killed for exceeding its memory cap (exit code {exit_code}); ask for more memory"
                 )),
-                ContainerState::Exited { exit_code, .. }
-                | ContainerState::Restarting { exit_code, .. } => {
+                ContainerState::Exited { exit_code, .. } | ContainerState::Restarting { exit_code, .. } => {
                     Some(format!("the server exited with code {exit_code}"))
                 }
-                ContainerState::Running { restart_count } if restart_count > 0 => Some(format!(
-                    "the server exited and was restarted {restart_count} times"
+                ContainerState::Running { restart_count } if restart_count > restarts_before => Some(format!(
+                    "the server exited and was restarted {} times",
+                    restart_count - restarts_before
                 )),
                 ContainerState::Missing => Some("the container disappeared".to_string()),
                 ContainerState::Running { .. } | ContainerState::Starting => None,
@@ -275,40 +219,51 @@ impl Provisioner {
                 )
             });
             if let Some(reason) = exited.or(timed_out) {
-                let last_logs = self.last_logs(container, password).await;
+                let last_logs = self
+                    .server_logs(container, FAILURE_LOG_LINES, &[password])
+                    .await
+                    .unwrap_or_default();
                 return Err(ProvisionError::NotReady { reason, last_logs });
             }
             tokio::time::sleep(READY_POLL_INTERVAL).await;
         }
     }
 
-    /// The server's last log lines with the instance's password removed.
-    async fn last_logs(&self, container: &str, password: &Secret) -> Vec<String> {
-        let lines = self
-            .runtime
-            .logs_tail(container, FAILURE_LOG_LINES)
-            .await
-            .unwrap_or_default();
-        lines
+    /// The server's last log lines with the given secrets removed.
+    pub(super) async fn server_logs(
+        &self,
+        container: &str,
+        lines: usize,
+        secrets: &[&Secret],
+    ) -> Result<Vec<String>, ProvisionError> {
+        let lines = self.runtime.logs_tail(container, lines).await?;
+        Ok(lines
             .into_iter()
-            .map(|line| line.replace(password.expose(), "[redacted]"))
-            .collect()
+            .map(|line| {
+                secrets
+                    .iter()
+                    .fold(line, |line, secret| line.replace(secret.expose(), "[redacted]"))
+            })
+            .collect())
     }
 
     /// Undoes a failed create: container, volume, then the record, which releases the port. If the
-    /// engine is unreachable the record stays, marked provisioning, so that nothing the engine may
-    /// still hold is forgotten.
-    async fn roll_back(&self, id: &InstanceId) {
-        let container = self
-            .runtime
-            .remove_container(&self.container_name(id))
-            .await;
+    /// engine is unreachable the record stays, provisioning and claimed by this process, so that
+    /// the reconciler finishes the undo once this process is gone.
+    pub(super) async fn roll_back(&self, id: &InstanceId, reason: &str) {
+        let container = self.runtime.remove_container(&self.container_name(id)).await;
         let volume = self.runtime.remove_volume(&self.volume_name(id)).await;
         if let Err(error) = container.and(volume) {
             tracing::error!(error = %error, "rollback could not remove the container or volume; keeping the record");
             return;
         }
-        if let Err(error) = self.store.delete_instance(id).await {
+        let done = async {
+            self.store
+                .add_event(id, EventKind::Failed, "dbroker", Some(reason))
+                .await?;
+            self.store.delete_instance(id).await
+        };
+        if let Err(error) = done.await {
             tracing::error!(error = %error, "rollback could not delete the record");
         }
     }
@@ -318,17 +273,7 @@ impl Provisioner {
 /// options that only MySQL takes. Returns the memory cap to use.
 fn check_options(request: &NewInstance) -> Result<MemoryMb, ProvisionError> {
     let engine = request.engine;
-    let bounds = engines::memory_bounds(engine);
-    let memory = request.memory.unwrap_or(bounds.default);
-    if memory < bounds.min || memory > bounds.max {
-        return Err(ProvisionError::Invalid {
-            field: "memory_mb",
-            reason: format!(
-                "{engine} instances take {} to {} MiB; {} is out of range",
-                bounds.min.0, bounds.max.0, memory.0
-            ),
-        });
-    }
+    let memory = check_memory(engine, request.memory)?;
     if engine != Engine::Mysql {
         if request.charset.is_some() {
             return Err(ProvisionError::Invalid {
@@ -359,6 +304,22 @@ fn check_options(request: &NewInstance) -> Result<MemoryMb, ProvisionError> {
             });
         }
         _ => {}
+    }
+    Ok(memory)
+}
+
+/// The memory cap to use: the one asked for, within the engine's bounds, or the engine's default.
+pub(super) fn check_memory(engine: Engine, memory: Option<MemoryMb>) -> Result<MemoryMb, ProvisionError> {
+    let bounds = engines::memory_bounds(engine);
+    let memory = memory.unwrap_or(bounds.default);
+    if memory < bounds.min || memory > bounds.max {
+        return Err(ProvisionError::Invalid {
+            field: "memory_mb",
+            reason: format!(
+                "{engine} instances take {} to {} MiB; {} is out of range",
+                bounds.min.0, bounds.max.0, memory.0
+            ),
+        });
     }
     Ok(memory)
 }

@@ -16,6 +16,12 @@ pub enum ProvisionError {
     /// The instance is in the middle of something else.
     #[error("{0}")]
     Busy(String),
+    /// The operation makes no sense in the instance's status.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database server refused what dbroker asked of it.
+    #[error("{0}")]
+    ServerRefused(String),
     #[error("every port of the range {0} is in use; delete instances or widen --port-range")]
     PortsExhausted(PortRange),
     #[error("the Docker engine is unreachable ({0}); try again when it is back")]
@@ -30,10 +36,7 @@ pub enum ProvisionError {
     },
     /// The database did not accept its credentials in time, or its server exited.
     #[error("the database did not become ready: {reason}")]
-    NotReady {
-        reason: String,
-        last_logs: Vec<String>,
-    },
+    NotReady { reason: String, last_logs: Vec<String> },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

@@ -1,20 +1,25 @@
-//! The service itself: create, list, find and delete database instances, keeping the store and
-//! the Docker engine in step. Calls go one way: api → provision → {engines, runtime, store}.
+//! The service itself: create, list, find, run and delete database instances, and repair drift,
+//! keeping the store and the Docker engine in step. Calls go one way:
+//! api → provision → {engines, runtime, store}.
 
+mod claims;
 mod create;
 mod error;
+mod lifecycle;
+mod reconcile;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use error::ProvisionError;
+pub use reconcile::ReconcilerStats;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::engines;
-use crate::model::{Charset, Collation, Engine, InstanceId, InstanceName, MemoryMb, Status};
-use crate::runtime::Runtime;
+use crate::engines::{self, Settings};
+use crate::model::{Charset, Collation, Engine, EventKind, InstanceId, InstanceName, MemoryMb, Status};
+use crate::runtime::{ContainerSpec, Runtime, SpecFile};
 use crate::secrets::{MasterKey, Secret};
 use crate::store::{InstanceRecord, Store};
 
@@ -23,6 +28,9 @@ pub const LABEL_INSTANCE: &str = "dbroker.instance";
 pub const LABEL_OWNER: &str = "dbroker.owner";
 pub const LABEL_ENGINE: &str = "dbroker.engine";
 pub const LABEL_PREFIX: &str = "dbroker.prefix";
+
+/// The actor of what dbroker does on its own, in instance histories.
+const SYSTEM_ACTOR: &str = "dbroker";
 
 /// What a user asks for. Every field is already a validated value; what depends on the engine
 /// (memory bounds, options that only one engine takes) is checked by [`Provisioner::create`].
@@ -44,14 +52,18 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn uri(&self) -> String {
-        engines::uri(
-            self.record.engine,
-            &self.host,
-            self.record.port,
-            &self.password,
-        )
+    /// The connection URI; `None` for a failed instance, which holds no port.
+    pub fn uri(&self) -> Option<String> {
+        let port = self.record.port?;
+        Some(engines::uri(self.record.engine, &self.host, port, &self.password))
     }
+}
+
+/// Who asks for an operation, for instance histories.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: i64,
+    pub name: String,
 }
 
 /// The provisioning service; cheap to clone, one per process.
@@ -64,17 +76,39 @@ pub struct Provisioner {
     /// Creates run as tasks of their own, so a client that hangs up cannot leave one half done;
     /// shutdown waits for them.
     tasks: TaskTracker,
+    /// This process's identity, which its creates carry until they finish.
+    process: Arc<claims::ProcessClaim>,
+    /// Instances an operation of this process is working on: a second operation on the same
+    /// instance is refused, and Docker events it causes are not taken for crashes.
+    busy: Arc<Mutex<HashSet<InstanceId>>>,
+    stats: Arc<ReconcilerStats>,
+}
+
+/// Marks an instance busy while it lives.
+struct BusyGuard {
+    busy: Arc<Mutex<HashSet<InstanceId>>>,
+    id: InstanceId,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
 }
 
 impl Provisioner {
-    pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>) -> Self {
-        Self {
+    pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>) -> std::io::Result<Self> {
+        let process = Arc::new(claims::ProcessClaim::acquire(&config.data_dir)?);
+        Ok(Self {
             store,
             runtime,
             key,
             config,
             tasks: TaskTracker::new(),
-        }
+            process,
+            busy: Default::default(),
+            stats: Default::default(),
+        })
     }
 
     pub fn tasks(&self) -> &TaskTracker {
@@ -82,48 +116,35 @@ impl Provisioner {
     }
 
     /// `owner_id`'s instances, optionally of one engine.
-    pub async fn list(
-        &self,
-        owner_id: i64,
-        engine: Option<Engine>,
-    ) -> Result<Vec<Instance>, ProvisionError> {
+    pub async fn list(&self, owner_id: i64, engine: Option<Engine>) -> Result<Vec<Instance>, ProvisionError> {
         let records = self.store.list_instances(owner_id, engine).await?;
         records.into_iter().map(|r| self.reveal(r)).collect()
     }
 
     /// One of `owner_id`'s instances; another user's is `NotFound`, as if it did not exist.
     pub async fn get(&self, owner_id: i64, id: &InstanceId) -> Result<Instance, ProvisionError> {
-        let record = self
-            .store
-            .find_instance(owner_id, id)
-            .await?
-            .ok_or(ProvisionError::NotFound)?;
+        let record = self.owned(owner_id, id).await?;
         self.reveal(record)
     }
 
     /// Removes the instance's container, its volume (its data) and its record, which frees its port.
     #[tracing::instrument(skip_all, fields(instance_id = %id))]
-    pub async fn delete(&self, owner_id: i64, id: &InstanceId) -> Result<(), ProvisionError> {
-        let record = self
-            .store
-            .find_instance(owner_id, id)
-            .await?
-            .ok_or(ProvisionError::NotFound)?;
-        if record.status == Status::Provisioning {
-            return Err(ProvisionError::Busy(
-                "the instance is still being created; delete it once the create has answered"
-                    .into(),
-            ));
-        }
+    pub async fn delete(&self, caller: &Caller, id: &InstanceId) -> Result<(), ProvisionError> {
+        let record = self.owned(caller.user_id, id).await?;
+        let _busy = self.claim_busy(&record)?;
         self.store.set_status(id, Status::Deleting).await?;
-        // Container first, volume second: a volume in use cannot be removed. The record goes last,
-        // so if the engine fails half way the instance is still known and a retry finishes the job.
-        self.runtime
-            .remove_container(&self.container_name(id))
-            .await?;
+        self.remove_everything(id).await?;
+        self.store.add_event(id, EventKind::Deleted, &caller.name, None).await?;
+        tracing::info!("instance deleted");
+        Ok(())
+    }
+
+    /// Container first, volume second (a volume in use cannot be removed), record last: if the
+    /// engine fails half way, the instance is still known and a retry finishes the job.
+    async fn remove_everything(&self, id: &InstanceId) -> Result<(), ProvisionError> {
+        self.runtime.remove_container(&self.container_name(id)).await?;
         self.runtime.remove_volume(&self.volume_name(id)).await?;
         self.store.delete_instance(id).await?;
-        tracing::info!("instance deleted");
         Ok(())
     }
 
@@ -136,16 +157,53 @@ impl Provisioner {
         ])
     }
 
+    async fn owned(&self, owner_id: i64, id: &InstanceId) -> Result<InstanceRecord, ProvisionError> {
+        self.store
+            .find_instance(owner_id, id)
+            .await?
+            .ok_or(ProvisionError::NotFound)
+    }
+
+    /// Refuses an operation on an instance that another operation is working on.
+    fn claim_busy(&self, record: &InstanceRecord) -> Result<BusyGuard, ProvisionError> {
+        if record.status == Status::Provisioning {
+            return Err(ProvisionError::Busy(
+                "the instance is still being created; try again once it is ready".into(),
+            ));
+        }
+        if self.is_busy(&record.id) {
+            return Err(ProvisionError::Busy(
+                "another operation on this instance is in progress; try again".into(),
+            ));
+        }
+        Ok(self.mark_busy(&record.id))
+    }
+
+    fn mark_busy(&self, id: &InstanceId) -> BusyGuard {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone());
+        BusyGuard {
+            busy: self.busy.clone(),
+            id: id.clone(),
+        }
+    }
+
+    fn is_busy(&self, id: &InstanceId) -> bool {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner()).contains(id)
+    }
+
     fn reveal(&self, record: InstanceRecord) -> Result<Instance, ProvisionError> {
-        let password = self
-            .key
-            .decrypt(&record.password_enc)
-            .map_err(|e| ProvisionError::Internal(e.into()))?;
+        let password = self.password_of(&record)?;
         Ok(Instance {
             record,
             password,
             host: self.config.advertise_host.clone(),
         })
+    }
+
+    fn password_of(&self, record: &InstanceRecord) -> Result<Secret, ProvisionError> {
+        self.key
+            .decrypt(&record.password_enc)
+            .map_err(|e| ProvisionError::Internal(e.into()))
     }
 
     fn container_name(&self, id: &InstanceId) -> String {
@@ -154,6 +212,52 @@ impl Provisioner {
 
     fn volume_name(&self, id: &InstanceId) -> String {
         format!("{}-{id}-data", self.config.instance_prefix)
+    }
+
+    /// The container an instance runs in, derived from its record alone: a create, a repair of a
+    /// container removed behind dbroker's back, and a rewrite of the configuration file after a
+    /// rotation all build the same thing.
+    fn spec_for(&self, record: &InstanceRecord, password: &Secret, host_port: u16) -> ContainerSpec {
+        let engine = record.engine;
+        let launch = engines::launch(
+            engine,
+            &Settings {
+                password,
+                memory: record.memory_mb,
+                charset: record.charset.as_deref(),
+                collation: record.collation.as_deref(),
+            },
+        );
+        let data_path = engines::data_path(engine).to_string();
+        let files = launch
+            .config_file
+            .into_iter()
+            .map(|file| SpecFile {
+                dir: file.dir.to_string(),
+                name: file.name.to_string(),
+                contents: file.contents.into_bytes(),
+                mode: 0o644,
+            })
+            .collect();
+        ContainerSpec {
+            name: self.container_name(&record.id),
+            image: record.image.clone(),
+            env: launch.env,
+            args: launch.args,
+            labels: HashMap::from([
+                (LABEL_INSTANCE.to_string(), record.id.to_string()),
+                (LABEL_OWNER.to_string(), record.owner_id.to_string()),
+                (LABEL_ENGINE.to_string(), engine.to_string()),
+                (LABEL_PREFIX.to_string(), self.config.instance_prefix.clone()),
+            ]),
+            volume: self.volume_name(&record.id),
+            data_path,
+            container_port: engines::container_port(engine),
+            publish_ip: self.config.publish_ip,
+            host_port,
+            memory_bytes: record.memory_mb.bytes(),
+            files,
+        }
     }
 
     /// Where dbroker's own client reaches a published port: the publish address, or loopback if

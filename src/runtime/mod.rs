@@ -7,14 +7,16 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::models::ContainerUpdateBody;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, Mount, MountType, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, Mount, MountType, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::RwLock;
@@ -44,13 +46,10 @@ impl From<bollard::errors::Error> for RuntimeError {
                 tracing::debug!(%message, "Docker: not found");
                 RuntimeError::NotFound
             }
-            E::DockerResponseServerError { message, .. } if is_port_conflict(&message) => {
-                RuntimeError::PortTaken
+            E::DockerResponseServerError { message, .. } if is_port_conflict(&message) => RuntimeError::PortTaken,
+            E::DockerResponseServerError { status_code, message } => {
+                RuntimeError::Refused(format!("{message} (HTTP {status_code})"))
             }
-            E::DockerResponseServerError {
-                status_code,
-                message,
-            } => RuntimeError::Refused(format!("{message} (HTTP {status_code})")),
             // Anything that is not an answer from the engine means we could not talk to it.
             other => RuntimeError::Unreachable(other.to_string()),
         }
@@ -78,6 +77,56 @@ pub struct ContainerSpec {
     pub publish_ip: IpAddr,
     pub host_port: u16,
     pub memory_bytes: i64,
+    /// Files written into the container (its volume) after it is created and before it starts.
+    pub files: Vec<SpecFile>,
+}
+
+/// A file dbroker writes into a container, such as a server's configuration.
+#[derive(Clone)]
+pub struct SpecFile {
+    /// A directory in the container: in practice the data volume's mount point.
+    pub dir: String,
+    pub name: String,
+    /// May hold secrets: kept out of `Debug`.
+    pub contents: Vec<u8>,
+    pub mode: u32,
+}
+
+impl std::fmt::Debug for SpecFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SpecFile({}/{}, {} bytes)", self.dir, self.name, self.contents.len())
+    }
+}
+
+/// A container of this deployment as a listing shows it.
+#[derive(Debug, Clone)]
+pub struct ContainerSummary {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    /// Docker's word: created, running, restarting, exited, paused, dead.
+    pub state: String,
+}
+
+/// What happened to a container, from Docker's event stream.
+#[derive(Debug, Clone)]
+pub struct ContainerEvent {
+    pub action: String,
+    pub labels: HashMap<String, String>,
+    pub exit_code: Option<i64>,
+}
+
+/// How long a stopping server gets to shut down cleanly before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `Runtime::details` reports of a container.
+#[derive(Debug, Clone)]
+pub struct ContainerDetails {
+    pub image: String,
+    pub env: Vec<String>,
+    pub args: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub host_port: Option<u16>,
+    pub memory_bytes: Option<i64>,
 }
 
 /// Containers get no more processes than this: enough for any database server, not for a fork bomb.
@@ -111,12 +160,16 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// the engine was unreachable, so dbroker starts (and answers from its store) with no engine.
 #[derive(Clone)]
 pub struct Runtime {
+    host: Option<String>,
     client: std::sync::Arc<RwLock<Option<Docker>>>,
 }
 
 impl Runtime {
-    pub fn new() -> Self {
+    /// A runtime for the engine at `host` (`unix://…`, `tcp://…`), or at `DOCKER_HOST` or the
+    /// local socket when `None`. Nothing is contacted yet.
+    pub fn new(host: Option<String>) -> Self {
         Self {
+            host,
             client: Default::default(),
         }
     }
@@ -125,12 +178,14 @@ impl Runtime {
         if let Some(docker) = self.client.read().await.as_ref() {
             return Ok(docker.clone());
         }
-        // DOCKER_HOST, or the local socket.
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?
-            .negotiate_version()
-            .await
-            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        let docker = match &self.host {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_defaults(),
+        }
+        .map_err(|e| RuntimeError::Unreachable(e.to_string()))?
+        .negotiate_version()
+        .await
+        .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
         *self.client.write().await = Some(docker.clone());
         Ok(docker)
     }
@@ -143,30 +198,20 @@ impl Runtime {
     /// Makes sure `image` is on the host, pulling it if it is not.
     pub async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         let docker = self.docker().await?;
-        match docker
-            .inspect_image(image)
-            .await
-            .map_err(RuntimeError::from)
-        {
+        match docker.inspect_image(image).await.map_err(RuntimeError::from) {
             Ok(_) => return Ok(()),
             Err(RuntimeError::NotFound) => {}
             Err(other) => return Err(other),
         }
         tracing::info!(image, "pulling a missing image");
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(image)
-            .build();
-        let pull = docker
-            .create_image(Some(options), None, None)
-            .try_collect::<Vec<_>>();
+        let options = CreateImageOptionsBuilder::default().from_image(image).build();
+        let pull = docker.create_image(Some(options), None, None).try_collect::<Vec<_>>();
         let missing = |reason: String| RuntimeError::ImageMissing {
             image: image.to_string(),
             reason,
         };
         match tokio::time::timeout(PULL_TIMEOUT, pull).await {
-            Err(_) => Err(missing(format!(
-                "the pull took longer than {PULL_TIMEOUT:?}"
-            ))),
+            Err(_) => Err(missing(format!("the pull took longer than {PULL_TIMEOUT:?}"))),
             Ok(Err(e)) => match RuntimeError::from(e) {
                 RuntimeError::Unreachable(reason) => Err(RuntimeError::Unreachable(reason)),
                 other => Err(missing(other.to_string())),
@@ -175,10 +220,9 @@ impl Runtime {
         }
     }
 
-    /// Creates the spec's volume and container and starts it. Creating is idempotent: a container
-    /// of that name that exists already is started as it is. `PortTaken` if the host port could
-    /// not be bound; the container is removed again then, so the caller can retry on another port.
-    pub async fn run(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    /// Creates the spec's volume and container without starting it; a container of that name that
+    /// exists already is left as it is.
+    pub async fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         let docker = self.docker().await?;
         docker
             .create_volume(VolumeCreateRequest {
@@ -187,26 +231,205 @@ impl Runtime {
                 ..Default::default()
             })
             .await?;
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&spec.name)
-            .build();
-        match docker
-            .create_container(Some(options), container_body(spec))
-            .await
-        {
+        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        match docker.create_container(Some(options), container_body(spec)).await {
             Ok(_) => {}
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {
-                tracing::debug!(container = %spec.name, "container exists already; starting it");
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                tracing::debug!(container = %spec.name, "container exists already");
             }
             Err(e) => return Err(e.into()),
         }
-        match docker
-            .start_container(&spec.name, None)
+        for file in &spec.files {
+            self.write_file(&spec.name, file).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a file into a container, running or not, through Docker's archive API (no shell,
+    /// no exec): a one-file tar extracted into `file.dir`.
+    pub async fn write_file(&self, container: &str, file: &SpecFile) -> Result<(), RuntimeError> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(file.contents.len() as u64);
+        header.set_mode(file.mode);
+        header.set_mtime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        );
+        let mut archive = tar::Builder::new(Vec::new());
+        archive
+            .append_data(&mut header, &file.name, file.contents.as_slice())
+            .map_err(|e| RuntimeError::Refused(format!("cannot pack {}: {e}", file.name)))?;
+        let tarball = archive
+            .into_inner()
+            .map_err(|e| RuntimeError::Refused(format!("cannot pack {}: {e}", file.name)))?;
+        let options = UploadToContainerOptionsBuilder::default().path(&file.dir).build();
+        self.docker()
+            .await?
+            .upload_to_container(container, Some(options), bollard::body_full(tarball.into()))
+            .await?;
+        Ok(())
+    }
+
+    /// Reads a file out of a container, running or not; `None` if there is no such file.
+    pub async fn read_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
+        let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
+        let chunks = self
+            .docker()
+            .await?
+            .download_from_container(container, Some(options))
+            .try_collect::<Vec<_>>()
+            .await;
+        let tarball: Vec<u8> = match chunks.map_err(RuntimeError::from) {
+            Ok(chunks) => chunks.concat(),
+            Err(RuntimeError::NotFound) => return Ok(None),
+            Err(other) => return Err(other),
+        };
+        let mut archive = tar::Archive::new(tarball.as_slice());
+        let unreadable = |e: std::io::Error| RuntimeError::Refused(format!("cannot read {path}: {e}"));
+        let mut entries = archive.entries().map_err(unreadable)?;
+        match entries.next() {
+            Some(entry) => {
+                let mut contents = Vec::new();
+                std::io::Read::read_to_end(&mut entry.map_err(unreadable)?, &mut contents).map_err(unreadable)?;
+                Ok(Some(contents))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn start(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.docker().await?.start_container(name, None).await {
+            // 304: started already.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Stops a container, giving its server `STOP_TIMEOUT` to shut down cleanly.
+    pub async fn stop(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = StopContainerOptionsBuilder::default()
+            .t(STOP_TIMEOUT.as_secs() as i32)
+            .build();
+        match self.docker().await?.stop_container(name, Some(options)).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    pub async fn restart(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = RestartContainerOptionsBuilder::default()
+            .t(STOP_TIMEOUT.as_secs() as i32)
+            .build();
+        self.docker().await?.restart_container(name, Some(options)).await?;
+        Ok(())
+    }
+
+    /// Changes a container's memory cap in place, swap still off.
+    pub async fn set_memory(&self, name: &str, memory_bytes: i64) -> Result<(), RuntimeError> {
+        let update = ContainerUpdateBody {
+            memory: Some(memory_bytes),
+            memory_swap: Some(memory_bytes),
+            ..Default::default()
+        };
+        self.docker().await?.update_container(name, update).await?;
+        Ok(())
+    }
+
+    /// The containers that carry `label=value`, with their labels and state.
+    pub async fn list(&self, label: &str, value: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self.docker().await?.list_containers(Some(options)).await?;
+        Ok(containers
+            .into_iter()
+            .map(|c| ContainerSummary {
+                name: c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Whether a volume exists.
+    pub async fn volume_exists(&self, name: &str) -> Result<bool, RuntimeError> {
+        match self
+            .docker()
+            .await?
+            .inspect_volume(name)
             .await
             .map_err(RuntimeError::from)
         {
+            Ok(_) => Ok(true),
+            Err(RuntimeError::NotFound) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// A container's environment, labels and published host port, for adopting it.
+    pub async fn details(&self, name: &str) -> Result<ContainerDetails, RuntimeError> {
+        let inspect = self
+            .docker()
+            .await?
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await?;
+        let config = inspect.config.unwrap_or_default();
+        let host_config = inspect.host_config.unwrap_or_default();
+        let memory_bytes = host_config.memory;
+        let host_port = host_config
+            .port_bindings
+            .and_then(|bindings| bindings.into_values().flatten().flatten().next())
+            .and_then(|binding| binding.host_port)
+            .and_then(|port| port.parse().ok());
+        Ok(ContainerDetails {
+            image: config.image.unwrap_or_default(),
+            env: config.env.unwrap_or_default(),
+            args: config.cmd.unwrap_or_default(),
+            labels: config.labels.unwrap_or_default(),
+            host_port,
+            memory_bytes,
+        })
+    }
+
+    /// Docker's container events (die, oom, start) for containers carrying `label=value`, as they
+    /// happen. The stream ends when the engine goes away; the caller subscribes again.
+    pub async fn events(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<impl futures_util::Stream<Item = Result<ContainerEvent, RuntimeError>> + use<>, RuntimeError> {
+        let filters = HashMap::from([
+            ("type", vec!["container".to_string()]),
+            ("label", vec![format!("{label}={value}")]),
+            ("event", vec!["die".into(), "oom".into(), "start".into()]),
+        ]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        let stream = self.docker().await?.events(Some(options));
+        Ok(stream.map(|event| {
+            let event = event?;
+            let attributes = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+            Ok(ContainerEvent {
+                action: event.action.unwrap_or_default(),
+                exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
+                labels: attributes,
+            })
+        }))
+    }
+
+    /// Creates the spec's volume and container and starts it. Creating is idempotent: a container
+    /// of that name that exists already is started as it is. `PortTaken` if the host port could
+    /// not be bound; the container is removed again then, so the caller can retry on another port.
+    pub async fn run(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        self.create(spec).await?;
+        match self.start(&spec.name).await {
             Err(RuntimeError::PortTaken) => {
                 self.remove_container(&spec.name).await?;
                 Err(RuntimeError::PortTaken)
@@ -217,10 +440,7 @@ impl Runtime {
 
     pub async fn state(&self, name: &str) -> Result<ContainerState, RuntimeError> {
         let docker = self.docker().await?;
-        let inspect = match docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-        {
+        let inspect = match docker.inspect_container(name, None::<InspectContainerOptions>).await {
             Ok(inspect) => inspect,
             Err(e) => match RuntimeError::from(e) {
                 RuntimeError::NotFound => return Ok(ContainerState::Missing),
@@ -232,12 +452,10 @@ impl Runtime {
             Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running {
                 restart_count: inspect.restart_count.unwrap_or_default(),
             },
-            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
-                ContainerState::Exited {
-                    exit_code: state.exit_code.unwrap_or_default(),
-                    oom_killed: state.oom_killed.unwrap_or_default(),
-                }
-            }
+            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => ContainerState::Exited {
+                exit_code: state.exit_code.unwrap_or_default(),
+                oom_killed: state.oom_killed.unwrap_or_default(),
+            },
             Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting {
                 exit_code: state.exit_code.unwrap_or_default(),
                 oom_killed: state.oom_killed.unwrap_or_default(),
@@ -264,54 +482,18 @@ impl Runtime {
 
     /// Removes a container (running or not); a container that is gone already is fine.
     pub async fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        ignore_not_found(
-            self.docker()
-                .await?
-                .remove_container(name, Some(options))
-                .await,
-        )
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        ignore_not_found(self.docker().await?.remove_container(name, Some(options)).await)
     }
 
     /// Removes a volume and the data in it; a volume that is gone already is fine.
     pub async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-        ignore_not_found(
-            self.docker()
-                .await?
-                .remove_volume(name, Some(options))
-                .await,
-        )
-    }
-
-    /// Names of the containers, running or not, that carry `label=value`.
-    pub async fn containers_labelled(
-        &self,
-        label: &str,
-        value: &str,
-    ) -> Result<Vec<String>, RuntimeError> {
-        let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let containers = self.docker().await?.list_containers(Some(options)).await?;
-        Ok(containers
-            .into_iter()
-            .flat_map(|c| c.names.unwrap_or_default())
-            .map(|n| n.trim_start_matches('/').to_string())
-            .collect())
+        ignore_not_found(self.docker().await?.remove_volume(name, Some(options)).await)
     }
 
     /// Names of the volumes that carry `label=value`.
-    pub async fn volumes_labelled(
-        &self,
-        label: &str,
-        value: &str,
-    ) -> Result<Vec<String>, RuntimeError> {
+    pub async fn volumes_labelled(&self, label: &str, value: &str) -> Result<Vec<String>, RuntimeError> {
         let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
         let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
             .filters(&filters)
@@ -323,12 +505,6 @@ impl Runtime {
             .into_iter()
             .map(|v| v.name)
             .collect())
-    }
-}
-
-impl Default for Runtime {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -405,9 +581,6 @@ mod tests {
             status_code: 500,
             message: "no space left".into(),
         };
-        assert!(matches!(
-            RuntimeError::from(other),
-            RuntimeError::Refused(_)
-        ));
+        assert!(matches!(RuntimeError::from(other), RuntimeError::Refused(_)));
     }
 }

@@ -17,10 +17,16 @@ pub struct InstanceRecord {
     pub engine: Engine,
     pub image: String,
     pub status: Status,
+    /// Why the status is what it is, when that is not obvious (a failure, an exit).
+    pub status_reason: Option<String>,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub claimed_by: Option<String>,
     pub memory_mb: MemoryMb,
     pub charset: Option<String>,
     pub collation: Option<String>,
-    pub port: u16,
+    /// `None` once a failed instance has released its port.
+    pub port: Option<u16>,
     pub username: Option<String>,
     pub password_enc: Vec<u8>,
     pub created_at: String,
@@ -39,28 +45,29 @@ pub struct NewInstanceRecord<'a> {
     pub port: u16,
     pub username: Option<&'a str>,
     pub password_enc: &'a [u8],
+    /// The process doing the create (see `claimed_by` in the schema).
+    pub claimed_by: &'a str,
+    /// `provisioning` for a create; `running` for an adopted container.
+    pub status: Status,
 }
 
 /// The columns of an instance row, in `record_from_row`'s order. A macro, so queries stay
 /// `&'static str` built with `concat!`: sqlx refuses SQL strings assembled at run time.
 macro_rules! columns {
     () => {
-        "id, owner_id, name, engine, image, status, memory_mb, charset, collation, port, username, \
-         password_enc, created_at"
+        "id, owner_id, name, engine, image, status, status_reason, exit_code, oom_killed, claimed_by, \
+         memory_mb, charset, collation, port, username, password_enc, created_at"
     };
 }
 
 impl Store {
     /// Writes a new record, which also leases its port: `PortTaken` if another instance holds the
     /// port (the caller tries another), `NameTaken` if the owner already has that name.
-    pub async fn insert_instance(
-        &self,
-        new: &NewInstanceRecord<'_>,
-    ) -> Result<InstanceRecord, StoreError> {
+    pub async fn insert_instance(&self, new: &NewInstanceRecord<'_>) -> Result<InstanceRecord, StoreError> {
         let row = sqlx::query(concat!(
-            "INSERT INTO instances (",
-            columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
+            "INSERT INTO instances (id, owner_id, name, engine, image, status, claimed_by, memory_mb, \
+             charset, collation, port, username, password_enc, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
             columns!()
         ))
         .bind(new.id.as_str())
@@ -68,7 +75,8 @@ impl Store {
         .bind(new.name)
         .bind(new.engine.as_str())
         .bind(new.image)
-        .bind(Status::Provisioning.as_str())
+        .bind(new.status.as_str())
+        .bind(new.claimed_by)
         .bind(new.memory_mb.0)
         .bind(new.charset)
         .bind(new.collation)
@@ -103,9 +111,64 @@ impl Store {
         Ok(())
     }
 
+    /// Sets the status, clearing any reason, exit code and claim of the previous one.
     pub async fn set_status(&self, id: &InstanceId, status: Status) -> Result<(), StoreError> {
-        sqlx::query("UPDATE instances SET status = ? WHERE id = ?")
-            .bind(status.as_str())
+        sqlx::query(
+            "UPDATE instances SET status = ?, status_reason = NULL, exit_code = NULL, oom_killed = 0, \
+             claimed_by = NULL WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that the server died on its own. Only an instance that was running (or had
+    /// exited already) changes: a stop, a delete or a create in flight explains the exit itself.
+    pub async fn mark_exited(&self, id: &InstanceId, exit_code: i64, oom_killed: bool) -> Result<bool, StoreError> {
+        let reason = if oom_killed {
+            format!("killed for exceeding its memory cap (exit code {exit_code})")
+        } else {
+            format!("the server exited with code {exit_code}")
+        };
+        let done = sqlx::query(
+            "UPDATE instances SET status = 'exited', status_reason = ?, exit_code = ?, oom_killed = ? \
+             WHERE id = ? AND status IN ('running', 'exited')",
+        )
+        .bind(reason)
+        .bind(exit_code)
+        .bind(oom_killed)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Marks a create that cannot finish as failed, releasing its port.
+    pub async fn mark_failed(&self, id: &InstanceId, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE instances SET status = 'failed', status_reason = ?, port = NULL, claimed_by = NULL WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_memory(&self, id: &InstanceId, memory: MemoryMb) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET memory_mb = ? WHERE id = ?")
+            .bind(memory.0)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_password(&self, id: &InstanceId, password_enc: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET password_enc = ? WHERE id = ?")
+            .bind(password_enc)
             .bind(id.as_str())
             .execute(&self.pool)
             .await?;
@@ -113,11 +176,7 @@ impl Store {
     }
 
     /// One of `owner_id`'s instances. Another user's instance is `None`, as if it did not exist.
-    pub async fn find_instance(
-        &self,
-        owner_id: i64,
-        id: &InstanceId,
-    ) -> Result<Option<InstanceRecord>, StoreError> {
+    pub async fn find_instance(&self, owner_id: i64, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             columns!(),
@@ -127,6 +186,15 @@ impl Store {
         .bind(owner_id)
         .fetch_optional(&self.pool)
         .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    /// Any instance, whoever owns it: for dbroker's own repairs.
+    pub async fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM instances WHERE id = ?"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(record_from_row).transpose()
     }
 
@@ -143,6 +211,18 @@ impl Store {
         ))
         .bind(owner_id)
         .bind(engine.map(Engine::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// Every instance of every user: what the reconciler compares with Docker.
+    pub async fn all_instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM instances ORDER BY created_at, id"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(record_from_row).collect()
@@ -167,6 +247,10 @@ fn record_from_row(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
         engine: row.get::<String, _>("engine").parse().map_err(corrupt)?,
         image: row.get("image"),
         status: row.get::<String, _>("status").parse().map_err(corrupt)?,
+        status_reason: row.get("status_reason"),
+        exit_code: row.get("exit_code"),
+        oom_killed: row.get("oom_killed"),
+        claimed_by: row.get("claimed_by"),
         memory_mb: MemoryMb(row.get("memory_mb")),
         charset: row.get("charset"),
         collation: row.get("collation"),

@@ -2,6 +2,7 @@
 //! SQL lives here only. Invariants that must hold across processes (a port leased once, names
 //! unique per user) are constraints in the schema, mapped to [`StoreError`] variants here.
 
+mod events;
 mod instances;
 mod users;
 
@@ -9,10 +10,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use events::{Event, Quarantined};
 pub use instances::{InstanceRecord, NewInstanceRecord};
 pub use users::User;
 
@@ -73,8 +73,7 @@ fn map_unique_violation(error: sqlx::Error) -> StoreError {
         if message.contains("instances.port") {
             return StoreError::PortTaken;
         }
-        if message.contains("instances.owner_id, instances.name") || message.contains("users.name")
-        {
+        if message.contains("instances.owner_id, instances.name") || message.contains("users.name") {
             return StoreError::NameTaken;
         }
     }

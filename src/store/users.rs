@@ -16,24 +16,18 @@ pub struct User {
 
 impl Store {
     /// Adds a user with the given token; `NameTaken` if the name exists.
-    pub async fn add_user(
-        &self,
-        name: &UserName,
-        token: &str,
-        is_admin: bool,
-    ) -> Result<User, StoreError> {
+    pub async fn add_user(&self, name: &UserName, token: &str, is_admin: bool) -> Result<User, StoreError> {
         let created_at = now_rfc3339();
-        let id = sqlx::query(
-            "INSERT INTO users (name, token_hash, is_admin, created_at) VALUES (?, ?, ?, ?) RETURNING id",
-        )
-        .bind(name.as_str())
-        .bind(hash_token(token))
-        .bind(is_admin)
-        .bind(&created_at)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_unique_violation)?
-        .get(0);
+        let id =
+            sqlx::query("INSERT INTO users (name, token_hash, is_admin, created_at) VALUES (?, ?, ?, ?) RETURNING id")
+                .bind(name.as_str())
+                .bind(hash_token(token))
+                .bind(is_admin)
+                .bind(&created_at)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_unique_violation)?
+                .get(0);
         Ok(User {
             id,
             name: name.to_string(),
@@ -58,11 +52,18 @@ impl Store {
 
     /// The user a bearer token belongs to, if any.
     pub async fn user_by_token(&self, token: &str) -> Result<Option<User>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, name, is_admin, created_at FROM users WHERE token_hash = ?")
-                .bind(hash_token(token))
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query("SELECT id, name, is_admin, created_at FROM users WHERE token_hash = ?")
+            .bind(hash_token(token))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| user_from_row(&r)))
+    }
+
+    pub async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, name, is_admin, created_at FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| user_from_row(&r)))
     }
 
@@ -77,13 +78,12 @@ impl Store {
     /// Returns the number of instances that stop the removal, if any.
     pub async fn remove_user(&self, name: &UserName) -> Result<Option<i64>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let owned: Option<i64> = sqlx::query(
-            "SELECT (SELECT count(*) FROM instances WHERE owner_id = users.id) FROM users WHERE name = ?",
-        )
-        .bind(name.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| r.get(0));
+        let owned: Option<i64> =
+            sqlx::query("SELECT (SELECT count(*) FROM instances WHERE owner_id = users.id) FROM users WHERE name = ?")
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.get(0));
         match owned {
             None => Err(StoreError::NotFound),
             Some(n) if n > 0 => Ok(Some(n)),

@@ -9,20 +9,12 @@ use crate::helpers::{ALICE, TestApp};
 async fn a_request_without_a_token_or_with_an_unknown_one_is_401() {
     let app = TestApp::spawn().await;
 
-    let missing = app
-        .client
-        .get(app.url("/v1/instances"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.client.get(app.url("/v1/instances")).send().await.unwrap();
     let (unknown, body) = app.get("/v1/instances", "Bearer not-a-token").await;
     let (legacy, legacy_body) = app.get("/list/1", "nobody").await;
 
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        missing.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
     assert_eq!(unknown, StatusCode::UNAUTHORIZED);
     assert_eq!(body["status"], 401);
     assert_eq!(body["detail"], "unknown token");
@@ -67,16 +59,9 @@ async fn a_user_added_on_the_command_line_gets_a_token_that_works_and_is_stored_
         .output()
         .unwrap();
 
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     assert!(token.len() >= 32, "{token}");
-    assert!(
-        !twice.status.success(),
-        "a second user of the same name is refused"
-    );
+    assert!(!twice.status.success(), "a second user of the same name is refused");
     assert!(String::from_utf8_lossy(&listed.stdout).contains("carol"));
     let (status, _) = app.get("/v1/instances", &format!("Bearer {token}")).await;
     assert_eq!(status, StatusCode::OK);

@@ -36,12 +36,7 @@ async fn every_class_of_bad_input_is_refused_with_a_message_and_creates_nothing(
             StatusCode::BAD_REQUEST,
             "not valid JSON",
         ),
-        (
-            "/v1/instances",
-            r#"[1,2"#,
-            StatusCode::BAD_REQUEST,
-            "not valid JSON",
-        ),
+        ("/v1/instances", r#"[1,2"#, StatusCode::BAD_REQUEST, "not valid JSON"),
         (
             "/v1/instances",
             r#"{"engine":"oracle"}"#,
@@ -192,19 +187,16 @@ async fn every_class_of_bad_input_is_refused_with_a_message_and_creates_nothing(
             StatusCode::UNPROCESSABLE_ENTITY,
             "16 to 65536",
         ),
-        (
-            "/redis",
-            r#"{"memory":"#,
-            StatusCode::BAD_REQUEST,
-            "not valid JSON",
-        ),
+        ("/redis", r#"{"memory":"#, StatusCode::BAD_REQUEST, "not valid JSON"),
     ];
 
     let mut failures = Vec::new();
     for (path, body, expected_status, fragment) in cases {
         let (status, message) = send_raw(&app, path, body.to_string()).await;
         if status != *expected_status || !message.contains(fragment) {
-            failures.push(format!("{path} {body}: got {status} {message:?}, wanted {expected_status} with {fragment:?}"));
+            failures.push(format!(
+                "{path} {body}: got {status} {message:?}, wanted {expected_status} with {fragment:?}"
+            ));
         }
     }
 
@@ -213,10 +205,7 @@ async fn every_class_of_bad_input_is_refused_with_a_message_and_creates_nothing(
         app.containers().await.is_empty(),
         "a refused request created a container"
     );
-    assert!(
-        app.volumes().await.is_empty(),
-        "a refused request created a volume"
-    );
+    assert!(app.volumes().await.is_empty(), "a refused request created a volume");
 }
 
 #[tokio::test]
@@ -241,10 +230,7 @@ async fn an_unknown_old_docker_type_is_404_naming_the_known_ones() {
 
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
-        body["msg"]
-            .as_str()
-            .unwrap()
-            .contains("1 for MySQL or 2 for Redis"),
+        body["msg"].as_str().unwrap().contains("1 for MySQL or 2 for Redis"),
         "{body}"
     );
 }

@@ -11,12 +11,9 @@ use crate::helpers::{ALICE, PrefixGuard, TestApp, docker, image, unique_name, wa
 
 #[tokio::test]
 async fn a_missing_image_that_cannot_be_pulled_is_503_naming_the_image_and_its_flag() {
-    let app =
-        TestApp::spawn_with(|c| c.images.mysql = "dbroker-local/no-such-image:0".into()).await;
+    let app = TestApp::spawn_with(|c| c.images.mysql = "dbroker-local/no-such-image:0".into()).await;
 
-    let (status, body) = app
-        .post("/v1/instances", ALICE, json!({"engine": "mysql"}))
-        .await;
+    let (status, body) = app.post("/v1/instances", ALICE, json!({"engine": "mysql"})).await;
 
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let detail = body["detail"].as_str().unwrap();
@@ -33,24 +30,15 @@ async fn a_server_that_exits_at_start_is_an_error_with_its_last_logs_and_leaves_
     let app = TestApp::spawn_with(|c| c.images.mysql = image("redis")).await;
 
     let (status, body) = app
-        .post(
-            "/v1/instances",
-            ALICE,
-            json!({"engine": "mysql", "charset": "latin1"}),
-        )
+        .post("/v1/instances", ALICE, json!({"engine": "mysql", "charset": "latin1"}))
         .await;
 
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("did not become ready"),
+        body["detail"].as_str().unwrap().contains("did not become ready"),
         "{body}"
     );
-    let logs = body["last_logs"]
-        .as_array()
-        .expect("the server's last log lines");
+    let logs = body["last_logs"].as_array().expect("the server's last log lines");
     assert!(
         logs.iter()
             .any(|l| l.as_str().unwrap().contains("character-set-server")),
@@ -70,16 +58,11 @@ async fn a_server_that_exits_at_start_is_an_error_with_its_last_logs_and_leaves_
 #[tokio::test]
 async fn containers_are_capped_isolated_labelled_and_published_only_on_the_publish_ip() {
     let app = TestApp::spawn().await;
-    let instance = app
-        .create(ALICE, json!({"engine": "redis", "memory_mb": 64}))
-        .await;
+    let instance = app.create(ALICE, json!({"engine": "redis", "memory_mb": 64})).await;
 
     let inspect = docker()
         .await
-        .inspect_container(
-            &app.container_of(&instance),
-            None::<InspectContainerOptions>,
-        )
+        .inspect_container(&app.container_of(&instance), None::<InspectContainerOptions>)
         .await
         .unwrap();
 
@@ -88,22 +71,13 @@ async fn containers_are_capped_isolated_labelled_and_published_only_on_the_publi
     assert_eq!(host.memory_swap, Some(64 * 1024 * 1024));
     assert!(host.pids_limit.unwrap_or(0) > 0, "a pids limit");
     assert_eq!(host.privileged, Some(false));
-    assert_eq!(
-        host.security_opt,
-        Some(vec!["no-new-privileges".to_string()])
-    );
-    assert_eq!(
-        host.restart_policy.unwrap().name.unwrap().to_string(),
-        "unless-stopped"
-    );
+    assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_string()]));
+    assert_eq!(host.restart_policy.unwrap().name.unwrap().to_string(), "unless-stopped");
     assert!(
         host.binds.unwrap_or_default().is_empty(),
         "no bind mounts, so no Docker socket"
     );
-    assert!(
-        host.network_mode.as_deref() != Some("host")
-            && host.pid_mode.as_deref().unwrap_or("") != "host"
-    );
+    assert!(host.network_mode.as_deref() != Some("host") && host.pid_mode.as_deref().unwrap_or("") != "host");
     let bindings = host.port_bindings.unwrap();
     let binding = &bindings["6379/tcp"].as_ref().unwrap()[0];
     assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
@@ -125,15 +99,8 @@ async fn sigterm_lets_a_create_in_flight_finish_before_dbroker_exits() {
     let prefix = unique_name("dbt-sigterm");
     let _cleanup = PrefixGuard(prefix.clone());
     let data_dir = tempfile::tempdir().unwrap();
-    let listen = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let ports = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let ports = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_dbroker"))
         .arg("serve")
         .env("DBROKER_LISTEN", listen.to_string())
@@ -165,10 +132,7 @@ async fn sigterm_lets_a_create_in_flight_finish_before_dbroker_exits() {
                 .send()
                 .await
                 .unwrap();
-            (
-                response.status(),
-                response.json::<serde_json::Value>().await.unwrap(),
-            )
+            (response.status(), response.json::<serde_json::Value>().await.unwrap())
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -182,18 +146,12 @@ async fn sigterm_lets_a_create_in_flight_finish_before_dbroker_exits() {
         .expect("dbroker exits")
         .unwrap();
 
-    assert_eq!(
-        status,
-        StatusCode::CREATED,
-        "the create in flight finished: {instance}"
-    );
+    assert_eq!(status, StatusCode::CREATED, "the create in flight finished: {instance}");
     assert!(exit.success(), "a clean exit: {exit:?}");
     let port = instance["connection"]["port"].as_u64().unwrap() as u16;
     let password = instance["connection"]["password"].as_str().unwrap();
     assert!(
-        crate::helpers::mysql_connect(port, "root", password)
-            .await
-            .is_ok(),
+        crate::helpers::mysql_connect(port, "root", password).await.is_ok(),
         "the instance works"
     );
 }
@@ -217,16 +175,11 @@ async fn a_slow_create_blocks_no_other_request_and_ends_in_a_timeout_that_leaves
                 .send()
                 .await
                 .unwrap();
-            (
-                response.status(),
-                response.json::<serde_json::Value>().await.unwrap(),
-            )
+            (response.status(), response.json::<serde_json::Value>().await.unwrap())
         }
     });
 
-    let other_user = app
-        .create(crate::helpers::BOB, json!({"engine": "redis"}))
-        .await;
+    let other_user = app.create(crate::helpers::BOB, json!({"engine": "redis"})).await;
     let (list_status, _) = app.get("/v1/instances", ALICE).await;
 
     assert_eq!(other_user["status"], "running");
@@ -237,18 +190,8 @@ async fn a_slow_create_blocks_no_other_request_and_ends_in_a_timeout_that_leaves
     );
     let (status, body) = slow.await.unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not ready within"),
-        "{body}"
-    );
-    assert_eq!(
-        app.containers().await.len(),
-        1,
-        "only Bob's container is left"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("not ready within"), "{body}");
+    assert_eq!(app.containers().await.len(), 1, "only Bob's container is left");
     let (_, alice_list) = app.get("/v1/instances", ALICE).await;
     assert_eq!(alice_list, json!({"instances": []}));
 }

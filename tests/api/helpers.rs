@@ -8,8 +8,7 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptions,
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
 };
 
 /// The engine the tests drive: `DOCKER_HOST` or the local socket, at an API version it speaks.
@@ -46,10 +45,7 @@ where
         if let Some(value) = attempt().await {
             return value;
         }
-        assert!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -61,10 +57,7 @@ impl Drop for ContainerGuard {
     fn drop(&mut self) {
         let name = self.0.clone();
         block_on_fresh_runtime(async move {
-            let options = RemoveContainerOptionsBuilder::default()
-                .force(true)
-                .v(true)
-                .build();
+            let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
             let _ = docker().await.remove_container(&name, Some(options)).await;
         });
     }
@@ -110,6 +103,9 @@ pub const BOB: &str = "bob";
 /// How long a create may take in a test: MariaDB's first start is the slow one.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Test apps repair drift quickly, so tests of self-healing wait little.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Ports for one test app. Each app gets a block of its own, so tests run in parallel; blocks of
 /// different test processes may overlap, which dbroker handles like any busy port.
 const PORTS_PER_APP: u16 = 30;
@@ -134,10 +130,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     _data_dir: Option<tempfile::TempDir>,
     _cleanup: PrefixGuard,
-    server: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )>,
+    server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
 
 impl TestApp {
@@ -163,6 +156,8 @@ impl TestApp {
             demo_users: vec![ALICE.parse().unwrap(), BOB.parse().unwrap()],
             instance_prefix: unique_name("dbt"),
             master_key: None,
+            reconcile_interval: RECONCILE_INTERVAL,
+            docker_host: None,
         };
         adjust(&mut config);
         let mut app = TestApp {
@@ -178,9 +173,7 @@ impl TestApp {
     }
 
     async fn start(&mut self) {
-        let app = App::build(self.config.clone())
-            .await
-            .expect("the app builds");
+        let app = App::build(self.config.clone()).await.expect("the app builds");
         self.address = format!("http://127.0.0.1:{}", app.port());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -261,19 +254,14 @@ impl TestApp {
 
     /// Creates an instance through v1 and insists on success.
     pub async fn create(&self, token: &str, body: Value) -> Value {
-        let (status, instance) = self
-            .post("/v1/instances", &format!("Bearer {token}"), body)
-            .await;
+        let (status, instance) = self.post("/v1/instances", &format!("Bearer {token}"), body).await;
         assert_eq!(status, StatusCode::CREATED, "create failed: {instance}");
         instance
     }
 
     /// The names of this app's containers that exist (running or not).
     pub async fn containers(&self) -> Vec<String> {
-        let filters = HashMap::from([(
-            "label",
-            vec![format!("dbroker.prefix={}", self.config.instance_prefix)],
-        )]);
+        let filters = HashMap::from([("label", vec![format!("dbroker.prefix={}", self.config.instance_prefix)])]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -291,18 +279,9 @@ impl TestApp {
 
     /// The names of this app's volumes.
     pub async fn volumes(&self) -> Vec<String> {
-        let filters = HashMap::from([(
-            "label",
-            vec![format!("dbroker.prefix={}", self.config.instance_prefix)],
-        )]);
-        let options = ListVolumesOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        let volumes = docker()
-            .await
-            .list_volumes(Some(options))
-            .await
-            .expect("list volumes");
+        let filters = HashMap::from([("label", vec![format!("dbroker.prefix={}", self.config.instance_prefix)])]);
+        let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
+        let volumes = docker().await.list_volumes(Some(options)).await.expect("list volumes");
         volumes
             .volumes
             .unwrap_or_default()
@@ -339,30 +318,19 @@ async fn remove_everything_labelled(prefix: &str) {
         .all(true)
         .filters(&filters)
         .build();
-    for container in docker
-        .list_containers(Some(options))
-        .await
-        .unwrap_or_default()
-    {
+    for container in docker.list_containers(Some(options)).await.unwrap_or_default() {
         if let Some(id) = container.id {
-            let options = RemoveContainerOptionsBuilder::default()
-                .force(true)
-                .v(true)
-                .build();
+            let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
             let _ = docker.remove_container(&id, Some(options)).await;
         }
     }
-    let options = ListVolumesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
+    let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
     let volumes = docker
         .list_volumes(Some(options))
         .await
         .map(|v| v.volumes.unwrap_or_default());
     for volume in volumes.unwrap_or_default() {
-        let _ = docker
-            .remove_volume(&volume.name, None::<RemoveVolumeOptions>)
-            .await;
+        let _ = docker.remove_volume(&volume.name, None::<RemoveVolumeOptions>).await;
     }
 }
 
@@ -396,26 +364,14 @@ fn init_test_logging() {
 // Real clients for the connection details an instance comes with.
 
 /// A Redis connection authenticated with `password`, or the error the server gave.
-pub async fn redis_connect(
-    port: u16,
-    password: &str,
-) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
-        "127.0.0.1".into(),
-        port,
-    ))?
-    .set_redis_settings(redis::RedisConnectionInfo::default().set_password(password));
-    redis::Client::open(info)?
-        .get_multiplexed_async_connection()
-        .await
+pub async fn redis_connect(port: u16, password: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp("127.0.0.1".into(), port))?
+        .set_redis_settings(redis::RedisConnectionInfo::default().set_password(password));
+    redis::Client::open(info)?.get_multiplexed_async_connection().await
 }
 
 /// A MySQL connection as `user` with `password`, or the error the server gave.
-pub async fn mysql_connect(
-    port: u16,
-    user: &str,
-    password: &str,
-) -> Result<sqlx::MySqlConnection, sqlx::Error> {
+pub async fn mysql_connect(port: u16, user: &str, password: &str) -> Result<sqlx::MySqlConnection, sqlx::Error> {
     use sqlx::ConnectOptions;
     sqlx::mysql::MySqlConnectOptions::new()
         .host("127.0.0.1")

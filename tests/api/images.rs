@@ -40,10 +40,7 @@ async fn start(image: &str, env: &[&str], args: &[&str], port: u16) -> (Containe
         .create_container(Some(options), body)
         .await
         .expect("create container");
-    docker
-        .start_container(&name, None)
-        .await
-        .expect("start container");
+    docker.start_container(&name, None).await.expect("start container");
     let inspect = docker
         .inspect_container(&name, None::<InspectContainerOptions>)
         .await
@@ -106,11 +103,9 @@ async fn the_postgres_image_initialises_and_accepts_its_password() {
         .password("s3cret")
         .database("app");
 
-    let mut conn = wait_until(
-        "PostgreSQL to accept its user",
-        STARTUP_DEADLINE,
-        || async { options.connect().await.ok() },
-    )
+    let mut conn = wait_until("PostgreSQL to accept its user", STARTUP_DEADLINE, || async {
+        options.connect().await.ok()
+    })
     .await;
     let answer: i32 = sqlx::query("SELECT 40 + 2")
         .fetch_one(&mut conn)
@@ -136,20 +131,12 @@ async fn the_redis_image_takes_server_arguments_and_requires_its_password() {
     };
 
     let mut conn = wait_until("Redis to accept AUTH", STARTUP_DEADLINE, || async {
-        with_password("s3cret")
-            .get_multiplexed_async_connection()
-            .await
-            .ok()
+        with_password("s3cret").get_multiplexed_async_connection().await.ok()
     })
     .await;
-    let pong: String = redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .expect("PING");
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.expect("PING");
 
     assert_eq!(pong, "PONG");
-    let wrong = with_password("wrong")
-        .get_multiplexed_async_connection()
-        .await;
+    let wrong = with_password("wrong").get_multiplexed_async_connection().await;
     assert!(wrong.is_err(), "a wrong password is refused");
 }

@@ -28,11 +28,7 @@ async fn another_users_instance_is_invisible_in_list_and_detail_and_cannot_be_de
     let (alice_detail, still_there) = app.get(&format!("/v1/instances/{id}"), ALICE).await;
     assert_eq!(alice_detail, StatusCode::OK);
     assert_eq!(still_there["status"], "running");
-    assert_eq!(
-        app.containers().await.len(),
-        1,
-        "Bob's delete removed nothing"
-    );
+    assert_eq!(app.containers().await.len(), 1, "Bob's delete removed nothing");
     let (_, alice_list) = app.get("/v1/instances?engine=redis", ALICE).await;
     assert_eq!(alice_list["instances"].as_array().unwrap().len(), 1);
     let (_, alice_mysql) = app.get("/v1/instances?engine=mysql", ALICE).await;
@@ -51,8 +47,5 @@ async fn an_unknown_id_is_404_in_both_apis() {
     assert_eq!(body["status"], 404);
     assert_eq!(malformed, StatusCode::NOT_FOUND);
     assert_eq!(old, StatusCode::NOT_FOUND);
-    assert_eq!(
-        old_body["code"], 404,
-        "not the old tool's data: {{}} with 200"
-    );
+    assert_eq!(old_body["code"], 404, "not the old tool's data: {{}} with 200");
 }

@@ -22,10 +22,7 @@ async fn a_mysql_instance_from_v1_has_the_charset_asked_for_and_refuses_a_wrong_
     let app = TestApp::spawn().await;
 
     let instance = app
-        .create(
-            ALICE,
-            json!({"engine": "mysql", "charset": "latin1", "memory_mb": 512}),
-        )
+        .create(ALICE, json!({"engine": "mysql", "charset": "latin1", "memory_mb": 512}))
         .await;
 
     let (port, password) = port_and_password(&instance);
@@ -74,16 +71,10 @@ async fn the_old_mysql_route_applies_the_old_defaults_and_answers_in_the_envelop
     conn.close().await.ok();
 
     let (status, detail) = app
-        .get(
-            &format!("/detail/{}", data["dockerId"].as_str().unwrap()),
-            ALICE,
-        )
+        .get(&format!("/detail/{}", data["dockerId"].as_str().unwrap()), ALICE)
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        detail["data"], *data,
-        "detail is shaped like the create answer"
-    );
+    assert_eq!(detail["data"], *data, "detail is shaped like the create answer");
     let (_, list) = app.get("/list/1", ALICE).await;
     assert_eq!(list["data"], json!([data]));
     let (_, redis_list) = app.get("/list/2", ALICE).await;
@@ -138,35 +129,22 @@ async fn a_mysql_row_survives_a_container_restart_and_a_dbroker_restart() {
 
     docker()
         .await
-        .restart_container(
-            &app.container_of(&instance),
-            None::<RestartContainerOptions>,
-        )
+        .restart_container(&app.container_of(&instance), None::<RestartContainerOptions>)
         .await
         .unwrap();
-    let conn = wait_until(
-        "MySQL back after a restart",
-        Duration::from_secs(120),
-        || async { mysql_connect(port, "root", &password).await.ok() },
-    )
+    let conn = wait_until("MySQL back after a restart", Duration::from_secs(120), || async {
+        mysql_connect(port, "root", &password).await.ok()
+    })
     .await;
     let after_container_restart = read_item(conn).await;
 
     app.restart().await;
     let (status, detail) = app
-        .get(
-            &format!("/v1/instances/{}", instance["id"].as_str().unwrap()),
-            ALICE,
-        )
+        .get(&format!("/v1/instances/{}", instance["id"].as_str().unwrap()), ALICE)
         .await;
     assert_eq!(status, StatusCode::OK);
     let (port_after, password_after) = port_and_password(&detail);
-    let after_dbroker_restart = read_item(
-        mysql_connect(port_after, "root", &password_after)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let after_dbroker_restart = read_item(mysql_connect(port_after, "root", &password_after).await.unwrap()).await;
 
     assert_eq!(after_container_restart, "teapot");
     assert_eq!(after_dbroker_restart, "teapot");

@@ -14,13 +14,7 @@ use crate::helpers::{ALICE, TestApp, port_and_password, redis_connect};
 async fn twenty_concurrent_redis_creates_are_all_ready_on_distinct_ports() {
     let app = TestApp::spawn().await;
 
-    let creates = (0..20).map(|_| {
-        app.post(
-            "/v1/instances",
-            ALICE,
-            json!({"engine": "redis", "memory_mb": 32}),
-        )
-    });
+    let creates = (0..20).map(|_| app.post("/v1/instances", ALICE, json!({"engine": "redis", "memory_mb": 32})));
     let answers = futures_util::future::join_all(creates).await;
 
     let mut ports = HashSet::new();
@@ -70,11 +64,7 @@ async fn delete_removes_container_and_volume_and_frees_the_port_for_reuse() {
     let (after, _) = app.get(&format!("/v1/instances/{id}"), ALICE).await;
     assert_eq!(after, StatusCode::NOT_FOUND);
     let next = app.create(ALICE, json!({"engine": "redis"})).await;
-    assert_eq!(
-        port_and_password(&next).0,
-        port,
-        "the freed port is handed out again"
-    );
+    assert_eq!(port_and_password(&next).0, port, "the freed port is handed out again");
 }
 
 #[tokio::test]
@@ -89,15 +79,10 @@ async fn an_exhausted_port_range_is_503_and_leaves_nothing_behind() {
     })
     .await;
 
-    let (status, body) = app
-        .post("/v1/instances", ALICE, json!({"engine": "redis"}))
-        .await;
+    let (status, body) = app.post("/v1/instances", ALICE, json!({"engine": "redis"})).await;
 
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        body["detail"].as_str().unwrap().contains("every port"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("every port"), "{body}");
     assert!(app.containers().await.is_empty());
     let (_, list) = app.get("/v1/instances", ALICE).await;
     assert_eq!(list, json!({"instances": []}));
@@ -106,15 +91,10 @@ async fn an_exhausted_port_range_is_503_and_leaves_nothing_behind() {
 #[tokio::test]
 async fn a_second_instance_with_the_same_name_is_409_but_another_user_may_use_it() {
     let app = TestApp::spawn().await;
-    app.create(ALICE, json!({"engine": "redis", "name": "cache"}))
-        .await;
+    app.create(ALICE, json!({"engine": "redis", "name": "cache"})).await;
 
     let (again, body) = app
-        .post(
-            "/v1/instances",
-            ALICE,
-            json!({"engine": "redis", "name": "cache"}),
-        )
+        .post("/v1/instances", ALICE, json!({"engine": "redis", "name": "cache"}))
         .await;
     let (bob, _) = app
         .post(
@@ -133,11 +113,7 @@ async fn a_second_instance_with_the_same_name_is_409_but_another_user_may_use_it
         "{body}"
     );
     assert_eq!(bob, StatusCode::CREATED);
-    assert_eq!(
-        app.containers().await.len(),
-        2,
-        "the refused create left no container"
-    );
+    assert_eq!(app.containers().await.len(), 2, "the refused create left no container");
 }
 
 #[tokio::test]
@@ -147,11 +123,7 @@ async fn two_dbrokers_on_one_data_directory_never_hand_out_the_same_port() {
 
     let creates = (0..6).map(|i| {
         let app = if i % 2 == 0 { &first } else { &second };
-        app.post(
-            "/v1/instances",
-            ALICE,
-            json!({"engine": "redis", "memory_mb": 32}),
-        )
+        app.post("/v1/instances", ALICE, json!({"engine": "redis", "memory_mb": 32}))
     });
     let answers = futures_util::future::join_all(creates).await;
 

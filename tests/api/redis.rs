@@ -12,9 +12,7 @@ use crate::helpers::{ALICE, TestApp, docker, port_and_password, redis_connect, w
 async fn a_redis_instance_from_v1_accepts_its_password_and_refuses_another() {
     let app = TestApp::spawn().await;
 
-    let instance = app
-        .create(ALICE, json!({"engine": "redis", "name": "cache"}))
-        .await;
+    let instance = app.create(ALICE, json!({"engine": "redis", "name": "cache"})).await;
 
     let (port, password) = port_and_password(&instance);
     assert_eq!(instance["status"], "running");
@@ -29,10 +27,7 @@ async fn a_redis_instance_from_v1_accepts_its_password_and_refuses_another() {
     let mut conn = redis_connect(port, &password)
         .await
         .expect("the returned password works");
-    let pong: String = redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .expect("PING");
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.expect("PING");
     assert_eq!(pong, "PONG");
     assert!(
         redis_connect(port, "wrong-password").await.is_err(),
@@ -96,41 +91,25 @@ async fn a_redis_key_survives_a_container_restart_and_a_dbroker_restart() {
 
     docker()
         .await
-        .restart_container(
-            &app.container_of(&instance),
-            None::<RestartContainerOptions>,
-        )
+        .restart_container(&app.container_of(&instance), None::<RestartContainerOptions>)
         .await
         .unwrap();
-    let mut conn = wait_until(
-        "Redis back after a restart",
-        Duration::from_secs(60),
-        || async { redis_connect(port, &password).await.ok() },
-    )
+    let mut conn = wait_until("Redis back after a restart", Duration::from_secs(60), || async {
+        redis_connect(port, &password).await.ok()
+    })
     .await;
-    let after_container_restart: String = redis::cmd("GET")
-        .arg("greeting")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let after_container_restart: String = redis::cmd("GET").arg("greeting").query_async(&mut conn).await.unwrap();
 
     app.restart().await;
     let (status, detail) = app
-        .get(
-            &format!("/v1/instances/{}", instance["id"].as_str().unwrap()),
-            ALICE,
-        )
+        .get(&format!("/v1/instances/{}", instance["id"].as_str().unwrap()), ALICE)
         .await;
     assert_eq!(status, StatusCode::OK);
     let (port_after, password_after) = port_and_password(&detail);
     let mut conn = redis_connect(port_after, &password_after)
         .await
         .expect("the same credentials work");
-    let after_dbroker_restart: String = redis::cmd("GET")
-        .arg("greeting")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let after_dbroker_restart: String = redis::cmd("GET").arg("greeting").query_async(&mut conn).await.unwrap();
 
     assert_eq!(after_container_restart, "hello");
     assert_eq!((port_after, password_after), (port, password));
