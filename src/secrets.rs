@@ -48,6 +48,15 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `text` with every occurrence of each secret replaced by `[redacted]`: for server log lines,
+/// which dbroker passes on to users and to its own error answers.
+pub fn redact(text: String, secrets: &[&Secret]) -> String {
+    secrets
+        .iter()
+        .filter(|s| !s.0.is_empty())
+        .fold(text, |text, secret| text.replace(secret.expose(), "[redacted]"))
+}
+
 fn random_alphanumeric(len: usize) -> String {
     rand::rng()
         .sample_iter(Alphanumeric)
@@ -157,6 +166,22 @@ mod tests {
     fn a_secret_never_prints_its_value() {
         let secret = Secret::new("hunter2".into());
         assert_eq!(format!("{secret} {secret:?}"), "[redacted] [redacted]");
+    }
+
+    #[test]
+    fn redact_removes_every_occurrence_of_every_secret() {
+        let old = Secret::new("OldPass123".into());
+        let new = Secret::new("NewPass456".into());
+        let line = "auth OldPass123 then NewPass456 then OldPass123".to_string();
+
+        assert_eq!(
+            redact(line, &[&old, &new]),
+            "auth [redacted] then [redacted] then [redacted]"
+        );
+        assert_eq!(
+            redact("nothing here".into(), &[&Secret::new(String::new())]),
+            "nothing here"
+        );
     }
 
     #[test]

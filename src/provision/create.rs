@@ -10,7 +10,8 @@ use crate::config::Images;
 use crate::engines;
 use crate::model::{Engine, EventKind, InstanceId, MemoryMb, Status};
 use crate::runtime::{ContainerState, RuntimeError};
-use crate::secrets::Secret;
+use crate::secrets::{Secret, redact};
+
 use crate::store::{InstanceRecord, NewInstanceRecord, StoreError};
 
 /// How often readiness is polled. Each poll is a real login; 100 ms keeps the wait close to the
@@ -237,14 +238,7 @@ impl Provisioner {
         secrets: &[&Secret],
     ) -> Result<Vec<String>, ProvisionError> {
         let lines = self.runtime.logs_tail(container, lines).await?;
-        Ok(lines
-            .into_iter()
-            .map(|line| {
-                secrets
-                    .iter()
-                    .fold(line, |line, secret| line.replace(secret.expose(), "[redacted]"))
-            })
-            .collect())
+        Ok(lines.into_iter().map(|line| redact(line, secrets)).collect())
     }
 
     /// Undoes a failed create: container, volume, then the record, which releases the port. If the

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
+    InspectContainerOptions, ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptions,
 };
 
 /// The engine the tests drive: `DOCKER_HOST` or the local socket, at an API version it speaks.
@@ -390,4 +391,138 @@ pub fn port_and_password(instance: &Value) -> (u16, String) {
         .expect("a password")
         .to_string();
     (port, password)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for lifecycle and self-healing tests.
+
+impl TestApp {
+    /// Adds an admin straight to the store (as `dbroker user add --admin` does) and returns the token.
+    pub async fn add_admin(&self, name: &str) -> String {
+        let store = dbroker::store::Store::open(&self.config.data_dir)
+            .await
+            .expect("the store opens");
+        let token = format!("admin-token-{}", unique_name(name));
+        store
+            .add_user(&name.parse().unwrap(), &token, true)
+            .await
+            .expect("an admin");
+        token
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .patch(self.url(path))
+            .header("Authorization", token)
+            .json(&body)
+            .send()
+            .await;
+        read(response.expect("PATCH")).await
+    }
+
+    /// `GET /v1/instances/{id}` as `token`, insisting on success.
+    pub async fn detail(&self, token: &str, instance: &Value) -> Value {
+        let (status, body) = self
+            .get(&format!("/v1/instances/{}", instance["id"].as_str().unwrap()), token)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Polls the instance's detail until its status is `status`.
+    pub async fn wait_for_status(&self, token: &str, instance: &Value, status: &str, deadline: Duration) -> Value {
+        wait_until(&format!("status {status}"), deadline, || async {
+            let detail = self.detail(token, instance).await;
+            (detail["status"] == status).then_some(detail)
+        })
+        .await
+    }
+
+    /// The kinds of the instance's events, oldest first.
+    pub async fn event_kinds(&self, token: &str, instance: &Value) -> Vec<String> {
+        let (status, body) = self
+            .get(
+                &format!("/v1/instances/{}/events", instance["id"].as_str().unwrap()),
+                token,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// A Unix socket that forwards to the real Docker engine and can be taken down and brought back,
+/// to make the engine unreachable for real and then reachable again.
+pub struct DockerProxy {
+    pub path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    forwarding: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DockerProxy {
+    pub fn new() -> DockerProxy {
+        let dir = tempfile::tempdir().unwrap();
+        DockerProxy {
+            path: dir.path().join("docker.sock"),
+            _dir: dir,
+            forwarding: None,
+        }
+    }
+
+    /// The `DOCKER_HOST` value that reaches the engine through this proxy.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    pub fn up(&mut self) {
+        let listener = tokio::net::UnixListener::bind(&self.path).expect("the proxy socket binds");
+        let engine = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+            .unwrap_or_else(|| "/var/run/docker.sock".into());
+        self.forwarding = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let engine = engine.clone();
+                connections.spawn(async move {
+                    if let Ok(mut upstream) = tokio::net::UnixStream::connect(&engine).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Closes the socket and every connection through it: the engine is unreachable.
+    pub fn down(&mut self) {
+        if let Some(forwarding) = self.forwarding.take() {
+            forwarding.abort(); // drops the listener and, with the JoinSet, every connection
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Kills the server process of a container from the host with SIGKILL, as the kernel's OOM
+/// killer or a crash would end it.
+pub async fn kill_server_process(container: &str) {
+    let inspect = docker()
+        .await
+        .inspect_container(container, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    let pid = inspect
+        .state
+        .and_then(|s| s.pid)
+        .expect("a running container has a pid");
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -KILL {pid}");
 }

@@ -4,9 +4,11 @@
 mod auth;
 mod bad_input;
 mod failures;
+mod healing;
 mod helpers;
 mod images;
 mod isolation;
+mod lifecycle;
 mod mysql;
 mod ports;
 mod redis;
