@@ -10,5 +10,6 @@ mod images;
 mod isolation;
 mod lifecycle;
 mod mysql;
+mod packaging;
 mod ports;
 mod redis;
