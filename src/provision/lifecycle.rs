@@ -18,8 +18,14 @@ impl Provisioner {
         let record = self.owned(caller.user_id, id).await?;
         let _busy = self.claim_busy(&record)?;
         require_status(&record, &[Status::Running, Status::Exited, Status::Stopped], "stop")?;
-        self.runtime.stop(&self.container_name(id)).await?;
+        // The intent first: a reconciler (maybe in another process) that sees the container down
+        // must not take it for a crash and start it again.
         self.store.set_status(id, Status::Stopped).await?;
+        if let Err(error) = self.runtime.stop(&self.container_name(id)).await {
+            self.store.set_status(id, record.status).await?;
+            return Err(error.into());
+        }
+
         self.store.add_event(id, EventKind::Stopped, &caller.name, None).await?;
         self.get(caller.user_id, id).await
     }

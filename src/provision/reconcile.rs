@@ -287,6 +287,17 @@ impl Provisioner {
 
     /// Stops a container that has no record and keeps it for an admin.
     async fn quarantine(&self, container: &ContainerSummary) -> Result<(), ProvisionError> {
+        // The containers were listed before the records were read: a delete that finished in
+        // between leaves a container that is gone, or a record read too late. Look again.
+        let instance_id = container
+            .labels
+            .get(LABEL_INSTANCE)
+            .and_then(|id| id.parse::<InstanceId>().ok());
+        if let Some(id) = &instance_id
+            && (self.store.instance(id).await?.is_some() || self.is_busy(id))
+        {
+            return Ok(());
+        }
         let entry = Quarantined {
             container: container.name.clone(),
             instance_id: container.labels.get(LABEL_INSTANCE).cloned().unwrap_or_default(),
@@ -295,7 +306,10 @@ impl Provisioner {
             found_at: String::new(),
         };
         if container.state == "running" || container.state == "restarting" {
-            self.runtime.stop(&container.name).await?;
+            match self.runtime.stop(&container.name).await {
+                Err(crate::runtime::RuntimeError::NotFound) => return Ok(()),
+                other => other?,
+            }
         }
         if self.store.quarantine(&entry).await? {
             tracing::warn!(container = %container.name, "a container with no record was stopped and quarantined for an admin");

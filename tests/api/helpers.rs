@@ -430,15 +430,6 @@ impl TestApp {
         body
     }
 
-    /// Polls the instance's detail until its status is `status`.
-    pub async fn wait_for_status(&self, token: &str, instance: &Value, status: &str, deadline: Duration) -> Value {
-        wait_until(&format!("status {status}"), deadline, || async {
-            let detail = self.detail(token, instance).await;
-            (detail["status"] == status).then_some(detail)
-        })
-        .await
-    }
-
     /// The kinds of the instance's events, oldest first.
     pub async fn event_kinds(&self, token: &str, instance: &Value) -> Vec<String> {
         let (status, body) = self
