@@ -17,8 +17,10 @@ CREATE TABLE instances (
     id            TEXT PRIMARY KEY CHECK (length(id) = 12),
     owner_id      INTEGER NOT NULL REFERENCES users (id),
     name          TEXT NOT NULL,
-    engine        TEXT NOT NULL CHECK (engine IN ('mysql', 'redis')),
-    -- The image actually used, so a later change of the configured image does not rewrite history.
+    engine        TEXT NOT NULL CHECK (engine IN ('mysql', 'redis', 'postgres')),
+    -- The engine version asked for (a name from the catalogue, "8.0"), and the image actually
+    -- used, so a later change of the catalogue does not rewrite history.
+    version       TEXT NOT NULL,
     image         TEXT NOT NULL,
     -- provisioning: being created; running: ready; stopped: by its owner; exited: its server
     -- died on its own (see exit_code, oom_killed); failed: a create rolled back after a crash
@@ -34,6 +36,9 @@ CREATE TABLE instances (
     memory_mb     INTEGER NOT NULL CHECK (memory_mb > 0),
     charset       TEXT,
     collation     TEXT,
+    -- PostgreSQL's database, created at the first start.
+    database      TEXT,
+
     -- The host port is the lease: UNIQUE means no port is ever handed to two instances, even by
     -- several dbroker processes on one data directory. Deleting the row frees the port; a failed
     -- instance keeps its record but no port (NULLs do not collide).

@@ -46,11 +46,16 @@ impl App {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let provisioner = Provisioner::new(store.clone(), runtime, key, Arc::new(config))
+        let config = Arc::new(config);
+        let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone())
             .context("cannot claim a process lock in the data directory")?;
         Ok(App {
             listener,
-            state: AppState { provisioner, store },
+            state: AppState {
+                provisioner,
+                store,
+                config,
+            },
         })
     }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, Images, PortRange};
-use crate::model::UserName;
+use crate::config::{Catalogue, Config, FileConfig, PortRange, defaults};
+use crate::model::{Engine, UserName};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage the users who may call the API.
     #[command(subcommand)]
     User(UserCommand),
@@ -61,60 +61,175 @@ pub struct StoreArgs {
     pub data_dir: PathBuf,
 }
 
+/// `dbroker serve`. No flag has a clap default: a flag or its variable wins, then the
+/// configuration file, then the built-in default (see `config::defaults`), so each layer can tell
+/// whether the one above it said anything.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The address the API listens on.
-    #[arg(long, env = "DBROKER_LISTEN", default_value = "127.0.0.1:5000")]
-    pub listen: SocketAddr,
-    #[command(flatten)]
-    pub store: StoreArgs,
-    /// The host put in connection details.
-    #[arg(long, env = "DBROKER_ADVERTISE_HOST", default_value = "127.0.0.1")]
-    pub advertise_host: String,
-    /// The host address instance ports are published on (0.0.0.0 for all interfaces).
-    #[arg(long, env = "DBROKER_PUBLISH_IP", default_value = "127.0.0.1")]
-    pub publish_ip: IpAddr,
-    /// Host ports handed to instances, FIRST-LAST.
-    #[arg(long, env = "DBROKER_PORT_RANGE", default_value = "20000-29999")]
-    pub port_range: PortRange,
-    /// The image of MySQL instances.
-    #[arg(long, env = "DBROKER_MYSQL_IMAGE", default_value = "mysql:8.0")]
-    pub mysql_image: String,
-    /// The image of Redis instances.
-    #[arg(long, env = "DBROKER_REDIS_IMAGE", default_value = "redis:7.2")]
-    pub redis_image: String,
-    /// Seconds a create waits for the database to accept its credentials.
-    #[arg(long, env = "DBROKER_READY_TIMEOUT", default_value_t = 120)]
-    pub ready_timeout: u64,
+    /// A TOML configuration file: every setting below, and the engine catalogue.
+    #[arg(long, env = "DBROKER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The address the API listens on [default: 127.0.0.1:5000].
+    #[arg(long, env = "DBROKER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where dbroker keeps its database and master key [default: ./data].
+    #[arg(long, env = "DBROKER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The host put in connection details [default: 127.0.0.1].
+    #[arg(long, env = "DBROKER_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+    /// The host address instance ports are published on; 0.0.0.0 for all interfaces [default: 127.0.0.1].
+    #[arg(long, env = "DBROKER_PUBLISH_IP")]
+    pub publish_ip: Option<IpAddr>,
+    /// Host ports handed to instances, FIRST-LAST [default: 20000-29999].
+    #[arg(long, env = "DBROKER_PORT_RANGE")]
+    pub port_range: Option<PortRange>,
+    /// The image of MySQL's default version [default: mysql:8.0].
+    #[arg(long, env = "DBROKER_MYSQL_IMAGE")]
+    pub mysql_image: Option<String>,
+    /// The image of Redis's default version [default: redis:7.2].
+    #[arg(long, env = "DBROKER_REDIS_IMAGE")]
+    pub redis_image: Option<String>,
+    /// The image of PostgreSQL's default version [default: postgres:16].
+    #[arg(long, env = "DBROKER_POSTGRES_IMAGE")]
+    pub postgres_image: Option<String>,
+    /// Seconds a create waits for the database to accept its credentials [default: 120].
+    #[arg(long, env = "DBROKER_READY_TIMEOUT")]
+    pub ready_timeout: Option<u64>,
+    /// Seconds between the reconciler's comparisons of the store with Docker [default: 30].
+    #[arg(long, env = "DBROKER_RECONCILE_INTERVAL")]
+    pub reconcile_interval: Option<u64>,
     /// Users whose token is their own name, as the old tool had (user1,user2,user3): trials only.
     #[arg(long, env = "DBROKER_DEMO_USERS", value_delimiter = ',')]
-    pub demo_users: Vec<UserName>,
-    /// Seconds between the reconciler's comparisons of the store with Docker.
-    #[arg(long, env = "DBROKER_RECONCILE_INTERVAL", default_value_t = 30)]
-    pub reconcile_interval: u64,
-    /// Prefix of container and volume names, and the value of their `dbroker.prefix` label.
-    #[arg(long, env = "DBROKER_INSTANCE_PREFIX", default_value = "dbroker")]
-    pub instance_prefix: String,
+    pub demo_users: Option<Vec<UserName>>,
+    /// Prefix of container and volume names, and the value of their `dbroker.prefix` label [default: dbroker].
+    #[arg(long, env = "DBROKER_INSTANCE_PREFIX")]
+    pub instance_prefix: Option<String>,
 }
 
 impl ServeArgs {
-    pub fn into_config(self) -> Config {
-        Config {
-            listen: self.listen,
-            data_dir: self.store.data_dir,
-            advertise_host: self.advertise_host,
-            publish_ip: self.publish_ip,
-            port_range: self.port_range,
-            images: Images {
-                mysql: self.mysql_image,
-                redis: self.redis_image,
-            },
-            ready_timeout: Duration::from_secs(self.ready_timeout),
-            demo_users: self.demo_users,
-            instance_prefix: self.instance_prefix,
-            master_key: std::env::var("DBROKER_MASTER_KEY").ok(),
-            reconcile_interval: Duration::from_secs(self.reconcile_interval.max(1)),
-            docker_host: std::env::var("DOCKER_HOST").ok(),
+    /// Merges flags (and their variables), the configuration file and the defaults. An invalid
+    /// file is an error that names the key and line.
+    pub fn into_config(self) -> Result<Config, String> {
+        let (file, mut catalogue) = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => (FileConfig::default(), Catalogue::builtin()),
+        };
+        for (engine, image) in [
+            (Engine::Mysql, self.mysql_image),
+            (Engine::Redis, self.redis_image),
+            (Engine::Postgres, self.postgres_image),
+        ] {
+            if let Some(image) = image {
+                catalogue.set_default_image(engine, image);
+            }
         }
+        let demo_users = match (self.demo_users, file.demo_users) {
+            (Some(users), _) => users,
+            (None, Some(names)) => names
+                .iter()
+                .map(|n| n.parse().map_err(|e: crate::model::Invalid| format!("demo_users: {e}")))
+                .collect::<Result<_, _>>()?,
+            (None, None) => Vec::new(),
+        };
+        Ok(Config {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| parse_default(defaults::LISTEN)),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| defaults::DATA_DIR.into()),
+            advertise_host: self
+                .advertise_host
+                .or(file.advertise_host)
+                .unwrap_or_else(|| defaults::ADVERTISE_HOST.into()),
+            publish_ip: self
+                .publish_ip
+                .or(file.publish_ip)
+                .unwrap_or_else(|| parse_default(defaults::PUBLISH_IP)),
+            port_range: self
+                .port_range
+                .or(file.port_range)
+                .unwrap_or_else(|| parse_default(defaults::PORT_RANGE)),
+            catalogue,
+            ready_timeout: Duration::from_secs(
+                self.ready_timeout
+                    .or(file.ready_timeout)
+                    .unwrap_or(defaults::READY_TIMEOUT_SECS),
+            ),
+            demo_users,
+            instance_prefix: self
+                .instance_prefix
+                .or(file.instance_prefix)
+                .unwrap_or_else(|| defaults::INSTANCE_PREFIX.into()),
+            master_key: std::env::var("DBROKER_MASTER_KEY").ok(),
+            reconcile_interval: Duration::from_secs(
+                self.reconcile_interval
+                    .or(file.reconcile_interval)
+                    .unwrap_or(defaults::RECONCILE_INTERVAL_SECS)
+                    .max(1),
+            ),
+            docker_host: std::env::var("DOCKER_HOST").ok(),
+        })
+    }
+}
+
+/// A built-in default, which always parses.
+fn parse_default<T: std::str::FromStr>(value: &str) -> T {
+    value
+        .parse()
+        .unwrap_or_else(|_| unreachable!("the built-in default {value:?} parses"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from([&["dbroker", "serve"], args].concat()).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Serve(serve) => (*serve).into_config(),
+            Command::User(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_file_and_the_file_over_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dbroker.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7000\"\nready_timeout = 9\n[engines.redis]\ndefault_version = \"6.2\"\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+
+        let from_file = serve(&["--config", file]).unwrap();
+        let from_flag = serve(&[
+            "--config",
+            file,
+            "--listen",
+            "127.0.0.1:7001",
+            "--redis-image",
+            "my/redis:6",
+        ])
+        .unwrap();
+
+        assert_eq!(from_file.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(from_file.ready_timeout, Duration::from_secs(9));
+        assert_eq!(
+            from_file.port_range.to_string(),
+            defaults::PORT_RANGE,
+            "neither says: the default"
+        );
+        assert_eq!(from_flag.listen.to_string(), "127.0.0.1:7001");
+        let (version, spec) = from_flag.catalogue.resolve(Engine::Redis, None).unwrap();
+        assert_eq!(
+            (version.as_str(), spec.image.as_str()),
+            ("6.2", "my/redis:6"),
+            "the flag sets the default version's image"
+        );
     }
 }

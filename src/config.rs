@@ -1,13 +1,18 @@
-//! Typed configuration: the command line and environment, parsed once into values the rest of
-//! dbroker can trust.
+//! Typed configuration, parsed once into values the rest of dbroker can trust: the command line
+//! and environment (see `cli`), an optional TOML file, and built-in defaults, in that order of
+//! precedence. The engine catalogue (versions, images, memory bounds) lives here too.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::model::{Engine, UserName};
+use serde::{Deserialize, Serialize};
+
+use crate::engines::{self, MemoryBounds};
+use crate::model::{Engine, Flavor, Invalid, UserName, VersionName};
 
 /// An inclusive range of host ports that instances are published on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,26 +47,110 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// The image each engine's instances run.
-#[derive(Debug, Clone)]
-pub struct Images {
-    pub mysql: String,
-    pub redis: String,
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
-impl Images {
-    pub fn of(&self, engine: Engine) -> &str {
-        match engine {
-            Engine::Mysql => &self.mysql,
-            Engine::Redis => &self.redis,
-        }
+/// One version of an engine: the image that runs it, and for MySQL which server it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionSpec {
+    pub image: String,
+    #[serde(default, skip_serializing_if = "is_default_flavor")]
+    pub flavor: Flavor,
+}
+
+fn is_default_flavor(flavor: &Flavor) -> bool {
+    *flavor == Flavor::default()
+}
+
+/// What one engine offers: its named versions, the default one, and its memory bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineCatalogue {
+    pub default_version: String,
+    pub versions: BTreeMap<String, VersionSpec>,
+    pub memory: MemoryBounds,
+}
+
+/// Every engine's versions and bounds. The built-in one names the official images; a
+/// configuration file or the `--*-image` flags change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalogue(BTreeMap<Engine, EngineCatalogue>);
+
+impl Catalogue {
+    pub fn builtin() -> Self {
+        let official = |engine: Engine, versions: &[&str]| EngineCatalogue {
+            default_version: versions[0].to_string(),
+            versions: versions
+                .iter()
+                .map(|v| {
+                    let image = format!("{}:{v}", engine.as_str());
+                    (
+                        v.to_string(),
+                        VersionSpec {
+                            image,
+                            flavor: Flavor::Mysql,
+                        },
+                    )
+                })
+                .collect(),
+            memory: engines::default_memory_bounds(engine),
+        };
+        Catalogue(BTreeMap::from([
+            (Engine::Mysql, official(Engine::Mysql, &["8.0", "8.4"])),
+            (Engine::Redis, official(Engine::Redis, &["7.2", "6.2"])),
+            (Engine::Postgres, official(Engine::Postgres, &["16", "15"])),
+        ]))
     }
 
-    /// The flag that sets an engine's image, for error messages that say what to change.
-    pub fn flag(engine: Engine) -> &'static str {
+    pub fn engine(&self, engine: Engine) -> &EngineCatalogue {
+        self.0.get(&engine).expect("the catalogue has every engine")
+    }
+
+    pub fn engines(&self) -> impl Iterator<Item = (Engine, &EngineCatalogue)> {
+        self.0.iter().map(|(e, c)| (*e, c))
+    }
+
+    /// The version to run: the one asked for, or the engine's default. An unknown name is
+    /// refused with the list of known ones.
+    pub fn resolve(&self, engine: Engine, version: Option<&VersionName>) -> Result<(String, &VersionSpec), Invalid> {
+        let catalogue = self.engine(engine);
+        let name = version.map_or(catalogue.default_version.as_str(), |v| v.as_str());
+        catalogue
+            .versions
+            .get(name)
+            .map(|spec| (name.to_string(), spec))
+            .ok_or_else(|| {
+                let known: Vec<&str> = catalogue.versions.keys().map(String::as_str).collect();
+                Invalid(format!(
+                    "{engine} has no version {name:?}; known versions are {}",
+                    known.join(", ")
+                ))
+            })
+    }
+
+    /// Sets the image of an engine's default version (what `--mysql-image` and its kin do).
+    pub fn set_default_image(&mut self, engine: Engine, image: String) {
+        let catalogue = self.0.get_mut(&engine).expect("the catalogue has every engine");
+        let default = catalogue.default_version.clone();
+        catalogue
+            .versions
+            .entry(default)
+            .or_insert(VersionSpec {
+                image: String::new(),
+                flavor: Flavor::Mysql,
+            })
+            .image = image;
+    }
+
+    /// The flag that sets an engine's default image, for error messages that say what to change.
+    pub fn image_flag(engine: Engine) -> &'static str {
         match engine {
-            Engine::Mysql => "--mysql-image (DBROKER_MYSQL_IMAGE)",
-            Engine::Redis => "--redis-image (DBROKER_REDIS_IMAGE)",
+            Engine::Mysql => "--mysql-image (DBROKER_MYSQL_IMAGE) or the configuration file",
+            Engine::Redis => "--redis-image (DBROKER_REDIS_IMAGE) or the configuration file",
+            Engine::Postgres => "--postgres-image (DBROKER_POSTGRES_IMAGE) or the configuration file",
         }
     }
 }
@@ -75,7 +164,7 @@ pub struct Config {
     /// The host address instance ports are published on.
     pub publish_ip: IpAddr,
     pub port_range: PortRange,
-    pub images: Images,
+    pub catalogue: Catalogue,
     /// How long a create waits for the database to accept its credentials.
     pub ready_timeout: Duration,
     /// Users whose token is their name, as the old tool had: for trials only.
@@ -89,4 +178,93 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// The Docker engine (`unix://…`, `tcp://…`); `None` for `DOCKER_HOST` or the local socket.
     pub docker_host: Option<String>,
+}
+
+/// Built-in defaults, where neither a flag, the environment nor the file says otherwise.
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:5000";
+    pub const DATA_DIR: &str = "./data";
+    pub const ADVERTISE_HOST: &str = "127.0.0.1";
+    pub const PUBLISH_IP: &str = "127.0.0.1";
+    pub const PORT_RANGE: &str = "20000-29999";
+    pub const READY_TIMEOUT_SECS: u64 = 120;
+    pub const RECONCILE_INTERVAL_SECS: u64 = 30;
+    pub const INSTANCE_PREFIX: &str = "dbroker";
+}
+
+/// The configuration file: every serve setting, and the engine catalogue. Every key is optional;
+/// an unknown key is an error, so a typo is never silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub advertise_host: Option<String>,
+    pub publish_ip: Option<IpAddr>,
+    pub port_range: Option<PortRange>,
+    pub ready_timeout: Option<u64>,
+    pub reconcile_interval: Option<u64>,
+    pub demo_users: Option<Vec<String>>,
+    pub instance_prefix: Option<String>,
+    #[serde(default)]
+    pub engines: BTreeMap<Engine, FileEngine>,
+}
+
+/// `[engines.NAME]`: replaces the built-in versions if it lists any, and each other key it sets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEngine {
+    pub default_version: Option<toml::Spanned<String>>,
+    pub versions: Option<BTreeMap<String, VersionSpec>>,
+    pub memory: Option<toml::Spanned<MemoryBounds>>,
+}
+
+impl FileConfig {
+    /// Reads and checks a configuration file. Errors name the file, the key and the line.
+    pub fn load(path: &Path) -> Result<(FileConfig, Catalogue), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let catalogue = file.catalogue(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok((file, catalogue))
+    }
+
+    /// The built-in catalogue changed by the file's `[engines.*]` tables, checked.
+    fn catalogue(&self, text: &str) -> Result<Catalogue, String> {
+        let line_of = |span: std::ops::Range<usize>| text[..span.start.min(text.len())].lines().count().max(1);
+        let mut catalogue = Catalogue::builtin();
+        for (engine, changes) in &self.engines {
+            let entry = catalogue.0.get_mut(engine).expect("the catalogue has every engine");
+            if let Some(versions) = &changes.versions {
+                entry.versions = versions.clone();
+            }
+            if let Some(default) = &changes.default_version {
+                entry.default_version = default.get_ref().clone();
+            }
+            if !entry.versions.contains_key(&entry.default_version) {
+                let line = changes
+                    .default_version
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(", line {}", line_of(d.span())));
+                return Err(format!(
+                    "engines.{engine}.default_version{line}: {:?} is not one of the versions listed ({})",
+                    entry.default_version,
+                    entry.versions.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            if *engine != Engine::Mysql && entry.versions.values().any(|v| v.flavor != Flavor::default()) {
+                return Err(format!("engines.{engine}.versions: only mysql versions take a flavor"));
+            }
+            if let Some(memory) = &changes.memory {
+                let bounds = *memory.get_ref();
+                if !(bounds.min <= bounds.default && bounds.default <= bounds.max && bounds.min.0 > 0) {
+                    return Err(format!(
+                        "engines.{engine}.memory, line {}: need 0 < min <= default <= max",
+                        line_of(memory.span())
+                    ));
+                }
+                entry.memory = bounds;
+            }
+        }
+        Ok(catalogue)
+    }
 }

@@ -16,7 +16,10 @@ async fn main() -> anyhow::Result<()> {
 
     match Cli::parse().command {
         Command::Serve(args) => {
-            let app = App::build(args.into_config()).await?;
+            let config = args
+                .into_config()
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            let app = App::build(config).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
         Command::User(command) => manage_users(command).await,

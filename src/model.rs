@@ -227,20 +227,22 @@ impl FromStr for Collation {
 deserialize_from_str!(Collation);
 
 /// A database engine dbroker can provision. What each needs lives in [`crate::engines`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     Mysql,
     Redis,
+    Postgres,
 }
 
 impl Engine {
-    pub const ALL: [Engine; 2] = [Engine::Mysql, Engine::Redis];
+    pub const ALL: [Engine; 3] = [Engine::Mysql, Engine::Redis, Engine::Postgres];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Mysql => "mysql",
             Engine::Redis => "redis",
+            Engine::Postgres => "postgres",
         }
     }
 }
@@ -251,7 +253,7 @@ impl FromStr for Engine {
         Engine::ALL
             .into_iter()
             .find(|e| e.as_str() == s)
-            .ok_or_else(|| Invalid(format!("unknown engine {s:?}; use mysql or redis")))
+            .ok_or_else(|| Invalid(format!("unknown engine {s:?}; use mysql, redis or postgres")))
     }
 }
 
@@ -260,6 +262,91 @@ impl fmt::Display for Engine {
         f.write_str(self.as_str())
     }
 }
+
+/// Which server a MySQL image runs: Oracle's MySQL or MariaDB. Both speak the same protocol and
+/// take the same options dbroker passes, but each has collations the other lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    #[default]
+    Mysql,
+    Mariadb,
+}
+
+impl Collation {
+    /// Refuses a collation the server flavour does not have: MySQL 8's `_0900_` collations on
+    /// MariaDB, MariaDB's `_uca1400_` ones on MySQL.
+    pub fn check_flavor(&self, flavor: Flavor) -> Result<(), Invalid> {
+        let (foreign, server, instead) = match flavor {
+            Flavor::Mariadb => ("_0900_", "MariaDB", "_unicode_520_ci or _uca1400_ai_ci"),
+            Flavor::Mysql => ("_uca1400_", "MySQL", "_unicode_520_ci or _0900_ai_ci"),
+        };
+        if self.0.contains(foreign) {
+            Err(Invalid(format!(
+                "{server} has no collation {:?}; use one ending in {instead}",
+                self.0
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A PostgreSQL database name: `[a-z_][a-z0-9_]{0,62}`, a valid unquoted identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct DatabaseName(String);
+
+impl DatabaseName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseName {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        let first_ok = s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
+        let rest_ok = s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if first_ok && rest_ok && s.len() <= 63 {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Invalid(
+                "a database name is 1 to 63 lowercase letters, digits and '_', starting with a letter or '_'".into(),
+            ))
+        }
+    }
+}
+deserialize_from_str!(DatabaseName);
+
+/// A name from an engine's catalogue of versions (`8.0`, `16`): checked against the catalogue
+/// by the provisioning layer, here only for shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct VersionName(String);
+
+impl VersionName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for VersionName {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_';
+        if (1..=32).contains(&s.len()) && s.bytes().all(allowed) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Invalid(
+                "a version is 1 to 32 letters, digits, '.', '-' or '_', like 8.0".into(),
+            ))
+        }
+    }
+}
+deserialize_from_str!(VersionName);
 
 /// Where an instance is in its life. Stored as text, with a `CHECK` in the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -442,6 +529,31 @@ mod tests {
         // utf8mb4_general_ci starts with "utf8" but is not a collation of utf8.
         let mb4: Collation = "utf8mb4_general_ci".parse().unwrap();
         assert!(mb4.check_belongs_to(&utf8).is_err());
+    }
+
+    #[test]
+    fn a_database_name_that_is_not_a_plain_identifier_is_rejected() {
+        for bad in ["", "App", "1app", "app-db", "app; DROP", &"a".repeat(64)] {
+            assert!(bad.parse::<DatabaseName>().is_err(), "{bad:?} was accepted");
+        }
+        assert!("app_2".parse::<DatabaseName>().is_ok());
+    }
+
+    #[test]
+    fn a_version_with_spaces_or_slashes_is_rejected() {
+        assert!("8.0".parse::<VersionName>().is_ok());
+        assert!("8.0; rm".parse::<VersionName>().is_err());
+        assert!("../x".parse::<VersionName>().is_err());
+    }
+
+    #[test]
+    fn a_collation_of_the_other_flavour_is_rejected() {
+        let mysql_only: Collation = "utf8mb4_0900_ai_ci".parse().unwrap();
+        let mariadb_only: Collation = "utf8mb4_uca1400_ai_ci".parse().unwrap();
+        assert!(mysql_only.check_flavor(Flavor::Mariadb).is_err());
+        assert!(mysql_only.check_flavor(Flavor::Mysql).is_ok());
+        assert!(mariadb_only.check_flavor(Flavor::Mysql).is_err());
+        assert!(mariadb_only.check_flavor(Flavor::Mariadb).is_ok());
     }
 
     #[test]

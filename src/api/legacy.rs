@@ -1,7 +1,7 @@
 //! The old tool's routes, unchanged for its clients: `POST /mysql`, `POST /redis`,
-//! `GET /list/<dockerType>`, `GET /detail/<dockerId>`, in the `{"code","msg","data"}` envelope.
-//! An adapter over the same service as v1; its own quirks (the `collection` field, `memory` as a
-//! string, type numbers) stay in this file.
+//! `GET /list/<dockerType>`, `GET /detail/<dockerId>`, in the `{"code","msg","data"}` envelope;
+//! and, in the same style, `POST /postgres` and type 3. An adapter over the same service as v1;
+//! its own quirks (the `collection` field, `memory` as a string, type numbers) stay in this file.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -14,17 +14,21 @@ use super::auth::CurrentUser;
 use super::error::{envelope, legacy_errors};
 use super::json::JsonBody;
 use super::{ApiError, AppState};
-use crate::model::{Charset, Collation, Engine, MemoryMb};
+use crate::model::{Charset, Collation, DatabaseName, Engine, MemoryMb};
 use crate::provision::{Instance, NewInstance};
 
 /// The old tool's defaults for MySQL.
 const DEFAULT_CHARSET: &str = "utf8";
 const DEFAULT_COLLATION: &str = "utf8_general_ci";
 
+/// The old tool's numbers for engines in `/list/<dockerType>` (3 is new, for PostgreSQL).
+const DOCKER_TYPES: [(&str, Engine); 3] = [("1", Engine::Mysql), ("2", Engine::Redis), ("3", Engine::Postgres)];
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/mysql", post(create_mysql))
         .route("/redis", post(create_redis))
+        .route("/postgres", post(create_postgres))
         .route("/list/{docker_type}", get(list_by_type))
         .route("/detail/{docker_id}", get(detail))
         .layer(axum::middleware::map_response(legacy_errors))
@@ -41,6 +45,14 @@ struct CreateMysql {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateRedis {
+    #[serde(default, deserialize_with = "number_or_numeric_string")]
+    memory: Option<MemoryMb>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreatePostgres {
+    database: Option<DatabaseName>,
     #[serde(default, deserialize_with = "number_or_numeric_string")]
     memory: Option<MemoryMb>,
 }
@@ -70,30 +82,18 @@ async fn create_mysql(
     JsonBody(body): JsonBody<CreateMysql>,
 ) -> Result<Response, ApiError> {
     // The old defaults apply when nothing is asked; a charset alone gets its server default collation.
+    let default_charset = || DEFAULT_CHARSET.parse().ok();
     let (charset, collation) = match (body.charset, body.collection) {
-        (None, None) => (
-            Some(parse_default(DEFAULT_CHARSET)),
-            Some(parse_default(DEFAULT_COLLATION)),
-        ),
-        (None, Some(collation)) => (Some(parse_default(DEFAULT_CHARSET)), Some(collation)),
+        (None, None) => (default_charset(), DEFAULT_COLLATION.parse().ok()),
+        (None, Some(collation)) => (default_charset(), Some(collation)),
         (charset, collation) => (charset, collation),
     };
     let request = NewInstance {
-        engine: Engine::Mysql,
-        name: None,
-        memory: None,
         charset,
         collation,
+        ..NewInstance::of(Engine::Mysql)
     };
-    let instance = state.provisioner.create(&user.caller(), request).await?;
-    Ok(envelope(legacy_view(&instance)))
-}
-
-fn parse_default<T: std::str::FromStr>(value: &str) -> T
-where
-    T::Err: std::fmt::Debug,
-{
-    value.parse().expect("the old tool's defaults are valid")
+    create(state, user, request).await
 }
 
 async fn create_redis(
@@ -101,13 +101,31 @@ async fn create_redis(
     user: CurrentUser,
     JsonBody(body): JsonBody<CreateRedis>,
 ) -> Result<Response, ApiError> {
+    create(
+        state,
+        user,
+        NewInstance {
+            memory: body.memory,
+            ..NewInstance::of(Engine::Redis)
+        },
+    )
+    .await
+}
+
+async fn create_postgres(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    JsonBody(body): JsonBody<CreatePostgres>,
+) -> Result<Response, ApiError> {
     let request = NewInstance {
-        engine: Engine::Redis,
-        name: None,
         memory: body.memory,
-        charset: None,
-        collation: None,
+        database: body.database,
+        ..NewInstance::of(Engine::Postgres)
     };
+    create(state, user, request).await
+}
+
+async fn create(state: AppState, user: CurrentUser, request: NewInstance) -> Result<Response, ApiError> {
     let instance = state.provisioner.create(&user.caller(), request).await?;
     Ok(envelope(legacy_view(&instance)))
 }
@@ -117,15 +135,15 @@ async fn list_by_type(
     user: CurrentUser,
     Path(docker_type): Path<String>,
 ) -> Result<Response, ApiError> {
-    let engine = match docker_type.as_str() {
-        "1" => Engine::Mysql,
-        "2" => Engine::Redis,
-        other => {
-            return Err(ApiError::NotFound(format!(
-                "unknown dockerType {other:?}; use 1 for MySQL or 2 for Redis"
-            )));
-        }
-    };
+    let engine = DOCKER_TYPES
+        .iter()
+        .find(|(number, _)| *number == docker_type)
+        .map(|(_, e)| *e)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "unknown dockerType {docker_type:?}; use 1 for MySQL, 2 for Redis or 3 for PostgreSQL"
+            ))
+        })?;
     let instances = state.provisioner.list(user.0.id, Some(engine)).await?;
     Ok(envelope(Value::Array(instances.iter().map(legacy_view).collect())))
 }
@@ -142,7 +160,8 @@ async fn detail(
     Ok(envelope(legacy_view(&instance)))
 }
 
-/// The old create answer's shape: `host`, `user` (MySQL only), `pwd`, `port`, `dockerId`.
+/// The old create answer's shape: `host`, `user` (engines with users), `pwd`, `port`, `dockerId`,
+/// and `database` for PostgreSQL.
 fn legacy_view(instance: &Instance) -> Value {
     let mut view = json!({
         "host": instance.host,
@@ -150,8 +169,13 @@ fn legacy_view(instance: &Instance) -> Value {
         "port": instance.record.port,
         "dockerId": instance.record.id,
     });
-    if let (Some(user), Some(map)) = (&instance.record.username, view.as_object_mut()) {
-        map.insert("user".into(), json!(user));
+    if let Some(map) = view.as_object_mut() {
+        if let Some(user) = &instance.record.username {
+            map.insert("user".into(), json!(user));
+        }
+        if let Some(database) = &instance.record.database {
+            map.insert("database".into(), json!(database));
+        }
     }
     view
 }

@@ -29,6 +29,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub provisioner: Provisioner,
     pub store: Store,
+    pub config: std::sync::Arc<crate::config::Config>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::CurrentUser;
 use super::json::JsonBody;
 use super::{ApiError, AppState};
-use crate::model::{Charset, Collation, Engine, InstanceId, InstanceName, MemoryMb, Status};
+use crate::model::{Charset, Collation, DatabaseName, Engine, InstanceId, InstanceName, MemoryMb, Status, VersionName};
 use crate::provision::{Instance, NewInstance};
 
 pub fn routes() -> Router<AppState> {
@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/instances/{id}/rotate-password", post(rotate_password))
         .route("/v1/instances/{id}/logs", get(instance_logs))
         .route("/v1/instances/{id}/events", get(instance_events))
+        .route("/v1/engines", get(list_engines))
 }
 
 /// `POST /v1/instances`. Unknown fields are refused: nothing else from a request (an image, a
@@ -34,10 +35,12 @@ pub fn routes() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct CreateInstance {
     engine: Engine,
+    version: Option<VersionName>,
     name: Option<InstanceName>,
     memory_mb: Option<MemoryMb>,
     charset: Option<Charset>,
     collation: Option<Collation>,
+    database: Option<DatabaseName>,
 }
 
 /// `PATCH /v1/instances/{id}`: what can change in place.
@@ -67,6 +70,7 @@ struct InstanceView {
     id: String,
     name: String,
     engine: Engine,
+    version: String,
     image: String,
     status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +84,8 @@ struct InstanceView {
     charset: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     collation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<String>,
     created_at: String,
     connection: ConnectionView,
 }
@@ -103,6 +109,7 @@ impl From<Instance> for InstanceView {
             id: r.id.to_string(),
             name: r.name,
             engine: r.engine,
+            version: r.version,
             image: r.image,
             status: r.status,
             status_reason: r.status_reason,
@@ -111,6 +118,7 @@ impl From<Instance> for InstanceView {
             memory_mb: r.memory_mb.0,
             charset: r.charset,
             collation: r.collation,
+            database: r.database,
             created_at: r.created_at,
             connection: ConnectionView {
                 host: instance.host,
@@ -134,10 +142,12 @@ async fn create_instance(
 ) -> Result<Response, ApiError> {
     let request = NewInstance {
         engine: body.engine,
+        version: body.version,
         name: body.name,
         memory: body.memory_mb,
         charset: body.charset,
         collation: body.collation,
+        database: body.database,
     };
     let instance = state.provisioner.create(&user.caller(), request).await?;
     Ok(instance_response(StatusCode::CREATED, instance))
@@ -245,6 +255,31 @@ async fn instance_events(
 ) -> Result<Response, ApiError> {
     let events = state.provisioner.events(user.0.id, &parse_id(&id)?).await?;
     Ok(axum::Json(serde_json::json!({ "events": events })).into_response())
+}
+
+/// The catalogue: each engine's versions (and their images), default version, memory bounds in
+/// MiB, and the options it takes.
+async fn list_engines(State(state): State<AppState>, _user: CurrentUser) -> Response {
+    let engines: Vec<serde_json::Value> = state
+        .config
+        .catalogue
+        .engines()
+        .map(|(engine, catalogue)| {
+            let versions: Vec<serde_json::Value> = catalogue
+                .versions
+                .iter()
+                .map(|(name, spec)| serde_json::json!({ "version": name, "image": spec.image }))
+                .collect();
+            serde_json::json!({
+                "engine": engine,
+                "versions": versions,
+                "default_version": catalogue.default_version,
+                "memory_mb": catalogue.memory,
+                "options": crate::engines::options(engine),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "engines": engines })).into_response()
 }
 
 /// An id that cannot exist is simply not found, as any id the caller does not own.

@@ -4,6 +4,7 @@
 //! the arms the compiler points to.
 
 mod mysql;
+mod postgres;
 mod redis;
 
 use std::time::Duration;
@@ -12,13 +13,14 @@ pub use crate::model::Engine;
 use crate::model::MemoryMb;
 use crate::secrets::Secret;
 
-/// The settings of one instance that shape its container. Charset and collation come from a
-/// request's validated values or from the instance's record.
+/// The settings of one instance that shape its container. Values come from a request's validated
+/// fields or from the instance's record.
 pub struct Settings<'a> {
     pub password: &'a Secret,
     pub memory: MemoryMb,
     pub charset: Option<&'a str>,
     pub collation: Option<&'a str>,
+    pub database: Option<&'a str>,
 }
 
 /// A container's environment, the arguments after its image, and a configuration file that goes
@@ -36,8 +38,24 @@ pub struct ConfigFile {
     pub contents: String,
 }
 
+/// Where a client reaches an instance, and how it logs in.
+pub struct Endpoint<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub password: &'a Secret,
+    /// PostgreSQL's database; other engines ignore it.
+    pub database: Option<&'a str>,
+}
+
+impl Endpoint<'_> {
+    fn database(&self) -> &str {
+        self.database.unwrap_or(postgres::DEFAULT_DATABASE)
+    }
+}
+
 /// The smallest, largest and default memory cap of an engine's instances, in MiB.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MemoryBounds {
     pub min: MemoryMb,
     pub max: MemoryMb,
@@ -47,10 +65,14 @@ pub struct MemoryBounds {
 /// How long one login attempt of a readiness probe may take before it counts as failed.
 pub const PROBE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The database a PostgreSQL instance gets when the request names none.
+pub const DEFAULT_POSTGRES_DATABASE: &str = postgres::DEFAULT_DATABASE;
+
 pub fn container_port(engine: Engine) -> u16 {
     match engine {
         Engine::Mysql => mysql::PORT,
         Engine::Redis => redis::PORT,
+        Engine::Postgres => postgres::PORT,
     }
 }
 
@@ -58,6 +80,7 @@ pub fn data_path(engine: Engine) -> &'static str {
     match engine {
         Engine::Mysql => mysql::DATA_PATH,
         Engine::Redis => redis::DATA_PATH,
+        Engine::Postgres => postgres::DATA_PATH,
     }
 }
 
@@ -66,20 +89,32 @@ pub fn username(engine: Engine) -> Option<&'static str> {
     match engine {
         Engine::Mysql => Some(mysql::USER),
         Engine::Redis => None,
+        Engine::Postgres => Some(postgres::USER),
     }
 }
 
-pub fn memory_bounds(engine: Engine) -> MemoryBounds {
+/// The built-in memory bounds; a configuration file may set others.
+pub fn default_memory_bounds(engine: Engine) -> MemoryBounds {
     match engine {
         Engine::Mysql => mysql::MEMORY,
         Engine::Redis => redis::MEMORY,
+        Engine::Postgres => postgres::MEMORY,
+    }
+}
+
+/// The options an engine takes beyond engine, name, version and memory, for the catalogue.
+pub fn options(engine: Engine) -> &'static [&'static str] {
+    match engine {
+        Engine::Mysql => &["charset", "collation"],
+        Engine::Redis => &[],
+        Engine::Postgres => &["database"],
     }
 }
 
 /// Where an engine's container keeps the configuration file dbroker writes, if it has one.
 pub fn config_path(engine: Engine) -> Option<String> {
     match engine {
-        Engine::Mysql => None,
+        Engine::Mysql | Engine::Postgres => None,
         Engine::Redis => Some(format!("{}/{}", redis::CONFIG_DIR, redis::CONFIG_FILE)),
     }
 }
@@ -88,49 +123,67 @@ pub fn launch(engine: Engine, settings: &Settings) -> Launch {
     match engine {
         Engine::Mysql => mysql::launch(settings),
         Engine::Redis => redis::launch(settings),
+        Engine::Postgres => postgres::launch(settings),
     }
 }
 
-pub fn uri(engine: Engine, host: &str, port: u16, password: &Secret) -> String {
+pub fn uri(engine: Engine, endpoint: &Endpoint) -> String {
+    let Endpoint {
+        host, port, password, ..
+    } = *endpoint;
     match engine {
         Engine::Mysql => mysql::uri(host, port, password),
         Engine::Redis => redis::uri(host, port, password),
+        Engine::Postgres => postgres::uri(host, port, password, endpoint.database()),
     }
 }
 
-/// Logs in at `host:port` with `password` and runs a query. `Err` says why it did not work.
-pub async fn probe(engine: Engine, host: &str, port: u16, password: &Secret) -> Result<(), String> {
+/// Logs in and runs a query. `Err` says why it did not work.
+pub async fn probe(engine: Engine, endpoint: &Endpoint<'_>) -> Result<(), String> {
+    let Endpoint {
+        host, port, password, ..
+    } = *endpoint;
     with_timeout(async {
         match engine {
             Engine::Mysql => mysql::probe(host, port, password).await,
             Engine::Redis => redis::probe(host, port, password).await,
+            Engine::Postgres => postgres::probe(host, port, password, endpoint.database()).await,
         }
     })
     .await
 }
 
 /// Changes the password on the running server: the new one works at once, the old one is refused.
-pub async fn rotate_password(engine: Engine, host: &str, port: u16, old: &Secret, new: &Secret) -> Result<(), String> {
+pub async fn rotate_password(engine: Engine, endpoint: &Endpoint<'_>, new: &Secret) -> Result<(), String> {
+    let Endpoint {
+        host,
+        port,
+        password: old,
+        ..
+    } = *endpoint;
     with_timeout(async {
         match engine {
             Engine::Mysql => mysql::rotate_password(host, port, old, new).await,
             Engine::Redis => redis::rotate_password(host, port, old, new).await,
+            Engine::Postgres => postgres::rotate_password(host, port, old, new, endpoint.database()).await,
         }
     })
     .await
 }
 
 /// Tells the running server about a new memory cap, for engines that keep a limit of their own.
-pub async fn apply_memory(
-    engine: Engine,
-    host: &str,
-    port: u16,
-    password: &Secret,
-    memory: MemoryMb,
-) -> Result<(), String> {
+pub async fn apply_memory(engine: Engine, endpoint: &Endpoint<'_>, memory: MemoryMb) -> Result<(), String> {
     match engine {
-        Engine::Mysql => Ok(()),
-        Engine::Redis => with_timeout(redis::apply_memory(host, port, password, memory)).await,
+        Engine::Mysql | Engine::Postgres => Ok(()),
+        Engine::Redis => {
+            with_timeout(redis::apply_memory(
+                endpoint.host,
+                endpoint.port,
+                endpoint.password,
+                memory,
+            ))
+            .await
+        }
     }
 }
 

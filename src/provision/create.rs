@@ -6,8 +6,8 @@ use std::net::{IpAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use super::{Caller, Instance, NewInstance, ProvisionError, Provisioner};
-use crate::config::Images;
-use crate::engines;
+use crate::config::Catalogue;
+use crate::engines::{self, Endpoint};
 use crate::model::{Engine, EventKind, InstanceId, MemoryMb, Status};
 use crate::runtime::{ContainerState, RuntimeError};
 use crate::secrets::{Secret, redact};
@@ -39,17 +39,25 @@ impl Provisioner {
     #[tracing::instrument(skip_all, fields(engine = %request.engine, instance_id))]
     async fn create_in_task(&self, caller: &Caller, request: NewInstance) -> Result<Instance, ProvisionError> {
         let engine = request.engine;
-        let memory = check_options(&request)?;
-        let image = self.config.images.of(engine).to_string();
+        let Plan { version, image, memory } = plan(&self.config.catalogue, &request)?;
         // Before the record: a missing image is a configuration problem, not an instance to undo.
         self.runtime.ensure_image(&image).await.map_err(|e| match e {
             RuntimeError::ImageMissing { image, reason } => ProvisionError::ImageMissing {
                 image,
-                flag: Images::flag(engine),
+                flag: Catalogue::image_flag(engine),
                 reason,
             },
             other => other.into(),
         })?;
+        let database = match engine {
+            Engine::Postgres => Some(
+                request
+                    .database
+                    .as_ref()
+                    .map_or(engines::DEFAULT_POSTGRES_DATABASE, |d| d.as_str()),
+            ),
+            _ => None,
+        };
 
         let id = InstanceId::random();
         tracing::Span::current().record("instance_id", tracing::field::display(&id));
@@ -64,10 +72,12 @@ impl Provisioner {
             owner_id: caller.user_id,
             name: &name,
             engine,
+            version: &version,
             image: &image,
             memory_mb: memory,
             charset: request.charset.as_ref().map(|c| c.as_str()),
             collation: request.collation.as_ref().map(|c| c.as_str()),
+            database,
             port: 0, // chosen by lease_port
             username: engines::username(engine),
             password_enc: &password_enc,
@@ -142,7 +152,7 @@ impl Provisioner {
             let spec = self.spec_for(record, password, port);
             match self.runtime.run(&spec).await {
                 Ok(()) => {
-                    self.wait_ready(record.engine, &spec.name, port, password).await?;
+                    self.wait_ready(record, port, password).await?;
                     return Ok(port);
                 }
                 Err(RuntimeError::PortTaken) => {
@@ -172,12 +182,18 @@ impl Provisioner {
     /// Polls with a real login until it works, the server exits, or the deadline passes.
     pub(super) async fn wait_ready(
         &self,
-        engine: Engine,
-        container: &str,
+        record: &InstanceRecord,
         port: u16,
         password: &Secret,
     ) -> Result<(), ProvisionError> {
         let host = self.probe_host();
+        let endpoint = Endpoint {
+            host: &host,
+            port,
+            password,
+            database: record.database.as_deref(),
+        };
+        let container = &self.container_name(&record.id);
         let started = Instant::now();
         let deadline = started + self.config.ready_timeout;
         let restarts_before = match self.runtime.state(container).await? {
@@ -185,7 +201,7 @@ impl Provisioner {
             _ => 0,
         };
         loop {
-            let last_error = match engines::probe(engine, &host, port, password).await {
+            let last_error = match engines::probe(record.engine, &endpoint).await {
                 Ok(()) => {
                     tracing::debug!(elapsed = ?started.elapsed(), "database accepted its credentials");
                     return Ok(());
@@ -263,48 +279,61 @@ impl Provisioner {
     }
 }
 
-/// Checks what depends on the engine, before anything is written or started: memory bounds and
-/// options that only MySQL takes. Returns the memory cap to use.
-fn check_options(request: &NewInstance) -> Result<MemoryMb, ProvisionError> {
+/// What a create will run, once the request is checked against the catalogue.
+struct Plan {
+    version: String,
+    image: String,
+    memory: MemoryMb,
+}
+
+/// Checks what depends on the engine and the catalogue, before anything is written or started:
+/// the version, memory bounds, and options that only one engine takes.
+fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionError> {
     let engine = request.engine;
-    let memory = check_memory(engine, request.memory)?;
-    if engine != Engine::Mysql {
-        if request.charset.is_some() {
-            return Err(ProvisionError::Invalid {
-                field: "charset",
-                reason: format!("only mysql instances take a charset, not {engine}"),
-            });
+    let invalid = |field: &'static str, reason: String| ProvisionError::Invalid { field, reason };
+    let (version, spec) = catalogue
+        .resolve(engine, request.version.as_ref())
+        .map_err(|e| invalid("version", e.0))?;
+    let memory = check_memory(catalogue, engine, request.memory)?;
+    let only = |field: &'static str, given: bool, takes: Engine| {
+        if given && engine != takes {
+            Err(invalid(
+                field,
+                format!("only {takes} instances take a {field}, not {engine}"),
+            ))
+        } else {
+            Ok(())
         }
-        if request.collation.is_some() {
-            return Err(ProvisionError::Invalid {
-                field: "collation",
-                reason: format!("only mysql instances take a collation, not {engine}"),
-            });
-        }
-    }
+    };
+    only("charset", request.charset.is_some(), Engine::Mysql)?;
+    only("collation", request.collation.is_some(), Engine::Mysql)?;
+    only("database", request.database.is_some(), Engine::Postgres)?;
     match (&request.charset, &request.collation) {
         (Some(charset), Some(collation)) => {
             collation
                 .check_belongs_to(charset)
-                .map_err(|e| ProvisionError::Invalid {
-                    field: "collation",
-                    reason: e.0,
-                })?
+                .map_err(|e| invalid("collation", e.0))?;
+            collation
+                .check_flavor(spec.flavor)
+                .map_err(|e| invalid("collation", e.0))?;
         }
-        (None, Some(_)) => {
-            return Err(ProvisionError::Invalid {
-                field: "collation",
-                reason: "a collation needs its charset; give both".into(),
-            });
-        }
+        (None, Some(_)) => return Err(invalid("collation", "a collation needs its charset; give both".into())),
         _ => {}
     }
-    Ok(memory)
+    Ok(Plan {
+        version,
+        image: spec.image.clone(),
+        memory,
+    })
 }
 
 /// The memory cap to use: the one asked for, within the engine's bounds, or the engine's default.
-pub(super) fn check_memory(engine: Engine, memory: Option<MemoryMb>) -> Result<MemoryMb, ProvisionError> {
-    let bounds = engines::memory_bounds(engine);
+pub(super) fn check_memory(
+    catalogue: &Catalogue,
+    engine: Engine,
+    memory: Option<MemoryMb>,
+) -> Result<MemoryMb, ProvisionError> {
+    let bounds = catalogue.engine(engine).memory;
     let memory = memory.unwrap_or(bounds.default);
     if memory < bounds.min || memory > bounds.max {
         return Err(ProvisionError::Invalid {

@@ -64,7 +64,7 @@ impl Provisioner {
         let record = self.owned(caller.user_id, id).await?;
         let _busy = self.claim_busy(&record)?;
         require_status(&record, &[Status::Running, Status::Stopped, Status::Exited], "resize")?;
-        let memory = check_memory(record.engine, Some(memory))?;
+        let memory = check_memory(&self.config.catalogue, record.engine, Some(memory))?;
         let password = self.password_of(&record)?;
         let resized = InstanceRecord {
             memory_mb: memory,
@@ -78,8 +78,8 @@ impl Provisioner {
             self.runtime.set_memory(&container, memory.bytes()).await?;
         }
         if record.status == Status::Running {
-            let port = record.port.expect("a running instance holds a port");
-            engines::apply_memory(record.engine, &self.probe_host(), port, &password, memory)
+            let host = self.probe_host();
+            engines::apply_memory(record.engine, &self.endpoint(&record, &host, &password), memory)
                 .await
                 .map_err(|reason| {
                     ProvisionError::ServerRefused(format!("the server did not take the new limit: {reason}"))
@@ -106,8 +106,8 @@ impl Provisioner {
         require_status(&record, &[Status::Running], "rotate the password of")?;
         let old = self.password_of(&record)?;
         let new = Secret::generate_password();
-        let port = record.port.expect("a running instance holds a port");
-        engines::rotate_password(record.engine, &self.probe_host(), port, &old, &new)
+        let host = self.probe_host();
+        engines::rotate_password(record.engine, &self.endpoint(&record, &host, &old), &new)
             .await
             .map_err(|reason| {
                 ProvisionError::ServerRefused(format!("the server did not take the new password: {reason}"))
@@ -148,8 +148,7 @@ impl Provisioner {
             .port
             .ok_or_else(|| ProvisionError::Conflict("the instance holds no port".into()))?;
         let password = self.password_of(record)?;
-        self.wait_ready(record.engine, &self.container_name(&record.id), port, &password)
-            .await
+        self.wait_ready(record, port, &password).await
     }
 }
 

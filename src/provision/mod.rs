@@ -17,8 +17,10 @@ pub use reconcile::ReconcilerStats;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::engines::{self, Settings};
-use crate::model::{Charset, Collation, Engine, EventKind, InstanceId, InstanceName, MemoryMb, Status};
+use crate::engines::{self, Endpoint, Settings};
+use crate::model::{
+    Charset, Collation, DatabaseName, Engine, EventKind, InstanceId, InstanceName, MemoryMb, Status, VersionName,
+};
 use crate::runtime::{ContainerSpec, Runtime, SpecFile};
 use crate::secrets::{MasterKey, Secret};
 use crate::store::{InstanceRecord, Store};
@@ -37,10 +39,27 @@ const SYSTEM_ACTOR: &str = "dbroker";
 #[derive(Debug, Clone)]
 pub struct NewInstance {
     pub engine: Engine,
+    pub version: Option<VersionName>,
     pub name: Option<InstanceName>,
     pub memory: Option<MemoryMb>,
     pub charset: Option<Charset>,
     pub collation: Option<Collation>,
+    pub database: Option<DatabaseName>,
+}
+
+impl NewInstance {
+    /// A request for `engine` with every option at its default.
+    pub fn of(engine: Engine) -> Self {
+        NewInstance {
+            engine,
+            version: None,
+            name: None,
+            memory: None,
+            charset: None,
+            collation: None,
+            database: None,
+        }
+    }
 }
 
 /// An instance as its owner sees it: the record, the password in the clear, and where to connect.
@@ -55,7 +74,17 @@ impl Instance {
     /// The connection URI; `None` for a failed instance, which holds no port.
     pub fn uri(&self) -> Option<String> {
         let port = self.record.port?;
-        Some(engines::uri(self.record.engine, &self.host, port, &self.password))
+        Some(engines::uri(self.record.engine, &self.endpoint_at(&self.host, port)))
+    }
+
+    /// How a client at `host` reaches this instance on `port`.
+    fn endpoint_at<'a>(&'a self, host: &'a str, port: u16) -> Endpoint<'a> {
+        Endpoint {
+            host,
+            port,
+            password: &self.password,
+            database: self.record.database.as_deref(),
+        }
     }
 }
 
@@ -226,6 +255,7 @@ impl Provisioner {
                 memory: record.memory_mb,
                 charset: record.charset.as_deref(),
                 collation: record.collation.as_deref(),
+                database: record.database.as_deref(),
             },
         );
         let data_path = engines::data_path(engine).to_string();
@@ -257,6 +287,17 @@ impl Provisioner {
             host_port,
             memory_bytes: record.memory_mb.bytes(),
             files,
+        }
+    }
+
+    /// How dbroker's own client at `host` reaches an instance that holds a port.
+    fn endpoint<'a>(&self, record: &'a InstanceRecord, host: &'a str, password: &'a Secret) -> Endpoint<'a> {
+        let port = record.port.unwrap_or_default();
+        Endpoint {
+            host,
+            port,
+            password,
+            database: record.database.as_deref(),
         }
     }
 

@@ -257,7 +257,7 @@ impl Provisioner {
             self.runtime.create(&spec).await?;
         } else {
             self.runtime.run(&spec).await?;
-            self.wait_ready(record.engine, &spec.name, port, &password).await?;
+            self.wait_ready(record, port, &password).await?;
             self.store.set_status(&record.id, Status::Running).await?;
         }
         self.repaired(
@@ -457,12 +457,16 @@ impl Provisioner {
             .parse()
             .map_err(|_| unadoptable("unknown engine"))?;
         let port = details.host_port.ok_or_else(|| unadoptable("it publishes no port"))?;
-        let password = match engine {
-            Engine::Mysql => details
+        let env = |name: &str| {
+            details
                 .env
                 .iter()
-                .find_map(|e| e.strip_prefix("MYSQL_ROOT_PASSWORD="))
-                .map(str::to_string),
+                .find_map(|e| e.strip_prefix(name))
+                .map(str::to_string)
+        };
+        let password = match engine {
+            Engine::Mysql => env("MYSQL_ROOT_PASSWORD="),
+            Engine::Postgres => env("POSTGRES_PASSWORD="),
             Engine::Redis => {
                 let file = self
                     .runtime
@@ -488,8 +492,20 @@ impl Provisioner {
         let memory = MemoryMb(
             details
                 .memory_bytes
-                .map_or(engines::memory_bounds(engine).default.0, |b| (b / (1024 * 1024)) as u32),
+                .map_or(self.config.catalogue.engine(engine).memory.default.0, |b| {
+                    (b / (1024 * 1024)) as u32
+                }),
         );
+        let database = env("POSTGRES_DB=");
+        // The catalogue's name for its image, if the catalogue still has one.
+        let version = self
+            .config
+            .catalogue
+            .engine(engine)
+            .versions
+            .iter()
+            .find_map(|(name, spec)| (spec.image == details.image).then(|| name.clone()))
+            .unwrap_or_else(|| "unknown".into());
         let name = format!("{engine}-{id}");
         let password_enc = self.key.encrypt(&password);
         let record = self
@@ -499,10 +515,12 @@ impl Provisioner {
                 owner_id: owner.user_id,
                 name: &name,
                 engine,
+                version: &version,
                 image: &details.image,
                 memory_mb: memory,
                 charset: charset.as_deref(),
                 collation: collation.as_deref(),
+                database: database.as_deref(),
                 port,
                 username: engines::username(engine),
                 password_enc: &password_enc,
@@ -517,7 +535,7 @@ impl Provisioner {
             })?;
         let _busy = self.mark_busy(&id);
         self.runtime.start(&entry.container).await?;
-        if let Err(error) = self.wait_ready(engine, &entry.container, port, &password).await {
+        if let Err(error) = self.wait_ready(&record, port, &password).await {
             // Back to how it was: no record, stopped, still quarantined.
             self.store.delete_instance(&id).await?;
             self.runtime.stop(&entry.container).await?;

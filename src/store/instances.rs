@@ -15,6 +15,8 @@ pub struct InstanceRecord {
     pub owner_id: i64,
     pub name: String,
     pub engine: Engine,
+    /// The catalogue's name of the version asked for.
+    pub version: String,
     pub image: String,
     pub status: Status,
     /// Why the status is what it is, when that is not obvious (a failure, an exit).
@@ -25,6 +27,7 @@ pub struct InstanceRecord {
     pub memory_mb: MemoryMb,
     pub charset: Option<String>,
     pub collation: Option<String>,
+    pub database: Option<String>,
     /// `None` once a failed instance has released its port.
     pub port: Option<u16>,
     pub username: Option<String>,
@@ -38,10 +41,12 @@ pub struct NewInstanceRecord<'a> {
     pub owner_id: i64,
     pub name: &'a str,
     pub engine: Engine,
+    pub version: &'a str,
     pub image: &'a str,
     pub memory_mb: MemoryMb,
     pub charset: Option<&'a str>,
     pub collation: Option<&'a str>,
+    pub database: Option<&'a str>,
     pub port: u16,
     pub username: Option<&'a str>,
     pub password_enc: &'a [u8],
@@ -55,8 +60,8 @@ pub struct NewInstanceRecord<'a> {
 /// `&'static str` built with `concat!`: sqlx refuses SQL strings assembled at run time.
 macro_rules! columns {
     () => {
-        "id, owner_id, name, engine, image, status, status_reason, exit_code, oom_killed, claimed_by, \
-         memory_mb, charset, collation, port, username, password_enc, created_at"
+        "id, owner_id, name, engine, version, image, status, status_reason, exit_code, oom_killed, \
+         claimed_by, memory_mb, charset, collation, database, port, username, password_enc, created_at"
     };
 }
 
@@ -65,21 +70,23 @@ impl Store {
     /// port (the caller tries another), `NameTaken` if the owner already has that name.
     pub async fn insert_instance(&self, new: &NewInstanceRecord<'_>) -> Result<InstanceRecord, StoreError> {
         let row = sqlx::query(concat!(
-            "INSERT INTO instances (id, owner_id, name, engine, image, status, claimed_by, memory_mb, \
-             charset, collation, port, username, password_enc, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
+            "INSERT INTO instances (id, owner_id, name, engine, version, image, status, claimed_by, \
+             memory_mb, charset, collation, database, port, username, password_enc, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
             columns!()
         ))
         .bind(new.id.as_str())
         .bind(new.owner_id)
         .bind(new.name)
         .bind(new.engine.as_str())
+        .bind(new.version)
         .bind(new.image)
         .bind(new.status.as_str())
         .bind(new.claimed_by)
         .bind(new.memory_mb.0)
         .bind(new.charset)
         .bind(new.collation)
+        .bind(new.database)
         .bind(new.port)
         .bind(new.username)
         .bind(new.password_enc)
@@ -245,6 +252,7 @@ fn record_from_row(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
         owner_id: row.get("owner_id"),
         name: row.get("name"),
         engine: row.get::<String, _>("engine").parse().map_err(corrupt)?,
+        version: row.get("version"),
         image: row.get("image"),
         status: row.get::<String, _>("status").parse().map_err(corrupt)?,
         status_reason: row.get("status_reason"),
@@ -254,6 +262,7 @@ fn record_from_row(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
         memory_mb: MemoryMb(row.get("memory_mb")),
         charset: row.get("charset"),
         collation: row.get("collation"),
+        database: row.get("database"),
         port: row.get("port"),
         username: row.get("username"),
         password_enc: row.get("password_enc"),

@@ -230,7 +230,10 @@ async fn an_unknown_old_docker_type_is_404_naming_the_known_ones() {
 
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
-        body["msg"].as_str().unwrap().contains("1 for MySQL or 2 for Redis"),
+        body["msg"]
+            .as_str()
+            .unwrap()
+            .contains("1 for MySQL, 2 for Redis or 3 for PostgreSQL"),
         "{body}"
     );
 }

@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use bollard::query_parameters::InspectContainerOptions;
+use dbroker::model::Engine;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -11,7 +12,11 @@ use crate::helpers::{ALICE, PrefixGuard, TestApp, docker, image, unique_name, wa
 
 #[tokio::test]
 async fn a_missing_image_that_cannot_be_pulled_is_503_naming_the_image_and_its_flag() {
-    let app = TestApp::spawn_with(|c| c.images.mysql = "dbroker-local/no-such-image:0".into()).await;
+    let app = TestApp::spawn_with(|c| {
+        c.catalogue
+            .set_default_image(Engine::Mysql, "dbroker-local/no-such-image:0".into())
+    })
+    .await;
 
     let (status, body) = app.post("/v1/instances", ALICE, json!({"engine": "mysql"})).await;
 
@@ -27,7 +32,7 @@ async fn a_missing_image_that_cannot_be_pulled_is_503_naming_the_image_and_its_f
 #[tokio::test]
 async fn a_server_that_exits_at_start_is_an_error_with_its_last_logs_and_leaves_nothing_behind() {
     // The Redis image as MySQL's: redis-server refuses MySQL's server options and exits.
-    let app = TestApp::spawn_with(|c| c.images.mysql = image("redis")).await;
+    let app = TestApp::spawn_with(|c| c.catalogue.set_default_image(Engine::Mysql, image("redis"))).await;
 
     let (status, body) = app
         .post("/v1/instances", ALICE, json!({"engine": "mysql", "charset": "latin1"}))
@@ -161,7 +166,7 @@ async fn a_slow_create_blocks_no_other_request_and_ends_in_a_timeout_that_leaves
     // Redis's image as MySQL's, with no MySQL options: redis-server runs happily but nothing ever
     // answers on MySQL's port, so this create waits for its whole ready timeout.
     let app = TestApp::spawn_with(|c| {
-        c.images.mysql = image("redis");
+        c.catalogue.set_default_image(Engine::Mysql, image("redis"));
         c.ready_timeout = Duration::from_secs(8);
     })
     .await;

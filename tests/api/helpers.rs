@@ -35,6 +35,17 @@ pub fn image(engine: &str) -> String {
     })
 }
 
+/// The catalogue of `dbroker.offline.toml`, with each default version's image taken from
+/// `DBROKER_<ENGINE>_IMAGE` when `scripts/test` sets it.
+pub fn offline_catalogue() -> Catalogue {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.offline.toml");
+    let (_, mut catalogue) = FileConfig::load(std::path::Path::new(path)).expect("dbroker.offline.toml loads");
+    for engine in Engine::ALL {
+        catalogue.set_default_image(engine, image(engine.as_str()));
+    }
+    catalogue
+}
+
 /// Polls `attempt` until it returns `Some`, or panics with `what` once `deadline` has passed.
 pub async fn wait_until<T, F, Fut>(what: &str, deadline: Duration, mut attempt: F) -> T
 where
@@ -93,7 +104,8 @@ pub fn unique_name(prefix: &str) -> String {
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use dbroker::app::App;
-use dbroker::config::{Config, Images, PortRange};
+use dbroker::config::{Catalogue, Config, FileConfig, PortRange};
+use dbroker::model::Engine;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -149,10 +161,7 @@ impl TestApp {
             advertise_host: "127.0.0.1".into(),
             publish_ip: "127.0.0.1".parse().unwrap(),
             port_range: next_port_range(),
-            images: Images {
-                mysql: image("mysql"),
-                redis: image("redis"),
-            },
+            catalogue: offline_catalogue(),
             ready_timeout: READY_TIMEOUT,
             demo_users: vec![ALICE.parse().unwrap(), BOB.parse().unwrap()],
             instance_prefix: unique_name("dbt"),

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod catalogue;
 mod failures;
 mod healing;
 mod helpers;
@@ -12,4 +13,5 @@ mod lifecycle;
 mod mysql;
 mod packaging;
 mod ports;
+mod postgres;
 mod redis;
