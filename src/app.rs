@@ -43,20 +43,12 @@ impl App {
         if let Err(error) = runtime.ping().await {
             tracing::warn!(%error, "the Docker engine does not answer yet; creates will fail until it does");
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let config = Arc::new(config);
         let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone())
             .context("cannot claim a process lock in the data directory")?;
-        Ok(App {
-            listener,
-            state: AppState {
-                provisioner,
-                store,
-                config,
-            },
-        })
+        Ok(App { listener, state: AppState { provisioner, store, config } })
     }
 
     /// The port the API listens on (useful with `--listen 127.0.0.1:0`).
@@ -72,9 +64,7 @@ impl App {
         let stop_reconciler = CancellationToken::new();
         let reconciler = tokio::spawn(provisioner.clone().run_reconciler(stop_reconciler.clone()));
         tracing::info!(address = %self.listener.local_addr()?, "dbroker listening");
-        axum::serve(self.listener, api::router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(self.listener, api::router(self.state)).with_graceful_shutdown(shutdown).await?;
         stop_reconciler.cancel();
         let _ = reconciler.await;
         let tasks = provisioner.tasks();

@@ -11,11 +11,7 @@ use crate::config::{Catalogue, Config, FileConfig, PortRange, defaults};
 use crate::model::{Engine, UserName};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "dbroker",
-    version,
-    about = "Self-service MySQL and Redis instances on Docker"
-)]
+#[command(name = "dbroker", version, about = "Self-service MySQL and Redis instances on Docker")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -133,31 +129,17 @@ impl ServeArgs {
             (None, None) => Vec::new(),
         };
         Ok(Config {
-            listen: self
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| parse_default(defaults::LISTEN)),
-            data_dir: self
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| defaults::DATA_DIR.into()),
+            listen: self.listen.or(file.listen).unwrap_or_else(|| parse_default(defaults::LISTEN)),
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| defaults::DATA_DIR.into()),
             advertise_host: self
                 .advertise_host
                 .or(file.advertise_host)
                 .unwrap_or_else(|| defaults::ADVERTISE_HOST.into()),
-            publish_ip: self
-                .publish_ip
-                .or(file.publish_ip)
-                .unwrap_or_else(|| parse_default(defaults::PUBLISH_IP)),
-            port_range: self
-                .port_range
-                .or(file.port_range)
-                .unwrap_or_else(|| parse_default(defaults::PORT_RANGE)),
+            publish_ip: self.publish_ip.or(file.publish_ip).unwrap_or_else(|| parse_default(defaults::PUBLISH_IP)),
+            port_range: self.port_range.or(file.port_range).unwrap_or_else(|| parse_default(defaults::PORT_RANGE)),
             catalogue,
             ready_timeout: Duration::from_secs(
-                self.ready_timeout
-                    .or(file.ready_timeout)
-                    .unwrap_or(defaults::READY_TIMEOUT_SECS),
+                self.ready_timeout.or(file.ready_timeout).unwrap_or(defaults::READY_TIMEOUT_SECS),
             ),
             demo_users,
             instance_prefix: self
@@ -166,10 +148,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| defaults::INSTANCE_PREFIX.into()),
             master_key: std::env::var("DBROKER_MASTER_KEY").ok(),
             reconcile_interval: Duration::from_secs(
-                self.reconcile_interval
-                    .or(file.reconcile_interval)
-                    .unwrap_or(defaults::RECONCILE_INTERVAL_SECS)
-                    .max(1),
+                self.reconcile_interval.or(file.reconcile_interval).unwrap_or(defaults::RECONCILE_INTERVAL_SECS).max(1),
             ),
             docker_host: std::env::var("DOCKER_HOST").ok(),
         })
@@ -178,9 +157,7 @@ impl ServeArgs {
 
 /// A built-in default, which always parses.
 fn parse_default<T: std::str::FromStr>(value: &str) -> T {
-    value
-        .parse()
-        .unwrap_or_else(|_| unreachable!("the built-in default {value:?} parses"))
+    value.parse().unwrap_or_else(|_| unreachable!("the built-in default {value:?} parses"))
 }
 
 #[cfg(test)]
@@ -207,23 +184,12 @@ mod tests {
         let file = file.to_str().unwrap();
 
         let from_file = serve(&["--config", file]).unwrap();
-        let from_flag = serve(&[
-            "--config",
-            file,
-            "--listen",
-            "127.0.0.1:7001",
-            "--redis-image",
-            "my/redis:6",
-        ])
-        .unwrap();
+        let from_flag =
+            serve(&["--config", file, "--listen", "127.0.0.1:7001", "--redis-image", "my/redis:6"]).unwrap();
 
         assert_eq!(from_file.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(from_file.ready_timeout, Duration::from_secs(9));
-        assert_eq!(
-            from_file.port_range.to_string(),
-            defaults::PORT_RANGE,
-            "neither says: the default"
-        );
+        assert_eq!(from_file.port_range.to_string(), defaults::PORT_RANGE, "neither says: the default");
         assert_eq!(from_flag.listen.to_string(), "127.0.0.1:7001");
         let (version, spec) = from_flag.catalogue.resolve(Engine::Redis, None).unwrap();
         assert_eq!(

@@ -87,13 +87,7 @@ impl Catalogue {
                 .iter()
                 .map(|v| {
                     let image = format!("{}:{v}", engine.as_str());
-                    (
-                        v.to_string(),
-                        VersionSpec {
-                            image,
-                            flavor: Flavor::Mysql,
-                        },
-                    )
+                    (v.to_string(), VersionSpec { image, flavor: Flavor::Mysql })
                 })
                 .collect(),
             memory: engines::default_memory_bounds(engine),
@@ -118,17 +112,10 @@ impl Catalogue {
     pub fn resolve(&self, engine: Engine, version: Option<&VersionName>) -> Result<(String, &VersionSpec), Invalid> {
         let catalogue = self.engine(engine);
         let name = version.map_or(catalogue.default_version.as_str(), |v| v.as_str());
-        catalogue
-            .versions
-            .get(name)
-            .map(|spec| (name.to_string(), spec))
-            .ok_or_else(|| {
-                let known: Vec<&str> = catalogue.versions.keys().map(String::as_str).collect();
-                Invalid(format!(
-                    "{engine} has no version {name:?}; known versions are {}",
-                    known.join(", ")
-                ))
-            })
+        catalogue.versions.get(name).map(|spec| (name.to_string(), spec)).ok_or_else(|| {
+            let known: Vec<&str> = catalogue.versions.keys().map(String::as_str).collect();
+            Invalid(format!("{engine} has no version {name:?}; known versions are {}", known.join(", ")))
+        })
     }
 
     /// Sets the image of an engine's default version (what `--mysql-image` and its kin do).
@@ -138,10 +125,7 @@ impl Catalogue {
         catalogue
             .versions
             .entry(default)
-            .or_insert(VersionSpec {
-                image: String::new(),
-                flavor: Flavor::Mysql,
-            })
+            .or_insert(VersionSpec { image: String::new(), flavor: Flavor::Mysql })
             .image = image;
     }
 
@@ -241,10 +225,8 @@ impl FileConfig {
                 entry.default_version = default.get_ref().clone();
             }
             if !entry.versions.contains_key(&entry.default_version) {
-                let line = changes
-                    .default_version
-                    .as_ref()
-                    .map_or(String::new(), |d| format!(", line {}", line_of(d.span())));
+                let line =
+                    changes.default_version.as_ref().map_or(String::new(), |d| format!(", line {}", line_of(d.span())));
                 return Err(format!(
                     "engines.{engine}.default_version{line}: {:?} is not one of the versions listed ({})",
                     entry.default_version,

@@ -16,9 +16,7 @@ async fn main() -> anyhow::Result<()> {
 
     match Cli::parse().command {
         Command::Serve(args) => {
-            let config = args
-                .into_config()
-                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            let config = args.into_config().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
             let app = App::build(config).await?;
             app.run_until_stopped(shutdown_signal()).await
         }

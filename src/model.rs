@@ -76,9 +76,7 @@ impl FromStr for InstanceName {
         if (1..=63).contains(&s.len()) && s.bytes().all(allowed) {
             Ok(Self(s.to_string()))
         } else {
-            Err(Invalid(
-                "name must be 1 to 63 characters of lowercase letters, digits and '-'".into(),
-            ))
+            Err(Invalid("name must be 1 to 63 characters of lowercase letters, digits and '-'".into()))
         }
     }
 }
@@ -120,10 +118,7 @@ impl FromStr for Charset {
         if KNOWN_CHARSETS.contains(&s) {
             Ok(Self(s.to_string()))
         } else {
-            Err(Invalid(format!(
-                "unknown character set {s:?}; known ones are {}",
-                KNOWN_CHARSETS.join(", ")
-            )))
+            Err(Invalid(format!("unknown character set {s:?}; known ones are {}", KNOWN_CHARSETS.join(", "))))
         }
     }
 }
@@ -282,10 +277,7 @@ impl Collation {
             Flavor::Mysql => ("_uca1400_", "MySQL", "_unicode_520_ci or _0900_ai_ci"),
         };
         if self.0.contains(foreign) {
-            Err(Invalid(format!(
-                "{server} has no collation {:?}; use one ending in {instead}",
-                self.0
-            )))
+            Err(Invalid(format!("{server} has no collation {:?}; use one ending in {instead}", self.0)))
         } else {
             Ok(())
         }
@@ -307,9 +299,7 @@ impl FromStr for DatabaseName {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
         let first_ok = s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
-        let rest_ok = s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let rest_ok = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if first_ok && rest_ok && s.len() <= 63 {
             Ok(Self(s.to_string()))
         } else {
@@ -340,9 +330,7 @@ impl FromStr for VersionName {
         if (1..=32).contains(&s.len()) && s.bytes().all(allowed) {
             Ok(Self(s.to_string()))
         } else {
-            Err(Invalid(
-                "a version is 1 to 32 letters, digits, '.', '-' or '_', like 8.0".into(),
-            ))
+            Err(Invalid("a version is 1 to 32 letters, digits, '.', '-' or '_', like 8.0".into()))
         }
     }
 }
@@ -367,14 +355,8 @@ pub enum Status {
 }
 
 impl Status {
-    const ALL: [Status; 6] = [
-        Status::Provisioning,
-        Status::Running,
-        Status::Stopped,
-        Status::Exited,
-        Status::Failed,
-        Status::Deleting,
-    ];
+    const ALL: [Status; 6] =
+        [Status::Provisioning, Status::Running, Status::Stopped, Status::Exited, Status::Failed, Status::Deleting];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -391,10 +373,7 @@ impl Status {
 impl FromStr for Status {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| Invalid(format!("unknown status {s:?}")))
+        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| Invalid(format!("unknown status {s:?}")))
     }
 }
 
@@ -450,10 +429,7 @@ impl EventKind {
 impl FromStr for EventKind {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
-        EventKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| Invalid(format!("unknown event {s:?}")))
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| Invalid(format!("unknown event {s:?}")))
     }
 }
 
@@ -474,9 +450,7 @@ impl FromStr for UserName {
         if (1..=64).contains(&s.len()) && s.bytes().all(allowed) {
             Ok(Self(s.to_string()))
         } else {
-            Err(Invalid(
-                "a user name is 1 to 64 characters of lowercase letters, digits, '-' and '_'".into(),
-            ))
+            Err(Invalid("a user name is 1 to 64 characters of lowercase letters, digits, '-' and '_'".into()))
         }
     }
 }

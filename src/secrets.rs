@@ -51,18 +51,11 @@ impl fmt::Display for Secret {
 /// `text` with every occurrence of each secret replaced by `[redacted]`: for server log lines,
 /// which dbroker passes on to users and to its own error answers.
 pub fn redact(text: String, secrets: &[&Secret]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.0.is_empty())
-        .fold(text, |text, secret| text.replace(secret.expose(), "[redacted]"))
+    secrets.iter().filter(|s| !s.0.is_empty()).fold(text, |text, secret| text.replace(secret.expose(), "[redacted]"))
 }
 
 fn random_alphanumeric(len: usize) -> String {
-    rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(Alphanumeric).take(len).map(char::from).collect()
 }
 
 /// A new API token, shown to its user once: `dbk_` and 40 alphanumerics.
@@ -128,10 +121,7 @@ impl MasterKey {
 }
 
 fn read_or_create_key_file(path: &Path) -> Result<String, KeyError> {
-    let file_error = |source| KeyError::File {
-        path: path.display().to_string(),
-        source,
-    };
+    let file_error = |source| KeyError::File { path: path.display().to_string(), source };
     match std::fs::read_to_string(path) {
         Ok(key) => return Ok(key.trim().to_string()),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(file_error(e)),
@@ -139,20 +129,15 @@ fn read_or_create_key_file(path: &Path) -> Result<String, KeyError> {
     }
     let key = hex::encode(rand::random::<[u8; 32]>());
     // create_new: two dbroker processes starting at once must not each write their own key.
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(mut file) => {
             file.write_all(key.as_bytes()).map_err(file_error)?;
             file.sync_all().map_err(file_error)?;
             Ok(key)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(path)
-            .map(|k| k.trim().to_string())
-            .map_err(file_error),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read_to_string(path).map(|k| k.trim().to_string()).map_err(file_error)
+        }
         Err(e) => Err(file_error(e)),
     }
 }
@@ -174,14 +159,8 @@ mod tests {
         let new = Secret::new("NewPass456".into());
         let line = "auth OldPass123 then NewPass456 then OldPass123".to_string();
 
-        assert_eq!(
-            redact(line, &[&old, &new]),
-            "auth [redacted] then [redacted] then [redacted]"
-        );
-        assert_eq!(
-            redact("nothing here".into(), &[&Secret::new(String::new())]),
-            "nothing here"
-        );
+        assert_eq!(redact(line, &[&old, &new]), "auth [redacted] then [redacted] then [redacted]");
+        assert_eq!(redact("nothing here".into(), &[&Secret::new(String::new())]), "nothing here");
     }
 
     #[test]
@@ -211,10 +190,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = MasterKey::load(None, dir.path()).unwrap();
         let second = MasterKey::load(None, dir.path()).unwrap();
-        let mode = std::fs::metadata(dir.path().join("master.key"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(dir.path().join("master.key")).unwrap().permissions().mode();
 
         assert_eq!(mode & 0o777, 0o600);
         let secret = Secret::generate_password();
@@ -224,9 +200,6 @@ mod tests {
     #[test]
     fn a_master_key_that_is_not_64_hex_characters_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            MasterKey::load(Some("abc"), dir.path()),
-            Err(KeyError::BadKey)
-        ));
+        assert!(matches!(MasterKey::load(Some("abc"), dir.path()), Err(KeyError::BadKey)));
     }
 }

@@ -29,11 +29,7 @@ struct Adopt {
 }
 
 fn require_admin(user: &CurrentUser) -> Result<(), ApiError> {
-    if user.0.is_admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden("only admins may do this"))
-    }
+    if user.0.is_admin { Ok(()) } else { Err(ApiError::Forbidden("only admins may do this")) }
 }
 
 async fn list_quarantine(State(state): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
@@ -65,18 +61,9 @@ async fn adopt_quarantined(
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
         .ok_or_else(|| ApiError::Unprocessable(format!("owner: no user named {:?}", body.owner)))?;
-    let owner = Caller {
-        user_id: owner.id,
-        name: owner.name,
-    };
-    let instance = state
-        .provisioner
-        .adopt_quarantined(&user.caller(), &container, &owner)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(serde_json::json!({ "id": instance.record.id, "owner": owner.name })),
-    )
+    let owner = Caller { user_id: owner.id, name: owner.name };
+    let instance = state.provisioner.adopt_quarantined(&user.caller(), &container, &owner).await?;
+    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({ "id": instance.record.id, "owner": owner.name })))
         .into_response())
 }
 

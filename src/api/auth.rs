@@ -14,10 +14,7 @@ pub struct CurrentUser(pub User);
 impl CurrentUser {
     /// The caller as the provisioning layer knows it: whose instances, and who to name in histories.
     pub fn caller(&self) -> Caller {
-        Caller {
-            user_id: self.0.id,
-            name: self.0.name.clone(),
-        }
+        Caller { user_id: self.0.id, name: self.0.name.clone() }
     }
 }
 
@@ -29,15 +26,8 @@ impl FromRequestParts<AppState> for CurrentUser {
             .headers
             .get(AUTHORIZATION)
             .ok_or(ApiError::Unauthorized("send your token in the Authorization header"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized("the Authorization header is not text"))?
-            .trim();
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .unwrap_or(value)
-            .trim();
+        let value = header.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not text"))?.trim();
+        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value).trim();
         if token.is_empty() {
             return Err(ApiError::Unauthorized("the Authorization header holds no token"));
         }

@@ -91,14 +91,9 @@ impl IntoResponse for ApiError {
             body.extend(extra.clone());
         }
         let mut response = (status, axum::Json(body)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response.extensions_mut().insert(ErrorDetail { detail, extra });
         response
@@ -118,10 +113,7 @@ pub async fn legacy_errors(response: Response) -> Response {
         return response;
     };
     let status = response.status();
-    let mut legacy = (
-        status,
-        axum::Json(json!({ "code": status.as_u16(), "msg": error.detail, "data": error.extra })),
-    )
+    let mut legacy = (status, axum::Json(json!({ "code": status.as_u16(), "msg": error.detail, "data": error.extra })))
         .into_response();
     if let Some(challenge) = response.headers().get(header::WWW_AUTHENTICATE) {
         legacy.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.clone());

@@ -88,11 +88,7 @@ async fn create_mysql(
         (None, Some(collation)) => (default_charset(), Some(collation)),
         (charset, collation) => (charset, collation),
     };
-    let request = NewInstance {
-        charset,
-        collation,
-        ..NewInstance::of(Engine::Mysql)
-    };
+    let request = NewInstance { charset, collation, ..NewInstance::of(Engine::Mysql) };
     create(state, user, request).await
 }
 
@@ -101,15 +97,7 @@ async fn create_redis(
     user: CurrentUser,
     JsonBody(body): JsonBody<CreateRedis>,
 ) -> Result<Response, ApiError> {
-    create(
-        state,
-        user,
-        NewInstance {
-            memory: body.memory,
-            ..NewInstance::of(Engine::Redis)
-        },
-    )
-    .await
+    create(state, user, NewInstance { memory: body.memory, ..NewInstance::of(Engine::Redis) }).await
 }
 
 async fn create_postgres(
@@ -117,11 +105,7 @@ async fn create_postgres(
     user: CurrentUser,
     JsonBody(body): JsonBody<CreatePostgres>,
 ) -> Result<Response, ApiError> {
-    let request = NewInstance {
-        memory: body.memory,
-        database: body.database,
-        ..NewInstance::of(Engine::Postgres)
-    };
+    let request = NewInstance { memory: body.memory, database: body.database, ..NewInstance::of(Engine::Postgres) };
     create(state, user, request).await
 }
 
@@ -135,15 +119,11 @@ async fn list_by_type(
     user: CurrentUser,
     Path(docker_type): Path<String>,
 ) -> Result<Response, ApiError> {
-    let engine = DOCKER_TYPES
-        .iter()
-        .find(|(number, _)| *number == docker_type)
-        .map(|(_, e)| *e)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "unknown dockerType {docker_type:?}; use 1 for MySQL, 2 for Redis or 3 for PostgreSQL"
-            ))
-        })?;
+    let engine = DOCKER_TYPES.iter().find(|(number, _)| *number == docker_type).map(|(_, e)| *e).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "unknown dockerType {docker_type:?}; use 1 for MySQL, 2 for Redis or 3 for PostgreSQL"
+        ))
+    })?;
     let instances = state.provisioner.list(user.0.id, Some(engine)).await?;
     Ok(envelope(Value::Array(instances.iter().map(legacy_view).collect())))
 }
@@ -153,10 +133,7 @@ async fn detail(
     user: CurrentUser,
     Path(docker_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let instance = state
-        .provisioner
-        .get(user.0.id, &super::v1::parse_id(&docker_id)?)
-        .await?;
+    let instance = state.provisioner.get(user.0.id, &super::v1::parse_id(&docker_id)?).await?;
     Ok(envelope(legacy_view(&instance)))
 }
 

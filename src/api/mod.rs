@@ -51,10 +51,6 @@ async fn healthz(State(state): State<AppState>) -> Response {
         .into_iter()
         .map(|(part, result)| (part.to_string(), result.map_or_else(|e| json!(e), |()| json!("ok"))))
         .collect();
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }

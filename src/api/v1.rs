@@ -16,10 +16,7 @@ use crate::provision::{Instance, NewInstance};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/instances", get(list_instances).post(create_instance))
-        .route(
-            "/v1/instances/{id}",
-            get(get_instance).patch(resize_instance).delete(delete_instance),
-        )
+        .route("/v1/instances/{id}", get(get_instance).patch(resize_instance).delete(delete_instance))
         .route("/v1/instances/{id}/stop", post(stop_instance))
         .route("/v1/instances/{id}/start", post(start_instance))
         .route("/v1/instances/{id}/restart", post(restart_instance))
@@ -188,10 +185,7 @@ async fn resize_instance(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ChangeInstance>,
 ) -> Result<Response, ApiError> {
-    let instance = state
-        .provisioner
-        .resize(&user.caller(), &parse_id(&id)?, body.memory_mb)
-        .await?;
+    let instance = state.provisioner.resize(&user.caller(), &parse_id(&id)?, body.memory_mb).await?;
     Ok(instance_response(StatusCode::OK, instance))
 }
 
@@ -227,10 +221,7 @@ async fn rotate_password(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let instance = state
-        .provisioner
-        .rotate_password(&user.caller(), &parse_id(&id)?)
-        .await?;
+    let instance = state.provisioner.rotate_password(&user.caller(), &parse_id(&id)?).await?;
     Ok(instance_response(StatusCode::OK, instance))
 }
 
@@ -241,10 +232,7 @@ async fn instance_logs(
     query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
-    let lines = state
-        .provisioner
-        .logs(user.0.id, &parse_id(&id)?, query.tail.unwrap_or(DEFAULT_LOG_LINES))
-        .await?;
+    let lines = state.provisioner.logs(user.0.id, &parse_id(&id)?, query.tail.unwrap_or(DEFAULT_LOG_LINES)).await?;
     Ok(axum::Json(serde_json::json!({ "lines": lines })).into_response())
 }
 
@@ -284,6 +272,5 @@ async fn list_engines(State(state): State<AppState>, _user: CurrentUser) -> Resp
 
 /// An id that cannot exist is simply not found, as any id the caller does not own.
 pub(super) fn parse_id(id: &str) -> Result<InstanceId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::NotFound(format!("no instance with id {id:?}")))
+    id.parse().map_err(|_| ApiError::NotFound(format!("no instance with id {id:?}")))
 }

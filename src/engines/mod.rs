@@ -128,9 +128,7 @@ pub fn launch(engine: Engine, settings: &Settings) -> Launch {
 }
 
 pub fn uri(engine: Engine, endpoint: &Endpoint) -> String {
-    let Endpoint {
-        host, port, password, ..
-    } = *endpoint;
+    let Endpoint { host, port, password, .. } = *endpoint;
     match engine {
         Engine::Mysql => mysql::uri(host, port, password),
         Engine::Redis => redis::uri(host, port, password),
@@ -140,9 +138,7 @@ pub fn uri(engine: Engine, endpoint: &Endpoint) -> String {
 
 /// Logs in and runs a query. `Err` says why it did not work.
 pub async fn probe(engine: Engine, endpoint: &Endpoint<'_>) -> Result<(), String> {
-    let Endpoint {
-        host, port, password, ..
-    } = *endpoint;
+    let Endpoint { host, port, password, .. } = *endpoint;
     with_timeout(async {
         match engine {
             Engine::Mysql => mysql::probe(host, port, password).await,
@@ -155,12 +151,7 @@ pub async fn probe(engine: Engine, endpoint: &Endpoint<'_>) -> Result<(), String
 
 /// Changes the password on the running server: the new one works at once, the old one is refused.
 pub async fn rotate_password(engine: Engine, endpoint: &Endpoint<'_>, new: &Secret) -> Result<(), String> {
-    let Endpoint {
-        host,
-        port,
-        password: old,
-        ..
-    } = *endpoint;
+    let Endpoint { host, port, password: old, .. } = *endpoint;
     with_timeout(async {
         match engine {
             Engine::Mysql => mysql::rotate_password(host, port, old, new).await,
@@ -176,13 +167,7 @@ pub async fn apply_memory(engine: Engine, endpoint: &Endpoint<'_>, memory: Memor
     match engine {
         Engine::Mysql | Engine::Postgres => Ok(()),
         Engine::Redis => {
-            with_timeout(redis::apply_memory(
-                endpoint.host,
-                endpoint.port,
-                endpoint.password,
-                memory,
-            ))
-            .await
+            with_timeout(redis::apply_memory(endpoint.host, endpoint.port, endpoint.password, memory)).await
         }
     }
 }

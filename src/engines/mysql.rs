@@ -11,11 +11,7 @@ use crate::secrets::Secret;
 pub const PORT: u16 = 3306;
 pub const DATA_PATH: &str = "/var/lib/mysql";
 pub const USER: &str = "root";
-pub const MEMORY: MemoryBounds = MemoryBounds {
-    min: MemoryMb(256),
-    max: MemoryMb(65536),
-    default: MemoryMb(1024),
-};
+pub const MEMORY: MemoryBounds = MemoryBounds { min: MemoryMb(256), max: MemoryMb(65536), default: MemoryMb(1024) };
 
 pub fn launch(settings: &Settings) -> Launch {
     // Options after the image are passed to the server by the image's entrypoint, one argument
@@ -29,11 +25,7 @@ pub fn launch(settings: &Settings) -> Launch {
     }
     // The root password only matters to the first start, which initialises the data directory;
     // after that it lives in the server's own tables, where a rotation changes it.
-    Launch {
-        env: vec![format!("MYSQL_ROOT_PASSWORD={}", settings.password.expose())],
-        args,
-        config_file: None,
-    }
+    Launch { env: vec![format!("MYSQL_ROOT_PASSWORD={}", settings.password.expose())], args, config_file: None }
 }
 
 pub fn uri(host: &str, port: u16, password: &Secret) -> String {
@@ -54,10 +46,7 @@ async fn connect(host: &str, port: u16, password: &Secret) -> Result<MySqlConnec
 /// A real MySQL handshake and `SELECT 1`: the server is up, and the password is the one it knows.
 pub async fn probe(host: &str, port: u16, password: &Secret) -> Result<(), String> {
     let mut conn = connect(host, port, password).await?;
-    sqlx::query("SELECT 1")
-        .execute(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
+    sqlx::query("SELECT 1").execute(&mut conn).await.map_err(|e| e.to_string())?;
     let _ = conn.close().await;
     Ok(())
 }
@@ -72,10 +61,7 @@ pub async fn rotate_password(host: &str, port: u16, old: &Secret, new: &Secret) 
     let mut conn = connect(host, port, old).await?;
     for host_pattern in ["%", "localhost"] {
         let statement = format!("ALTER USER '{USER}'@'{host_pattern}' IDENTIFIED BY '{}'", new.expose());
-        sqlx::raw_sql(AssertSqlSafe(statement))
-            .execute(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+        sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut conn).await.map_err(|e| e.to_string())?;
     }
     let _ = conn.close().await;
     Ok(())

@@ -15,11 +15,7 @@ pub const DATA_PATH: &str = "/var/lib/postgresql/data";
 const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 pub const USER: &str = "postgres";
 pub const DEFAULT_DATABASE: &str = "app";
-pub const MEMORY: MemoryBounds = MemoryBounds {
-    min: MemoryMb(128),
-    max: MemoryMb(65536),
-    default: MemoryMb(512),
-};
+pub const MEMORY: MemoryBounds = MemoryBounds { min: MemoryMb(128), max: MemoryMb(65536), default: MemoryMb(512) };
 
 pub fn launch(settings: &Settings) -> Launch {
     let env = vec![
@@ -28,11 +24,7 @@ pub fn launch(settings: &Settings) -> Launch {
         format!("POSTGRES_DB={}", settings.database.unwrap_or(DEFAULT_DATABASE)),
         format!("PGDATA={PGDATA}"),
     ];
-    Launch {
-        env,
-        args: Vec::new(),
-        config_file: None,
-    }
+    Launch { env, args: Vec::new(), config_file: None }
 }
 
 pub fn uri(host: &str, port: u16, password: &Secret, database: &str) -> String {
@@ -54,10 +46,7 @@ async fn connect(host: &str, port: u16, password: &Secret, database: &str) -> Re
 /// A real login over TCP to the instance's database and `SELECT 1`.
 pub async fn probe(host: &str, port: u16, password: &Secret, database: &str) -> Result<(), String> {
     let mut conn = connect(host, port, password, database).await?;
-    sqlx::query("SELECT 1")
-        .execute(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
+    sqlx::query("SELECT 1").execute(&mut conn).await.map_err(|e| e.to_string())?;
     let _ = conn.close().await;
     Ok(())
 }
@@ -70,10 +59,7 @@ pub async fn rotate_password(host: &str, port: u16, old: &Secret, new: &Secret, 
     }
     let mut conn = connect(host, port, old, database).await?;
     let statement = format!("ALTER USER {USER} WITH PASSWORD '{}'", new.expose());
-    sqlx::raw_sql(AssertSqlSafe(statement))
-        .execute(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
+    sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut conn).await.map_err(|e| e.to_string())?;
     let _ = conn.close().await;
     Ok(())
 }

@@ -10,11 +10,7 @@ use crate::secrets::Secret;
 
 pub const PORT: u16 = 6379;
 pub const DATA_PATH: &str = "/data";
-pub const MEMORY: MemoryBounds = MemoryBounds {
-    min: MemoryMb(16),
-    max: MemoryMb(65536),
-    default: MemoryMb(500),
-};
+pub const MEMORY: MemoryBounds = MemoryBounds { min: MemoryMb(16), max: MemoryMb(65536), default: MemoryMb(500) };
 
 /// Redis's own limit, as a share of the container's: the rest is for the server itself, client
 /// buffers and the append-only file rewrite, so Redis refuses writes before the kernel kills it.
@@ -45,11 +41,7 @@ pub fn launch(settings: &Settings) -> Launch {
     Launch {
         env: Vec::new(),
         args: vec!["redis-server".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")],
-        config_file: Some(ConfigFile {
-            dir: CONFIG_DIR,
-            name: CONFIG_FILE,
-            contents,
-        }),
+        config_file: Some(ConfigFile { dir: CONFIG_DIR, name: CONFIG_FILE, contents }),
     }
 }
 
@@ -67,24 +59,14 @@ async fn connect(host: &str, port: u16, password: &Secret) -> Result<Multiplexed
         .map_err(|e| e.to_string())?
         .set_redis_settings(RedisConnectionInfo::default().set_password(password.expose()));
     let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-    client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| e.to_string())
+    client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())
 }
 
 /// A real connection: AUTH with the password, then PING.
 pub async fn probe(host: &str, port: u16, password: &Secret) -> Result<(), String> {
     let mut conn = connect(host, port, password).await?;
-    let pong: String = redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    if pong == "PONG" {
-        Ok(())
-    } else {
-        Err(format!("PING answered {pong:?}"))
-    }
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+    if pong == "PONG" { Ok(()) } else { Err(format!("PING answered {pong:?}")) }
 }
 
 /// The running server takes the new password at once (the file follows, for its next start).
@@ -93,23 +75,10 @@ pub async fn rotate_password(host: &str, port: u16, old: &Secret, new: &Secret) 
 }
 
 pub async fn apply_memory(host: &str, port: u16, password: &Secret, memory: MemoryMb) -> Result<(), String> {
-    config_set(
-        host,
-        port,
-        password,
-        "maxmemory",
-        &format!("{}mb", maxmemory_mb(memory)),
-    )
-    .await
+    config_set(host, port, password, "maxmemory", &format!("{}mb", maxmemory_mb(memory))).await
 }
 
 async fn config_set(host: &str, port: u16, password: &Secret, key: &str, value: &str) -> Result<(), String> {
     let mut conn = connect(host, port, password).await?;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(key)
-        .arg(value)
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(|e| e.to_string())
+    redis::cmd("CONFIG").arg("SET").arg(key).arg(value).query_async::<()>(&mut conn).await.map_err(|e| e.to_string())
 }

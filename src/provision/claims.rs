@@ -24,10 +24,7 @@ impl ProcessClaim {
     pub fn acquire(data_dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(processes_dir(data_dir))?;
         let id = hex::encode(rand::random::<[u8; 8]>());
-        let file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(lock_path(data_dir, &id))?;
+        let file = OpenOptions::new().create_new(true).write(true).open(lock_path(data_dir, &id))?;
         file.lock()?;
         Ok(Self { id, _lock: file })
     }
@@ -68,10 +65,7 @@ pub struct Leadership {
 
 impl Leadership {
     pub fn new(data_dir: &Path) -> Self {
-        Self {
-            path: data_dir.join("reconciler.lock"),
-            held: None,
-        }
+        Self { path: data_dir.join("reconciler.lock"), held: None }
     }
 
     /// Whether this process leads, taking the lead if nobody holds it.
@@ -79,12 +73,7 @@ impl Leadership {
         if self.held.is_some() {
             return true;
         }
-        let Ok(file) = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.path)
-        else {
+        let Ok(file) = OpenOptions::new().create(true).truncate(false).write(true).open(&self.path) else {
             return false;
         };
         if file.try_lock().is_ok() {

@@ -42,20 +42,15 @@ impl Provisioner {
         let Plan { version, image, memory } = plan(&self.config.catalogue, &request)?;
         // Before the record: a missing image is a configuration problem, not an instance to undo.
         self.runtime.ensure_image(&image).await.map_err(|e| match e {
-            RuntimeError::ImageMissing { image, reason } => ProvisionError::ImageMissing {
-                image,
-                flag: Catalogue::image_flag(engine),
-                reason,
-            },
+            RuntimeError::ImageMissing { image, reason } => {
+                ProvisionError::ImageMissing { image, flag: Catalogue::image_flag(engine), reason }
+            }
             other => other.into(),
         })?;
         let database = match engine {
-            Engine::Postgres => Some(
-                request
-                    .database
-                    .as_ref()
-                    .map_or(engines::DEFAULT_POSTGRES_DATABASE, |d| d.as_str()),
-            ),
+            Engine::Postgres => {
+                Some(request.database.as_ref().map_or(engines::DEFAULT_POSTGRES_DATABASE, |d| d.as_str()))
+            }
             _ => None,
         };
 
@@ -63,10 +58,7 @@ impl Provisioner {
         tracing::Span::current().record("instance_id", tracing::field::display(&id));
         let password = Secret::generate_password();
         let password_enc = self.key.encrypt(&password);
-        let name = request
-            .name
-            .as_ref()
-            .map_or_else(|| format!("{engine}-{id}"), |n| n.as_str().to_string());
+        let name = request.name.as_ref().map_or_else(|| format!("{engine}-{id}"), |n| n.as_str().to_string());
         let new_record = NewInstanceRecord {
             id: &id,
             owner_id: caller.user_id,
@@ -87,26 +79,15 @@ impl Provisioner {
         // The record comes first: from here on, no container exists that the store does not know.
         let _busy = self.mark_busy(&id);
         let record = self.lease_port(new_record).await?;
-        self.store
-            .add_event(&id, EventKind::Created, &caller.name, None)
-            .await?;
+        self.store.add_event(&id, EventKind::Created, &caller.name, None).await?;
 
         match self.start_and_wait(&record, &password).await {
             Ok(port) => {
                 self.store.set_status(&id, Status::Running).await?;
                 self.store.add_event(&id, EventKind::Ready, "dbroker", None).await?;
                 tracing::info!(port, "instance ready");
-                let record = InstanceRecord {
-                    status: Status::Running,
-                    port: Some(port),
-                    claimed_by: None,
-                    ..record
-                };
-                Ok(Instance {
-                    record,
-                    password,
-                    host: self.config.advertise_host.clone(),
-                })
+                let record = InstanceRecord { status: Status::Running, port: Some(port), claimed_by: None, ..record };
+                Ok(Instance { record, password, host: self.config.advertise_host.clone() })
             }
             Err(error) => {
                 tracing::warn!(error = %error, "create failed; rolling back");
@@ -163,9 +144,7 @@ impl Provisioner {
                 Err(other) => return Err(other.into()),
             }
         }
-        Err(ProvisionError::Internal(anyhow::anyhow!(
-            "Docker refused {PORT_RETRIES} ports in a row"
-        )))
+        Err(ProvisionError::Internal(anyhow::anyhow!("Docker refused {PORT_RETRIES} ports in a row")))
     }
 
     async fn move_lease(&self, id: &InstanceId, refused: &HashSet<u16>) -> Result<u16, ProvisionError> {
@@ -187,12 +166,7 @@ impl Provisioner {
         password: &Secret,
     ) -> Result<(), ProvisionError> {
         let host = self.probe_host();
-        let endpoint = Endpoint {
-            host: &host,
-            port,
-            password,
-            database: record.database.as_deref(),
-        };
+        let endpoint = Endpoint { host: &host, port, password, database: record.database.as_deref() };
         let container = &self.container_name(&record.id);
         let started = Instant::now();
         let deadline = started + self.config.ready_timeout;
@@ -209,37 +183,23 @@ impl Provisioner {
                 Err(e) => e,
             };
             let exited = match self.runtime.state(container).await? {
-                ContainerState::Exited {
-                    exit_code,
-                    oom_killed: true,
-                }
-                | ContainerState::Restarting {
-                    exit_code,
-                    oom_killed: true,
-                } => Some(format!(
+                ContainerState::Exited { exit_code, oom_killed: true }
+                | ContainerState::Restarting { exit_code, oom_killed: true } => Some(format!(
                     "the server was killed for exceeding its memory cap (exit code {exit_code}); ask for more memory"
                 )),
                 ContainerState::Exited { exit_code, .. } | ContainerState::Restarting { exit_code, .. } => {
                     Some(format!("the server exited with code {exit_code}"))
                 }
-                ContainerState::Running { restart_count } if restart_count > restarts_before => Some(format!(
-                    "the server exited and was restarted {} times",
-                    restart_count - restarts_before
-                )),
+                ContainerState::Running { restart_count } if restart_count > restarts_before => {
+                    Some(format!("the server exited and was restarted {} times", restart_count - restarts_before))
+                }
                 ContainerState::Missing => Some("the container disappeared".to_string()),
                 ContainerState::Running { .. } | ContainerState::Starting => None,
             };
-            let timed_out = (Instant::now() >= deadline).then(|| {
-                format!(
-                    "not ready within {:?} (last attempt: {last_error})",
-                    self.config.ready_timeout
-                )
-            });
+            let timed_out = (Instant::now() >= deadline)
+                .then(|| format!("not ready within {:?} (last attempt: {last_error})", self.config.ready_timeout));
             if let Some(reason) = exited.or(timed_out) {
-                let last_logs = self
-                    .server_logs(container, FAILURE_LOG_LINES, &[password])
-                    .await
-                    .unwrap_or_default();
+                let last_logs = self.server_logs(container, FAILURE_LOG_LINES, &[password]).await.unwrap_or_default();
                 return Err(ProvisionError::NotReady { reason, last_logs });
             }
             tokio::time::sleep(READY_POLL_INTERVAL).await;
@@ -268,9 +228,7 @@ impl Provisioner {
             return;
         }
         let done = async {
-            self.store
-                .add_event(id, EventKind::Failed, "dbroker", Some(reason))
-                .await?;
+            self.store.add_event(id, EventKind::Failed, "dbroker", Some(reason)).await?;
             self.store.delete_instance(id).await
         };
         if let Err(error) = done.await {
@@ -291,16 +249,11 @@ struct Plan {
 fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionError> {
     let engine = request.engine;
     let invalid = |field: &'static str, reason: String| ProvisionError::Invalid { field, reason };
-    let (version, spec) = catalogue
-        .resolve(engine, request.version.as_ref())
-        .map_err(|e| invalid("version", e.0))?;
+    let (version, spec) = catalogue.resolve(engine, request.version.as_ref()).map_err(|e| invalid("version", e.0))?;
     let memory = check_memory(catalogue, engine, request.memory)?;
     let only = |field: &'static str, given: bool, takes: Engine| {
         if given && engine != takes {
-            Err(invalid(
-                field,
-                format!("only {takes} instances take a {field}, not {engine}"),
-            ))
+            Err(invalid(field, format!("only {takes} instances take a {field}, not {engine}")))
         } else {
             Ok(())
         }
@@ -310,21 +263,13 @@ fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionE
     only("database", request.database.is_some(), Engine::Postgres)?;
     match (&request.charset, &request.collation) {
         (Some(charset), Some(collation)) => {
-            collation
-                .check_belongs_to(charset)
-                .map_err(|e| invalid("collation", e.0))?;
-            collation
-                .check_flavor(spec.flavor)
-                .map_err(|e| invalid("collation", e.0))?;
+            collation.check_belongs_to(charset).map_err(|e| invalid("collation", e.0))?;
+            collation.check_flavor(spec.flavor).map_err(|e| invalid("collation", e.0))?;
         }
         (None, Some(_)) => return Err(invalid("collation", "a collation needs its charset; give both".into())),
         _ => {}
     }
-    Ok(Plan {
-        version,
-        image: spec.image.clone(),
-        memory,
-    })
+    Ok(Plan { version, image: spec.image.clone(), memory })
 }
 
 /// The memory cap to use: the one asked for, within the engine's bounds, or the engine's default.

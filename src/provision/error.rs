@@ -29,11 +29,7 @@ pub enum ProvisionError {
     #[error(
         "image {image} is not on this host and could not be pulled ({reason}); set {flag} to an image the host has"
     )]
-    ImageMissing {
-        image: String,
-        flag: &'static str,
-        reason: String,
-    },
+    ImageMissing { image: String, flag: &'static str, reason: String },
     /// The database did not accept its credentials in time, or its server exited.
     #[error("the database did not become ready: {reason}")]
     NotReady { reason: String, last_logs: Vec<String> },

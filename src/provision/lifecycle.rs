@@ -51,9 +51,7 @@ impl Provisioner {
         self.runtime.restart(&self.container_name(id)).await?;
         self.wait_until_ready(&record).await?;
         self.store.set_status(id, Status::Running).await?;
-        self.store
-            .add_event(id, EventKind::Restarted, &caller.name, None)
-            .await?;
+        self.store.add_event(id, EventKind::Restarted, &caller.name, None).await?;
         self.get(caller.user_id, id).await
     }
 
@@ -66,10 +64,7 @@ impl Provisioner {
         require_status(&record, &[Status::Running, Status::Stopped, Status::Exited], "resize")?;
         let memory = check_memory(&self.config.catalogue, record.engine, Some(memory))?;
         let password = self.password_of(&record)?;
-        let resized = InstanceRecord {
-            memory_mb: memory,
-            ..record.clone()
-        };
+        let resized = InstanceRecord { memory_mb: memory, ..record.clone() };
         let container = self.container_name(id);
         // Growing: the container first, so the server never has more than its cap allows.
         // Shrinking: the server first, so it is within the new cap before the cap tightens.
@@ -79,11 +74,9 @@ impl Provisioner {
         }
         if record.status == Status::Running {
             let host = self.probe_host();
-            engines::apply_memory(record.engine, &self.endpoint(&record, &host, &password), memory)
-                .await
-                .map_err(|reason| {
-                    ProvisionError::ServerRefused(format!("the server did not take the new limit: {reason}"))
-                })?;
+            engines::apply_memory(record.engine, &self.endpoint(&record, &host, &password), memory).await.map_err(
+                |reason| ProvisionError::ServerRefused(format!("the server did not take the new limit: {reason}")),
+            )?;
         }
         self.write_config_file(&resized, &password).await?;
         if !growing {
@@ -91,9 +84,7 @@ impl Provisioner {
         }
         self.store.set_memory(id, memory).await?;
         let detail = format!("{} MiB to {} MiB", record.memory_mb.0, memory.0);
-        self.store
-            .add_event(id, EventKind::Resized, &caller.name, Some(&detail))
-            .await?;
+        self.store.add_event(id, EventKind::Resized, &caller.name, Some(&detail)).await?;
         self.get(caller.user_id, id).await
     }
 
@@ -107,11 +98,9 @@ impl Provisioner {
         let old = self.password_of(&record)?;
         let new = Secret::generate_password();
         let host = self.probe_host();
-        engines::rotate_password(record.engine, &self.endpoint(&record, &host, &old), &new)
-            .await
-            .map_err(|reason| {
-                ProvisionError::ServerRefused(format!("the server did not take the new password: {reason}"))
-            })?;
+        engines::rotate_password(record.engine, &self.endpoint(&record, &host, &old), &new).await.map_err(
+            |reason| ProvisionError::ServerRefused(format!("the server did not take the new password: {reason}")),
+        )?;
         self.store.set_password(id, &self.key.encrypt(&new)).await?;
         self.write_config_file(&record, &new).await?;
         self.store.add_event(id, EventKind::Rotated, &caller.name, None).await?;
@@ -122,8 +111,7 @@ impl Provisioner {
     pub async fn logs(&self, owner_id: i64, id: &InstanceId, lines: usize) -> Result<Vec<String>, ProvisionError> {
         let record = self.owned(owner_id, id).await?;
         let password = self.password_of(&record)?;
-        self.server_logs(&self.container_name(id), lines.min(MAX_LOG_LINES), &[&password])
-            .await
+        self.server_logs(&self.container_name(id), lines.min(MAX_LOG_LINES), &[&password]).await
     }
 
     /// What happened to the instance, oldest first.
@@ -144,9 +132,7 @@ impl Provisioner {
     }
 
     pub(super) async fn wait_until_ready(&self, record: &InstanceRecord) -> Result<(), ProvisionError> {
-        let port = record
-            .port
-            .ok_or_else(|| ProvisionError::Conflict("the instance holds no port".into()))?;
+        let port = record.port.ok_or_else(|| ProvisionError::Conflict("the instance holds no port".into()))?;
         let password = self.password_of(record)?;
         self.wait_ready(record, port, &password).await
     }
@@ -157,9 +143,6 @@ fn require_status(record: &InstanceRecord, allowed: &[Status], operation: &str) 
     if allowed.contains(&record.status) {
         Ok(())
     } else {
-        Err(ProvisionError::Conflict(format!(
-            "cannot {operation} an instance that is {}",
-            record.status.as_str()
-        )))
+        Err(ProvisionError::Conflict(format!("cannot {operation} an instance that is {}", record.status.as_str())))
     }
 }

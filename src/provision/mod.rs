@@ -50,15 +50,7 @@ pub struct NewInstance {
 impl NewInstance {
     /// A request for `engine` with every option at its default.
     pub fn of(engine: Engine) -> Self {
-        NewInstance {
-            engine,
-            version: None,
-            name: None,
-            memory: None,
-            charset: None,
-            collation: None,
-            database: None,
-        }
+        NewInstance { engine, version: None, name: None, memory: None, charset: None, collation: None, database: None }
     }
 }
 
@@ -74,17 +66,9 @@ impl Instance {
     /// The connection URI; `None` for a failed instance, which holds no port.
     pub fn uri(&self) -> Option<String> {
         let port = self.record.port?;
-        Some(engines::uri(self.record.engine, &self.endpoint_at(&self.host, port)))
-    }
-
-    /// How a client at `host` reaches this instance on `port`.
-    fn endpoint_at<'a>(&'a self, host: &'a str, port: u16) -> Endpoint<'a> {
-        Endpoint {
-            host,
-            port,
-            password: &self.password,
-            database: self.record.database.as_deref(),
-        }
+        let endpoint =
+            Endpoint { host: &self.host, port, password: &self.password, database: self.record.database.as_deref() };
+        Some(engines::uri(self.record.engine, &endpoint))
     }
 }
 
@@ -180,40 +164,27 @@ impl Provisioner {
     /// Whether the store and the Docker engine answer, each with the reason if not.
     pub async fn health(&self) -> HashMap<&'static str, Result<(), String>> {
         let (store, docker) = tokio::join!(self.store.ping(), self.runtime.ping());
-        HashMap::from([
-            ("store", store.map_err(|e| e.to_string())),
-            ("docker", docker.map_err(|e| e.to_string())),
-        ])
+        HashMap::from([("store", store.map_err(|e| e.to_string())), ("docker", docker.map_err(|e| e.to_string()))])
     }
 
     async fn owned(&self, owner_id: i64, id: &InstanceId) -> Result<InstanceRecord, ProvisionError> {
-        self.store
-            .find_instance(owner_id, id)
-            .await?
-            .ok_or(ProvisionError::NotFound)
+        self.store.find_instance(owner_id, id).await?.ok_or(ProvisionError::NotFound)
     }
 
     /// Refuses an operation on an instance that another operation is working on.
     fn claim_busy(&self, record: &InstanceRecord) -> Result<BusyGuard, ProvisionError> {
         if record.status == Status::Provisioning {
-            return Err(ProvisionError::Busy(
-                "the instance is still being created; try again once it is ready".into(),
-            ));
+            return Err(ProvisionError::Busy("the instance is still being created; try again once it is ready".into()));
         }
         if self.is_busy(&record.id) {
-            return Err(ProvisionError::Busy(
-                "another operation on this instance is in progress; try again".into(),
-            ));
+            return Err(ProvisionError::Busy("another operation on this instance is in progress; try again".into()));
         }
         Ok(self.mark_busy(&record.id))
     }
 
     fn mark_busy(&self, id: &InstanceId) -> BusyGuard {
         self.busy.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone());
-        BusyGuard {
-            busy: self.busy.clone(),
-            id: id.clone(),
-        }
+        BusyGuard { busy: self.busy.clone(), id: id.clone() }
     }
 
     fn is_busy(&self, id: &InstanceId) -> bool {
@@ -222,17 +193,11 @@ impl Provisioner {
 
     fn reveal(&self, record: InstanceRecord) -> Result<Instance, ProvisionError> {
         let password = self.password_of(&record)?;
-        Ok(Instance {
-            record,
-            password,
-            host: self.config.advertise_host.clone(),
-        })
+        Ok(Instance { record, password, host: self.config.advertise_host.clone() })
     }
 
     fn password_of(&self, record: &InstanceRecord) -> Result<Secret, ProvisionError> {
-        self.key
-            .decrypt(&record.password_enc)
-            .map_err(|e| ProvisionError::Internal(e.into()))
+        self.key.decrypt(&record.password_enc).map_err(|e| ProvisionError::Internal(e.into()))
     }
 
     fn container_name(&self, id: &InstanceId) -> String {
@@ -293,12 +258,7 @@ impl Provisioner {
     /// How dbroker's own client at `host` reaches an instance that holds a port.
     fn endpoint<'a>(&self, record: &'a InstanceRecord, host: &'a str, password: &'a Secret) -> Endpoint<'a> {
         let port = record.port.unwrap_or_default();
-        Endpoint {
-            host,
-            port,
-            password,
-            database: record.database.as_deref(),
-        }
+        Endpoint { host, port, password, database: record.database.as_deref() }
     }
 
     /// Where dbroker's own client reaches a published port: the publish address, or loopback if

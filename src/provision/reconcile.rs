@@ -54,12 +54,7 @@ pub struct ReconcilerReport {
 
 impl ReconcilerStats {
     fn count(&self, repair: &'static str) {
-        *self
-            .repairs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(repair)
-            .or_default() += 1;
+        *self.repairs.lock().unwrap_or_else(|e| e.into_inner()).entry(repair).or_default() += 1;
     }
 }
 
@@ -107,15 +102,10 @@ impl Provisioner {
 
     /// One comparison of the store with Docker, and the repairs it calls for.
     pub async fn reconcile_once(&self) -> Result<(), ProvisionError> {
-        let containers = self
-            .runtime
-            .list(super::LABEL_PREFIX, &self.config.instance_prefix)
-            .await?;
+        let containers = self.runtime.list(super::LABEL_PREFIX, &self.config.instance_prefix).await?;
         let records = self.store.all_instances().await?;
-        let by_instance: HashMap<&str, &ContainerSummary> = containers
-            .iter()
-            .filter_map(|c| c.labels.get(LABEL_INSTANCE).map(|id| (id.as_str(), c)))
-            .collect();
+        let by_instance: HashMap<&str, &ContainerSummary> =
+            containers.iter().filter_map(|c| c.labels.get(LABEL_INSTANCE).map(|id| (id.as_str(), c))).collect();
         let known: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
 
         for record in &records {
@@ -128,11 +118,7 @@ impl Provisioner {
             }
         }
         for container in &containers {
-            let instance = container
-                .labels
-                .get(LABEL_INSTANCE)
-                .map(String::as_str)
-                .unwrap_or_default();
+            let instance = container.labels.get(LABEL_INSTANCE).map(String::as_str).unwrap_or_default();
             if !known.contains(instance) {
                 self.quarantine(container).await?;
             }
@@ -153,13 +139,8 @@ impl Provisioner {
             Status::Provisioning | Status::Failed => Ok(()),
             Status::Deleting => {
                 self.remove_everything(&record.id).await?;
-                self.repaired(
-                    record,
-                    "finish_delete",
-                    EventKind::Deleted,
-                    "finished a delete interrupted by a crash",
-                )
-                .await
+                self.repaired(record, "finish_delete", EventKind::Deleted, "finished a delete interrupted by a crash")
+                    .await
             }
             Status::Running | Status::Exited | Status::Stopped => match container {
                 None => self.recreate_from_volume(record).await,
@@ -183,12 +164,7 @@ impl Provisioner {
                     self.wait_until_ready(record).await?;
                     self.store.set_status(&record.id, Status::Running).await?;
                     self.store
-                        .add_event(
-                            &record.id,
-                            EventKind::Started,
-                            "docker",
-                            Some("restarted by its restart policy"),
-                        )
+                        .add_event(&record.id, EventKind::Started, "docker", Some("restarted by its restart policy"))
                         .await?;
                     Ok(())
                 }
@@ -222,13 +198,8 @@ impl Provisioner {
         match outcome {
             Ok(()) => {
                 self.store.set_status(&record.id, Status::Running).await?;
-                self.repaired(
-                    record,
-                    "finish_create",
-                    EventKind::Ready,
-                    "finished a create interrupted by a crash",
-                )
-                .await
+                self.repaired(record, "finish_create", EventKind::Ready, "finished a create interrupted by a crash")
+                    .await
             }
             Err(ProvisionError::EngineUnreachable(reason)) => Err(ProvisionError::EngineUnreachable(reason)),
             Err(error) => {
@@ -236,8 +207,7 @@ impl Provisioner {
                 self.runtime.remove_volume(&self.volume_name(&record.id)).await?;
                 let reason = format!("dbroker stopped during the create, which could not finish: {error}");
                 self.store.mark_failed(&record.id, &reason).await?;
-                self.repaired(record, "roll_back_create", EventKind::Failed, &reason)
-                    .await
+                self.repaired(record, "roll_back_create", EventKind::Failed, &reason).await
             }
         }
     }
@@ -279,9 +249,7 @@ impl Provisioner {
     ) -> Result<(), ProvisionError> {
         tracing::warn!(repair, detail, "repaired drift");
         self.stats.count(repair);
-        self.store
-            .add_event(&record.id, kind, SYSTEM_ACTOR, Some(detail))
-            .await?;
+        self.store.add_event(&record.id, kind, SYSTEM_ACTOR, Some(detail)).await?;
         Ok(())
     }
 
@@ -289,10 +257,7 @@ impl Provisioner {
     async fn quarantine(&self, container: &ContainerSummary) -> Result<(), ProvisionError> {
         // The containers were listed before the records were read: a delete that finished in
         // between leaves a container that is gone, or a record read too late. Look again.
-        let instance_id = container
-            .labels
-            .get(LABEL_INSTANCE)
-            .and_then(|id| id.parse::<InstanceId>().ok());
+        let instance_id = container.labels.get(LABEL_INSTANCE).and_then(|id| id.parse::<InstanceId>().ok());
         if let Some(id) = &instance_id
             && (self.store.instance(id).await?.is_some() || self.is_busy(id))
         {
@@ -322,11 +287,7 @@ impl Provisioner {
     /// again whenever the stream ends (the engine went away and came back).
     async fn watch_events(self, shutdown: CancellationToken) {
         loop {
-            if let Ok(mut events) = self
-                .runtime
-                .events(super::LABEL_PREFIX, &self.config.instance_prefix)
-                .await
-            {
+            if let Ok(mut events) = self.runtime.events(super::LABEL_PREFIX, &self.config.instance_prefix).await {
                 loop {
                     let event = tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -350,11 +311,7 @@ impl Provisioner {
     }
 
     async fn on_container_event(&self, event: ContainerEvent) -> Result<(), ProvisionError> {
-        let Some(id) = event
-            .labels
-            .get(LABEL_INSTANCE)
-            .and_then(|id| id.parse::<InstanceId>().ok())
-        else {
+        let Some(id) = event.labels.get(LABEL_INSTANCE).and_then(|id| id.parse::<InstanceId>().ok()) else {
             return Ok(());
         };
         // dbroker's own operations explain their stops and starts.
@@ -387,9 +344,7 @@ impl Provisioner {
                     } else {
                         tracing::warn!(instance_id = %id, exit_code, oom_killed, "an instance's server exited");
                     }
-                    self.store
-                        .add_event(&id, EventKind::Exited, "docker", Some(&detail))
-                        .await?;
+                    self.store.add_event(&id, EventKind::Exited, "docker", Some(&detail)).await?;
                 }
             }
             "start" if record.status == Status::Exited => {
@@ -427,10 +382,7 @@ impl Provisioner {
         self.runtime.remove_container(&entry.container).await?;
         self.runtime.remove_volume(&format!("{}-data", entry.container)).await?;
         self.store.release_from_quarantine(container).await?;
-        tracing::warn!(
-            container,
-            "a quarantined container and its volume were removed by an admin"
-        );
+        tracing::warn!(container, "a quarantined container and its volume were removed by an admin");
         Ok(())
     }
 
@@ -446,32 +398,17 @@ impl Provisioner {
         let details = self.runtime.details(&entry.container).await?;
         let unadoptable =
             |why: &str| ProvisionError::Conflict(format!("cannot adopt {container}: {why}; remove it instead"));
-        let id: InstanceId = entry
-            .instance_id
-            .parse()
-            .map_err(|_| unadoptable("its instance label is not an id"))?;
-        let engine: Engine = entry
-            .engine
-            .as_deref()
-            .unwrap_or_default()
-            .parse()
-            .map_err(|_| unadoptable("unknown engine"))?;
+        let id: InstanceId = entry.instance_id.parse().map_err(|_| unadoptable("its instance label is not an id"))?;
+        let engine: Engine =
+            entry.engine.as_deref().unwrap_or_default().parse().map_err(|_| unadoptable("unknown engine"))?;
         let port = details.host_port.ok_or_else(|| unadoptable("it publishes no port"))?;
-        let env = |name: &str| {
-            details
-                .env
-                .iter()
-                .find_map(|e| e.strip_prefix(name))
-                .map(str::to_string)
-        };
+        let env = |name: &str| details.env.iter().find_map(|e| e.strip_prefix(name)).map(str::to_string);
         let password = match engine {
             Engine::Mysql => env("MYSQL_ROOT_PASSWORD="),
             Engine::Postgres => env("POSTGRES_PASSWORD="),
             Engine::Redis => {
-                let file = self
-                    .runtime
-                    .read_file(&entry.container, &engines::config_path(engine).unwrap_or_default())
-                    .await?;
+                let file =
+                    self.runtime.read_file(&entry.container, &engines::config_path(engine).unwrap_or_default()).await?;
                 file.and_then(|f| {
                     String::from_utf8_lossy(&f)
                         .lines()
@@ -481,20 +418,13 @@ impl Provisioner {
         }
         .map(Secret::new)
         .ok_or_else(|| unadoptable("its credentials are not in the container"))?;
-        let server_option = |name: &str| {
-            details
-                .args
-                .iter()
-                .find_map(|a| a.strip_prefix(name).map(str::to_string))
-        };
+        let server_option = |name: &str| details.args.iter().find_map(|a| a.strip_prefix(name).map(str::to_string));
         let charset = server_option("--character-set-server=");
         let collation = server_option("--collation-server=");
         let memory = MemoryMb(
             details
                 .memory_bytes
-                .map_or(self.config.catalogue.engine(engine).memory.default.0, |b| {
-                    (b / (1024 * 1024)) as u32
-                }),
+                .map_or(self.config.catalogue.engine(engine).memory.default.0, |b| (b / (1024 * 1024)) as u32),
         );
         let database = env("POSTGRES_DB=");
         // The catalogue's name for its image, if the catalogue still has one.
@@ -539,9 +469,7 @@ impl Provisioner {
             // Back to how it was: no record, stopped, still quarantined.
             self.store.delete_instance(&id).await?;
             self.runtime.stop(&entry.container).await?;
-            return Err(unadoptable(&format!(
-                "its server did not accept the credentials found in it ({error})"
-            )));
+            return Err(unadoptable(&format!("its server did not accept the credentials found in it ({error})")));
         }
         self.store.set_status(&id, Status::Running).await?;
         self.store.release_from_quarantine(container).await?;
@@ -552,9 +480,6 @@ impl Provisioner {
 
     async fn quarantine_entry(&self, container: &str) -> Result<Quarantined, ProvisionError> {
         let entries = self.store.quarantined().await?;
-        entries
-            .into_iter()
-            .find(|q| q.container == container)
-            .ok_or(ProvisionError::NotFound)
+        entries.into_iter().find(|q| q.container == container).ok_or(ProvisionError::NotFound)
     }
 }

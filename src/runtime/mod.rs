@@ -39,10 +39,7 @@ impl From<bollard::errors::Error> for RuntimeError {
     fn from(error: bollard::errors::Error) -> Self {
         use bollard::errors::Error as E;
         match error {
-            E::DockerResponseServerError {
-                status_code: 404,
-                message,
-            } => {
+            E::DockerResponseServerError { status_code: 404, message } => {
                 tracing::debug!(%message, "Docker: not found");
                 RuntimeError::NotFound
             }
@@ -168,10 +165,7 @@ impl Runtime {
     /// A runtime for the engine at `host` (`unix://…`, `tcp://…`), or at `DOCKER_HOST` or the
     /// local socket when `None`. Nothing is contacted yet.
     pub fn new(host: Option<String>) -> Self {
-        Self {
-            host,
-            client: Default::default(),
-        }
+        Self { host, client: Default::default() }
     }
 
     async fn docker(&self) -> Result<Docker, RuntimeError> {
@@ -206,10 +200,7 @@ impl Runtime {
         tracing::info!(image, "pulling a missing image");
         let options = CreateImageOptionsBuilder::default().from_image(image).build();
         let pull = docker.create_image(Some(options), None, None).try_collect::<Vec<_>>();
-        let missing = |reason: String| RuntimeError::ImageMissing {
-            image: image.to_string(),
-            reason,
-        };
+        let missing = |reason: String| RuntimeError::ImageMissing { image: image.to_string(), reason };
         match tokio::time::timeout(PULL_TIMEOUT, pull).await {
             Err(_) => Err(missing(format!("the pull took longer than {PULL_TIMEOUT:?}"))),
             Ok(Err(e)) => match RuntimeError::from(e) {
@@ -251,35 +242,23 @@ impl Runtime {
         let mut header = tar::Header::new_gnu();
         header.set_size(file.contents.len() as u64);
         header.set_mode(file.mode);
-        header.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        );
+        header.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
         let mut archive = tar::Builder::new(Vec::new());
         archive
             .append_data(&mut header, &file.name, file.contents.as_slice())
             .map_err(|e| RuntimeError::Refused(format!("cannot pack {}: {e}", file.name)))?;
-        let tarball = archive
-            .into_inner()
-            .map_err(|e| RuntimeError::Refused(format!("cannot pack {}: {e}", file.name)))?;
+        let tarball =
+            archive.into_inner().map_err(|e| RuntimeError::Refused(format!("cannot pack {}: {e}", file.name)))?;
         let options = UploadToContainerOptionsBuilder::default().path(&file.dir).build();
-        self.docker()
-            .await?
-            .upload_to_container(container, Some(options), bollard::body_full(tarball.into()))
-            .await?;
+        self.docker().await?.upload_to_container(container, Some(options), bollard::body_full(tarball.into())).await?;
         Ok(())
     }
 
     /// Reads a file out of a container, running or not; `None` if there is no such file.
     pub async fn read_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
         let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
-        let chunks = self
-            .docker()
-            .await?
-            .download_from_container(container, Some(options))
-            .try_collect::<Vec<_>>()
-            .await;
+        let chunks =
+            self.docker().await?.download_from_container(container, Some(options)).try_collect::<Vec<_>>().await;
         let tarball: Vec<u8> = match chunks.map_err(RuntimeError::from) {
             Ok(chunks) => chunks.concat(),
             Err(RuntimeError::NotFound) => return Ok(None),
@@ -308,9 +287,7 @@ impl Runtime {
 
     /// Stops a container, giving its server `STOP_TIMEOUT` to shut down cleanly.
     pub async fn stop(&self, name: &str) -> Result<(), RuntimeError> {
-        let options = StopContainerOptionsBuilder::default()
-            .t(STOP_TIMEOUT.as_secs() as i32)
-            .build();
+        let options = StopContainerOptionsBuilder::default().t(STOP_TIMEOUT.as_secs() as i32).build();
         match self.docker().await?.stop_container(name, Some(options)).await {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
             other => Ok(other?),
@@ -318,20 +295,15 @@ impl Runtime {
     }
 
     pub async fn restart(&self, name: &str) -> Result<(), RuntimeError> {
-        let options = RestartContainerOptionsBuilder::default()
-            .t(STOP_TIMEOUT.as_secs() as i32)
-            .build();
+        let options = RestartContainerOptionsBuilder::default().t(STOP_TIMEOUT.as_secs() as i32).build();
         self.docker().await?.restart_container(name, Some(options)).await?;
         Ok(())
     }
 
     /// Changes a container's memory cap in place, swap still off.
     pub async fn set_memory(&self, name: &str, memory_bytes: i64) -> Result<(), RuntimeError> {
-        let update = ContainerUpdateBody {
-            memory: Some(memory_bytes),
-            memory_swap: Some(memory_bytes),
-            ..Default::default()
-        };
+        let update =
+            ContainerUpdateBody { memory: Some(memory_bytes), memory_swap: Some(memory_bytes), ..Default::default() };
         self.docker().await?.update_container(name, update).await?;
         Ok(())
     }
@@ -339,10 +311,7 @@ impl Runtime {
     /// The containers that carry `label=value`, with their labels and state.
     pub async fn list(&self, label: &str, value: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         let containers = self.docker().await?.list_containers(Some(options)).await?;
         Ok(containers
             .into_iter()
@@ -361,13 +330,7 @@ impl Runtime {
 
     /// Whether a volume exists.
     pub async fn volume_exists(&self, name: &str) -> Result<bool, RuntimeError> {
-        match self
-            .docker()
-            .await?
-            .inspect_volume(name)
-            .await
-            .map_err(RuntimeError::from)
-        {
+        match self.docker().await?.inspect_volume(name).await.map_err(RuntimeError::from) {
             Ok(_) => Ok(true),
             Err(RuntimeError::NotFound) => Ok(false),
             Err(other) => Err(other),
@@ -376,11 +339,7 @@ impl Runtime {
 
     /// A container's environment, labels and published host port, for adopting it.
     pub async fn details(&self, name: &str) -> Result<ContainerDetails, RuntimeError> {
-        let inspect = self
-            .docker()
-            .await?
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await?;
+        let inspect = self.docker().await?.inspect_container(name, None::<InspectContainerOptions>).await?;
         let config = inspect.config.unwrap_or_default();
         let host_config = inspect.host_config.unwrap_or_default();
         let memory_bytes = host_config.memory;
@@ -449,9 +408,9 @@ impl Runtime {
         };
         let state = inspect.state.unwrap_or_default();
         Ok(match state.status {
-            Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running {
-                restart_count: inspect.restart_count.unwrap_or_default(),
-            },
+            Some(ContainerStateStatusEnum::RUNNING) => {
+                ContainerState::Running { restart_count: inspect.restart_count.unwrap_or_default() }
+            }
             Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => ContainerState::Exited {
                 exit_code: state.exit_code.unwrap_or_default(),
                 oom_killed: state.oom_killed.unwrap_or_default(),
@@ -467,11 +426,7 @@ impl Runtime {
     /// The container's last `lines` lines of output (stdout and stderr).
     pub async fn logs_tail(&self, name: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
         let docker = self.docker().await?;
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail(&lines.to_string())
-            .build();
+        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
         let chunks: Vec<_> = docker.logs(name, Some(options)).collect().await;
         let mut text = String::new();
         for chunk in chunks {
@@ -495,16 +450,9 @@ impl Runtime {
     /// Names of the volumes that carry `label=value`.
     pub async fn volumes_labelled(&self, label: &str, value: &str) -> Result<Vec<String>, RuntimeError> {
         let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
-        let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
-            .filters(&filters)
-            .build();
+        let options = bollard::query_parameters::ListVolumesOptionsBuilder::default().filters(&filters).build();
         let volumes = self.docker().await?.list_volumes(Some(options)).await?;
-        Ok(volumes
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v.name)
-            .collect())
+        Ok(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect())
     }
 }
 
@@ -568,19 +516,11 @@ mod tests {
             "driver failed programming external connectivity on endpoint x: Error starting userland proxy: listen tcp4 127.0.0.1:20000: bind: address already in use",
         ];
         for message in messages {
-            let error = bollard::errors::Error::DockerResponseServerError {
-                status_code: 500,
-                message: message.into(),
-            };
-            assert!(
-                matches!(RuntimeError::from(error), RuntimeError::PortTaken),
-                "{message}"
-            );
+            let error = bollard::errors::Error::DockerResponseServerError { status_code: 500, message: message.into() };
+            assert!(matches!(RuntimeError::from(error), RuntimeError::PortTaken), "{message}");
         }
-        let other = bollard::errors::Error::DockerResponseServerError {
-            status_code: 500,
-            message: "no space left".into(),
-        };
+        let other =
+            bollard::errors::Error::DockerResponseServerError { status_code: 500, message: "no space left".into() };
         assert!(matches!(RuntimeError::from(other), RuntimeError::Refused(_)));
     }
 }

@@ -101,14 +101,8 @@ impl Store {
 
     /// Takes a container out of the quarantine; `NotFound` if it is not in it.
     pub async fn release_from_quarantine(&self, container: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM quarantine WHERE container = ?")
-            .bind(container)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        let done =
+            sqlx::query("DELETE FROM quarantine WHERE container = ?").bind(container).execute(&self.pool).await?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 }

@@ -184,15 +184,11 @@ impl Store {
 
     /// One of `owner_id`'s instances. Another user's instance is `None`, as if it did not exist.
     pub async fn find_instance(&self, owner_id: i64, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM instances WHERE id = ? AND owner_id = ?"
-        ))
-        .bind(id.as_str())
-        .bind(owner_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM instances WHERE id = ? AND owner_id = ?"))
+            .bind(id.as_str())
+            .bind(owner_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(record_from_row).transpose()
     }
 
@@ -225,22 +221,15 @@ impl Store {
 
     /// Every instance of every user: what the reconciler compares with Docker.
     pub async fn all_instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM instances ORDER BY created_at, id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(concat!("SELECT ", columns!(), " FROM instances ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(record_from_row).collect()
     }
 
     /// Removes a record, which frees its port and its name.
     pub async fn delete_instance(&self, id: &InstanceId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM instances WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM instances WHERE id = ?").bind(id.as_str()).execute(&self.pool).await?;
         Ok(())
     }
 }

@@ -28,12 +28,7 @@ impl Store {
                 .await
                 .map_err(map_unique_violation)?
                 .get(0);
-        Ok(User {
-            id,
-            name: name.to_string(),
-            is_admin,
-            created_at,
-        })
+        Ok(User { id, name: name.to_string(), is_admin, created_at })
     }
 
     /// Adds the user unless one of that name exists (demo users, on every start).
@@ -68,9 +63,8 @@ impl Store {
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, is_admin, created_at FROM users ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, name, is_admin, created_at FROM users ORDER BY name").fetch_all(&self.pool).await?;
         Ok(rows.iter().map(user_from_row).collect())
     }
 
@@ -88,10 +82,7 @@ impl Store {
             None => Err(StoreError::NotFound),
             Some(n) if n > 0 => Ok(Some(n)),
             Some(_) => {
-                sqlx::query("DELETE FROM users WHERE name = ?")
-                    .bind(name.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query("DELETE FROM users WHERE name = ?").bind(name.as_str()).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(None)
             }
@@ -100,10 +91,5 @@ impl Store {
 }
 
 fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> User {
-    User {
-        id: row.get("id"),
-        name: row.get("name"),
-        is_admin: row.get("is_admin"),
-        created_at: row.get("created_at"),
-    }
+    User { id: row.get("id"), name: row.get("name"), is_admin: row.get("is_admin"), created_at: row.get("created_at") }
 }

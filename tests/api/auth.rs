@@ -18,11 +18,7 @@ async fn a_request_without_a_token_or_with_an_unknown_one_is_401() {
     assert_eq!(unknown, StatusCode::UNAUTHORIZED);
     assert_eq!(body["status"], 401);
     assert_eq!(body["detail"], "unknown token");
-    assert_eq!(
-        legacy,
-        StatusCode::UNAUTHORIZED,
-        "the old routes carry the HTTP status too"
-    );
+    assert_eq!(legacy, StatusCode::UNAUTHORIZED, "the old routes carry the HTTP status too");
     assert_eq!(legacy_body["code"], 401);
     assert_eq!(legacy_body["msg"], "unknown token");
 }
@@ -45,19 +41,12 @@ async fn a_user_added_on_the_command_line_gets_a_token_that_works_and_is_stored_
     let dbroker = env!("CARGO_BIN_EXE_dbroker");
     let data_dir = app.config.data_dir.to_str().unwrap();
 
-    let added = std::process::Command::new(dbroker)
-        .args(["user", "add", "carol", "--data-dir", data_dir])
-        .output()
-        .unwrap();
+    let added =
+        std::process::Command::new(dbroker).args(["user", "add", "carol", "--data-dir", data_dir]).output().unwrap();
     let token = String::from_utf8(added.stdout).unwrap().trim().to_string();
-    let twice = std::process::Command::new(dbroker)
-        .args(["user", "add", "carol", "--data-dir", data_dir])
-        .output()
-        .unwrap();
-    let listed = std::process::Command::new(dbroker)
-        .args(["user", "list", "--data-dir", data_dir])
-        .output()
-        .unwrap();
+    let twice =
+        std::process::Command::new(dbroker).args(["user", "add", "carol", "--data-dir", data_dir]).output().unwrap();
+    let listed = std::process::Command::new(dbroker).args(["user", "list", "--data-dir", data_dir]).output().unwrap();
 
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     assert!(token.len() >= 32, "{token}");
@@ -69,17 +58,11 @@ async fn a_user_added_on_the_command_line_gets_a_token_that_works_and_is_stored_
     let stored_in_clear = database.windows(token.len()).any(|w| w == token.as_bytes());
     assert!(!stored_in_clear, "the token itself is not in the store");
 
-    let removed = std::process::Command::new(dbroker)
-        .args(["user", "remove", "carol", "--data-dir", data_dir])
-        .output()
-        .unwrap();
+    let removed =
+        std::process::Command::new(dbroker).args(["user", "remove", "carol", "--data-dir", data_dir]).output().unwrap();
     assert!(removed.status.success());
     let (status, _) = app.get("/v1/instances", &format!("Bearer {token}")).await;
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "a removed user's token no longer works"
-    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a removed user's token no longer works");
 }
 
 #[tokio::test]

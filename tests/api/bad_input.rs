@@ -17,11 +17,7 @@ async fn send_raw(app: &TestApp, path: &str, body: String) -> (StatusCode, Strin
         .unwrap();
     let status = response.status();
     let body: serde_json::Value = response.json().await.unwrap();
-    let message = body
-        .get("detail")
-        .or_else(|| body.get("msg"))
-        .and_then(|m| m.as_str())
-        .unwrap_or_default();
+    let message = body.get("detail").or_else(|| body.get("msg")).and_then(|m| m.as_str()).unwrap_or_default();
     (status, message.to_string())
 }
 
@@ -30,67 +26,22 @@ async fn every_class_of_bad_input_is_refused_with_a_message_and_creates_nothing(
     let app = TestApp::spawn().await;
     let cases: &[(&str, &str, StatusCode, &str)] = &[
         // path, body, status, a fragment the message must contain
-        (
-            "/v1/instances",
-            r#"{"engine":"redis","#,
-            StatusCode::BAD_REQUEST,
-            "not valid JSON",
-        ),
+        ("/v1/instances", r#"{"engine":"redis","#, StatusCode::BAD_REQUEST, "not valid JSON"),
         ("/v1/instances", r#"[1,2"#, StatusCode::BAD_REQUEST, "not valid JSON"),
-        (
-            "/v1/instances",
-            r#"{"engine":"oracle"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown variant `oracle`",
-        ),
-        (
-            "/v1/instances",
-            r#"{}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "missing field `engine`",
-        ),
-        (
-            "/v1/instances",
-            r#"{"engine":"redis","memory_mb":"lots"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid type",
-        ),
-        (
-            "/v1/instances",
-            r#"{"engine":"redis","memory_mb":-1}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid value",
-        ),
-        (
-            "/v1/instances",
-            r#"{"engine":"redis","memory_mb":8}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "16 to 65536",
-        ),
-        (
-            "/v1/instances",
-            r#"{"engine":"redis","memory_mb":70000}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "out of range",
-        ),
-        (
-            "/v1/instances",
-            r#"{"engine":"mysql","memory_mb":128}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "256 to 65536",
-        ),
+        ("/v1/instances", r#"{"engine":"oracle"}"#, StatusCode::UNPROCESSABLE_ENTITY, "unknown variant `oracle`"),
+        ("/v1/instances", r#"{}"#, StatusCode::UNPROCESSABLE_ENTITY, "missing field `engine`"),
+        ("/v1/instances", r#"{"engine":"redis","memory_mb":"lots"}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid type"),
+        ("/v1/instances", r#"{"engine":"redis","memory_mb":-1}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid value"),
+        ("/v1/instances", r#"{"engine":"redis","memory_mb":8}"#, StatusCode::UNPROCESSABLE_ENTITY, "16 to 65536"),
+        ("/v1/instances", r#"{"engine":"redis","memory_mb":70000}"#, StatusCode::UNPROCESSABLE_ENTITY, "out of range"),
+        ("/v1/instances", r#"{"engine":"mysql","memory_mb":128}"#, StatusCode::UNPROCESSABLE_ENTITY, "256 to 65536"),
         (
             "/v1/instances",
             r#"{"engine":"redis","image":"alpine"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown field `image`",
         ),
-        (
-            "/v1/instances",
-            r#"{"engine":"redis","port":22}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown field `port`",
-        ),
+        ("/v1/instances", r#"{"engine":"redis","port":22}"#, StatusCode::UNPROCESSABLE_ENTITY, "unknown field `port`"),
         (
             "/v1/instances",
             r#"{"engine":"redis","privileged":true}"#,
@@ -103,12 +54,7 @@ async fn every_class_of_bad_input_is_refused_with_a_message_and_creates_nothing(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown field `binds`",
         ),
-        (
-            "/v1/instances",
-            r#"{"engine":"redis","name":"Shop"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "lowercase letters",
-        ),
+        ("/v1/instances", r#"{"engine":"redis","name":"Shop"}"#, StatusCode::UNPROCESSABLE_ENTITY, "lowercase letters"),
         (
             "/v1/instances",
             r#"{"engine":"redis","name":"a;rm -rf /"}"#,
@@ -151,42 +97,17 @@ async fn every_class_of_bad_input_is_refused_with_a_message_and_creates_nothing(
             StatusCode::UNPROCESSABLE_ENTITY,
             "needs its charset",
         ),
-        (
-            "/v1/instances",
-            r#"{"engine":"redis","charset":"utf8"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "only mysql",
-        ),
+        ("/v1/instances", r#"{"engine":"redis","charset":"utf8"}"#, StatusCode::UNPROCESSABLE_ENTITY, "only mysql"),
         (
             "/mysql",
             r#"{"charset":"utf8","collection":"latin1_bin"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "not a collation",
         ),
-        (
-            "/mysql",
-            r#"{"charset":"$(id)"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown character set",
-        ),
-        (
-            "/mysql",
-            r#"{"image":"x"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown field `image`",
-        ),
-        (
-            "/redis",
-            r#"{"memory":"lots"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "whole number of MB",
-        ),
-        (
-            "/redis",
-            r#"{"memory":1}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "16 to 65536",
-        ),
+        ("/mysql", r#"{"charset":"$(id)"}"#, StatusCode::UNPROCESSABLE_ENTITY, "unknown character set"),
+        ("/mysql", r#"{"image":"x"}"#, StatusCode::UNPROCESSABLE_ENTITY, "unknown field `image`"),
+        ("/redis", r#"{"memory":"lots"}"#, StatusCode::UNPROCESSABLE_ENTITY, "whole number of MB"),
+        ("/redis", r#"{"memory":1}"#, StatusCode::UNPROCESSABLE_ENTITY, "16 to 65536"),
         ("/redis", r#"{"memory":"#, StatusCode::BAD_REQUEST, "not valid JSON"),
     ];
 
@@ -194,17 +115,13 @@ async fn every_class_of_bad_input_is_refused_with_a_message_and_creates_nothing(
     for (path, body, expected_status, fragment) in cases {
         let (status, message) = send_raw(&app, path, body.to_string()).await;
         if status != *expected_status || !message.contains(fragment) {
-            failures.push(format!(
-                "{path} {body}: got {status} {message:?}, wanted {expected_status} with {fragment:?}"
-            ));
+            failures
+                .push(format!("{path} {body}: got {status} {message:?}, wanted {expected_status} with {fragment:?}"));
         }
     }
 
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(
-        app.containers().await.is_empty(),
-        "a refused request created a container"
-    );
+    assert!(app.containers().await.is_empty(), "a refused request created a container");
     assert!(app.volumes().await.is_empty(), "a refused request created a volume");
 }
 
@@ -229,11 +146,5 @@ async fn an_unknown_old_docker_type_is_404_naming_the_known_ones() {
     let (status, body) = app.get("/list/9", ALICE).await;
 
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(
-        body["msg"]
-            .as_str()
-            .unwrap()
-            .contains("1 for MySQL, 2 for Redis or 3 for PostgreSQL"),
-        "{body}"
-    );
+    assert!(body["msg"].as_str().unwrap().contains("1 for MySQL, 2 for Redis or 3 for PostgreSQL"), "{body}");
 }

@@ -16,25 +16,17 @@ use crate::helpers::{ALICE, TestApp, docker, image, port_and_password};
 #[tokio::test]
 async fn a_version_chosen_by_name_reaches_the_container_as_its_image_and_the_servers_version() {
     // The default version is one this host cannot run; "15" is the offline image.
-    let catalogue = with_postgres_versions(
-        &[("16", "dbroker-local/no-such-image:16"), ("15", &image("postgres"))],
-        "16",
-    );
+    let catalogue =
+        with_postgres_versions(&[("16", "dbroker-local/no-such-image:16"), ("15", &image("postgres"))], "16");
     let app = TestApp::spawn_with(|c| c.catalogue = catalogue).await;
 
     let instance = app.create(ALICE, json!({"engine": "postgres", "version": "15"})).await;
 
     assert_eq!(instance["version"], "15");
     assert_eq!(instance["image"], image("postgres"));
-    let inspect = docker()
-        .await
-        .inspect_container(&app.container_of(&instance), None::<InspectContainerOptions>)
-        .await
-        .unwrap();
-    assert_eq!(
-        inspect.config.unwrap().image.as_deref(),
-        Some(image("postgres").as_str())
-    );
+    let inspect =
+        docker().await.inspect_container(&app.container_of(&instance), None::<InspectContainerOptions>).await.unwrap();
+    assert_eq!(inspect.config.unwrap().image.as_deref(), Some(image("postgres").as_str()));
     let (port, password) = port_and_password(&instance);
     let mut conn = sqlx::postgres::PgConnectOptions::new()
         .host("127.0.0.1")
@@ -45,11 +37,7 @@ async fn a_version_chosen_by_name_reaches_the_container_as_its_image_and_the_ser
         .connect()
         .await
         .unwrap();
-    let version: String = sqlx::query("SHOW server_version")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-        .get(0);
+    let version: String = sqlx::query("SHOW server_version").fetch_one(&mut conn).await.unwrap().get(0);
     assert!(version.starts_with("15."), "the server reports {version}");
     conn.close().await.ok();
 }
@@ -58,10 +46,7 @@ async fn a_version_chosen_by_name_reaches_the_container_as_its_image_and_the_ser
 fn with_postgres_versions(versions: &[(&str, &str)], default: &str) -> dbroker::config::Catalogue {
     let toml = format!(
         "[engines.postgres]\ndefault_version = \"{default}\"\n[engines.postgres.versions]\n{}",
-        versions
-            .iter()
-            .map(|(v, i)| format!("\"{v}\" = {{ image = \"{i}\" }}\n"))
-            .collect::<String>()
+        versions.iter().map(|(v, i)| format!("\"{v}\" = {{ image = \"{i}\" }}\n")).collect::<String>()
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("catalogue.toml");
@@ -73,24 +58,14 @@ fn with_postgres_versions(versions: &[(&str, &str)], default: &str) -> dbroker::
 async fn an_unknown_version_or_engine_is_422_and_names_the_known_ones() {
     let app = TestApp::spawn().await;
 
-    let (version, body) = app
-        .post("/v1/instances", ALICE, json!({"engine": "redis", "version": "9.9"}))
-        .await;
+    let (version, body) = app.post("/v1/instances", ALICE, json!({"engine": "redis", "version": "9.9"})).await;
     let (engine, engine_body) = app.post("/v1/instances", ALICE, json!({"engine": "oracle"})).await;
-    let (database, database_body) = app
-        .post("/v1/instances", ALICE, json!({"engine": "redis", "database": "x"}))
-        .await;
+    let (database, database_body) = app.post("/v1/instances", ALICE, json!({"engine": "redis", "database": "x"})).await;
 
     assert_eq!(version, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        body["detail"].as_str().unwrap().contains("known versions are 7.0"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("known versions are 7.0"), "{body}");
     assert_eq!(engine, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        engine_body["detail"].as_str().unwrap().contains("postgres"),
-        "{engine_body}"
-    );
+    assert!(engine_body["detail"].as_str().unwrap().contains("postgres"), "{engine_body}");
     assert_eq!(database, StatusCode::UNPROCESSABLE_ENTITY, "{database_body}");
     assert!(app.containers().await.is_empty());
 }
@@ -98,10 +73,7 @@ async fn an_unknown_version_or_engine_is_422_and_names_the_known_ones() {
 #[tokio::test]
 async fn a_collation_mariadb_lacks_is_refused_before_anything_starts_and_one_it_has_works() {
     let app = TestApp::spawn().await;
-    assert_eq!(
-        app.config.catalogue.resolve(Engine::Mysql, None).unwrap().1.flavor,
-        Flavor::Mariadb
-    );
+    assert_eq!(app.config.catalogue.resolve(Engine::Mysql, None).unwrap().1.flavor, Flavor::Mariadb);
 
     let (refused, body) = app
         .post(
@@ -110,25 +82,14 @@ async fn a_collation_mariadb_lacks_is_refused_before_anything_starts_and_one_it_
             json!({"engine": "mysql", "charset": "utf8mb4", "collation": "utf8mb4_0900_ai_ci"}),
         )
         .await;
-    let instance = app
-        .create(
-            ALICE,
-            json!({"engine": "mysql", "charset": "utf8mb4", "collation": "utf8mb4_uca1400_ai_ci"}),
-        )
-        .await;
+    let instance =
+        app.create(ALICE, json!({"engine": "mysql", "charset": "utf8mb4", "collation": "utf8mb4_uca1400_ai_ci"})).await;
 
     assert_eq!(refused, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        body["detail"].as_str().unwrap().contains("MariaDB has no collation"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("MariaDB has no collation"), "{body}");
     let (port, password) = port_and_password(&instance);
     let mut conn = crate::helpers::mysql_connect(port, "root", &password).await.unwrap();
-    let collation: String = sqlx::query("SELECT @@collation_server")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-        .get(0);
+    let collation: String = sqlx::query("SELECT @@collation_server").fetch_one(&mut conn).await.unwrap().get(0);
     assert_eq!(collation, "utf8mb4_uca1400_ai_ci");
     conn.close().await.ok();
 }
@@ -143,49 +104,22 @@ async fn get_engines_shows_the_catalogue_of_the_example_configuration_file() {
 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(file.port_range.unwrap().to_string(), "20000-29999");
-    let mysql = body["engines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["engine"] == "mysql")
-        .unwrap();
+    let mysql = body["engines"].as_array().unwrap().iter().find(|e| e["engine"] == "mysql").unwrap();
     assert_eq!(mysql["default_version"], "8.0");
     assert_eq!(mysql["memory_mb"], json!({"min": 256, "max": 65536, "default": 1024}));
     assert_eq!(mysql["options"], json!(["charset", "collation"]));
-    let versions: Vec<&str> = mysql["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["version"].as_str().unwrap())
-        .collect();
+    let versions: Vec<&str> =
+        mysql["versions"].as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap()).collect();
     assert_eq!(versions, ["8.0", "8.4", "mariadb-10.11"]);
-    let postgres = body["engines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["engine"] == "postgres")
-        .unwrap();
-    assert_eq!(
-        postgres["versions"][0],
-        json!({"version": "15", "image": "postgres:15"})
-    );
+    let postgres = body["engines"].as_array().unwrap().iter().find(|e| e["engine"] == "postgres").unwrap();
+    assert_eq!(postgres["versions"][0], json!({"version": "15", "image": "postgres:15"}));
     assert_eq!(postgres["options"], json!(["database"]));
     for (engine, entry) in catalogue.engines() {
-        let shown = body["engines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["engine"] == engine.as_str())
-            .unwrap();
+        let shown = body["engines"].as_array().unwrap().iter().find(|e| e["engine"] == engine.as_str()).unwrap();
         assert_eq!(shown["default_version"], entry.default_version.as_str());
         assert_eq!(shown["versions"].as_array().unwrap().len(), entry.versions.len());
         for (name, VersionSpec { image, .. }) in &entry.versions {
-            assert!(
-                shown["versions"]
-                    .as_array()
-                    .unwrap()
-                    .contains(&json!({"version": name, "image": image}))
-            );
+            assert!(shown["versions"].as_array().unwrap().contains(&json!({"version": name, "image": image})));
         }
     }
     let (unauthenticated, _) = app.get("/v1/engines", "nobody").await;
@@ -198,14 +132,8 @@ fn a_configuration_file_with_an_error_is_refused_with_its_line_number() {
     let cases = [
         ("listen = \"127.0.0.1:5000\"\nport_range = 20000\n", "line 2"),
         ("listen = \"127.0.0.1:5000\"\n\nlisten_adress = \"x\"\n", "line 3"),
-        (
-            "[engines.redis]\nversions = { \"7\" = { image = \"redis:7\" } }\ndefault_version = \"6\"\n",
-            "line 3",
-        ),
-        (
-            "[engines.postgres]\nmemory = { min = 512, max = 256, default = 300 }\n",
-            "line 2",
-        ),
+        ("[engines.redis]\nversions = { \"7\" = { image = \"redis:7\" } }\ndefault_version = \"6\"\n", "line 3"),
+        ("[engines.postgres]\nmemory = { min = 512, max = 256, default = 300 }\n", "line 2"),
     ];
     for (text, line) in cases {
         let path = dir.path().join("broken.toml");
@@ -232,8 +160,5 @@ fn dbroker_serve_with_a_broken_configuration_file_stops_naming_the_key_and_line(
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(
-        stderr.contains("line 2") && stderr.contains("ready_timeout"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("line 2") && stderr.contains("ready_timeout"), "{stderr}");
 }

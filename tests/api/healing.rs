@@ -19,11 +19,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// Removes a container the way someone at the host would: `docker rm -f`, through the API.
 async fn remove_behind_dbrokers_back(container: &str) {
     let options = RemoveContainerOptionsBuilder::default().force(true).build();
-    docker()
-        .await
-        .remove_container(container, Some(options))
-        .await
-        .expect("the container is removed");
+    docker().await.remove_container(container, Some(options)).await.expect("the container is removed");
 }
 
 #[tokio::test]
@@ -32,19 +28,13 @@ async fn a_redis_container_removed_behind_dbrokers_back_comes_back_on_its_port_w
     let instance = app.create(ALICE, json!({"engine": "redis"})).await;
     let (port, password) = port_and_password(&instance);
     let mut conn = redis_connect(port, &password).await.unwrap();
-    let _: () = redis::cmd("SET")
-        .arg("k")
-        .arg("survives")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("SET").arg("k").arg("survives").query_async(&mut conn).await.unwrap();
 
     remove_behind_dbrokers_back(&app.container_of(&instance)).await;
 
-    let mut conn = wait_until("the container to be recreated", DEADLINE, || async {
-        redis_connect(port, &password).await.ok()
-    })
-    .await;
+    let mut conn =
+        wait_until("the container to be recreated", DEADLINE, || async { redis_connect(port, &password).await.ok() })
+            .await;
     let value: String = redis::cmd("GET").arg("k").query_async(&mut conn).await.unwrap();
     assert_eq!(value, "survives");
     let kinds = wait_until("the repair to be recorded", DEADLINE, || async {
@@ -63,14 +53,8 @@ async fn a_mysql_container_removed_behind_dbrokers_back_comes_back_with_its_rows
     let (port, password) = port_and_password(&instance);
     let mut conn = mysql_connect(port, "root", &password).await.unwrap();
     sqlx::query("CREATE DATABASE keep").execute(&mut conn).await.unwrap();
-    sqlx::query("CREATE TABLE keep.t (v TEXT)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO keep.t VALUES ('row')")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::query("CREATE TABLE keep.t (v TEXT)").execute(&mut conn).await.unwrap();
+    sqlx::query("INSERT INTO keep.t VALUES ('row')").execute(&mut conn).await.unwrap();
     conn.close().await.ok();
 
     remove_behind_dbrokers_back(&app.container_of(&instance)).await;
@@ -79,16 +63,9 @@ async fn a_mysql_container_removed_behind_dbrokers_back_comes_back_with_its_rows
         mysql_connect(port, "root", &password).await.ok()
     })
     .await;
-    let row = sqlx::query("SELECT v, @@character_set_server FROM keep.t")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let row = sqlx::query("SELECT v, @@character_set_server FROM keep.t").fetch_one(&mut conn).await.unwrap();
     assert_eq!(row.get::<String, _>(0), "row");
-    assert_eq!(
-        row.get::<String, _>(1),
-        "latin1",
-        "recreated with the same server options"
-    );
+    assert_eq!(row.get::<String, _>(1), "latin1", "recreated with the same server options");
     conn.close().await.ok();
 }
 
@@ -99,21 +76,14 @@ async fn a_container_whose_record_was_lost_is_stopped_and_quarantined_never_dele
     let instance = app.create(ALICE, json!({"engine": "redis"})).await;
     let (port, password) = port_and_password(&instance);
     let mut conn = redis_connect(port, &password).await.unwrap();
-    let _: () = redis::cmd("SET")
-        .arg("k")
-        .arg("precious")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("SET").arg("k").arg("precious").query_async(&mut conn).await.unwrap();
     drop(conn);
 
     // The store loses the row, as if restored from an older backup.
-    let mut db = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}",
-        app.config.data_dir.join("dbroker.db").display()
-    ))
-    .await
-    .unwrap();
+    let mut db =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.config.data_dir.join("dbroker.db").display()))
+            .await
+            .unwrap();
     sqlx::query("DELETE FROM instances WHERE id = ?")
         .bind(instance["id"].as_str().unwrap())
         .execute(&mut db)
@@ -124,10 +94,7 @@ async fn a_container_whose_record_was_lost_is_stopped_and_quarantined_never_dele
     let container = app.container_of(&instance);
     let quarantined = wait_until("the container to be quarantined", DEADLINE, || async {
         let (_, body) = app.get("/v1/admin/quarantine", &admin).await;
-        let listed = body["containers"]
-            .as_array()?
-            .iter()
-            .any(|c| c["container"] == container.as_str());
+        let listed = body["containers"].as_array()?.iter().any(|c| c["container"] == container.as_str());
         listed.then_some(body)
     })
     .await;
@@ -137,25 +104,14 @@ async fn a_container_whose_record_was_lost_is_stopped_and_quarantined_never_dele
     let (forbidden, _) = app.get("/v1/admin/quarantine", ALICE).await;
     assert_eq!(forbidden, StatusCode::FORBIDDEN, "only admins see the quarantine");
 
-    let (adopted, body) = app
-        .post(
-            &format!("/v1/admin/quarantine/{container}/adopt"),
-            &admin,
-            json!({"owner": BOB}),
-        )
-        .await;
+    let (adopted, body) =
+        app.post(&format!("/v1/admin/quarantine/{container}/adopt"), &admin, json!({"owner": BOB})).await;
 
     assert_eq!(adopted, StatusCode::CREATED, "{body}");
     let bobs = app.detail(BOB, &instance).await;
     assert_eq!(bobs["status"], "running");
-    assert_eq!(
-        port_and_password(&bobs),
-        (port, password.clone()),
-        "the same port and credentials"
-    );
-    let mut conn = redis_connect(port, &password)
-        .await
-        .expect("the adopted instance works");
+    assert_eq!(port_and_password(&bobs), (port, password.clone()), "the same port and credentials");
+    let mut conn = redis_connect(port, &password).await.expect("the adopted instance works");
     let value: String = redis::cmd("GET").arg("k").query_async(&mut conn).await.unwrap();
     assert_eq!(value, "precious");
     let (_, after) = app.get("/v1/admin/quarantine", &admin).await;
@@ -167,12 +123,10 @@ async fn an_admin_can_remove_a_quarantined_container_with_its_volume() {
     let app = TestApp::spawn().await;
     let admin = app.add_admin("root").await;
     let instance = app.create(ALICE, json!({"engine": "redis"})).await;
-    let mut db = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}",
-        app.config.data_dir.join("dbroker.db").display()
-    ))
-    .await
-    .unwrap();
+    let mut db =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.config.data_dir.join("dbroker.db").display()))
+            .await
+            .unwrap();
     sqlx::query("DELETE FROM instances").execute(&mut db).await.unwrap();
     db.close().await.ok();
     let container = app.container_of(&instance);
@@ -229,10 +183,8 @@ async fn dbroker_killed_during_a_create_leaves_after_a_restart_no_orphan_and_no_
     // MariaDB's first start takes seconds: kill dbroker as soon as the container exists.
     let containers_of = |prefix: String| async move {
         let filters = std::collections::HashMap::from([("label", vec![format!("dbroker.prefix={prefix}")])]);
-        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
+        let options =
+            bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         docker().await.list_containers(Some(options)).await.unwrap()
     };
     wait_until("the container to be created", DEADLINE, || async {
@@ -245,45 +197,28 @@ async fn dbroker_killed_during_a_create_leaves_after_a_restart_no_orphan_and_no_
 
     let second_addr = free_addr();
     let _second = spawn(second_addr);
-    let instance = wait_until(
-        "the interrupted create to be settled",
-        Duration::from_secs(120),
-        || async {
-            let response = client
-                .get(format!("http://{second_addr}/v1/instances"))
-                .header("Authorization", ALICE)
-                .send()
-                .await
-                .ok()?;
-            let body: serde_json::Value = response.json().await.ok()?;
-            let instance = body["instances"].as_array()?.first()?.clone();
-            (instance["status"] == "running" || instance["status"] == "failed").then_some(instance)
-        },
-    )
+    let instance = wait_until("the interrupted create to be settled", Duration::from_secs(120), || async {
+        let response = client
+            .get(format!("http://{second_addr}/v1/instances"))
+            .header("Authorization", ALICE)
+            .send()
+            .await
+            .ok()?;
+        let body: serde_json::Value = response.json().await.ok()?;
+        let instance = body["instances"].as_array()?.first()?.clone();
+        (instance["status"] == "running" || instance["status"] == "failed").then_some(instance)
+    })
     .await;
 
     let containers = containers_of(prefix.clone()).await;
     if instance["status"] == "running" {
         let (port, password) = port_and_password(&instance);
         assert_eq!(containers.len(), 1);
-        mysql_connect(port, "root", &password)
-            .await
-            .expect("the finished create works")
-            .close()
-            .await
-            .ok();
+        mysql_connect(port, "root", &password).await.expect("the finished create works").close().await.ok();
     } else {
         assert!(containers.is_empty(), "no orphan container: {containers:?}");
-        assert!(
-            instance["connection"]["port"].is_null(),
-            "the failed create holds no port: {instance}"
-        );
-        assert!(
-            instance["status_reason"]
-                .as_str()
-                .unwrap()
-                .contains("dbroker stopped during the create")
-        );
+        assert!(instance["connection"]["port"].is_null(), "the failed create holds no port: {instance}");
+        assert!(instance["status_reason"].as_str().unwrap().contains("dbroker stopped during the create"));
     }
 }
 
@@ -298,9 +233,7 @@ async fn with_docker_unreachable_creates_are_503_reads_still_answer_and_all_reco
     proxy.down();
     let (create, body) = app.post("/v1/instances", ALICE, json!({"engine": "redis"})).await;
     let (list, listed) = app.get("/v1/instances", ALICE).await;
-    let (detail, _) = app
-        .get(&format!("/v1/instances/{}", instance["id"].as_str().unwrap()), ALICE)
-        .await;
+    let (detail, _) = app.get(&format!("/v1/instances/{}", instance["id"].as_str().unwrap()), ALICE).await;
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
 
     assert_eq!(create, StatusCode::SERVICE_UNAVAILABLE, "{body}");

@@ -91,10 +91,7 @@ pub fn block_on_fresh_runtime<F: Future<Output = ()> + Send + 'static>(cleanup: 
 
 /// A name no other test run uses, for containers and volumes.
 pub fn unique_name(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{prefix}-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
 }
 
@@ -128,10 +125,7 @@ fn next_port_range() -> PortRange {
     let base = 21000 + (std::process::id() % 8) as u16 * 1000;
     let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst) % (1000 / PORTS_PER_APP);
     let first = base + block * PORTS_PER_APP;
-    PortRange {
-        first,
-        last: first + PORTS_PER_APP - 1,
-    }
+    PortRange { first, last: first + PORTS_PER_APP - 1 }
 }
 
 /// A dbroker built through the same path as `main`, on port 0, with a temporary data directory, a
@@ -228,38 +222,16 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .header("Authorization", token)
-            .json(&body)
-            .send()
-            .await;
+        let response = self.client.post(self.url(path)).header("Authorization", token).json(&body).send().await;
         read(response.expect("POST")).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        read(
-            self.client
-                .get(self.url(path))
-                .header("Authorization", token)
-                .send()
-                .await
-                .expect("GET"),
-        )
-        .await
+        read(self.client.get(self.url(path)).header("Authorization", token).send().await.expect("GET")).await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        read(
-            self.client
-                .delete(self.url(path))
-                .header("Authorization", token)
-                .send()
-                .await
-                .expect("DELETE"),
-        )
-        .await
+        read(self.client.delete(self.url(path)).header("Authorization", token).send().await.expect("DELETE")).await
     }
 
     /// Creates an instance through v1 and insists on success.
@@ -272,19 +244,9 @@ impl TestApp {
     /// The names of this app's containers that exist (running or not).
     pub async fn containers(&self) -> Vec<String> {
         let filters = HashMap::from([("label", vec![format!("dbroker.prefix={}", self.config.instance_prefix)])]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let containers = docker()
-            .await
-            .list_containers(Some(options))
-            .await
-            .expect("list containers");
-        containers
-            .into_iter()
-            .flat_map(|c| c.names.unwrap_or_default())
-            .collect()
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let containers = docker().await.list_containers(Some(options)).await.expect("list containers");
+        containers.into_iter().flat_map(|c| c.names.unwrap_or_default()).collect()
     }
 
     /// The names of this app's volumes.
@@ -292,21 +254,12 @@ impl TestApp {
         let filters = HashMap::from([("label", vec![format!("dbroker.prefix={}", self.config.instance_prefix)])]);
         let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
         let volumes = docker().await.list_volumes(Some(options)).await.expect("list volumes");
-        volumes
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v.name)
-            .collect()
+        volumes.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect()
     }
 
     /// The container name of an instance.
     pub fn container_of(&self, instance: &Value) -> String {
-        format!(
-            "{}-{}",
-            self.config.instance_prefix,
-            instance["id"].as_str().expect("an id")
-        )
+        format!("{}-{}", self.config.instance_prefix, instance["id"].as_str().expect("an id"))
     }
 }
 
@@ -324,10 +277,7 @@ impl Drop for PrefixGuard {
 async fn remove_everything_labelled(prefix: &str) {
     let docker = docker().await;
     let filters = HashMap::from([("label", vec![format!("dbroker.prefix={prefix}")])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
+    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
     for container in docker.list_containers(Some(options)).await.unwrap_or_default() {
         if let Some(id) = container.id {
             let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
@@ -335,10 +285,7 @@ async fn remove_everything_labelled(prefix: &str) {
         }
     }
     let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
-    let volumes = docker
-        .list_volumes(Some(options))
-        .await
-        .map(|v| v.volumes.unwrap_or_default());
+    let volumes = docker.list_volumes(Some(options)).await.map(|v| v.volumes.unwrap_or_default());
     for volume in volumes.unwrap_or_default() {
         let _ = docker.remove_volume(&volume.name, None::<RemoveVolumeOptions>).await;
     }
@@ -347,11 +294,7 @@ async fn remove_everything_labelled(prefix: &str) {
 async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let text = response.text().await.expect("a body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
     (status, body)
 }
 
@@ -362,10 +305,7 @@ fn init_test_logging() {
         if std::env::var_os("TEST_LOG").is_some() {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_test_writer()
-                .init();
+            tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().init();
         }
     });
 }
@@ -395,10 +335,7 @@ pub async fn mysql_connect(port: u16, user: &str, password: &str) -> Result<sqlx
 /// The port and password of an instance as v1 returns it.
 pub fn port_and_password(instance: &Value) -> (u16, String) {
     let port = instance["connection"]["port"].as_u64().expect("a port") as u16;
-    let password = instance["connection"]["password"]
-        .as_str()
-        .expect("a password")
-        .to_string();
+    let password = instance["connection"]["password"].as_str().expect("a password").to_string();
     (port, password)
 }
 
@@ -408,52 +345,30 @@ pub fn port_and_password(instance: &Value) -> (u16, String) {
 impl TestApp {
     /// Adds an admin straight to the store (as `dbroker user add --admin` does) and returns the token.
     pub async fn add_admin(&self, name: &str) -> String {
-        let store = dbroker::store::Store::open(&self.config.data_dir)
-            .await
-            .expect("the store opens");
+        let store = dbroker::store::Store::open(&self.config.data_dir).await.expect("the store opens");
         let token = format!("admin-token-{}", unique_name(name));
-        store
-            .add_user(&name.parse().unwrap(), &token, true)
-            .await
-            .expect("an admin");
+        store.add_user(&name.parse().unwrap(), &token, true).await.expect("an admin");
         token
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .patch(self.url(path))
-            .header("Authorization", token)
-            .json(&body)
-            .send()
-            .await;
+        let response = self.client.patch(self.url(path)).header("Authorization", token).json(&body).send().await;
         read(response.expect("PATCH")).await
     }
 
     /// `GET /v1/instances/{id}` as `token`, insisting on success.
     pub async fn detail(&self, token: &str, instance: &Value) -> Value {
-        let (status, body) = self
-            .get(&format!("/v1/instances/{}", instance["id"].as_str().unwrap()), token)
-            .await;
+        let (status, body) = self.get(&format!("/v1/instances/{}", instance["id"].as_str().unwrap()), token).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
 
     /// The kinds of the instance's events, oldest first.
     pub async fn event_kinds(&self, token: &str, instance: &Value) -> Vec<String> {
-        let (status, body) = self
-            .get(
-                &format!("/v1/instances/{}/events", instance["id"].as_str().unwrap()),
-                token,
-            )
-            .await;
+        let (status, body) =
+            self.get(&format!("/v1/instances/{}/events", instance["id"].as_str().unwrap()), token).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        body["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap().to_string())
-            .collect()
+        body["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect()
     }
 }
 
@@ -468,11 +383,7 @@ pub struct DockerProxy {
 impl DockerProxy {
     pub fn new() -> DockerProxy {
         let dir = tempfile::tempdir().unwrap();
-        DockerProxy {
-            path: dir.path().join("docker.sock"),
-            _dir: dir,
-            forwarding: None,
-        }
+        DockerProxy { path: dir.path().join("docker.sock"), _dir: dir, forwarding: None }
     }
 
     /// The `DOCKER_HOST` value that reaches the engine through this proxy.
@@ -511,18 +422,8 @@ impl DockerProxy {
 /// Kills the server process of a container from the host with SIGKILL, as the kernel's OOM
 /// killer or a crash would end it.
 pub async fn kill_server_process(container: &str) {
-    let inspect = docker()
-        .await
-        .inspect_container(container, None::<InspectContainerOptions>)
-        .await
-        .unwrap();
-    let pid = inspect
-        .state
-        .and_then(|s| s.pid)
-        .expect("a running container has a pid");
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
+    let inspect = docker().await.inspect_container(container, None::<InspectContainerOptions>).await.unwrap();
+    let pid = inspect.state.and_then(|s| s.pid).expect("a running container has a pid");
+    let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
     assert!(status.success(), "kill -KILL {pid}");
 }

@@ -36,15 +36,9 @@ async fn start(image: &str, env: &[&str], args: &[&str], port: u16) -> (Containe
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
-    docker
-        .create_container(Some(options), body)
-        .await
-        .expect("create container");
+    docker.create_container(Some(options), body).await.expect("create container");
     docker.start_container(&name, None).await.expect("start container");
-    let inspect = docker
-        .inspect_container(&name, None::<InspectContainerOptions>)
-        .await
-        .expect("inspect container");
+    let inspect = docker.inspect_container(&name, None::<InspectContainerOptions>).await.expect("inspect container");
     let host_port = inspect
         .network_settings
         .and_then(|n| n.ports)
@@ -71,15 +65,10 @@ async fn the_mysql_image_initialises_and_accepts_its_root_password() {
         .password("s3cret'pw")
         .database("app");
 
-    let mut conn = wait_until("MariaDB to accept root", STARTUP_DEADLINE, || async {
-        options.connect().await.ok()
-    })
-    .await;
-    let charset: String = sqlx::query("SELECT @@character_set_server")
-        .fetch_one(&mut conn)
-        .await
-        .expect("query")
-        .get(0);
+    let mut conn =
+        wait_until("MariaDB to accept root", STARTUP_DEADLINE, || async { options.connect().await.ok() }).await;
+    let charset: String =
+        sqlx::query("SELECT @@character_set_server").fetch_one(&mut conn).await.expect("query").get(0);
 
     assert_eq!(charset, "latin1", "server arguments reach the server");
     let wrong = options.clone().password("wrong").connect().await;
@@ -89,13 +78,8 @@ async fn the_mysql_image_initialises_and_accepts_its_root_password() {
 
 #[tokio::test]
 async fn the_postgres_image_initialises_and_accepts_its_password() {
-    let (_container, port) = start(
-        &image("postgres"),
-        &["POSTGRES_PASSWORD=s3cret", "POSTGRES_DB=app"],
-        &[],
-        5432,
-    )
-    .await;
+    let (_container, port) =
+        start(&image("postgres"), &["POSTGRES_PASSWORD=s3cret", "POSTGRES_DB=app"], &[], 5432).await;
     let options = sqlx::postgres::PgConnectOptions::new()
         .host("127.0.0.1")
         .port(port)
@@ -103,15 +87,9 @@ async fn the_postgres_image_initialises_and_accepts_its_password() {
         .password("s3cret")
         .database("app");
 
-    let mut conn = wait_until("PostgreSQL to accept its user", STARTUP_DEADLINE, || async {
-        options.connect().await.ok()
-    })
-    .await;
-    let answer: i32 = sqlx::query("SELECT 40 + 2")
-        .fetch_one(&mut conn)
-        .await
-        .expect("query")
-        .get(0);
+    let mut conn =
+        wait_until("PostgreSQL to accept its user", STARTUP_DEADLINE, || async { options.connect().await.ok() }).await;
+    let answer: i32 = sqlx::query("SELECT 40 + 2").fetch_one(&mut conn).await.expect("query").get(0);
 
     assert_eq!(answer, 42);
     let wrong = options.clone().password("wrong").connect().await;

@@ -21,22 +21,12 @@ async fn redis_get(port: u16, password: &str, key: &str) -> Option<String> {
 
 async fn redis_set(port: u16, password: &str, key: &str, value: &str) {
     let mut conn = redis_connect(port, password).await.expect("login");
-    let _: () = redis::cmd("SET")
-        .arg(key)
-        .arg(value)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("SET").arg(key).arg(value).query_async(&mut conn).await.unwrap();
 }
 
 async fn action(app: &TestApp, instance: &Value, verb: &str) -> Value {
-    let (status, body) = app
-        .post(
-            &format!("/v1/instances/{}/{verb}", instance["id"].as_str().unwrap()),
-            ALICE,
-            json!({}),
-        )
-        .await;
+    let (status, body) =
+        app.post(&format!("/v1/instances/{}/{verb}", instance["id"].as_str().unwrap()), ALICE, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{verb}: {body}");
     body
 }
@@ -55,20 +45,11 @@ async fn stop_and_start_keep_port_credentials_and_data_and_are_recorded_as_event
     assert_eq!(stopped["status"], "stopped");
     assert!(refused_while_stopped, "a stopped instance serves nobody");
     assert_eq!(started["status"], "running");
-    assert_eq!(
-        port_and_password(&started),
-        (port, password.clone()),
-        "same port and credentials"
-    );
+    assert_eq!(port_and_password(&started), (port, password.clone()), "same port and credentials");
     assert_eq!(redis_get(port, &password, "k").await.as_deref(), Some("before-stop"));
     let kinds = app.event_kinds(ALICE, &instance).await;
     assert_eq!(kinds, ["created", "ready", "stopped", "started"]);
-    let (_, events) = app
-        .get(
-            &format!("/v1/instances/{}/events", instance["id"].as_str().unwrap()),
-            ALICE,
-        )
-        .await;
+    let (_, events) = app.get(&format!("/v1/instances/{}/events", instance["id"].as_str().unwrap()), ALICE).await;
     assert_eq!(events["events"][2]["actor"], ALICE, "who asked is recorded");
 }
 
@@ -79,22 +60,14 @@ async fn restart_keeps_a_mysql_row_and_returns_once_ready() {
     let (port, password) = port_and_password(&instance);
     let mut conn = mysql_connect(port, "root", &password).await.unwrap();
     sqlx::query("CREATE DATABASE keep").execute(&mut conn).await.unwrap();
-    sqlx::query("CREATE TABLE keep.t (v TEXT)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO keep.t VALUES ('row')")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::query("CREATE TABLE keep.t (v TEXT)").execute(&mut conn).await.unwrap();
+    sqlx::query("INSERT INTO keep.t VALUES ('row')").execute(&mut conn).await.unwrap();
     conn.close().await.ok();
 
     let restarted = action(&app, &instance, "restart").await;
 
     assert_eq!(restarted["status"], "running");
-    let mut conn = mysql_connect(port, "root", &password)
-        .await
-        .expect("ready when restart answers");
+    let mut conn = mysql_connect(port, "root", &password).await.expect("ready when restart answers");
     let row = sqlx::query("SELECT v FROM keep.t").fetch_one(&mut conn).await.unwrap();
     assert_eq!(row.get::<String, _>(0), "row");
     conn.close().await.ok();
@@ -108,15 +81,9 @@ async fn resize_changes_the_container_cap_and_redis_maxmemory_in_place_and_keeps
     redis_set(port, &password, "k", "kept").await;
     let id = instance["id"].as_str().unwrap();
 
-    let (status, resized) = app
-        .patch(&format!("/v1/instances/{id}"), ALICE, json!({"memory_mb": 128}))
-        .await;
-    let (too_small, body) = app
-        .patch(&format!("/v1/instances/{id}"), ALICE, json!({"memory_mb": 4}))
-        .await;
-    let (unknown_field, _) = app
-        .patch(&format!("/v1/instances/{id}"), ALICE, json!({"image": "x"}))
-        .await;
+    let (status, resized) = app.patch(&format!("/v1/instances/{id}"), ALICE, json!({"memory_mb": 128})).await;
+    let (too_small, body) = app.patch(&format!("/v1/instances/{id}"), ALICE, json!({"memory_mb": 4})).await;
+    let (unknown_field, _) = app.patch(&format!("/v1/instances/{id}"), ALICE, json!({"image": "x"})).await;
 
     assert_eq!(status, StatusCode::OK, "{resized}");
     assert_eq!(resized["memory_mb"], 128);
@@ -134,33 +101,14 @@ async fn resize_changes_the_container_cap_and_redis_maxmemory_in_place_and_keeps
     assert_eq!(host.memory_swap, Some(128 * 1024 * 1024));
     let maxmemory = |port: u16, password: String| async move {
         let mut conn = redis_connect(port, &password).await.unwrap();
-        let (_, value): (String, u64) = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let (_, value): (String, u64) =
+            redis::cmd("CONFIG").arg("GET").arg("maxmemory").query_async(&mut conn).await.unwrap();
         value
     };
-    assert_eq!(
-        maxmemory(port, password.clone()).await,
-        96 * 1024 * 1024,
-        "75% of the new cap, live"
-    );
-    docker()
-        .await
-        .restart_container(&container, None::<RestartContainerOptions>)
-        .await
-        .unwrap();
-    wait_until("Redis back", DEADLINE, || async {
-        redis_connect(port, &password).await.ok()
-    })
-    .await;
-    assert_eq!(
-        maxmemory(port, password.clone()).await,
-        96 * 1024 * 1024,
-        "and after a restart"
-    );
+    assert_eq!(maxmemory(port, password.clone()).await, 96 * 1024 * 1024, "75% of the new cap, live");
+    docker().await.restart_container(&container, None::<RestartContainerOptions>).await.unwrap();
+    wait_until("Redis back", DEADLINE, || async { redis_connect(port, &password).await.ok() }).await;
+    assert_eq!(maxmemory(port, password.clone()).await, 96 * 1024 * 1024, "and after a restart");
     assert_eq!(redis_get(port, &password, "k").await.as_deref(), Some("kept"));
     assert!(app.event_kinds(ALICE, &instance).await.contains(&"resized".to_string()));
 }
@@ -178,24 +126,10 @@ async fn a_rotated_redis_password_works_at_once_the_old_is_refused_and_a_restart
     assert_ne!(new, old);
     assert!(redis_connect(port, &old).await.is_err(), "the old password is refused");
     assert_eq!(redis_get(port, &new, "k").await.as_deref(), Some("kept"));
-    assert_eq!(
-        port_and_password(&app.detail(ALICE, &instance).await).1,
-        new,
-        "the store has the new one"
-    );
-    docker()
-        .await
-        .restart_container(&app.container_of(&instance), None::<RestartContainerOptions>)
-        .await
-        .unwrap();
-    wait_until("Redis back with the new password", DEADLINE, || async {
-        redis_connect(port, &new).await.ok()
-    })
-    .await;
-    assert!(
-        redis_connect(port, &old).await.is_err(),
-        "a restart does not bring the old password back"
-    );
+    assert_eq!(port_and_password(&app.detail(ALICE, &instance).await).1, new, "the store has the new one");
+    docker().await.restart_container(&app.container_of(&instance), None::<RestartContainerOptions>).await.unwrap();
+    wait_until("Redis back with the new password", DEADLINE, || async { redis_connect(port, &new).await.ok() }).await;
+    assert!(redis_connect(port, &old).await.is_err(), "a restart does not bring the old password back");
 }
 
 #[tokio::test]
@@ -207,16 +141,8 @@ async fn a_rotated_mysql_password_works_at_once_and_the_old_is_refused() {
     let rotated = action(&app, &instance, "rotate-password").await;
 
     let (_, new) = port_and_password(&rotated);
-    assert!(
-        mysql_connect(port, "root", &old).await.is_err(),
-        "the old password is refused"
-    );
-    mysql_connect(port, "root", &new)
-        .await
-        .expect("the new password works")
-        .close()
-        .await
-        .ok();
+    assert!(mysql_connect(port, "root", &old).await.is_err(), "the old password is refused");
+    mysql_connect(port, "root", &new).await.expect("the new password works").close().await.ok();
     assert!(app.event_kinds(ALICE, &instance).await.contains(&"rotated".to_string()));
 }
 
@@ -230,22 +156,13 @@ async fn operations_on_another_users_instance_are_404_and_on_a_stopped_one_409_w
     for verb in ["stop", "start", "restart", "rotate-password"] {
         bob_statuses.push(app.post(&format!("/v1/instances/{id}/{verb}"), BOB, json!({})).await.0);
     }
-    bob_statuses.push(
-        app.patch(&format!("/v1/instances/{id}"), BOB, json!({"memory_mb": 64}))
-            .await
-            .0,
-    );
+    bob_statuses.push(app.patch(&format!("/v1/instances/{id}"), BOB, json!({"memory_mb": 64})).await.0);
     bob_statuses.push(app.get(&format!("/v1/instances/{id}/logs"), BOB).await.0);
     bob_statuses.push(app.get(&format!("/v1/instances/{id}/events"), BOB).await.0);
     action(&app, &instance, "stop").await;
-    let (rotate_stopped, body) = app
-        .post(&format!("/v1/instances/{id}/rotate-password"), ALICE, json!({}))
-        .await;
+    let (rotate_stopped, body) = app.post(&format!("/v1/instances/{id}/rotate-password"), ALICE, json!({})).await;
 
-    assert!(
-        bob_statuses.iter().all(|s| *s == StatusCode::NOT_FOUND),
-        "{bob_statuses:?}"
-    );
+    assert!(bob_statuses.iter().all(|s| *s == StatusCode::NOT_FOUND), "{bob_statuses:?}");
     assert_eq!(rotate_stopped, StatusCode::CONFLICT);
     assert!(body["detail"].as_str().unwrap().contains("stopped"), "{body}");
 }
@@ -256,22 +173,13 @@ async fn logs_return_the_servers_last_lines() {
     let instance = app.create(ALICE, json!({"engine": "redis"})).await;
     let (_, password) = port_and_password(&instance);
 
-    let (status, body) = app
-        .get(
-            &format!("/v1/instances/{}/logs?tail=3", instance["id"].as_str().unwrap()),
-            ALICE,
-        )
-        .await;
+    let (status, body) =
+        app.get(&format!("/v1/instances/{}/logs?tail=3", instance["id"].as_str().unwrap()), ALICE).await;
 
     assert_eq!(status, StatusCode::OK);
     let lines = body["lines"].as_array().unwrap();
     assert!(!lines.is_empty() && lines.len() <= 3, "{lines:?}");
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.as_str().unwrap().contains("Ready to accept connections")),
-        "{lines:?}"
-    );
+    assert!(lines.iter().any(|l| l.as_str().unwrap().contains("Ready to accept connections")), "{lines:?}");
     assert!(!body.to_string().contains(&password));
 }
 
@@ -287,12 +195,7 @@ async fn a_killed_server_shows_as_exited_with_its_exit_code_and_comes_back_with_
     // The history keeps what happened; Docker's restart policy brings the server back, and the
     // status follows once it accepts logins again.
     let events = wait_until("the exit to be recorded", DEADLINE, || async {
-        let (_, body) = app
-            .get(
-                &format!("/v1/instances/{}/events", instance["id"].as_str().unwrap()),
-                ALICE,
-            )
-            .await;
+        let (_, body) = app.get(&format!("/v1/instances/{}/events", instance["id"].as_str().unwrap()), ALICE).await;
         let events = body["events"].as_array().unwrap().clone();
         events.iter().any(|e| e["kind"] == "exited").then_some(events)
     })
@@ -304,9 +207,6 @@ async fn a_killed_server_shows_as_exited_with_its_exit_code_and_comes_back_with_
     .await;
     assert_eq!(app.detail(ALICE, &instance).await["status"], "running");
     let exited = events.iter().find(|e| e["kind"] == "exited").unwrap();
-    assert!(
-        exited["detail"].as_str().unwrap().contains("137"),
-        "SIGKILL's exit code: {exited}"
-    );
+    assert!(exited["detail"].as_str().unwrap().contains("137"), "SIGKILL's exit code: {exited}");
     assert_eq!(redis_get(port, &password, "k").await.as_deref(), Some("kept"));
 }

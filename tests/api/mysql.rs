@@ -10,10 +10,7 @@ use sqlx::{Connection, Row};
 use crate::helpers::{ALICE, TestApp, docker, mysql_connect, port_and_password, wait_until};
 
 async fn server_charset(conn: &mut sqlx::MySqlConnection) -> (String, String) {
-    let row = sqlx::query("SELECT @@character_set_server, @@collation_server")
-        .fetch_one(conn)
-        .await
-        .unwrap();
+    let row = sqlx::query("SELECT @@character_set_server, @@collation_server").fetch_one(conn).await.unwrap();
     (row.get(0), row.get(1))
 }
 
@@ -21,26 +18,16 @@ async fn server_charset(conn: &mut sqlx::MySqlConnection) -> (String, String) {
 async fn a_mysql_instance_from_v1_has_the_charset_asked_for_and_refuses_a_wrong_password() {
     let app = TestApp::spawn().await;
 
-    let instance = app
-        .create(ALICE, json!({"engine": "mysql", "charset": "latin1", "memory_mb": 512}))
-        .await;
+    let instance = app.create(ALICE, json!({"engine": "mysql", "charset": "latin1", "memory_mb": 512})).await;
 
     let (port, password) = port_and_password(&instance);
     assert_eq!(instance["connection"]["user"], "root");
     assert_eq!(instance["memory_mb"], 512);
-    assert_eq!(
-        instance["connection"]["uri"],
-        format!("mysql://root:{password}@127.0.0.1:{port}/")
-    );
-    let mut conn = mysql_connect(port, "root", &password)
-        .await
-        .expect("the returned password works");
+    assert_eq!(instance["connection"]["uri"], format!("mysql://root:{password}@127.0.0.1:{port}/"));
+    let mut conn = mysql_connect(port, "root", &password).await.expect("the returned password works");
     let (charset, _) = server_charset(&mut conn).await;
     assert_eq!(charset, "latin1");
-    assert!(
-        mysql_connect(port, "root", "wrong-password").await.is_err(),
-        "a wrong password is refused"
-    );
+    assert!(mysql_connect(port, "root", "wrong-password").await.is_err(), "a wrong password is refused");
     conn.close().await.ok();
 }
 
@@ -51,28 +38,18 @@ async fn the_old_mysql_route_applies_the_old_defaults_and_answers_in_the_envelop
     let (status, body) = app.post("/mysql", ALICE, json!({})).await;
 
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(
-        (body["code"].clone(), body["msg"].clone()),
-        (json!(200), json!("success"))
-    );
+    assert_eq!((body["code"].clone(), body["msg"].clone()), (json!(200), json!("success")));
     let data = &body["data"];
     assert_eq!(data["user"], "root");
     let port = data["port"].as_u64().unwrap() as u16;
-    let mut conn = mysql_connect(port, "root", data["pwd"].as_str().unwrap())
-        .await
-        .expect("login");
+    let mut conn = mysql_connect(port, "root", data["pwd"].as_str().unwrap()).await.expect("login");
     let (charset, collation) = server_charset(&mut conn).await;
     // MariaDB and MySQL 8 report the old `utf8` by its new name, utf8mb3.
     assert!(charset == "utf8" || charset == "utf8mb3", "{charset}");
-    assert!(
-        collation == "utf8_general_ci" || collation == "utf8mb3_general_ci",
-        "{collation}"
-    );
+    assert!(collation == "utf8_general_ci" || collation == "utf8mb3_general_ci", "{collation}");
     conn.close().await.ok();
 
-    let (status, detail) = app
-        .get(&format!("/detail/{}", data["dockerId"].as_str().unwrap()), ALICE)
-        .await;
+    let (status, detail) = app.get(&format!("/detail/{}", data["dockerId"].as_str().unwrap()), ALICE).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(detail["data"], *data, "detail is shaped like the create answer");
     let (_, list) = app.get("/list/1", ALICE).await;
@@ -85,23 +62,12 @@ async fn the_old_mysql_route_applies_the_old_defaults_and_answers_in_the_envelop
 async fn the_old_mysql_route_takes_a_charset_and_its_collection() {
     let app = TestApp::spawn().await;
 
-    let (status, body) = app
-        .post(
-            "/mysql",
-            ALICE,
-            json!({"charset": "utf8mb4", "collection": "utf8mb4_bin"}),
-        )
-        .await;
+    let (status, body) = app.post("/mysql", ALICE, json!({"charset": "utf8mb4", "collection": "utf8mb4_bin"})).await;
 
     assert_eq!(status, StatusCode::OK, "{body}");
     let port = body["data"]["port"].as_u64().unwrap() as u16;
-    let mut conn = mysql_connect(port, "root", body["data"]["pwd"].as_str().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        server_charset(&mut conn).await,
-        ("utf8mb4".to_string(), "utf8mb4_bin".to_string())
-    );
+    let mut conn = mysql_connect(port, "root", body["data"]["pwd"].as_str().unwrap()).await.unwrap();
+    assert_eq!(server_charset(&mut conn).await, ("utf8mb4".to_string(), "utf8mb4_bin".to_string()));
     conn.close().await.ok();
 }
 
@@ -120,18 +86,11 @@ async fn a_mysql_row_survives_a_container_restart_and_a_dbroker_restart() {
     }
     conn.close().await.ok();
     let read_item = |mut conn: sqlx::MySqlConnection| async move {
-        let row = sqlx::query("SELECT item FROM shop.orders WHERE id = 1")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+        let row = sqlx::query("SELECT item FROM shop.orders WHERE id = 1").fetch_one(&mut conn).await.unwrap();
         row.get::<String, _>(0)
     };
 
-    docker()
-        .await
-        .restart_container(&app.container_of(&instance), None::<RestartContainerOptions>)
-        .await
-        .unwrap();
+    docker().await.restart_container(&app.container_of(&instance), None::<RestartContainerOptions>).await.unwrap();
     let conn = wait_until("MySQL back after a restart", Duration::from_secs(120), || async {
         mysql_connect(port, "root", &password).await.ok()
     })
@@ -139,9 +98,7 @@ async fn a_mysql_row_survives_a_container_restart_and_a_dbroker_restart() {
     let after_container_restart = read_item(conn).await;
 
     app.restart().await;
-    let (status, detail) = app
-        .get(&format!("/v1/instances/{}", instance["id"].as_str().unwrap()), ALICE)
-        .await;
+    let (status, detail) = app.get(&format!("/v1/instances/{}", instance["id"].as_str().unwrap()), ALICE).await;
     assert_eq!(status, StatusCode::OK);
     let (port_after, password_after) = port_and_password(&detail);
     let after_dbroker_restart = read_item(mysql_connect(port_after, "root", &password_after).await.unwrap()).await;

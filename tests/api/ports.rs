@@ -21,13 +21,8 @@ async fn twenty_concurrent_redis_creates_are_all_ready_on_distinct_ports() {
     for (status, instance) in &answers {
         assert_eq!(*status, StatusCode::CREATED, "{instance}");
         let (port, password) = port_and_password(instance);
-        assert!(
-            app.config.port_range.iter().any(|p| p == port),
-            "{port} is in the range"
-        );
-        let mut conn = redis_connect(port, &password)
-            .await
-            .expect("each instance accepts its own password");
+        assert!(app.config.port_range.iter().any(|p| p == port), "{port} is in the range");
+        let mut conn = redis_connect(port, &password).await.expect("each instance accepts its own password");
         let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
         ports.insert(port);
     }
@@ -71,13 +66,7 @@ async fn delete_removes_container_and_volume_and_frees_the_port_for_reuse() {
 async fn an_exhausted_port_range_is_503_and_leaves_nothing_behind() {
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let only_port = held.local_addr().unwrap().port();
-    let app = TestApp::spawn_with(|c| {
-        c.port_range = PortRange {
-            first: only_port,
-            last: only_port,
-        }
-    })
-    .await;
+    let app = TestApp::spawn_with(|c| c.port_range = PortRange { first: only_port, last: only_port }).await;
 
     let (status, body) = app.post("/v1/instances", ALICE, json!({"engine": "redis"})).await;
 
@@ -93,25 +82,11 @@ async fn a_second_instance_with_the_same_name_is_409_but_another_user_may_use_it
     let app = TestApp::spawn().await;
     app.create(ALICE, json!({"engine": "redis", "name": "cache"})).await;
 
-    let (again, body) = app
-        .post("/v1/instances", ALICE, json!({"engine": "redis", "name": "cache"}))
-        .await;
-    let (bob, _) = app
-        .post(
-            "/v1/instances",
-            crate::helpers::BOB,
-            json!({"engine": "redis", "name": "cache"}),
-        )
-        .await;
+    let (again, body) = app.post("/v1/instances", ALICE, json!({"engine": "redis", "name": "cache"})).await;
+    let (bob, _) = app.post("/v1/instances", crate::helpers::BOB, json!({"engine": "redis", "name": "cache"})).await;
 
     assert_eq!(again, StatusCode::CONFLICT);
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("already have an instance named"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("already have an instance named"), "{body}");
     assert_eq!(bob, StatusCode::CREATED);
     assert_eq!(app.containers().await.len(), 2, "the refused create left no container");
 }
@@ -134,9 +109,5 @@ async fn two_dbrokers_on_one_data_directory_never_hand_out_the_same_port() {
     }
     assert_eq!(ports.len(), 6, "six instances, six ports");
     let (_, listed) = first.get("/v1/instances", ALICE).await;
-    assert_eq!(
-        listed["instances"].as_array().unwrap().len(),
-        6,
-        "both processes share one store"
-    );
+    assert_eq!(listed["instances"].as_array().unwrap().len(), 6, "both processes share one store");
 }
