@@ -14,9 +14,14 @@ use crate::secrets::{Secret, redact};
 
 use crate::store::{InstanceRecord, NewInstanceRecord, StoreError};
 
-/// How often readiness is polled. Each poll is a real login; 100 ms keeps the wait close to the
-/// server's own start-up time without flooding a server that is still initialising.
-const READY_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often readiness is polled. Each poll is a real login, which a server that is not listening
+/// yet refuses at once, so a short interval costs little and keeps the wait within 20 ms of the
+/// server's own start-up time (the benchmark measured 100 ms lost per create at 100 ms).
+const READY_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How many polls pass between two looks at the container's state (one Docker call), to notice a
+/// server that exited without asking Docker 50 times a second.
+const POLLS_PER_STATE_CHECK: u32 = 5;
 
 /// How many server log lines an error carries when a database fails to start.
 const FAILURE_LOG_LINES: usize = 20;
@@ -174,7 +179,9 @@ impl Provisioner {
             ContainerState::Running { restart_count } => restart_count,
             _ => 0,
         };
+        let mut polls = 0u32;
         loop {
+            polls += 1;
             let last_error = match engines::probe(record.engine, &endpoint).await {
                 Ok(()) => {
                     tracing::debug!(elapsed = ?started.elapsed(), "database accepted its credentials");
@@ -182,6 +189,11 @@ impl Provisioner {
                 }
                 Err(e) => e,
             };
+            let timed_out = Instant::now() >= deadline;
+            if polls % POLLS_PER_STATE_CHECK != 0 && !timed_out {
+                tokio::time::sleep(READY_POLL_INTERVAL).await;
+                continue;
+            }
             let exited = match self.runtime.state(container).await? {
                 ContainerState::Exited { exit_code, oom_killed: true }
                 | ContainerState::Restarting { exit_code, oom_killed: true } => Some(format!(
@@ -196,7 +208,7 @@ impl Provisioner {
                 ContainerState::Missing => Some("the container disappeared".to_string()),
                 ContainerState::Running { .. } | ContainerState::Starting => None,
             };
-            let timed_out = (Instant::now() >= deadline)
+            let timed_out = timed_out
                 .then(|| format!("not ready within {:?} (last attempt: {last_error})", self.config.ready_timeout));
             if let Some(reason) = exited.or(timed_out) {
                 let last_logs = self.server_logs(container, FAILURE_LOG_LINES, &[password]).await.unwrap_or_default();

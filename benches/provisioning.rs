@@ -1,0 +1,403 @@
+//! dbroker's benchmark: `cargo bench --bench provisioning` (after `scripts/docker-up` and
+//! `scripts/images`). It starts the real `dbroker` binary on a temporary data directory with the
+//! offline catalogue, and measures from the outside, as a user would:
+//!
+//! - time to ready, per engine: from sending `POST /v1/instances` until this program's own client
+//!   has logged in with the returned credentials and run a query (median and p95 of several runs);
+//! - burst: 20 Redis creates at once: wall time, all ready, all on distinct ports;
+//! - read API: requests per second and p99 latency of `GET /v1/instances` and
+//!   `GET /v1/instances/{id}`, 64 connections, with 1,000 instance records in the store;
+//! - memory: dbroker's resident set, idle and with those 1,000 records.
+//!
+//! Results go to `bench-results/latest.md` and `bench-results/latest.json`. `BENCH_RUNS` sets the
+//! number of runs per engine (default 7). Timings are never asserted anywhere: this is how speed
+//! is judged.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::{ConnectOptions, Connection};
+
+const USER: &str = "bench";
+const BURST: usize = 20;
+const READ_CONNECTIONS: usize = 64;
+const READ_DURATION: Duration = Duration::from_secs(5);
+const RECORDS: usize = 1000;
+
+#[tokio::main]
+async fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
+    let data_dir = tempfile::tempdir().expect("a temporary data directory");
+    let prefix = format!("dbroker-bench-{}", std::process::id());
+    let dbroker = Dbroker::start(data_dir.path(), &prefix);
+    dbroker.wait_until_up().await;
+    let mut report = Report::default();
+
+    report.memory_idle_kib = dbroker.rss_kib();
+    for engine in ["redis", "postgres", "mysql"] {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let started = Instant::now();
+            let instance = dbroker.create(json!({"engine": engine})).await;
+            login_and_query(engine, &instance).await;
+            times.push(started.elapsed());
+            dbroker.delete(&instance).await;
+        }
+        eprintln!("{engine}: time to ready {}", summary(&times));
+        report.time_to_ready.push((engine.to_string(), times));
+    }
+
+    let started = Instant::now();
+    let creates = (0..BURST).map(|_| dbroker.create(json!({"engine": "redis", "memory_mb": 32})));
+    let burst = futures_util::future::join_all(creates).await;
+    let ports: HashSet<u64> = burst.iter().map(|i| i["connection"]["port"].as_u64().unwrap()).collect();
+    futures_util::future::join_all(burst.iter().map(|i| login_and_query("redis", i))).await;
+    report.burst_wall = started.elapsed();
+    report.burst_distinct_ports = ports.len();
+    eprintln!("burst of {BURST} Redis creates: {:?}, {} distinct ports", report.burst_wall, ports.len());
+    for instance in &burst {
+        dbroker.delete(instance).await;
+    }
+
+    // 1,000 records of other users, written straight to the store: the read API's cost is the
+    // store's and the HTTP layer's, not Docker's. The bench user keeps a handful of its own.
+    let own = dbroker.fill_store(data_dir.path()).await;
+    report.memory_records_kib = dbroker.rss_kib();
+    let list = dbroker.load("/v1/instances".to_string()).await;
+    let detail = dbroker.load(format!("/v1/instances/{own}")).await;
+    eprintln!("GET /v1/instances: {list:?}\nGET /v1/instances/{{id}}: {detail:?}");
+    report.reads = vec![("GET /v1/instances".into(), list), ("GET /v1/instances/{id}".into(), detail)];
+    report.memory_after_load_kib = dbroker.rss_kib();
+
+    drop(dbroker);
+    cleanup(&prefix).await;
+    report.write(runs);
+}
+
+/// The dbroker under test, a process of its own.
+struct Dbroker {
+    child: std::process::Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Dbroker {
+    fn start(data_dir: &Path, prefix: &str) -> Dbroker {
+        let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.offline.toml");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_dbroker"))
+            .args(["serve", "--config", config])
+            .env("DBROKER_LISTEN", listen.to_string())
+            .env("DBROKER_DATA_DIR", data_dir)
+            .env("DBROKER_DEMO_USERS", USER)
+            .env("DBROKER_INSTANCE_PREFIX", prefix)
+            .env("DBROKER_PORT_RANGE", "31000-31999")
+            // The 1,000 records have no containers: no repair pass may run during the bench.
+            .env("DBROKER_RECONCILE_INTERVAL", "86400")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the dbroker binary starts");
+        let client = reqwest::Client::builder().pool_max_idle_per_host(READ_CONNECTIONS).build().unwrap();
+        Dbroker { child, base: format!("http://{listen}"), client }
+    }
+
+    async fn wait_until_up(&self) {
+        let end = Instant::now() + Duration::from_secs(30);
+        while self.client.get(format!("{}/healthz", self.base)).send().await.is_err() {
+            assert!(Instant::now() < end, "dbroker did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn create(&self, body: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/v1/instances", self.base))
+            .header("Authorization", USER)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "create failed");
+        response.json().await.unwrap()
+    }
+
+    async fn delete(&self, instance: &Value) {
+        let id = instance["id"].as_str().unwrap();
+        self.client
+            .delete(format!("{}/v1/instances/{id}", self.base))
+            .header("Authorization", USER)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// dbroker's resident set size, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_default()
+    }
+
+    /// Writes `RECORDS` instance records for 100 other users and 10 for the bench user; returns
+    /// the id of one of the bench user's.
+    async fn fill_store(&self, data_dir: &Path) -> String {
+        let store = dbroker::store::Store::open(data_dir).await.unwrap();
+        let key = dbroker::secrets::MasterKey::load(None, data_dir).unwrap();
+        let bench = store.user_by_name(USER).await.unwrap().unwrap();
+        let mut owners = Vec::new();
+        for n in 0..100 {
+            let name = format!("other{n}").parse().unwrap();
+            owners.push(store.add_user(&name, &format!("token-{n}"), false).await.unwrap().id);
+        }
+        let mut own = String::new();
+        for n in 0..RECORDS + 10 {
+            let id = dbroker::model::InstanceId::random();
+            let owner = if n < 10 { bench.id } else { owners[n % owners.len()] };
+            let password = key.encrypt(&dbroker::secrets::Secret::generate_password());
+            store
+                .insert_instance(&dbroker::store::NewInstanceRecord {
+                    id: &id,
+                    owner_id: owner,
+                    name: &format!("redis-{id}"),
+                    engine: dbroker::model::Engine::Redis,
+                    version: "7.0",
+                    image: "dbroker-local/redis:7.0",
+                    memory_mb: dbroker::model::MemoryMb(64),
+                    charset: None,
+                    collation: None,
+                    database: None,
+                    port: 40000 + n as u16,
+                    username: None,
+                    password_enc: &password,
+                    claimed_by: "bench",
+                    status: dbroker::model::Status::Running,
+                })
+                .await
+                .unwrap();
+            if n == 0 {
+                own = id.to_string();
+            }
+        }
+        own
+    }
+
+    /// `READ_CONNECTIONS` clients asking for `path` as fast as they can for `READ_DURATION`.
+    async fn load(&self, path: String) -> ReadResult {
+        let url = Arc::new(format!("{}{path}", self.base));
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..READ_CONNECTIONS)
+            .map(|_| {
+                let (client, url, stop) = (self.client.clone(), url.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let response = client.get(url.as_str()).header("Authorization", USER).send().await.unwrap();
+                        assert!(response.status().is_success());
+                        response.bytes().await.unwrap();
+                        latencies.push(started.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        tokio::time::sleep(READ_DURATION).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut latencies: Vec<Duration> = Vec::new();
+        for worker in workers {
+            latencies.extend(worker.await.unwrap());
+        }
+        latencies.sort();
+        ReadResult {
+            requests_per_second: latencies.len() as f64 / READ_DURATION.as_secs_f64(),
+            p50: percentile(&latencies, 50.0),
+            p99: percentile(&latencies, 99.0),
+        }
+    }
+}
+
+impl Drop for Dbroker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Logs in with the instance's own credentials and runs a query, with a real client.
+async fn login_and_query(engine: &str, instance: &Value) {
+    let port = instance["connection"]["port"].as_u64().unwrap() as u16;
+    let password = instance["connection"]["password"].as_str().unwrap();
+    match engine {
+        "redis" => {
+            let info =
+                redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp("127.0.0.1".into(), port))
+                    .unwrap()
+                    .set_redis_settings(redis::RedisConnectionInfo::default().set_password(password));
+            let mut conn = redis::Client::open(info).unwrap().get_multiplexed_async_connection().await.unwrap();
+            let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+        }
+        "mysql" => {
+            let options = sqlx::mysql::MySqlConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .username("root")
+                .password(password);
+            let mut conn = options.connect().await.unwrap();
+            sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
+            conn.close().await.ok();
+        }
+        "postgres" => {
+            let options = sqlx::postgres::PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .username("postgres")
+                .password(password)
+                .database(instance["database"].as_str().unwrap());
+            let mut conn = options.connect().await.unwrap();
+            sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
+            conn.close().await.ok();
+        }
+        other => unreachable!("{other}"),
+    }
+}
+
+/// Removes whatever the bench left (a failed run, say).
+async fn cleanup(prefix: &str) {
+    let docker = bollard::Docker::connect_with_defaults().unwrap().negotiate_version().await.unwrap();
+    let filters = std::collections::HashMap::from([("label", vec![format!("dbroker.prefix={prefix}")])]);
+    let options =
+        bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    for c in docker.list_containers(Some(options)).await.unwrap_or_default() {
+        let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let _ = docker.remove_container(c.id.as_deref().unwrap_or_default(), Some(options)).await;
+    }
+    let options = bollard::query_parameters::ListVolumesOptionsBuilder::default().filters(&filters).build();
+    for v in docker.list_volumes(Some(options)).await.ok().and_then(|v| v.volumes).unwrap_or_default() {
+        let _ = docker.remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn summary(times: &[Duration]) -> String {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    format!(
+        "median {:.3} s, p95 {:.3} s",
+        percentile(&sorted, 50.0).as_secs_f64(),
+        percentile(&sorted, 95.0).as_secs_f64()
+    )
+}
+
+#[derive(Debug, Default)]
+struct ReadResult {
+    requests_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+#[derive(Default)]
+struct Report {
+    time_to_ready: Vec<(String, Vec<Duration>)>,
+    burst_wall: Duration,
+    burst_distinct_ports: usize,
+    reads: Vec<(String, ReadResult)>,
+    memory_idle_kib: u64,
+    memory_records_kib: u64,
+    memory_after_load_kib: u64,
+}
+
+impl Report {
+    fn write(&self, runs: usize) {
+        let machine = machine();
+        let mut md =
+            format!("Machine: {machine}. {runs} runs per engine; offline images (`dbroker.offline.toml`).\n\n");
+        md.push_str("| measure | median | p95 |\n|---|---|---|\n");
+        let mut json_ready = serde_json::Map::new();
+        for (engine, times) in &self.time_to_ready {
+            let mut sorted = times.clone();
+            sorted.sort();
+            let (median, p95) = (percentile(&sorted, 50.0), percentile(&sorted, 95.0));
+            md.push_str(&format!(
+                "| time to ready, {engine} | {:.3} s | {:.3} s |\n",
+                median.as_secs_f64(),
+                p95.as_secs_f64()
+            ));
+            json_ready.insert(
+                engine.clone(),
+                json!({"median_s": median.as_secs_f64(), "p95_s": p95.as_secs_f64(),
+                "runs_s": times.iter().map(Duration::as_secs_f64).collect::<Vec<_>>()}),
+            );
+        }
+        md.push_str(&format!(
+            "\n| measure | value |\n|---|---|\n| burst of {BURST} Redis creates, wall | {:.3} s ({} distinct ports, all ready) |\n",
+            self.burst_wall.as_secs_f64(),
+            self.burst_distinct_ports
+        ));
+        let mut json_reads = serde_json::Map::new();
+        for (route, r) in &self.reads {
+            md.push_str(&format!(
+                "| {route}, {READ_CONNECTIONS} connections | {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms |\n",
+                r.requests_per_second,
+                r.p50.as_secs_f64() * 1e3,
+                r.p99.as_secs_f64() * 1e3
+            ));
+            json_reads.insert(
+                route.clone(),
+                json!({"requests_per_second": r.requests_per_second,
+                "p50_ms": r.p50.as_secs_f64() * 1e3, "p99_ms": r.p99.as_secs_f64() * 1e3}),
+            );
+        }
+        md.push_str(&format!(
+            "| resident memory, idle | {:.1} MB |\n| resident memory, {RECORDS} records | {:.1} MB |\n| resident memory, after the read load | {:.1} MB |\n",
+            self.memory_idle_kib as f64 / 1024.0,
+            self.memory_records_kib as f64 / 1024.0,
+            self.memory_after_load_kib as f64 / 1024.0
+        ));
+        let report = json!({
+            "machine": machine,
+            "runs": runs,
+            "time_to_ready": json_ready,
+            "burst": {"creates": BURST, "wall_s": self.burst_wall.as_secs_f64(), "distinct_ports": self.burst_distinct_ports},
+            "reads": json_reads,
+            "memory_kib": {"idle": self.memory_idle_kib, "records": self.memory_records_kib, "after_load": self.memory_after_load_kib},
+        });
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench-results"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("latest.md"), &md).unwrap();
+        std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        println!("{md}");
+    }
+}
+
+/// The machine, in a line: CPU model and count, memory, kernel.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model =
+        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']));
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!("{} × {}, {mem_gib:.0} GiB", cpus, model.unwrap_or("unknown CPU"))
+}
