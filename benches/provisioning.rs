@@ -168,7 +168,7 @@ impl Dbroker {
             store
                 .insert_instance(&dbroker::store::NewInstanceRecord {
                     id: &id,
-                    owner_id: owner,
+                    owner_id: Some(owner),
                     name: &format!("redis-{id}"),
                     engine: dbroker::model::Engine::Redis,
                     version: "7.0",

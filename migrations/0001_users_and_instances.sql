@@ -15,7 +15,9 @@ CREATE TABLE users (
 CREATE TABLE instances (
     -- 12 lowercase hex characters; also names the container and volume.
     id            TEXT PRIMARY KEY CHECK (length(id) = 12),
-    owner_id      INTEGER NOT NULL REFERENCES users (id),
+    -- NULL for a member of the warm pool: started ahead of demand, owned by nobody, invisible to
+    -- users, until a create claims it.
+    owner_id      INTEGER REFERENCES users (id),
     name          TEXT NOT NULL,
     engine        TEXT NOT NULL CHECK (engine IN ('mysql', 'redis', 'postgres')),
     -- The engine version asked for (a name from the catalogue, "8.0"), and the image actually

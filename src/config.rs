@@ -60,6 +60,13 @@ pub struct VersionSpec {
     pub image: String,
     #[serde(default, skip_serializing_if = "is_default_flavor")]
     pub flavor: Flavor,
+    /// How many instances of this version wait, started, for a create to claim them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pool: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn is_default_flavor(flavor: &Flavor) -> bool {
@@ -87,7 +94,7 @@ impl Catalogue {
                 .iter()
                 .map(|v| {
                     let image = format!("{}:{v}", engine.as_str());
-                    (v.to_string(), VersionSpec { image, flavor: Flavor::Mysql })
+                    (v.to_string(), VersionSpec { image, flavor: Flavor::Mysql, pool: 0 })
                 })
                 .collect(),
             memory: engines::default_memory_bounds(engine),
@@ -125,7 +132,7 @@ impl Catalogue {
         catalogue
             .versions
             .entry(default)
-            .or_insert(VersionSpec { image: String::new(), flavor: Flavor::Mysql })
+            .or_insert(VersionSpec { image: String::new(), flavor: Flavor::Mysql, pool: 0 })
             .image = image;
     }
 

@@ -19,6 +19,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/quarantine/{container}", delete(remove_quarantined))
         .route("/v1/admin/quarantine/{container}/adopt", post(adopt_quarantined))
         .route("/v1/admin/reconciler", get(reconciler_report))
+        .route("/v1/admin/pool", get(list_pool))
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +66,24 @@ async fn adopt_quarantined(
     let instance = state.provisioner.adopt_quarantined(&user.caller(), &container, &owner).await?;
     Ok((StatusCode::CREATED, axum::Json(serde_json::json!({ "id": instance.record.id, "owner": owner.name })))
         .into_response())
+}
+
+/// The warm pool's members: started, owned by nobody, listed to no user.
+async fn list_pool(State(state): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
+    require_admin(&user)?;
+    let members: Vec<serde_json::Value> = state
+        .provisioner
+        .pool()
+        .await?
+        .into_iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.id, "engine": m.engine, "version": m.version, "status": m.status,
+                "port": m.port, "created_at": m.created_at,
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "members": members })).into_response())
 }
 
 async fn reconciler_report(State(state): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {

@@ -10,7 +10,7 @@ mod redis;
 use std::time::Duration;
 
 pub use crate::model::Engine;
-use crate::model::MemoryMb;
+use crate::model::{DatabaseName, MemoryMb};
 use crate::secrets::Secret;
 
 /// The settings of one instance that shape its container. Values come from a request's validated
@@ -160,6 +160,17 @@ pub async fn rotate_password(engine: Engine, endpoint: &Endpoint<'_>, new: &Secr
         }
     })
     .await
+}
+
+/// Creates a database on the running server, for engines that have them (PostgreSQL).
+pub async fn create_database(engine: Engine, endpoint: &Endpoint<'_>, database: &DatabaseName) -> Result<(), String> {
+    match engine {
+        Engine::Postgres => {
+            let Endpoint { host, port, password, .. } = *endpoint;
+            with_timeout(postgres::create_database(host, port, password, endpoint.database(), database)).await
+        }
+        Engine::Mysql | Engine::Redis => Err(format!("{engine} instances have no database to create")),
+    }
 }
 
 /// Tells the running server about a new memory cap, for engines that keep a limit of their own.

@@ -5,7 +5,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
 use super::{Launch, MemoryBounds, Settings};
-use crate::model::MemoryMb;
+use crate::model::{DatabaseName, MemoryMb};
 use crate::secrets::Secret;
 
 pub const PORT: u16 = 5432;
@@ -47,6 +47,22 @@ async fn connect(host: &str, port: u16, password: &Secret, database: &str) -> Re
 pub async fn probe(host: &str, port: u16, password: &Secret, database: &str) -> Result<(), String> {
     let mut conn = connect(host, port, password, database).await?;
     sqlx::query("SELECT 1").execute(&mut conn).await.map_err(|e| e.to_string())?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// `CREATE DATABASE`, connected to `current`. A database name is a validated identifier
+/// (`DatabaseName`: lowercase letters, digits and '_'), quoted all the same.
+pub async fn create_database(
+    host: &str,
+    port: u16,
+    password: &Secret,
+    current: &str,
+    database: &DatabaseName,
+) -> Result<(), String> {
+    let mut conn = connect(host, port, password, current).await?;
+    let statement = format!("CREATE DATABASE \"{}\"", database.as_str());
+    sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut conn).await.map_err(|e| e.to_string())?;
     let _ = conn.close().await;
     Ok(())
 }

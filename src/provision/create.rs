@@ -36,16 +36,22 @@ impl Provisioner {
         let this = self.clone();
         let caller = caller.clone();
         self.tasks
-            .spawn(async move { this.create_in_task(&caller, request).await })
+            .spawn(async move { this.create_in_task(Some(&caller), request).await })
             .await
             .map_err(|e| ProvisionError::Internal(e.into()))?
     }
 
+    /// Creates an instance for `owner`, or for the warm pool when `owner` is `None`.
     #[tracing::instrument(skip_all, fields(engine = %request.engine, instance_id))]
-    async fn create_in_task(&self, caller: &Caller, request: NewInstance) -> Result<Instance, ProvisionError> {
+    pub(super) async fn create_in_task(
+        &self,
+        owner: Option<&Caller>,
+        request: NewInstance,
+    ) -> Result<Instance, ProvisionError> {
         let engine = request.engine;
-        let Plan { version, image, memory } = plan(&self.config.catalogue, &request)?;
-        // Before the record: a missing image is a configuration problem, not an instance to undo.
+        let Plan { version, image, memory, pool } = plan(&self.config.catalogue, &request)?;
+        // Before the record: a missing image is a configuration problem, not an instance to undo;
+        // and an engine that does not answer fails the create here, with nothing to undo.
         self.runtime.ensure_image(&image).await.map_err(|e| match e {
             RuntimeError::ImageMissing { image, reason } => {
                 ProvisionError::ImageMissing { image, flag: Catalogue::image_flag(engine), reason }
@@ -58,15 +64,28 @@ impl Provisioner {
             }
             _ => None,
         };
+        // A started instance of the pool is ready in milliseconds; the pool holds only the
+        // engine's defaults, so a MySQL character set of the user's own needs a fresh one.
+        if let Some(caller) = owner
+            && pool > 0
+            && request.charset.is_none()
+            && let Some(instance) = self.claim_from_pool(caller, &request, &version, memory).await?
+        {
+            return Ok(instance);
+        }
 
         let id = InstanceId::random();
         tracing::Span::current().record("instance_id", tracing::field::display(&id));
         let password = Secret::generate_password();
         let password_enc = self.key.encrypt(&password);
-        let name = request.name.as_ref().map_or_else(|| format!("{engine}-{id}"), |n| n.as_str().to_string());
+        let name = match (&request.name, owner) {
+            (Some(name), _) => name.as_str().to_string(),
+            (None, Some(_)) => format!("{engine}-{id}"),
+            (None, None) => format!("pool-{id}"),
+        };
         let new_record = NewInstanceRecord {
             id: &id,
-            owner_id: caller.user_id,
+            owner_id: owner.map(|o| o.user_id),
             name: &name,
             engine,
             version: &version,
@@ -84,7 +103,9 @@ impl Provisioner {
         // The record comes first: from here on, no container exists that the store does not know.
         let _busy = self.mark_busy(&id);
         let record = self.lease_port(new_record).await?;
-        self.store.add_event(&id, EventKind::Created, &caller.name, None).await?;
+        let actor = owner.map_or(super::SYSTEM_ACTOR, |o| o.name.as_str());
+        let detail = owner.is_none().then_some("for the warm pool");
+        self.store.add_event(&id, EventKind::Created, actor, detail).await?;
 
         match self.start_and_wait(&record, &password).await {
             Ok(port) => {
@@ -190,7 +211,7 @@ impl Provisioner {
                 Err(e) => e,
             };
             let timed_out = Instant::now() >= deadline;
-            if polls % POLLS_PER_STATE_CHECK != 0 && !timed_out {
+            if !polls.is_multiple_of(POLLS_PER_STATE_CHECK) && !timed_out {
                 tokio::time::sleep(READY_POLL_INTERVAL).await;
                 continue;
             }
@@ -254,6 +275,8 @@ struct Plan {
     version: String,
     image: String,
     memory: MemoryMb,
+    /// The version's warm pool size.
+    pool: u32,
 }
 
 /// Checks what depends on the engine and the catalogue, before anything is written or started:
@@ -281,7 +304,7 @@ fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionE
         (None, Some(_)) => return Err(invalid("collation", "a collation needs its charset; give both".into())),
         _ => {}
     }
-    Ok(Plan { version, image: spec.image.clone(), memory })
+    Ok(Plan { version, image: spec.image.clone(), memory, pool: spec.pool })
 }
 
 /// The memory cap to use: the one asked for, within the engine's bounds, or the engine's default.

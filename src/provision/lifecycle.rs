@@ -122,7 +122,11 @@ impl Provisioner {
 
     /// Rewrites the engine's configuration file in the data volume from the record, for the
     /// server's next start (engines without one have nothing to write).
-    async fn write_config_file(&self, record: &InstanceRecord, password: &Secret) -> Result<(), ProvisionError> {
+    pub(super) async fn write_config_file(
+        &self,
+        record: &InstanceRecord,
+        password: &Secret,
+    ) -> Result<(), ProvisionError> {
         let port = record.port.unwrap_or_default();
         let spec = self.spec_for(record, password, port);
         for file in &spec.files {

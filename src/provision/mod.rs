@@ -6,6 +6,7 @@ mod claims;
 mod create;
 mod error;
 mod lifecycle;
+mod pool;
 mod reconcile;
 
 use std::collections::{HashMap, HashSet};
@@ -95,6 +96,8 @@ pub struct Provisioner {
     /// instance is refused, and Docker events it causes are not taken for crashes.
     busy: Arc<Mutex<HashSet<InstanceId>>>,
     stats: Arc<ReconcilerStats>,
+    /// Wakes the leader to refill the warm pool after a claim.
+    pool_wanted: Arc<tokio::sync::Notify>,
 }
 
 /// Marks an instance busy while it lives.
@@ -121,6 +124,7 @@ impl Provisioner {
             process,
             busy: Default::default(),
             stats: Default::default(),
+            pool_wanted: Default::default(),
         })
     }
 
@@ -241,7 +245,7 @@ impl Provisioner {
             args: launch.args,
             labels: HashMap::from([
                 (LABEL_INSTANCE.to_string(), record.id.to_string()),
-                (LABEL_OWNER.to_string(), record.owner_id.to_string()),
+                (LABEL_OWNER.to_string(), record.owner_id.map_or("pool".to_string(), |o| o.to_string())),
                 (LABEL_ENGINE.to_string(), engine.to_string()),
                 (LABEL_PREFIX.to_string(), self.config.instance_prefix.clone()),
             ]),

@@ -67,10 +67,12 @@ impl Provisioner {
         let mut ticks = tokio::time::interval(self.config.reconcile_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            // A claim from the warm pool wakes the leader early, to refill it.
+            let pool_only = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
+                _ = ticks.tick() => false,
+                _ = self.pool_wanted.notified() => true,
+            };
             if !leadership.try_lead() {
                 continue;
             }
@@ -81,14 +83,17 @@ impl Provisioner {
                 watching = true;
                 tokio::spawn(self.clone().watch_events(shutdown.clone()));
             }
-            match self.reconcile_once().await {
-                Ok(()) => {}
-                Err(ProvisionError::EngineUnreachable(reason)) => {
-                    tracing::warn!(%reason, "reconciler: the Docker engine is unreachable; trying again next pass")
+            if !pool_only {
+                match self.reconcile_once().await {
+                    Ok(()) => {}
+                    Err(ProvisionError::EngineUnreachable(reason)) => {
+                        tracing::warn!(%reason, "reconciler: the Docker engine is unreachable; trying again next pass")
+                    }
+                    Err(error) => tracing::error!(error = ?error, "reconciler pass failed"),
                 }
-                Err(error) => tracing::error!(error = ?error, "reconciler pass failed"),
+                self.stats.passes.fetch_add(1, Ordering::Relaxed);
             }
-            self.stats.passes.fetch_add(1, Ordering::Relaxed);
+            self.fill_pool().await;
         }
     }
 
@@ -442,7 +447,7 @@ impl Provisioner {
             .store
             .insert_instance(&NewInstanceRecord {
                 id: &id,
-                owner_id: owner.user_id,
+                owner_id: Some(owner.user_id),
                 name: &name,
                 engine,
                 version: &version,

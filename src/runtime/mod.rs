@@ -159,14 +159,13 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Runtime {
     host: Option<String>,
     client: std::sync::Arc<RwLock<Option<Docker>>>,
-    images_present: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Runtime {
     /// A runtime for the engine at `host` (`unix://…`, `tcp://…`), or at `DOCKER_HOST` or the
     /// local socket when `None`. Nothing is contacted yet.
     pub fn new(host: Option<String>) -> Self {
-        Self { host, client: Default::default(), images_present: Default::default() }
+        Self { host, client: Default::default() }
     }
 
     async fn docker(&self) -> Result<Docker, RuntimeError> {
@@ -192,17 +191,9 @@ impl Runtime {
 
     /// Makes sure `image` is on the host, pulling it if it is not.
     pub async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
-        // Images are seldom removed from under a running service; if one is, the container
-        // create fails and says so. One Docker call fewer on every create.
-        if self.images_present.lock().unwrap_or_else(|e| e.into_inner()).contains(image) {
-            return Ok(());
-        }
         let docker = self.docker().await?;
         match docker.inspect_image(image).await.map_err(RuntimeError::from) {
-            Ok(_) => {
-                self.images_present.lock().unwrap_or_else(|e| e.into_inner()).insert(image.to_string());
-                return Ok(());
-            }
+            Ok(_) => return Ok(()),
             Err(RuntimeError::NotFound) => {}
             Err(other) => return Err(other),
         }

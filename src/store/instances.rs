@@ -12,7 +12,8 @@ use crate::model::{Engine, InstanceId, MemoryMb, Status};
 #[derive(Debug, Clone)]
 pub struct InstanceRecord {
     pub id: InstanceId,
-    pub owner_id: i64,
+    /// `None` for a warm-pool member.
+    pub owner_id: Option<i64>,
     pub name: String,
     pub engine: Engine,
     /// The catalogue's name of the version asked for.
@@ -38,7 +39,7 @@ pub struct InstanceRecord {
 /// What a create writes before its container exists (status `provisioning`).
 pub struct NewInstanceRecord<'a> {
     pub id: &'a InstanceId,
-    pub owner_id: i64,
+    pub owner_id: Option<i64>,
     pub name: &'a str,
     pub engine: Engine,
     pub version: &'a str,
@@ -225,6 +226,51 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(record_from_row).collect()
+    }
+
+    /// Hands one running warm-pool member of `engine` at `version` to `owner_id`, renamed `name`.
+    /// One statement, so two creates (in one process or several) never get the same member.
+    /// `None` if the pool is empty; `NameTaken` if the owner has an instance of that name.
+    pub async fn claim_pool_member(
+        &self,
+        engine: Engine,
+        version: &str,
+        owner_id: i64,
+        name: Option<&str>,
+    ) -> Result<Option<InstanceRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE instances SET owner_id = ?1, name = coalesce(?2, engine || '-' || id) \
+             WHERE id = (SELECT id FROM instances WHERE owner_id IS NULL AND engine = ?3 AND version = ?4 \
+                         AND status = 'running' ORDER BY created_at LIMIT 1) \
+             AND owner_id IS NULL RETURNING ",
+            columns!()
+        ))
+        .bind(owner_id)
+        .bind(name)
+        .bind(engine.as_str())
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_unique_violation)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    /// The warm pool's members, oldest first.
+    pub async fn pool_members(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        let rows =
+            sqlx::query(concat!("SELECT ", columns!(), " FROM instances WHERE owner_id IS NULL ORDER BY created_at"))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    pub async fn set_database(&self, id: &InstanceId, database: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET database = ? WHERE id = ?")
+            .bind(database)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Removes a record, which frees its port and its name.

@@ -12,6 +12,7 @@ mod isolation;
 mod lifecycle;
 mod mysql;
 mod packaging;
+mod pool;
 mod ports;
 mod postgres;
 mod redis;

@@ -1,0 +1,121 @@
+//! The warm pool: instances started ahead of demand, owned by nobody and listed to no user, that
+//! a create claims and makes its own in milliseconds instead of waiting for a server's first
+//! start. Sizes are per engine version (`pool` in the catalogue); the leader refills in the
+//! background after each claim and at every reconciler pass.
+
+use super::{Caller, Instance, NewInstance, ProvisionError, Provisioner, SYSTEM_ACTOR};
+use crate::engines;
+use crate::model::{EventKind, MemoryMb, Status};
+use crate::secrets::Secret;
+use crate::store::{InstanceRecord, StoreError};
+
+impl Provisioner {
+    /// Claims a pool member of the request's engine and version for `caller`, if there is one,
+    /// and makes it theirs: a fresh password (the pool's stops working), their memory cap and
+    /// database. A member that cannot be made theirs is removed, and the create goes on without
+    /// the pool (`None`).
+    pub(super) async fn claim_from_pool(
+        &self,
+        caller: &Caller,
+        request: &NewInstance,
+        version: &str,
+        memory: MemoryMb,
+    ) -> Result<Option<Instance>, ProvisionError> {
+        let name = request.name.as_ref().map(|n| n.as_str());
+        let claimed = self.store.claim_pool_member(request.engine, version, caller.user_id, name).await;
+        self.pool_wanted.notify_one();
+        let record = match claimed {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ok(None),
+            Err(StoreError::NameTaken) => return Err(ProvisionError::NameTaken(name.unwrap_or_default().to_string())),
+            Err(other) => return Err(other.into()),
+        };
+        tracing::Span::current().record("instance_id", tracing::field::display(&record.id));
+        let _busy = self.mark_busy(&record.id);
+        match self.make_own(caller, record.clone(), request, memory).await {
+            Ok(instance) => Ok(Some(instance)),
+            Err(error) => {
+                tracing::warn!(instance_id = %record.id, error = %error, "a claimed pool member could not be handed over; removing it");
+                if let Err(error) = self.remove_everything(&record.id).await {
+                    tracing::error!(instance_id = %record.id, error = %error, "could not remove it either; the reconciler will");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    async fn make_own(
+        &self,
+        caller: &Caller,
+        mut record: InstanceRecord,
+        request: &NewInstance,
+        memory: MemoryMb,
+    ) -> Result<Instance, ProvisionError> {
+        let host = self.probe_host();
+        let refused = |what: &str, reason: String| ProvisionError::ServerRefused(format!("{what}: {reason}"));
+        let pool_password = self.password_of(&record)?;
+        let password = Secret::generate_password();
+        engines::rotate_password(record.engine, &self.endpoint(&record, &host, &pool_password), &password)
+            .await
+            .map_err(|e| refused("new password", e))?;
+        self.store.set_password(&record.id, &self.key.encrypt(&password)).await?;
+        if memory != record.memory_mb {
+            self.runtime.set_memory(&self.container_name(&record.id), memory.bytes()).await?;
+            engines::apply_memory(record.engine, &self.endpoint(&record, &host, &password), memory)
+                .await
+                .map_err(|e| refused("memory limit", e))?;
+            self.store.set_memory(&record.id, memory).await?;
+            record.memory_mb = memory;
+        }
+        if let Some(database) = &request.database
+            && record.database.as_deref() != Some(database.as_str())
+        {
+            engines::create_database(record.engine, &self.endpoint(&record, &host, &password), database)
+                .await
+                .map_err(|e| refused("database", e))?;
+            self.store.set_database(&record.id, database.as_str()).await?;
+            record.database = Some(database.as_str().to_string());
+        }
+        // The configuration file follows the password and the limit, for the server's next start.
+        self.write_config_file(&record, &password).await?;
+        self.store.add_event(&record.id, EventKind::Created, &caller.name, Some("claimed from the warm pool")).await?;
+        self.store.add_event(&record.id, EventKind::Ready, SYSTEM_ACTOR, None).await?;
+        tracing::info!(instance_id = %record.id, "instance claimed from the warm pool");
+        Ok(Instance { record, password, host: self.config.advertise_host.clone() })
+    }
+
+    /// Starts the members each version's pool lacks, one at a time, so a refill never competes
+    /// with users' creates for more than one server's start at once.
+    pub(super) async fn fill_pool(&self) {
+        let members = match self.store.pool_members().await {
+            Ok(members) => members,
+            Err(error) => return tracing::warn!(error = %error, "cannot read the warm pool"),
+        };
+        for (engine, catalogue) in self.config.catalogue.engines() {
+            for (version, spec) in &catalogue.versions {
+                let alive = |m: &&InstanceRecord| {
+                    m.engine == engine
+                        && &m.version == version
+                        && matches!(m.status, Status::Provisioning | Status::Running)
+                };
+                let have = members.iter().filter(alive).count();
+                for _ in have..spec.pool as usize {
+                    let Ok(version_name) = version.parse() else { break };
+                    let request = NewInstance { version: Some(version_name), ..NewInstance::of(engine) };
+                    let this = self.clone();
+                    // Through the task tracker, so a shutdown waits for a member half started.
+                    let started = self.tasks.spawn(async move { this.create_in_task(None, request).await }).await;
+                    if let Ok(Err(error)) = started {
+                        tracing::warn!(%engine, version, error = %error, "could not start a warm-pool member");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The warm pool's members, for admins.
+    pub async fn pool(&self) -> Result<Vec<InstanceRecord>, ProvisionError> {
+        Ok(self.store.pool_members().await?)
+    }
+}
