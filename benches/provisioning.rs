@@ -77,8 +77,43 @@ async fn main() {
 
     drop(dbroker);
     cleanup(&prefix).await;
+
+    // The same creates served from a warm pool of 2 per engine, on a dbroker of its own.
+    let pool_dir = tempfile::tempdir().expect("a temporary data directory");
+    let pool_config = pool_dir.path().join("pool.toml");
+    std::fs::write(&pool_config, POOL_CATALOGUE).unwrap();
+    let pooled = Dbroker::start_with(pool_dir.path(), &prefix, &pool_config, "30");
+    pooled.wait_until_up().await;
+    for engine in ["redis", "postgres", "mysql"] {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            pooled.wait_for_pool(pool_dir.path(), engine, 2).await;
+            let started = Instant::now();
+            let instance = pooled.create(json!({"engine": engine})).await;
+            login_and_query(engine, &instance).await;
+            times.push(started.elapsed());
+            pooled.delete(&instance).await;
+        }
+        eprintln!("{engine} from the pool: time to ready {}", summary(&times));
+        report.time_to_ready.push((format!("{engine}, warm pool"), times));
+    }
+    drop(pooled);
+    cleanup(&prefix).await;
     report.write(runs);
 }
+
+/// The offline catalogue with a warm pool of 2 for every engine.
+const POOL_CATALOGUE: &str = r#"
+[engines.mysql]
+default_version = "10.11"
+versions = { "10.11" = { image = "dbroker-local/mysql:10.11", flavor = "mariadb", pool = 2 } }
+[engines.redis]
+default_version = "7.0"
+versions = { "7.0" = { image = "dbroker-local/redis:7.0", pool = 2 } }
+[engines.postgres]
+default_version = "15"
+versions = { "15" = { image = "dbroker-local/postgres:15", pool = 2 } }
+"#;
 
 /// The dbroker under test, a process of its own.
 struct Dbroker {
@@ -89,17 +124,23 @@ struct Dbroker {
 
 impl Dbroker {
     fn start(data_dir: &Path, prefix: &str) -> Dbroker {
+        let config = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.offline.toml"));
+        // The 1,000 records have no containers: no repair pass may run during the bench.
+        Self::start_with(data_dir, prefix, config, "86400")
+    }
+
+    fn start_with(data_dir: &Path, prefix: &str, config: &Path, reconcile_interval: &str) -> Dbroker {
         let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.offline.toml");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_dbroker"))
-            .args(["serve", "--config", config])
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
             .env("DBROKER_LISTEN", listen.to_string())
             .env("DBROKER_DATA_DIR", data_dir)
             .env("DBROKER_DEMO_USERS", USER)
             .env("DBROKER_INSTANCE_PREFIX", prefix)
             .env("DBROKER_PORT_RANGE", "31000-31999")
-            // The 1,000 records have no containers: no repair pass may run during the bench.
-            .env("DBROKER_RECONCILE_INTERVAL", "86400")
+            .env("DBROKER_RECONCILE_INTERVAL", reconcile_interval)
             .env("RUST_LOG", "warn")
             .stderr(Stdio::inherit())
             .spawn()
@@ -137,6 +178,24 @@ impl Dbroker {
             .send()
             .await
             .unwrap();
+    }
+
+    /// Waits until the warm pool holds `count` running members of `engine`.
+    async fn wait_for_pool(&self, data_dir: &Path, engine: &str, count: usize) {
+        let store = dbroker::store::Store::open(data_dir).await.unwrap();
+        let end = Instant::now() + Duration::from_secs(120);
+        loop {
+            let members = store.pool_members().await.unwrap();
+            let running = members
+                .iter()
+                .filter(|m| m.engine.as_str() == engine && m.status == dbroker::model::Status::Running)
+                .count();
+            if running >= count {
+                return;
+            }
+            assert!(Instant::now() < end, "the pool did not fill");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// dbroker's resident set size, in KiB.
