@@ -31,7 +31,9 @@ pub struct Launch {
     pub config_file: Option<ConfigFile>,
 }
 
-/// A file in the instance's container, written by dbroker from the instance's record.
+/// A file in the instance's container, written by dbroker from the instance's record before the
+/// server's first start. The server keeps it up to date itself afterwards (Redis's
+/// `CONFIG REWRITE`), so its directory and the file are writable by the server's user.
 pub struct ConfigFile {
     pub dir: &'static str,
     pub name: &'static str,

@@ -19,12 +19,15 @@ const MAXMEMORY_PERCENT: u32 = 75;
 /// The configuration file. The password and memory limit live in a file that dbroker rewrites on
 /// rotate and resize, not in the container's arguments, which cannot change: a restart by
 /// Docker's policy must not bring an old password back. (It also keeps the password out of
-/// `docker inspect`.) It sits in the container's own filesystem, not the volume: Docker writes a
-/// file into a created container's volume only once it has started. `spec_for` writes it again
-/// whenever a container is recreated. World-readable inside the container, where only Redis runs,
-/// because its owner's uid differs from image to image.
-pub const CONFIG_DIR: &str = "/etc";
-pub const CONFIG_FILE: &str = "dbroker-redis.conf";
+/// `docker inspect`.) dbroker writes it before the first start; after that Redis rewrites it
+/// itself (`CONFIG REWRITE`) whenever dbroker changes a setting live, which takes a millisecond
+/// where a write through Docker takes fifty. It sits in the container's own filesystem, not the
+/// volume: Docker writes into a created container's volume only once it has started; `spec_for`
+/// writes it again whenever a container is recreated. Its directory is writable by everyone in
+/// the container (where only Redis runs), because the redis user's uid differs from image to
+/// image, and `CONFIG REWRITE` replaces the file through a temporary one beside it.
+pub const CONFIG_DIR: &str = "/etc/dbroker";
+pub const CONFIG_FILE: &str = "redis.conf";
 
 pub fn launch(settings: &Settings) -> Launch {
     let contents = format!(
@@ -69,7 +72,7 @@ pub async fn probe(host: &str, port: u16, password: &Secret) -> Result<(), Strin
     if pong == "PONG" { Ok(()) } else { Err(format!("PING answered {pong:?}")) }
 }
 
-/// The running server takes the new password at once (the file follows, for its next start).
+/// The running server takes the new password at once, and writes it to its file for its next start.
 pub async fn rotate_password(host: &str, port: u16, old: &Secret, new: &Secret) -> Result<(), String> {
     config_set(host, port, old, "requirepass", new.expose()).await
 }
@@ -78,7 +81,10 @@ pub async fn apply_memory(host: &str, port: u16, password: &Secret, memory: Memo
     config_set(host, port, password, "maxmemory", &format!("{}mb", maxmemory_mb(memory))).await
 }
 
+/// `CONFIG SET` then `CONFIG REWRITE`, on one connection: the connection stays authenticated
+/// after a new `requirepass`, so the rewrite goes through.
 async fn config_set(host: &str, port: u16, password: &Secret, key: &str, value: &str) -> Result<(), String> {
     let mut conn = connect(host, port, password).await?;
-    redis::cmd("CONFIG").arg("SET").arg(key).arg(value).query_async::<()>(&mut conn).await.map_err(|e| e.to_string())
+    redis::cmd("CONFIG").arg("SET").arg(key).arg(value).query_async::<()>(&mut conn).await.map_err(|e| e.to_string())?;
+    redis::cmd("CONFIG").arg("REWRITE").query_async::<()>(&mut conn).await.map_err(|e| format!("CONFIG REWRITE: {e}"))
 }

@@ -56,7 +56,8 @@ impl Provisioner {
     }
 
     /// Changes the memory cap in place: the container's limit, and the server's own limit where
-    /// the engine keeps one (Redis's `maxmemory`), live if it runs and in its file for later.
+    /// the engine keeps one (Redis's `maxmemory`): told to the server if it runs (which keeps it
+    /// for its next start), else written to its configuration file.
     #[tracing::instrument(skip_all, fields(instance_id = %id))]
     pub async fn resize(&self, caller: &Caller, id: &InstanceId, memory: MemoryMb) -> Result<Instance, ProvisionError> {
         let record = self.owned(caller.user_id, id).await?;
@@ -77,8 +78,9 @@ impl Provisioner {
             engines::apply_memory(record.engine, &self.endpoint(&record, &host, &password), memory).await.map_err(
                 |reason| ProvisionError::ServerRefused(format!("the server did not take the new limit: {reason}")),
             )?;
+        } else {
+            self.write_config_file(&resized, &password).await?;
         }
-        self.write_config_file(&resized, &password).await?;
         if !growing {
             self.runtime.set_memory(&container, memory.bytes()).await?;
         }
@@ -102,7 +104,6 @@ impl Provisioner {
             |reason| ProvisionError::ServerRefused(format!("the server did not take the new password: {reason}")),
         )?;
         self.store.set_password(id, &self.key.encrypt(&new)).await?;
-        self.write_config_file(&record, &new).await?;
         self.store.add_event(id, EventKind::Rotated, &caller.name, None).await?;
         self.get(caller.user_id, id).await
     }
@@ -120,7 +121,7 @@ impl Provisioner {
         Ok(self.store.events(id).await?)
     }
 
-    /// Rewrites the engine's configuration file in the data volume from the record, for the
+    /// Rewrites the engine's configuration file in a stopped container from the record, for the
     /// server's next start (engines without one have nothing to write).
     pub(super) async fn write_config_file(
         &self,

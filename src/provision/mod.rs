@@ -235,7 +235,9 @@ impl Provisioner {
                 dir: file.dir.to_string(),
                 name: file.name.to_string(),
                 contents: file.contents.into_bytes(),
-                mode: 0o644,
+                // The server rewrites it (see `engines::ConfigFile`).
+                mode: 0o666,
+                dir_mode: Some(0o777),
             })
             .collect();
         ContainerSpec {

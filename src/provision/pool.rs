@@ -76,8 +76,6 @@ impl Provisioner {
             self.store.set_database(&record.id, database.as_str()).await?;
             record.database = Some(database.as_str().to_string());
         }
-        // The configuration file follows the password and the limit, for the server's next start.
-        self.write_config_file(&record, &password).await?;
         self.store.add_event(&record.id, EventKind::Created, &caller.name, Some("claimed from the warm pool")).await?;
         self.store.add_event(&record.id, EventKind::Ready, SYSTEM_ACTOR, None).await?;
         tracing::info!(instance_id = %record.id, "instance claimed from the warm pool");

@@ -417,7 +417,7 @@ impl Provisioner {
                 file.and_then(|f| {
                     String::from_utf8_lossy(&f)
                         .lines()
-                        .find_map(|l| l.strip_prefix("requirepass ").map(|p| p.trim().to_string()))
+                        .find_map(|l| l.strip_prefix("requirepass ").map(|p| p.trim().trim_matches('"').to_string()))
                 })
             }
         }
