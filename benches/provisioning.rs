@@ -251,8 +251,44 @@ impl Dbroker {
         own
     }
 
-    /// `READ_CONNECTIONS` clients asking for `path` as fast as they can for `READ_DURATION`.
+    /// `READ_CONNECTIONS` connections asking for `path` as fast as they can for `READ_DURATION`:
+    /// with `wrk` if it is installed (a C load generator, which leaves dbroker most of the two
+    /// cores), else with this program's own client.
     async fn load(&self, path: String) -> ReadResult {
+        match self.load_with_wrk(&path) {
+            Some(result) => result,
+            None => self.load_in_process(path).await,
+        }
+    }
+
+    fn load_with_wrk(&self, path: &str) -> Option<ReadResult> {
+        let output = std::process::Command::new("wrk")
+            .args(["-t2", &format!("-c{READ_CONNECTIONS}"), &format!("-d{}s", READ_DURATION.as_secs()), "--latency"])
+            .args(["-H", &format!("Authorization: {USER}"), &format!("{}{path}", self.base)])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let field =
+            |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()));
+        let duration = |value: String| -> Option<Duration> {
+            let (number, scale) = if let Some(us) = value.strip_suffix("us") {
+                (us, 1e-6)
+            } else if let Some(ms) = value.strip_suffix("ms") {
+                (ms, 1e-3)
+            } else {
+                (value.strip_suffix('s')?, 1.0)
+            };
+            Some(Duration::from_secs_f64(number.parse::<f64>().ok()? * scale))
+        };
+        Some(ReadResult {
+            requests_per_second: field("Requests/sec:")?.parse().ok()?,
+            p50: duration(field("50%")?)?,
+            p99: duration(field("99%")?)?,
+            client: "wrk",
+        })
+    }
+
+    async fn load_in_process(&self, path: String) -> ReadResult {
         let url = Arc::new(format!("{}{path}", self.base));
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..READ_CONNECTIONS)
@@ -282,6 +318,7 @@ impl Dbroker {
             requests_per_second: latencies.len() as f64 / READ_DURATION.as_secs_f64(),
             p50: percentile(&latencies, 50.0),
             p99: percentile(&latencies, 99.0),
+            client: "in-process reqwest",
         }
     }
 }
@@ -370,6 +407,8 @@ struct ReadResult {
     requests_per_second: f64,
     p50: Duration,
     p99: Duration,
+    /// What generated the load.
+    client: &'static str,
 }
 
 #[derive(Default)]
@@ -413,7 +452,8 @@ impl Report {
         let mut json_reads = serde_json::Map::new();
         for (route, r) in &self.reads {
             md.push_str(&format!(
-                "| {route}, {READ_CONNECTIONS} connections | {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms |\n",
+                "| {route}, {READ_CONNECTIONS} connections ({}) | {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms |\n",
+                r.client,
                 r.requests_per_second,
                 r.p50.as_secs_f64() * 1e3,
                 r.p99.as_secs_f64() * 1e3

@@ -48,7 +48,7 @@ impl App {
         let config = Arc::new(config);
         let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone())
             .context("cannot claim a process lock in the data directory")?;
-        Ok(App { listener, state: AppState { provisioner, store, config } })
+        Ok(App { listener, state: AppState { provisioner, store, config, auth_cache: Default::default() } })
     }
 
     /// The port the API listens on (useful with `--listen 127.0.0.1:0`).

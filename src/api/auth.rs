@@ -1,12 +1,45 @@
 //! Who is calling: `Authorization: Bearer TOKEN`, or the bare token as the old tool's clients send it.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::{ApiError, AppState};
 use crate::provision::Caller;
+use crate::secrets::hash_token;
 use crate::store::User;
+
+/// How long a known token is taken on trust before the store is asked again. Every request used
+/// to cost a store query for its token, half of all the store work on the read path; a removed
+/// user's token keeps working for at most this long.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Tokens past this many are forgotten all at once: a bound on memory, not an eviction policy.
+const AUTH_CACHE_MAX: usize = 10_000;
+
+/// Known tokens (by hash, never the tokens themselves) and their users. Unknown tokens are not
+/// cached, so a flood of made-up tokens cannot fill it.
+#[derive(Default)]
+pub struct AuthCache(Mutex<HashMap<String, (User, Instant)>>);
+
+impl AuthCache {
+    fn get(&self, token_hash: &str) -> Option<User> {
+        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(token_hash).filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL).map(|(user, _)| user.clone())
+    }
+
+    fn put(&self, token_hash: String, user: User) {
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= AUTH_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(token_hash, (user, Instant::now()));
+    }
+}
 
 /// The authenticated caller. A handler that takes it cannot run without a known token.
 pub struct CurrentUser(pub User);
@@ -31,12 +64,17 @@ impl FromRequestParts<AppState> for CurrentUser {
         if token.is_empty() {
             return Err(ApiError::Unauthorized("the Authorization header holds no token"));
         }
+        let token_hash = hash_token(token);
+        if let Some(user) = state.auth_cache.get(&token_hash) {
+            return Ok(CurrentUser(user));
+        }
         let user = state
             .store
-            .user_by_token(token)
+            .user_by_token_hash(&token_hash)
             .await
             .map_err(|e| ApiError::Internal(e.into()))?
             .ok_or(ApiError::Unauthorized("unknown token"))?;
+        state.auth_cache.put(token_hash, user.clone());
         Ok(CurrentUser(user))
     }
 }

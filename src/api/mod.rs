@@ -30,6 +30,7 @@ pub struct AppState {
     pub provisioner: Provisioner,
     pub store: Store,
     pub config: std::sync::Arc<crate::config::Config>,
+    pub auth_cache: std::sync::Arc<auth::AuthCache>,
 }
 
 pub fn router(state: AppState) -> Router {

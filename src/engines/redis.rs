@@ -85,6 +85,12 @@ pub async fn apply_memory(host: &str, port: u16, password: &Secret, memory: Memo
 /// after a new `requirepass`, so the rewrite goes through.
 async fn config_set(host: &str, port: u16, password: &Secret, key: &str, value: &str) -> Result<(), String> {
     let mut conn = connect(host, port, password).await?;
-    redis::cmd("CONFIG").arg("SET").arg(key).arg(value).query_async::<()>(&mut conn).await.map_err(|e| e.to_string())?;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(key)
+        .arg(value)
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
     redis::cmd("CONFIG").arg("REWRITE").query_async::<()>(&mut conn).await.map_err(|e| format!("CONFIG REWRITE: {e}"))
 }

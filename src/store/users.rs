@@ -45,10 +45,10 @@ impl Store {
         Ok(())
     }
 
-    /// The user a bearer token belongs to, if any.
-    pub async fn user_by_token(&self, token: &str) -> Result<Option<User>, StoreError> {
+    /// The user whose token has this hash (see `secrets::hash_token`), if any.
+    pub async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>, StoreError> {
         let row = sqlx::query("SELECT id, name, is_admin, created_at FROM users WHERE token_hash = ?")
-            .bind(hash_token(token))
+            .bind(token_hash)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| user_from_row(&r)))
