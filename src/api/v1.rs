@@ -158,7 +158,12 @@ async fn list_instances(
     let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
     let instances = state.provisioner.list(user.0.id, query.engine).await?;
     let views: Vec<InstanceView> = instances.into_iter().map(InstanceView::from).collect();
-    Ok(axum::Json(serde_json::json!({ "instances": views })).into_response())
+    // A struct, not `json!`: no intermediate `Value` tree on the busiest route.
+    #[derive(Serialize)]
+    struct Instances {
+        instances: Vec<InstanceView>,
+    }
+    Ok(axum::Json(Instances { instances: views }).into_response())
 }
 
 async fn get_instance(
