@@ -37,9 +37,7 @@ async fn main() {
     let prefix = format!("dbroker-bench-{}", std::process::id());
     let dbroker = Dbroker::start(data_dir.path(), &prefix);
     dbroker.wait_until_up().await;
-    let mut report = Report::default();
-
-    report.memory_idle_kib = dbroker.rss_kib();
+    let mut report = Report { memory_idle_kib: dbroker.rss_kib(), ..Report::default() };
     for engine in ["redis", "postgres", "mysql"] {
         let mut times = Vec::new();
         for _ in 0..runs {
