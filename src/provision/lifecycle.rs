@@ -31,27 +31,33 @@ impl Provisioner {
     }
 
     /// Starts a stopped instance and returns once it accepts its credentials again.
-    #[tracing::instrument(skip_all, fields(instance_id = %id))]
     pub async fn start(&self, caller: &Caller, id: &InstanceId) -> Result<Instance, ProvisionError> {
-        let record = self.owned(caller.user_id, id).await?;
-        let _busy = self.claim_busy(&record)?;
-        require_status(&record, &[Status::Stopped, Status::Exited, Status::Running], "start")?;
-        self.runtime.start(&self.container_name(id)).await?;
-        self.wait_until_ready(&record).await?;
-        self.store.set_status(id, Status::Running).await?;
-        self.store.add_event(id, EventKind::Started, &caller.name, None).await?;
-        self.get(caller.user_id, id).await
+        self.start_server(caller, id, EventKind::Started).await
     }
 
-    #[tracing::instrument(skip_all, fields(instance_id = %id))]
+    /// Restarts the server and returns once it accepts its credentials again.
     pub async fn restart(&self, caller: &Caller, id: &InstanceId) -> Result<Instance, ProvisionError> {
+        self.start_server(caller, id, EventKind::Restarted).await
+    }
+
+    #[tracing::instrument(skip_all, fields(instance_id = %id, action = kind.as_str()))]
+    async fn start_server(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        kind: EventKind,
+    ) -> Result<Instance, ProvisionError> {
         let record = self.owned(caller.user_id, id).await?;
         let _busy = self.claim_busy(&record)?;
-        require_status(&record, &[Status::Running, Status::Exited, Status::Stopped], "restart")?;
-        self.runtime.restart(&self.container_name(id)).await?;
+        require_status(&record, &[Status::Running, Status::Exited, Status::Stopped], "start")?;
+        let container = self.container_name(id);
+        match kind {
+            EventKind::Restarted => self.runtime.restart(&container).await?,
+            _ => self.runtime.start(&container).await?,
+        }
         self.wait_until_ready(&record).await?;
         self.store.set_status(id, Status::Running).await?;
-        self.store.add_event(id, EventKind::Restarted, &caller.name, None).await?;
+        self.store.add_event(id, kind, &caller.name, None).await?;
         self.get(caller.user_id, id).await
     }
 

@@ -11,7 +11,7 @@ use sqlx::{Connection, Row};
 
 use crate::helpers::{
     ALICE, BOB, DockerProxy, PrefixGuard, TestApp, docker, image, mysql_connect, port_and_password, redis_connect,
-    unique_name, wait_until,
+    unique_name, wait_until, write_mysql_row,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -51,11 +51,7 @@ async fn a_mysql_container_removed_behind_dbrokers_back_comes_back_with_its_rows
     let app = TestApp::spawn().await;
     let instance = app.create(ALICE, json!({"engine": "mysql", "charset": "latin1"})).await;
     let (port, password) = port_and_password(&instance);
-    let mut conn = mysql_connect(port, "root", &password).await.unwrap();
-    sqlx::query("CREATE DATABASE keep").execute(&mut conn).await.unwrap();
-    sqlx::query("CREATE TABLE keep.t (v TEXT)").execute(&mut conn).await.unwrap();
-    sqlx::query("INSERT INTO keep.t VALUES ('row')").execute(&mut conn).await.unwrap();
-    conn.close().await.ok();
+    write_mysql_row(port, &password).await;
 
     remove_behind_dbrokers_back(&app.container_of(&instance)).await;
 

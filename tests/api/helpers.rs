@@ -427,3 +427,21 @@ pub async fn kill_server_process(container: &str) {
     let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
     assert!(status.success(), "kill -KILL {pid}");
 }
+
+/// A container's memory cap in bytes, as Docker holds it; checks on the way that swap is off
+/// (memory-swap equal to memory), as for every instance.
+pub async fn memory_cap(container: &str) -> Option<i64> {
+    let inspect = docker().await.inspect_container(container, None::<InspectContainerOptions>).await.unwrap();
+    let host = inspect.host_config.unwrap_or_default();
+    assert_eq!(host.memory_swap, host.memory, "swap is off");
+    host.memory
+}
+
+/// Writes a row into a new database of a MySQL instance, to find it again after some ordeal.
+pub async fn write_mysql_row(port: u16, password: &str) {
+    let mut conn = mysql_connect(port, "root", password).await.unwrap();
+    for statement in ["CREATE DATABASE keep", "CREATE TABLE keep.t (v TEXT)", "INSERT INTO keep.t VALUES ('row')"] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    sqlx::Connection::close(conn).await.ok();
+}

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use bollard::query_parameters::{InspectContainerOptions, RestartContainerOptions};
+use bollard::query_parameters::RestartContainerOptions;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 
 use crate::helpers::{
-    ALICE, BOB, TestApp, docker, kill_server_process, mysql_connect, port_and_password, redis_connect, wait_until,
+    ALICE, BOB, TestApp, docker, kill_server_process, memory_cap, mysql_connect, port_and_password, redis_connect,
+    wait_until, write_mysql_row,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -58,11 +59,7 @@ async fn restart_keeps_a_mysql_row_and_returns_once_ready() {
     let app = TestApp::spawn().await;
     let instance = app.create(ALICE, json!({"engine": "mysql"})).await;
     let (port, password) = port_and_password(&instance);
-    let mut conn = mysql_connect(port, "root", &password).await.unwrap();
-    sqlx::query("CREATE DATABASE keep").execute(&mut conn).await.unwrap();
-    sqlx::query("CREATE TABLE keep.t (v TEXT)").execute(&mut conn).await.unwrap();
-    sqlx::query("INSERT INTO keep.t VALUES ('row')").execute(&mut conn).await.unwrap();
-    conn.close().await.ok();
+    write_mysql_row(port, &password).await;
 
     let restarted = action(&app, &instance, "restart").await;
 
@@ -90,15 +87,7 @@ async fn resize_changes_the_container_cap_and_redis_maxmemory_in_place_and_keeps
     assert_eq!(too_small, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(unknown_field, StatusCode::UNPROCESSABLE_ENTITY);
     let container = app.container_of(&instance);
-    let host = docker()
-        .await
-        .inspect_container(&container, None::<InspectContainerOptions>)
-        .await
-        .unwrap()
-        .host_config
-        .unwrap();
-    assert_eq!(host.memory, Some(128 * 1024 * 1024));
-    assert_eq!(host.memory_swap, Some(128 * 1024 * 1024));
+    assert_eq!(memory_cap(&container).await, Some(128 * 1024 * 1024));
     let maxmemory = |port: u16, password: String| async move {
         let mut conn = redis_connect(port, &password).await.unwrap();
         let (_, value): (String, u64) =
@@ -209,4 +198,24 @@ async fn a_killed_server_shows_as_exited_with_its_exit_code_and_comes_back_with_
     let exited = events.iter().find(|e| e["kind"] == "exited").unwrap();
     assert!(exited["detail"].as_str().unwrap().contains("137"), "SIGKILL's exit code: {exited}");
     assert_eq!(redis_get(port, &password, "k").await.as_deref(), Some("kept"));
+}
+
+#[tokio::test]
+async fn a_stopped_redis_resized_starts_with_the_new_maxmemory() {
+    let app = TestApp::spawn().await;
+    let instance = app.create(ALICE, json!({"engine": "redis", "memory_mb": 64})).await;
+    let (port, password) = port_and_password(&instance);
+    action(&app, &instance, "stop").await;
+
+    let (status, body) = app
+        .patch(&format!("/v1/instances/{}", instance["id"].as_str().unwrap()), ALICE, json!({"memory_mb": 200}))
+        .await;
+    action(&app, &instance, "start").await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(memory_cap(&app.container_of(&instance)).await, Some(200 * 1024 * 1024));
+    let mut conn = redis_connect(port, &password).await.expect("the same password after the restart");
+    let (_, maxmemory): (String, u64) =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory").query_async(&mut conn).await.unwrap();
+    assert_eq!(maxmemory, 150 * 1024 * 1024, "75% of the new cap, from the rewritten file");
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bollard::query_parameters::{InspectContainerOptions, RestartContainerOptions};
+use bollard::query_parameters::RestartContainerOptions;
 use dbroker::config::{Catalogue, FileConfig};
 use dbroker::model::Engine;
 use dbroker::secrets::MasterKey;
@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions, Connection};
 
-use crate::helpers::{ALICE, BOB, TestApp, docker, image, port_and_password, redis_connect, wait_until};
+use crate::helpers::{ALICE, BOB, TestApp, docker, image, memory_cap, port_and_password, redis_connect, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -90,14 +90,7 @@ async fn a_redis_instance_from_the_pool_has_its_own_password_and_memory_cap_and_
         "claimed from the warm pool"
     );
     let container = app.container_of(&first);
-    let host = docker()
-        .await
-        .inspect_container(&container, None::<InspectContainerOptions>)
-        .await
-        .unwrap()
-        .host_config
-        .unwrap();
-    assert_eq!(host.memory, Some(64 * 1024 * 1024), "the requested cap, not the pool's");
+    assert_eq!(memory_cap(&container).await, Some(64 * 1024 * 1024), "the requested cap, not the pool's");
 
     let mut conn = redis_connect(port, &password).await.unwrap();
     let _: () = redis::cmd("SET").arg("k").arg("mine").query_async(&mut conn).await.unwrap();
