@@ -11,7 +11,6 @@ use crate::engines::{self, Endpoint};
 use crate::model::{Engine, EventKind, InstanceId, MemoryMb, Status};
 use crate::runtime::{ContainerState, RuntimeError};
 use crate::secrets::{Secret, redact};
-
 use crate::store::{InstanceRecord, NewInstanceRecord, StoreError};
 
 /// How often readiness is polled. Each poll is a real login, which a server that is not listening
@@ -110,7 +109,7 @@ impl Provisioner {
         match self.start_and_wait(&record, &password).await {
             Ok(port) => {
                 self.store.set_status(&id, Status::Running).await?;
-                self.store.add_event(&id, EventKind::Ready, "dbroker", None).await?;
+                self.store.add_event(&id, EventKind::Ready, super::SYSTEM_ACTOR, None).await?;
                 tracing::info!(port, "instance ready");
                 let record = InstanceRecord { status: Status::Running, port: Some(port), claimed_by: None, ..record };
                 Ok(Instance { record, password, host: self.config.advertise_host.clone() })
@@ -261,7 +260,7 @@ impl Provisioner {
             return;
         }
         let done = async {
-            self.store.add_event(id, EventKind::Failed, "dbroker", Some(reason)).await?;
+            self.store.add_event(id, EventKind::Failed, super::SYSTEM_ACTOR, Some(reason)).await?;
             self.store.delete_instance(id).await
         };
         if let Err(error) = done.await {

@@ -268,20 +268,23 @@ impl Provisioner {
         {
             return Ok(());
         }
-        let entry = Quarantined {
-            container: container.name.clone(),
-            instance_id: container.labels.get(LABEL_INSTANCE).cloned().unwrap_or_default(),
-            engine: container.labels.get(LABEL_ENGINE).cloned(),
-            owner_label: container.labels.get(LABEL_OWNER).cloned(),
-            found_at: String::new(),
-        };
         if container.state == "running" || container.state == "restarting" {
             match self.runtime.stop(&container.name).await {
                 Err(crate::runtime::RuntimeError::NotFound) => return Ok(()),
                 other => other?,
             }
         }
-        if self.store.quarantine(&entry).await? {
+        let label = |name: &str| container.labels.get(name).map(String::as_str);
+        let found = self
+            .store
+            .quarantine(
+                &container.name,
+                label(LABEL_INSTANCE).unwrap_or_default(),
+                label(LABEL_ENGINE),
+                label(LABEL_OWNER),
+            )
+            .await?;
+        if found {
             tracing::warn!(container = %container.name, "a container with no record was stopped and quarantined for an admin");
             self.stats.count("quarantine");
         }

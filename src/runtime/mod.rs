@@ -461,14 +461,6 @@ impl Runtime {
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
         ignore_not_found(self.docker().await?.remove_volume(name, Some(options)).await)
     }
-
-    /// Names of the volumes that carry `label=value`.
-    pub async fn volumes_labelled(&self, label: &str, value: &str) -> Result<Vec<String>, RuntimeError> {
-        let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
-        let options = bollard::query_parameters::ListVolumesOptionsBuilder::default().filters(&filters).build();
-        let volumes = self.docker().await?.list_volumes(Some(options)).await?;
-        Ok(volumes.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect())
-    }
 }
 
 fn ignore_not_found(result: Result<(), bollard::errors::Error>) -> Result<(), RuntimeError> {

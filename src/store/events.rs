@@ -66,15 +66,21 @@ impl Store {
     }
 
     /// Adds a container to the quarantine; `false` if it was there already.
-    pub async fn quarantine(&self, entry: &Quarantined) -> Result<bool, StoreError> {
+    pub async fn quarantine(
+        &self,
+        container: &str,
+        instance_id: &str,
+        engine: Option<&str>,
+        owner_label: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO quarantine (container, instance_id, engine, owner_label, found_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (container) DO NOTHING",
         )
-        .bind(&entry.container)
-        .bind(&entry.instance_id)
-        .bind(&entry.engine)
-        .bind(&entry.owner_label)
+        .bind(container)
+        .bind(instance_id)
+        .bind(engine)
+        .bind(owner_label)
         .bind(now_rfc3339())
         .execute(&self.pool)
         .await?;
