@@ -49,6 +49,15 @@ impl Provisioner {
     ) -> Result<Instance, ProvisionError> {
         let engine = request.engine;
         let Plan { version, image, memory, pool } = plan(&self.config.catalogue, &request)?;
+        // A started instance of the pool is ready in milliseconds; the pool holds only the
+        // engine's defaults, so a MySQL character set of the user's own needs a fresh one.
+        if let Some(caller) = owner
+            && pool > 0
+            && request.charset.is_none()
+            && let Some(instance) = self.claim_from_pool(caller, &request, &version, memory).await?
+        {
+            return Ok(instance);
+        }
         // Before the record: a missing image is a configuration problem, not an instance to undo;
         // and an engine that does not answer fails the create here, with nothing to undo.
         self.runtime.ensure_image(&image).await.map_err(|e| match e {
@@ -63,15 +72,6 @@ impl Provisioner {
             }
             _ => None,
         };
-        // A started instance of the pool is ready in milliseconds; the pool holds only the
-        // engine's defaults, so a MySQL character set of the user's own needs a fresh one.
-        if let Some(caller) = owner
-            && pool > 0
-            && request.charset.is_none()
-            && let Some(instance) = self.claim_from_pool(caller, &request, &version, memory).await?
-        {
-            return Ok(instance);
-        }
 
         let id = InstanceId::random();
         tracing::Span::current().record("instance_id", tracing::field::display(&id));
