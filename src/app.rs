@@ -15,6 +15,15 @@ use crate::runtime::Runtime;
 use crate::secrets::MasterKey;
 use crate::store::Store;
 
+/// The log filter: `RUST_LOG`, else `info`. bollard logs the bodies of its requests at debug
+/// and trace level, and a container's body holds its password, so bollard never logs below info,
+/// whatever `RUST_LOG` asks.
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive("bollard=info".parse().expect("a valid directive"))
+}
+
 pub struct App {
     listener: TcpListener,
     state: AppState,
@@ -30,8 +39,9 @@ impl App {
         let key = MasterKey::load(config.master_key.as_deref(), &config.data_dir)?;
 
         if !config.demo_users.is_empty() {
+            // Counted, not named: a demo user's name is its token.
             tracing::warn!(
-                users = ?config.demo_users.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+                count = config.demo_users.len(),
                 "demo users enabled: their token is their name. For trials only, never in production"
             );
             for user in &config.demo_users {

@@ -5,14 +5,10 @@ use dbroker::app::App;
 use dbroker::cli::{Cli, Command, UserCommand};
 use dbroker::secrets::generate_token;
 use dbroker::store::{Store, StoreError};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(dbroker::app::log_filter()).with_writer(std::io::stderr).init();
 
     match Cli::parse().command {
         Command::Serve(args) => {

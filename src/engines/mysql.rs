@@ -38,6 +38,8 @@ async fn connect(host: &str, port: u16, password: &Secret) -> Result<MySqlConnec
         .port(port)
         .username(USER)
         .password(password.expose())
+        // sqlx logs statements at debug level, and a rotation's statement holds the new password.
+        .disable_statement_logging()
         .connect()
         .await
         .map_err(|e| e.to_string())

@@ -303,9 +303,7 @@ fn init_test_logging() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().init();
+            tracing_subscriber::fmt().with_env_filter(dbroker::app::log_filter()).with_test_writer().init();
         }
     });
 }

@@ -16,3 +16,4 @@ mod pool;
 mod ports;
 mod postgres;
 mod redis;
+mod secrets_in_logs;
