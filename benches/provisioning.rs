@@ -239,6 +239,7 @@ impl Dbroker {
                     password_enc: &password,
                     claimed_by: "bench",
                     status: dbroker::model::Status::Running,
+                    template_image: None,
                 })
                 .await
                 .unwrap();

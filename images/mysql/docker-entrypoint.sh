@@ -6,7 +6,11 @@ set -eo pipefail
 if [ "${1:0:1}" = '-' ]; then set -- mariadbd "$@"; fi
 if [ "$1" != 'mariadbd' ] && [ "$1" != 'mysqld' ]; then exec "$@"; fi
 shift
+# As the official image, the data directory may be moved with a --datadir argument.
 DATADIR=/var/lib/mysql
+for arg in "$@"; do
+  case "$arg" in --datadir=*) DATADIR=${arg#--datadir=} ;; esac
+done
 SOCKET=/run/mysqld/mysqld.sock
 
 # Quote a value as an SQL string literal: double backslashes and single quotes.
@@ -14,7 +18,7 @@ sql_quote() { local v=${1//\\/\\\\}; printf "'%s'" "${v//\'/\'\'}"; }
 # Quote a name as an SQL identifier.
 sql_ident() { printf '`%s`' "${1//\`/\`\`}"; }
 
-mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld "$DATADIR"
+mkdir -p /run/mysqld "$DATADIR" && chown mysql:mysql /run/mysqld "$DATADIR"
 
 if [ ! -d "$DATADIR/mysql" ]; then
   if [ -z "${MYSQL_ROOT_PASSWORD:-}" ] && [ -z "${MYSQL_ALLOW_EMPTY_PASSWORD:-}" ]; then

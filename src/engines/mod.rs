@@ -21,6 +21,9 @@ pub struct Settings<'a> {
     pub charset: Option<&'a str>,
     pub collation: Option<&'a str>,
     pub database: Option<&'a str>,
+    /// Where the data volume is mounted: the engine's own `data_path`, or, for an instance made
+    /// from a template, `TEMPLATE_DATA_PATH`.
+    pub data_path: &'a str,
 }
 
 /// A container's environment, the arguments after its image, and a configuration file that goes
@@ -76,6 +79,20 @@ pub fn container_port(engine: Engine) -> u16 {
         Engine::Redis => redis::PORT,
         Engine::Postgres => postgres::PORT,
     }
+}
+
+/// Where a data-directory template keeps its data: a path no official image declares a VOLUME
+/// (what lies under one is not committed to an image), and where an instance made from the
+/// template mounts its volume, so that Docker copies the template into the new volume.
+pub const TEMPLATE_DATA_PATH: &str = "/var/lib/dbroker-template";
+
+/// Whether instances may be copies of a data-directory template: only where no copy would share
+/// another's identity or secrets. MariaDB keeps neither in its data directory. Oracle's MySQL
+/// writes a server UUID (`auto.cnf`) and TLS keys there; PostgreSQL's `pg_control` holds a system
+/// identifier that nothing in PostgreSQL 15 or 16 can change (`pg_resetwal` has no option for it):
+/// copies would share them, so those initialise their own. Redis needs no initialisation.
+pub fn uses_templates(engine: Engine, flavor: crate::model::Flavor) -> bool {
+    engine == Engine::Mysql && flavor == crate::model::Flavor::Mariadb
 }
 
 pub fn data_path(engine: Engine) -> &'static str {

@@ -17,6 +17,9 @@ pub fn launch(settings: &Settings) -> Launch {
     // Options after the image are passed to the server by the image's entrypoint, one argument
     // each: a charset never passes through a shell.
     let mut args = Vec::new();
+    if settings.data_path != DATA_PATH {
+        args.push(format!("--datadir={}", settings.data_path));
+    }
     if let Some(charset) = settings.charset {
         args.push(format!("--character-set-server={charset}"));
     }

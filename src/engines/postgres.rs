@@ -12,7 +12,7 @@ pub const PORT: u16 = 5432;
 pub const DATA_PATH: &str = "/var/lib/postgresql/data";
 /// The cluster lives in a subdirectory of the volume, as the official image advises: `initdb`
 /// wants an empty directory, and a volume's root may hold `lost+found`.
-const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+const PGDATA_SUBDIRECTORY: &str = "pgdata";
 pub const USER: &str = "postgres";
 pub const DEFAULT_DATABASE: &str = "app";
 pub const MEMORY: MemoryBounds = MemoryBounds { min: MemoryMb(128), max: MemoryMb(65536), default: MemoryMb(512) };
@@ -22,7 +22,7 @@ pub fn launch(settings: &Settings) -> Launch {
         format!("POSTGRES_PASSWORD={}", settings.password.expose()),
         format!("POSTGRES_USER={USER}"),
         format!("POSTGRES_DB={}", settings.database.unwrap_or(DEFAULT_DATABASE)),
-        format!("PGDATA={PGDATA}"),
+        format!("PGDATA={}/{PGDATA_SUBDIRECTORY}", settings.data_path),
     ];
     Launch { env, args: Vec::new(), config_file: None }
 }

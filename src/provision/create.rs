@@ -5,10 +5,11 @@ use std::collections::HashSet;
 use std::net::{IpAddr, TcpListener};
 use std::time::{Duration, Instant};
 
+use super::templates::Template;
 use super::{Caller, Instance, NewInstance, ProvisionError, Provisioner};
 use crate::config::Catalogue;
 use crate::engines::{self, Endpoint};
-use crate::model::{Engine, EventKind, InstanceId, MemoryMb, Status};
+use crate::model::{Engine, EventKind, Flavor, InstanceId, MemoryMb, Status};
 use crate::runtime::{ContainerState, RuntimeError};
 use crate::secrets::{Secret, redact};
 use crate::store::{InstanceRecord, NewInstanceRecord, StoreError};
@@ -48,7 +49,7 @@ impl Provisioner {
         request: NewInstance,
     ) -> Result<Instance, ProvisionError> {
         let engine = request.engine;
-        let Plan { version, image, memory, pool } = plan(&self.config.catalogue, &request)?;
+        let Plan { version, image, flavor, memory, pool } = plan(&self.config.catalogue, &request)?;
         // A started instance of the pool is ready in milliseconds; the pool holds only the
         // engine's defaults, so a MySQL character set of the user's own needs a fresh one.
         if let Some(caller) = owner
@@ -72,6 +73,7 @@ impl Provisioner {
             }
             _ => None,
         };
+        let template = self.template_for(engine, flavor, &image).await?;
 
         let id = InstanceId::random();
         tracing::Span::current().record("instance_id", tracing::field::display(&id));
@@ -98,6 +100,7 @@ impl Provisioner {
             password_enc: &password_enc,
             claimed_by: self.process.id(),
             status: Status::Provisioning,
+            template_image: template.as_ref().map(|t| t.image_id.as_str()),
         };
         // The record comes first: from here on, no container exists that the store does not know.
         let _busy = self.mark_busy(&id);
@@ -106,7 +109,7 @@ impl Provisioner {
         let detail = owner.is_none().then_some("for the warm pool");
         self.store.add_event(&id, EventKind::Created, actor, detail).await?;
 
-        match self.start_and_wait(&record, &password).await {
+        match self.start_and_wait(&record, &password, template.as_ref()).await {
             Ok(port) => {
                 self.store.set_status(&id, Status::Running).await?;
                 self.store.add_event(&id, EventKind::Ready, super::SYSTEM_ACTOR, None).await?;
@@ -151,14 +154,31 @@ impl Provisioner {
     /// Starts the container and waits until the database is ready. Returns the port it ended on:
     /// if Docker finds the leased port taken after all (another program grabbed it since the
     /// check), the lease moves to another free port and the start is tried again.
-    async fn start_and_wait(&self, record: &InstanceRecord, password: &Secret) -> Result<u16, ProvisionError> {
+    /// An instance made from a template first answers to the template's password: it gets its own
+    /// at once, and its own database.
+    async fn start_and_wait(
+        &self,
+        record: &InstanceRecord,
+        password: &Secret,
+        template: Option<&Template>,
+    ) -> Result<u16, ProvisionError> {
         let mut port = record.port.expect("a record being created holds a port");
         let mut refused = HashSet::new();
         for _ in 0..PORT_RETRIES {
             let spec = self.spec_for(record, password, port);
             match self.runtime.run(&spec).await {
                 Ok(()) => {
-                    self.wait_ready(record, port, password).await?;
+                    let Some(template) = template else {
+                        self.wait_ready(record, port, password).await?;
+                        return Ok(port);
+                    };
+                    // Until it is taken over, the instance has the template's database too.
+                    let as_template = InstanceRecord {
+                        database: record.database.as_ref().map(|_| engines::DEFAULT_POSTGRES_DATABASE.to_string()),
+                        ..record.clone()
+                    };
+                    self.wait_ready(&as_template, port, &template.password).await?;
+                    self.take_over_template(record, port, &template.password, password).await?;
                     return Ok(port);
                 }
                 Err(RuntimeError::PortTaken) => {
@@ -170,6 +190,38 @@ impl Provisioner {
             }
         }
         Err(ProvisionError::Internal(anyhow::anyhow!("Docker refused {PORT_RETRIES} ports in a row")))
+    }
+
+    /// Replaces the template's password with the instance's, and creates the database asked for
+    /// if the template's is another.
+    async fn take_over_template(
+        &self,
+        record: &InstanceRecord,
+        port: u16,
+        template_password: &Secret,
+        password: &Secret,
+    ) -> Result<(), ProvisionError> {
+        let host = self.probe_host();
+        let refused = |what: &str, reason: String| ProvisionError::ServerRefused(format!("{what}: {reason}"));
+        let database = record.database.as_deref();
+        let as_template = Endpoint {
+            host: &host,
+            port,
+            password: template_password,
+            database: Some(engines::DEFAULT_POSTGRES_DATABASE),
+        };
+        engines::rotate_password(record.engine, &as_template, password)
+            .await
+            .map_err(|e| refused("new password", e))?;
+        if let Some(database) = database
+            && database != engines::DEFAULT_POSTGRES_DATABASE
+        {
+            let name =
+                database.parse().map_err(|e: crate::model::Invalid| ProvisionError::Internal(anyhow::anyhow!(e)))?;
+            let own = Endpoint { host: &host, port, password, database: Some(engines::DEFAULT_POSTGRES_DATABASE) };
+            engines::create_database(record.engine, &own, &name).await.map_err(|e| refused("database", e))?;
+        }
+        Ok(())
     }
 
     async fn move_lease(&self, id: &InstanceId, refused: &HashSet<u16>) -> Result<u16, ProvisionError> {
@@ -273,6 +325,7 @@ impl Provisioner {
 struct Plan {
     version: String,
     image: String,
+    flavor: Flavor,
     memory: MemoryMb,
     /// The version's warm pool size.
     pool: u32,
@@ -303,7 +356,7 @@ fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionE
         (None, Some(_)) => return Err(invalid("collation", "a collation needs its charset; give both".into())),
         _ => {}
     }
-    Ok(Plan { version, image: spec.image.clone(), memory, pool: spec.pool })
+    Ok(Plan { version, image: spec.image.clone(), flavor: spec.flavor, memory, pool: spec.pool })
 }
 
 /// The memory cap to use: the one asked for, within the engine's bounds, or the engine's default.

@@ -8,6 +8,7 @@ mod error;
 mod lifecycle;
 mod pool;
 mod reconcile;
+mod templates;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -98,6 +99,8 @@ pub struct Provisioner {
     stats: Arc<ReconcilerStats>,
     /// Wakes the leader to refill the warm pool after a claim.
     pool_wanted: Arc<tokio::sync::Notify>,
+    /// Held while a data-directory template is looked up or built (see `templates`).
+    template_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Marks an instance busy while it lives.
@@ -125,6 +128,7 @@ impl Provisioner {
             busy: Default::default(),
             stats: Default::default(),
             pool_wanted: Default::default(),
+            template_lock: Default::default(),
         })
     }
 
@@ -217,6 +221,12 @@ impl Provisioner {
     /// rotation all build the same thing.
     fn spec_for(&self, record: &InstanceRecord, password: &Secret, host_port: u16) -> ContainerSpec {
         let engine = record.engine;
+        // An instance made from a template runs the template's image with its data where the
+        // template keeps it (see `templates`).
+        let (image, data_path) = match &record.template_image {
+            Some(template) => (template.clone(), engines::TEMPLATE_DATA_PATH),
+            None => (record.image.clone(), engines::data_path(engine)),
+        };
         let launch = engines::launch(
             engine,
             &Settings {
@@ -225,9 +235,9 @@ impl Provisioner {
                 charset: record.charset.as_deref(),
                 collation: record.collation.as_deref(),
                 database: record.database.as_deref(),
+                data_path,
             },
         );
-        let data_path = engines::data_path(engine).to_string();
         let files = launch
             .config_file
             .into_iter()
@@ -242,7 +252,7 @@ impl Provisioner {
             .collect();
         ContainerSpec {
             name: self.container_name(&record.id),
-            image: record.image.clone(),
+            image,
             env: launch.env,
             args: launch.args,
             labels: HashMap::from([
@@ -252,7 +262,7 @@ impl Provisioner {
                 (LABEL_PREFIX.to_string(), self.config.instance_prefix.clone()),
             ]),
             volume: self.volume_name(&record.id),
-            data_path,
+            data_path: data_path.to_string(),
             container_port: engines::container_port(engine),
             publish_ip: self.config.publish_ip,
             host_port,

@@ -464,6 +464,11 @@ impl Provisioner {
                 password_enc: &password_enc,
                 claimed_by: self.process.id(),
                 status: Status::Provisioning,
+                // A container made from a template carries the template image's labels.
+                template_image: details
+                    .labels
+                    .contains_key(super::templates::LABEL_TEMPLATE_OF)
+                    .then_some(details.image.as_str()),
             })
             .await
             .map_err(|e| match e {

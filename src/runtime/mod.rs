@@ -213,6 +213,90 @@ impl Runtime {
         }
     }
 
+    /// An image's id (`sha256:…`) and labels; `None` if the host has no such image.
+    pub async fn image(&self, image: &str) -> Result<Option<(String, HashMap<String, String>)>, RuntimeError> {
+        match self.docker().await?.inspect_image(image).await.map_err(RuntimeError::from) {
+            Ok(inspect) => {
+                Ok(Some((inspect.id.unwrap_or_default(), inspect.config.and_then(|c| c.labels).unwrap_or_default())))
+            }
+            Err(RuntimeError::NotFound) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Starts `image` as a throwaway container `name`, with `container_port` published on a
+    /// loopback port Docker picks, and returns that port: for one-off jobs such as initialising a
+    /// data-directory template. The caller stops and removes it.
+    pub async fn run_throwaway(
+        &self,
+        name: &str,
+        image: &str,
+        env: Vec<String>,
+        args: Vec<String>,
+        container_port: u16,
+    ) -> Result<u16, RuntimeError> {
+        let docker = self.docker().await?;
+        let port_key = format!("{container_port}/tcp");
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            env: Some(env),
+            cmd: (!args.is_empty()).then_some(args),
+            exposed_ports: Some(vec![port_key.clone()]),
+            host_config: Some(HostConfig {
+                port_bindings: Some(HashMap::from([(
+                    port_key,
+                    Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
+                )])),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                pids_limit: Some(PIDS_LIMIT),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        docker.create_container(Some(options), body).await?;
+        docker.start_container(name, None).await?;
+        // The port Docker picked is in the network settings, not in the host config asked for.
+        let inspect = docker.inspect_container(name, None::<InspectContainerOptions>).await?;
+        inspect
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|ports| ports.into_values().flatten().flatten().next())
+            .and_then(|binding| binding.host_port?.parse().ok())
+            .ok_or_else(|| RuntimeError::Refused("no port was published".into()))
+    }
+
+    /// Commits a stopped container as image `reference` with extra labels, keeping the
+    /// environment and command of `source_image` rather than the container's own (which may hold
+    /// a password). Returns the new image's id.
+    pub async fn commit(
+        &self,
+        container: &str,
+        reference: &str,
+        source_image: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<String, RuntimeError> {
+        let docker = self.docker().await?;
+        let source = docker.inspect_image(source_image).await?.config.unwrap_or_default();
+        let mut all_labels = source.labels.unwrap_or_default();
+        all_labels.extend(labels);
+        let config = bollard::models::ContainerConfig {
+            env: source.env,
+            cmd: source.cmd,
+            labels: Some(all_labels),
+            ..Default::default()
+        };
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+            .container(container)
+            .repo(repo)
+            .tag(tag)
+            .pause(false)
+            .build();
+        let committed = docker.commit_container(options, config).await?;
+        Ok(committed.id)
+    }
+
     /// Creates the spec's volume and container without starting it; a container of that name that
     /// exists already is left as it is.
     pub async fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {

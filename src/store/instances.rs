@@ -34,6 +34,8 @@ pub struct InstanceRecord {
     pub username: Option<String>,
     pub password_enc: Vec<u8>,
     pub created_at: String,
+    /// The data-directory template (an image id) the instance was made from, if any.
+    pub template_image: Option<String>,
 }
 
 /// What a create writes before its container exists (status `provisioning`).
@@ -55,6 +57,7 @@ pub struct NewInstanceRecord<'a> {
     pub claimed_by: &'a str,
     /// `provisioning` for a create; `running` for an adopted container.
     pub status: Status,
+    pub template_image: Option<&'a str>,
 }
 
 /// The columns of an instance row, in `record_from_row`'s order. A macro, so queries stay
@@ -62,7 +65,8 @@ pub struct NewInstanceRecord<'a> {
 macro_rules! columns {
     () => {
         "id, owner_id, name, engine, version, image, status, status_reason, exit_code, oom_killed, \
-         claimed_by, memory_mb, charset, collation, database, port, username, password_enc, created_at"
+         claimed_by, memory_mb, charset, collation, database, port, username, password_enc, created_at, \
+         template_image"
     };
 }
 
@@ -72,8 +76,8 @@ impl Store {
     pub async fn insert_instance(&self, new: &NewInstanceRecord<'_>) -> Result<InstanceRecord, StoreError> {
         let row = sqlx::query(concat!(
             "INSERT INTO instances (id, owner_id, name, engine, version, image, status, claimed_by, \
-             memory_mb, charset, collation, database, port, username, password_enc, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
+             memory_mb, charset, collation, database, port, username, password_enc, created_at, template_image) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
             columns!()
         ))
         .bind(new.id.as_str())
@@ -92,6 +96,7 @@ impl Store {
         .bind(new.username)
         .bind(new.password_enc)
         .bind(now_rfc3339())
+        .bind(new.template_image)
         .fetch_one(&self.pool)
         .await
         .map_err(map_unique_violation)?;
@@ -217,7 +222,8 @@ impl Store {
                'image', image, 'status', status, 'status_reason', status_reason, 'exit_code', exit_code, \
                'oom_killed', oom_killed, 'claimed_by', claimed_by, 'memory_mb', memory_mb, \
                'charset', charset, 'collation', collation, 'database', database, 'port', port, \
-               'username', username, 'password_enc', hex(password_enc), 'created_at', created_at)) \
+               'username', username, 'password_enc', hex(password_enc), 'created_at', created_at, \
+               'template_image', template_image)) \
              FROM instances WHERE owner_id = ?1 AND (?2 IS NULL OR engine = ?2)",
         )
         .bind(owner_id)
@@ -313,6 +319,7 @@ struct JsonRow {
     /// Hex, since JSON has no bytes.
     password_enc: String,
     created_at: String,
+    template_image: Option<String>,
 }
 
 impl JsonRow {
@@ -338,6 +345,7 @@ impl JsonRow {
             username: self.username,
             password_enc: hex::decode(&self.password_enc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             created_at: self.created_at,
+            template_image: self.template_image,
         })
     }
 }
@@ -364,5 +372,6 @@ fn record_from_row(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
         username: row.get("username"),
         password_enc: row.get("password_enc"),
         created_at: row.get("created_at"),
+        template_image: row.get("template_image"),
     })
 }

@@ -24,9 +24,14 @@ async fn a_version_chosen_by_name_reaches_the_container_as_its_image_and_the_ser
 
     assert_eq!(instance["version"], "15");
     assert_eq!(instance["image"], image("postgres"));
+    // The container runs that image, or the data-directory template made from it.
+    let source_id = docker().await.inspect_image(&image("postgres")).await.unwrap().id.unwrap();
     let inspect =
         docker().await.inspect_container(&app.container_of(&instance), None::<InspectContainerOptions>).await.unwrap();
-    assert_eq!(inspect.config.unwrap().image.as_deref(), Some(image("postgres").as_str()));
+    let config = inspect.config.unwrap();
+    let runs_it = config.image.as_deref() == Some(image("postgres").as_str())
+        || config.labels.unwrap_or_default().get("dbroker.template-of") == Some(&source_id);
+    assert!(runs_it, "the container runs {:?}", config.image);
     let (port, password) = port_and_password(&instance);
     let mut conn = sqlx::postgres::PgConnectOptions::new()
         .host("127.0.0.1")

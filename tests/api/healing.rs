@@ -18,7 +18,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Removes a container the way someone at the host would: `docker rm -f`, through the API.
 async fn remove_behind_dbrokers_back(container: &str) {
-    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+    // `v`: also the anonymous volumes an image's VOLUME lines made; the named data volume stays.
+    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
     docker().await.remove_container(container, Some(options)).await.expect("the container is removed");
 }
 

@@ -137,7 +137,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     _data_dir: Option<tempfile::TempDir>,
     _cleanup: PrefixGuard,
-    server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    server: Option<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
 impl TestApp {
@@ -176,17 +176,27 @@ impl TestApp {
         app
     }
 
+    /// Runs dbroker on a thread and runtime of its own, as a process would: dropping the app can
+    /// then stop it and wait for everything it started (a pool refill, say) before cleaning up,
+    /// even while the test's own runtime is blocked in `Drop`.
     async fn start(&mut self) {
-        let app = App::build(self.config.clone()).await.expect("the app builds");
-        self.address = format!("http://127.0.0.1:{}", app.port());
+        let config = self.config.clone();
+        let (port_tx, port_rx) = tokio::sync::oneshot::channel::<u16>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            app.run_until_stopped(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("the app runs");
+        let server = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let app = App::build(config).await.expect("the app builds");
+                let _ = port_tx.send(app.port());
+                app.run_until_stopped(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("the app runs");
+            });
         });
+        let port = port_rx.await.expect("the app starts");
+        self.address = format!("http://127.0.0.1:{port}");
         self.server = Some((stop, server));
     }
 
@@ -213,7 +223,7 @@ impl TestApp {
     pub async fn stop(&mut self) {
         if let Some((stop, server)) = self.server.take() {
             let _ = stop.send(());
-            server.await.expect("the app stops cleanly");
+            tokio::task::spawn_blocking(move || server.join()).await.unwrap().expect("the app stops cleanly");
         }
     }
 
@@ -260,6 +270,17 @@ impl TestApp {
     /// The container name of an instance.
     pub fn container_of(&self, instance: &Value) -> String {
         format!("{}-{}", self.config.instance_prefix, instance["id"].as_str().expect("an id"))
+    }
+}
+
+impl Drop for TestApp {
+    /// Stops dbroker and waits for what it still runs (creates, a pool refill) before the
+    /// `PrefixGuard` removes what it made: nothing can appear after the cleanup.
+    fn drop(&mut self) {
+        if let Some((stop, server)) = self.server.take() {
+            let _ = stop.send(());
+            let _ = server.join();
+        }
     }
 }
 

@@ -17,3 +17,4 @@ mod ports;
 mod postgres;
 mod redis;
 mod secrets_in_logs;
+mod templates;

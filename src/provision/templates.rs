@@ -1,0 +1,124 @@
+//! Data-directory templates. Most of a MariaDB or PostgreSQL create is the server's first-run
+//! initialisation of its data directory; a template does it once per engine and image: a
+//! throwaway container runs the image's own real first start with its data at
+//! `engines::TEMPLATE_DATA_PATH`, is stopped cleanly and committed as
+//! `dbroker-template/ENGINE:SOURCE-ID`. An instance made from it mounts its new, empty volume at
+//! that path, and Docker copies the template into it when the container is created; the server
+//! then only has to start. The template's superuser password (an image label: everyone who can
+//! read it can read any container's environment too) is replaced by the instance's own as soon as
+//! the server answers. A changed image has another id, so it gets a new template.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::{ProvisionError, Provisioner};
+use crate::engines::{self, Endpoint, Settings, TEMPLATE_DATA_PATH};
+use crate::model::{Engine, Flavor};
+use crate::runtime::ContainerState;
+use crate::secrets::Secret;
+
+/// Labels of a template image: the image it was made from, and its superuser password.
+pub const LABEL_TEMPLATE_OF: &str = "dbroker.template-of";
+const LABEL_TEMPLATE_PASSWORD: &str = "dbroker.template-password";
+
+/// How often a template's first start is polled for readiness.
+const BUILD_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A ready template: the image to run, and the password its data directory was initialised with.
+pub(super) struct Template {
+    pub image_id: String,
+    pub password: Secret,
+}
+
+impl Provisioner {
+    /// The template for `engine` on `source_image`, built on first use; `None` for engines that
+    /// need none, and when a template cannot be built (the create then initialises its own data
+    /// directory, and reports whatever goes wrong there).
+    pub(super) async fn template_for(
+        &self,
+        engine: Engine,
+        flavor: Flavor,
+        source_image: &str,
+    ) -> Result<Option<Template>, ProvisionError> {
+        if !engines::uses_templates(engine, flavor) {
+            return Ok(None);
+        }
+        // One build at a time: creates that arrive during a build wait for it and then reuse it.
+        let _building = self.template_lock.lock().await;
+        let Some((source_id, _)) = self.runtime.image(source_image).await? else { return Ok(None) };
+        let short_id = source_id.trim_start_matches("sha256:").chars().take(16).collect::<String>();
+        let reference = format!("dbroker-template/{engine}:{short_id}");
+        if let Some((image_id, labels)) = self.runtime.image(&reference).await?
+            && labels.get(LABEL_TEMPLATE_OF) == Some(&source_id)
+            && let Some(password) = labels.get(LABEL_TEMPLATE_PASSWORD)
+        {
+            return Ok(Some(Template { image_id, password: Secret::new(password.clone()) }));
+        }
+        match self.build_template(engine, source_image, &source_id, &reference).await {
+            Ok(template) => Ok(Some(template)),
+            // A server that does not start within the ready timeout would not for the create either.
+            Err(error @ (ProvisionError::EngineUnreachable(_) | ProvisionError::NotReady { .. })) => Err(error),
+            Err(error) => {
+                tracing::warn!(%engine, source_image, error = %error, "could not build a template; creating without");
+                Ok(None)
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(%engine, source_image))]
+    async fn build_template(
+        &self,
+        engine: Engine,
+        source_image: &str,
+        source_id: &str,
+        reference: &str,
+    ) -> Result<Template, ProvisionError> {
+        let started = Instant::now();
+        let password = Secret::generate_password();
+        let launch = engines::launch(
+            engine,
+            &Settings {
+                password: &password,
+                memory: self.config.catalogue.engine(engine).memory.default,
+                charset: None,
+                collation: None,
+                database: None,
+                data_path: TEMPLATE_DATA_PATH,
+            },
+        );
+        let name = format!("dbroker-template-build-{}", hex::encode(rand::random::<[u8; 6]>()));
+        let built = async {
+            let port = self
+                .runtime
+                .run_throwaway(&name, source_image, launch.env, launch.args, engines::container_port(engine))
+                .await?;
+            let endpoint = Endpoint { host: "127.0.0.1", port, password: &password, database: None };
+            let deadline = Instant::now() + self.config.ready_timeout;
+            while let Err(reason) = engines::probe(engine, &endpoint).await {
+                if Instant::now() >= deadline {
+                    let reason = format!("not ready within {:?} (last attempt: {reason})", self.config.ready_timeout);
+                    return Err(ProvisionError::NotReady { reason, last_logs: Vec::new() });
+                }
+                if !matches!(self.runtime.state(&name).await?, ContainerState::Running { .. }) {
+                    // The create that follows without a template reports why, with the logs.
+                    return Err(ProvisionError::ServerRefused("the template's server exited".into()));
+                }
+                tokio::time::sleep(BUILD_POLL_INTERVAL).await;
+            }
+            // A clean shutdown, so every copy starts without recovery.
+            self.runtime.stop(&name).await?;
+            let labels = HashMap::from([
+                (LABEL_TEMPLATE_OF.to_string(), source_id.to_string()),
+                (LABEL_TEMPLATE_PASSWORD.to_string(), password.expose().to_string()),
+            ]);
+            Ok(self.runtime.commit(&name, reference, source_image, labels).await?)
+        }
+        .await;
+        if let Err(error) = self.runtime.remove_container(&name).await {
+            tracing::warn!(container = %name, error = %error, "could not remove a template's build container");
+        }
+        let image_id = built?;
+        tracing::info!(reference, elapsed = ?started.elapsed(), "built a data-directory template");
+        Ok(Template { image_id, password })
+    }
+}

@@ -1,0 +1,48 @@
+//! Instances made from a data-directory template (MariaDB): each has its own password (the
+//! template's and another instance's are refused), the character set and memory cap asked for,
+//! and keeps its data across a restart.
+
+use std::time::Duration;
+
+use bollard::query_parameters::{InspectContainerOptions, RestartContainerOptions};
+use serde_json::json;
+use sqlx::Row;
+
+use crate::helpers::{
+    ALICE, BOB, TestApp, docker, memory_cap, mysql_connect, port_and_password, wait_until, write_mysql_row,
+};
+
+#[tokio::test]
+async fn mariadb_instances_made_from_a_template_have_their_own_password_charset_memory_and_data() {
+    let app = TestApp::spawn().await;
+
+    let first = app.create(ALICE, json!({"engine": "mysql", "charset": "latin1", "memory_mb": 512})).await;
+    let second = app.create(BOB, json!({"engine": "mysql"})).await;
+
+    let container = app.container_of(&first);
+    let inspect = docker().await.inspect_container(&container, None::<InspectContainerOptions>).await.unwrap();
+    let labels = inspect.config.unwrap().labels.unwrap_or_default();
+    let template_password = labels.get("dbroker.template-password").expect("made from a template").clone();
+    let (port, password) = port_and_password(&first);
+    let (other_port, other_password) = port_and_password(&second);
+    assert_ne!(password, template_password);
+    assert!(mysql_connect(port, "root", &template_password).await.is_err(), "the template's password is refused");
+    assert!(mysql_connect(port, "root", &other_password).await.is_err(), "another instance's password is refused");
+    assert!(mysql_connect(other_port, "root", &template_password).await.is_err());
+    let mut conn = mysql_connect(port, "root", &password).await.expect("its own password works");
+    let charset: String = sqlx::query("SELECT @@character_set_server").fetch_one(&mut conn).await.unwrap().get(0);
+    assert_eq!(charset, "latin1");
+    sqlx::Connection::close(conn).await.ok();
+    assert_eq!(memory_cap(&container).await, Some(512 * 1024 * 1024));
+
+    write_mysql_row(port, &password).await;
+    docker().await.restart_container(&container, None::<RestartContainerOptions>).await.unwrap();
+    let mut conn = wait_until("MariaDB back", Duration::from_secs(60), || async {
+        mysql_connect(port, "root", &password).await.ok()
+    })
+    .await;
+    let row: String = sqlx::query("SELECT v FROM keep.t").fetch_one(&mut conn).await.unwrap().get(0);
+    assert_eq!(row, "row");
+    assert!(mysql_connect(port, "root", &template_password).await.is_err(), "not after a restart either");
+    sqlx::Connection::close(conn).await.ok();
+}
