@@ -46,3 +46,44 @@ async fn mariadb_instances_made_from_a_template_have_their_own_password_charset_
     assert!(mysql_connect(port, "root", &template_password).await.is_err(), "not after a restart either");
     sqlx::Connection::close(conn).await.ok();
 }
+
+#[tokio::test]
+async fn a_changed_image_gets_a_template_of_its_own() {
+    // Another image: the offline MariaDB image with one more label, so another id.
+    let docker = docker().await;
+    let source = crate::helpers::image("mysql");
+    let name = crate::helpers::unique_name("dbt-changed-image");
+    let _container = crate::helpers::ContainerGuard(name.clone());
+    let body = bollard::models::ContainerCreateBody { image: Some(source.clone()), ..Default::default() };
+    let options = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&name).build();
+    docker.create_container(Some(options), body).await.unwrap();
+    let changed = format!("dbroker-test/changed-mysql:{name}");
+    let (repo, tag) = changed.split_once(':').unwrap();
+    let options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+        .container(&name)
+        .repo(repo)
+        .tag(tag)
+        .build();
+    let config = bollard::models::ContainerConfig {
+        labels: Some(std::collections::HashMap::from([("dbroker.test".to_string(), name.clone())])),
+        ..Default::default()
+    };
+    let changed_id = docker.commit_container(options, config).await.unwrap().id;
+    let app =
+        TestApp::spawn_with(|c| c.catalogue.set_default_image(dbroker::model::Engine::Mysql, changed.clone())).await;
+
+    let instance = app.create(ALICE, json!({"engine": "mysql"})).await;
+
+    let inspect =
+        docker.inspect_container(&app.container_of(&instance), None::<InspectContainerOptions>).await.unwrap();
+    let template_of = inspect.config.unwrap().labels.unwrap_or_default().get("dbroker.template-of").cloned();
+    assert_eq!(template_of.as_deref(), Some(changed_id.as_str()), "a template made from the changed image");
+    drop(app);
+    let template = format!(
+        "dbroker-template/mysql:{}",
+        changed_id.trim_start_matches("sha256:").chars().take(16).collect::<String>()
+    );
+    let remove = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true).build();
+    let _ = docker.remove_image(&template, Some(remove.clone()), None).await;
+    let _ = docker.remove_image(&changed, Some(remove), None).await;
+}
