@@ -153,6 +153,7 @@ impl Provisioner {
                     if record.status != Status::Stopped
                         && matches!(c.state.as_str(), "exited" | "created" | "dead") =>
                 {
+                    let _busy = self.mark_busy(&record.id);
                     self.runtime.start(&c.name).await?;
                     self.wait_until_ready(record).await?;
                     self.store.set_status(&record.id, Status::Running).await?;
@@ -166,6 +167,7 @@ impl Provisioner {
                 }
                 Some(c) if record.status == Status::Exited && c.state == "running" => {
                     // Back by Docker's restart policy, and the event was missed.
+                    let _busy = self.mark_busy(&record.id);
                     self.wait_until_ready(record).await?;
                     self.store.set_status(&record.id, Status::Running).await?;
                     self.store
