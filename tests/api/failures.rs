@@ -1,6 +1,5 @@
 //! Creates that cannot succeed say why and leave nothing behind; shutdown finishes what is in flight.
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use bollard::query_parameters::InspectContainerOptions;
@@ -8,7 +7,7 @@ use dbroker::model::Engine;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{ALICE, PrefixGuard, TestApp, docker, image, unique_name, wait_until};
+use crate::helpers::{ALICE, PrefixGuard, TestApp, dbroker_serve, docker, free_port, image, unique_name, wait_for_api};
 
 #[tokio::test]
 async fn a_missing_image_that_cannot_be_pulled_is_503_naming_the_image_and_its_flag() {
@@ -81,26 +80,10 @@ async fn sigterm_lets_a_create_in_flight_finish_before_dbroker_exits() {
     let prefix = unique_name("dbt-sigterm");
     let _cleanup = PrefixGuard(prefix.clone());
     let data_dir = tempfile::tempdir().unwrap();
-    let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let ports = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_dbroker"))
-        .arg("serve")
-        .env("DBROKER_LISTEN", listen.to_string())
-        .env("DBROKER_DATA_DIR", data_dir.path())
-        .env("DBROKER_DEMO_USERS", ALICE)
-        .env("DBROKER_INSTANCE_PREFIX", &prefix)
-        .env("DBROKER_PORT_RANGE", format!("{ports}-{}", ports + 5))
-        .env("DBROKER_MYSQL_IMAGE", image("mysql"))
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut command, base) = dbroker_serve(data_dir.path(), &prefix, ALICE, free_port());
+    let mut server = command.spawn().unwrap();
     let client = reqwest::Client::new();
-    let base = format!("http://{listen}");
-    wait_until("dbroker to listen", Duration::from_secs(30), || async {
-        client.get(format!("{base}/healthz")).send().await.ok()
-    })
-    .await;
+    wait_for_api(&base).await;
 
     // MariaDB's first start takes seconds: long enough to be in flight when SIGTERM arrives.
     let create = tokio::spawn({

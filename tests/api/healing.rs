@@ -1,7 +1,6 @@
 //! Self-healing against real faults: a container removed behind dbroker's back, a store that lost
 //! rows, dbroker killed in the middle of a create, and a Docker engine that goes away.
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use bollard::query_parameters::RemoveContainerOptionsBuilder;
@@ -10,8 +9,8 @@ use serde_json::json;
 use sqlx::{Connection, Row};
 
 use crate::helpers::{
-    ALICE, BOB, DockerProxy, PrefixGuard, TestApp, docker, image, mysql_connect, port_and_password, redis_connect,
-    unique_name, wait_until, write_mysql_row,
+    ALICE, BOB, DockerProxy, PrefixGuard, TestApp, dbroker_serve, docker, free_port, mysql_connect, port_and_password,
+    redis_connect, unique_name, wait_for_api, wait_until, write_mysql_row,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -145,33 +144,18 @@ async fn dbroker_killed_during_a_create_leaves_after_a_restart_no_orphan_and_no_
     let prefix = unique_name("dbt-sigkill");
     let _cleanup = PrefixGuard(prefix.clone());
     let data_dir = tempfile::tempdir().unwrap();
-    let port_base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let spawn = |listen: std::net::SocketAddr| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_dbroker"))
-            .arg("serve")
-            .env("DBROKER_LISTEN", listen.to_string())
-            .env("DBROKER_DATA_DIR", data_dir.path())
-            .env("DBROKER_DEMO_USERS", ALICE)
-            .env("DBROKER_INSTANCE_PREFIX", &prefix)
-            .env("DBROKER_PORT_RANGE", format!("{port_base}-{}", port_base + 3))
-            .env("DBROKER_MYSQL_IMAGE", image("mysql"))
-            .env("DBROKER_RECONCILE_INTERVAL", "1")
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
+    // Both processes share the data directory and the port range, as a restart would.
+    let first_port = free_port();
+    let spawn = || {
+        let (mut command, base) = dbroker_serve(data_dir.path(), &prefix, ALICE, first_port);
+        (command.env("DBROKER_RECONCILE_INTERVAL", "1").spawn().unwrap(), base)
     };
-    let free_addr = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let client = reqwest::Client::new();
-    let first_addr = free_addr();
-    let mut first = spawn(first_addr);
-    wait_until("dbroker to listen", DEADLINE, || async {
-        client.get(format!("http://{first_addr}/healthz")).send().await.ok()
-    })
-    .await;
+    let (mut first, first_base) = spawn();
+    wait_for_api(&first_base).await;
     let create = tokio::spawn(
         client
-            .post(format!("http://{first_addr}/v1/instances"))
+            .post(format!("{first_base}/v1/instances"))
             .header("Authorization", ALICE)
             .json(&json!({"engine": "mysql"}))
             .send(),
@@ -192,15 +176,10 @@ async fn dbroker_killed_during_a_create_leaves_after_a_restart_no_orphan_and_no_
     first.wait().await.unwrap();
     assert!(create.await.unwrap().is_err(), "the create never answered");
 
-    let second_addr = free_addr();
-    let _second = spawn(second_addr);
+    let (_second, second_base) = spawn();
     let instance = wait_until("the interrupted create to be settled", Duration::from_secs(120), || async {
-        let response = client
-            .get(format!("http://{second_addr}/v1/instances"))
-            .header("Authorization", ALICE)
-            .send()
-            .await
-            .ok()?;
+        let response =
+            client.get(format!("{second_base}/v1/instances")).header("Authorization", ALICE).send().await.ok()?;
         let body: serde_json::Value = response.json().await.ok()?;
         let instance = body["instances"].as_array()?.first()?.clone();
         (instance["status"] == "running" || instance["status"] == "failed").then_some(instance)

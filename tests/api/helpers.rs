@@ -464,3 +464,44 @@ pub async fn write_mysql_row(port: u16, password: &str) {
     }
     sqlx::Connection::close(conn).await.ok();
 }
+
+// ---------------------------------------------------------------------------------------------
+// dbroker as a process of its own, for what only a real process shows (signals, logs, crashes).
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `dbroker serve` on `data_dir` with `demo_user`, this test's `prefix`, ten ports from
+/// `first_port` and the offline MySQL image, its log discarded: returns the command (to add to
+/// and spawn; killed when dropped) and its API's base URL.
+pub fn dbroker_serve(
+    data_dir: &std::path::Path,
+    prefix: &str,
+    demo_user: &str,
+    first_port: u16,
+) -> (tokio::process::Command, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dbroker"));
+    command
+        .arg("serve")
+        .env("DBROKER_LISTEN", &listen)
+        .env("DBROKER_DATA_DIR", data_dir)
+        .env("DBROKER_DEMO_USERS", demo_user)
+        .env("DBROKER_INSTANCE_PREFIX", prefix)
+        .env("DBROKER_PORT_RANGE", format!("{first_port}-{}", first_port + 9))
+        .env("DBROKER_MYSQL_IMAGE", image("mysql"))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    (command, format!("http://{listen}"))
+}
+
+/// Waits until the dbroker at `base` answers.
+pub async fn wait_for_api(base: &str) {
+    let client = reqwest::Client::new();
+    wait_until("dbroker to listen", Duration::from_secs(30), || async {
+        client.get(format!("{base}/healthz")).send().await.ok()
+    })
+    .await;
+}

@@ -1,13 +1,11 @@
 //! No secret ever appears in a log line: dbroker's whole log, at trace level, through creates,
 //! rotations, a failure and deletes, holds none of the passwords it handed out, nor a token.
 
-use std::net::TcpListener;
 use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PrefixGuard, image, unique_name, wait_until};
+use crate::helpers::{PrefixGuard, dbroker_serve, free_port, image, unique_name, wait_for_api};
 
 #[tokio::test]
 async fn dbrokers_log_at_trace_level_holds_no_password_and_no_token() {
@@ -15,30 +13,18 @@ async fn dbrokers_log_at_trace_level_holds_no_password_and_no_token() {
     let _cleanup = PrefixGuard(prefix.clone());
     let data_dir = tempfile::tempdir().unwrap();
     let log_path = data_dir.path().join("dbroker.log");
-    let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let ports = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let token = "a-token-that-must-not-be-logged";
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_dbroker"))
-        .args(["serve", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.offline.toml")])
-        .env("DBROKER_LISTEN", listen.to_string())
-        .env("DBROKER_DATA_DIR", data_dir.path().join("data"))
-        .env("DBROKER_DEMO_USERS", token)
-        .env("DBROKER_INSTANCE_PREFIX", &prefix)
-        .env("DBROKER_PORT_RANGE", format!("{ports}-{}", ports + 9))
-        .env("DBROKER_MYSQL_IMAGE", image("mysql"))
+    let (mut command, base) = dbroker_serve(&data_dir.path().join("data"), &prefix, token, free_port());
+    let mut server = command
+        .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.offline.toml")])
         .env("DBROKER_REDIS_IMAGE", image("redis"))
         .env("DBROKER_POSTGRES_IMAGE", image("postgres"))
         .env("RUST_LOG", "trace")
         .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let base = format!("http://{listen}");
-    wait_until("dbroker to listen", Duration::from_secs(30), || async {
-        client.get(format!("{base}/healthz")).send().await.ok()
-    })
-    .await;
+    wait_for_api(&base).await;
     let call = |method: reqwest::Method, path: String, body: Value| {
         let request =
             client.request(method, format!("{base}{path}")).header("Authorization", format!("Bearer {token}"));
