@@ -61,7 +61,7 @@ impl Provisioner {
         }
         // Before the record: a missing image is a configuration problem, not an instance to undo;
         // and an engine that does not answer fails the create here, with nothing to undo.
-        self.runtime.ensure_image(&image).await.map_err(|e| match e {
+        let image_id = self.runtime.ensure_image(&image).await.map_err(|e| match e {
             RuntimeError::ImageMissing { image, reason } => {
                 ProvisionError::ImageMissing { image, flag: Catalogue::image_flag(engine), reason }
             }
@@ -73,7 +73,7 @@ impl Provisioner {
             }
             _ => None,
         };
-        let template = self.template_for(engine, flavor, &image).await?;
+        let template = self.template_for(engine, flavor, &image, &image_id).await?;
 
         let id = InstanceId::random();
         tracing::Span::current().record("instance_id", tracing::field::display(&id));

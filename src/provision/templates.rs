@@ -31,7 +31,7 @@ pub(super) struct Template {
 }
 
 impl Provisioner {
-    /// The template for `engine` on `source_image`, built on first use; `None` for engines that
+    /// The template for `engine` on `source_image` (whose id is `source_id`), built on first use; `None` for engines that
     /// need none, and when a template cannot be built (the create then initialises its own data
     /// directory, and reports whatever goes wrong there).
     pub(super) async fn template_for(
@@ -39,22 +39,22 @@ impl Provisioner {
         engine: Engine,
         flavor: Flavor,
         source_image: &str,
+        source_id: &str,
     ) -> Result<Option<Template>, ProvisionError> {
         if !engines::uses_templates(engine, flavor) {
             return Ok(None);
         }
         // One build at a time: creates that arrive during a build wait for it and then reuse it.
         let _building = self.template_lock.lock().await;
-        let Some((source_id, _)) = self.runtime.image(source_image).await? else { return Ok(None) };
         let short_id = source_id.trim_start_matches("sha256:").chars().take(16).collect::<String>();
         let reference = format!("dbroker-template/{engine}:{short_id}");
         if let Some((image_id, labels)) = self.runtime.image(&reference).await?
-            && labels.get(LABEL_TEMPLATE_OF) == Some(&source_id)
+            && labels.get(LABEL_TEMPLATE_OF).map(String::as_str) == Some(source_id)
             && let Some(password) = labels.get(LABEL_TEMPLATE_PASSWORD)
         {
             return Ok(Some(Template { image_id, password: Secret::new(password.clone()) }));
         }
-        match self.build_template(engine, source_image, &source_id, &reference).await {
+        match self.build_template(engine, source_image, source_id, &reference).await {
             Ok(template) => Ok(Some(template)),
             // A server that does not start within the ready timeout would not for the create either.
             Err(error @ (ProvisionError::EngineUnreachable(_) | ProvisionError::NotReady { .. })) => Err(error),

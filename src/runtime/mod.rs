@@ -192,10 +192,11 @@ impl Runtime {
     }
 
     /// Makes sure `image` is on the host, pulling it if it is not.
-    pub async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+    /// Returns the image's id.
+    pub async fn ensure_image(&self, image: &str) -> Result<String, RuntimeError> {
         let docker = self.docker().await?;
         match docker.inspect_image(image).await.map_err(RuntimeError::from) {
-            Ok(_) => return Ok(()),
+            Ok(inspect) => return Ok(inspect.id.unwrap_or_default()),
             Err(RuntimeError::NotFound) => {}
             Err(other) => return Err(other),
         }
@@ -209,7 +210,7 @@ impl Runtime {
                 RuntimeError::Unreachable(reason) => Err(RuntimeError::Unreachable(reason)),
                 other => Err(missing(other.to_string())),
             },
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => Ok(docker.inspect_image(image).await?.id.unwrap_or_default()),
         }
     }
 
