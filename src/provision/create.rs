@@ -155,7 +155,7 @@ impl Provisioner {
     /// if Docker finds the leased port taken after all (another program grabbed it since the
     /// check), the lease moves to another free port and the start is tried again.
     /// An instance made from a template first answers to the template's password: it gets its own
-    /// at once, and its own database.
+    /// at once.
     async fn start_and_wait(
         &self,
         record: &InstanceRecord,
@@ -172,12 +172,7 @@ impl Provisioner {
                         self.wait_ready(record, port, password).await?;
                         return Ok(port);
                     };
-                    // Until it is taken over, the instance has the template's database too.
-                    let as_template = InstanceRecord {
-                        database: record.database.as_ref().map(|_| engines::DEFAULT_POSTGRES_DATABASE.to_string()),
-                        ..record.clone()
-                    };
-                    self.wait_ready(&as_template, port, &template.password).await?;
+                    self.wait_ready(record, port, &template.password).await?;
                     self.take_over_template(record, port, &template.password, password).await?;
                     return Ok(port);
                 }
@@ -192,8 +187,8 @@ impl Provisioner {
         Err(ProvisionError::Internal(anyhow::anyhow!("Docker refused {PORT_RETRIES} ports in a row")))
     }
 
-    /// Replaces the template's password with the instance's, and creates the database asked for
-    /// if the template's is another.
+    /// Replaces the template's password with the instance's. (Templates are MariaDB's only, see
+    /// `engines::uses_templates`: no database to create, no other setting to change.)
     async fn take_over_template(
         &self,
         record: &InstanceRecord,
@@ -202,26 +197,12 @@ impl Provisioner {
         password: &Secret,
     ) -> Result<(), ProvisionError> {
         let host = self.probe_host();
-        let refused = |what: &str, reason: String| ProvisionError::ServerRefused(format!("{what}: {reason}"));
-        let database = record.database.as_deref();
-        let as_template = Endpoint {
-            host: &host,
-            port,
-            password: template_password,
-            database: Some(engines::DEFAULT_POSTGRES_DATABASE),
-        };
-        engines::rotate_password(record.engine, &as_template, password)
+        // `port`, not the record's: the lease may have moved since the record was read.
+        let endpoint =
+            Endpoint { host: &host, port, password: template_password, database: record.database.as_deref() };
+        engines::rotate_password(record.engine, &endpoint, password)
             .await
-            .map_err(|e| refused("new password", e))?;
-        if let Some(database) = database
-            && database != engines::DEFAULT_POSTGRES_DATABASE
-        {
-            let name =
-                database.parse().map_err(|e: crate::model::Invalid| ProvisionError::Internal(anyhow::anyhow!(e)))?;
-            let own = Endpoint { host: &host, port, password, database: Some(engines::DEFAULT_POSTGRES_DATABASE) };
-            engines::create_database(record.engine, &own, &name).await.map_err(|e| refused("database", e))?;
-        }
-        Ok(())
+            .map_err(|e| ProvisionError::ServerRefused(format!("new password: {e}")))
     }
 
     async fn move_lease(&self, id: &InstanceId, refused: &HashSet<u16>) -> Result<u16, ProvisionError> {
