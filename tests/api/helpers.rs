@@ -136,7 +136,9 @@ pub struct TestApp {
     pub config: Config,
     pub client: reqwest::Client,
     _data_dir: Option<tempfile::TempDir>,
-    _cleanup: PrefixGuard,
+    /// `None` for a sibling: the app that made the data directory cleans up, once, after the
+    /// sibling has stopped (a sibling cleaning up while the other still ran would race its repairs).
+    _cleanup: Option<PrefixGuard>,
     server: Option<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
@@ -166,7 +168,7 @@ impl TestApp {
         adjust(&mut config);
         let mut app = TestApp {
             address: String::new(),
-            _cleanup: PrefixGuard(config.instance_prefix.clone()),
+            _cleanup: Some(PrefixGuard(config.instance_prefix.clone())),
             config,
             client: reqwest::Client::new(),
             _data_dir: Some(data_dir),
@@ -204,7 +206,7 @@ impl TestApp {
     pub async fn spawn_sibling(&self) -> TestApp {
         let mut sibling = TestApp {
             address: String::new(),
-            _cleanup: PrefixGuard(self.config.instance_prefix.clone()),
+            _cleanup: None,
             config: self.config.clone(),
             client: reqwest::Client::new(),
             _data_dir: None,
@@ -305,10 +307,15 @@ async fn remove_everything_labelled(prefix: &str) {
             let _ = docker.remove_container(&id, Some(options)).await;
         }
     }
-    let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
-    let volumes = docker.list_volumes(Some(options)).await.map(|v| v.volumes.unwrap_or_default());
-    for volume in volumes.unwrap_or_default() {
-        let _ = docker.remove_volume(&volume.name, None::<RemoveVolumeOptions>).await;
+    // By label and by name: a volume Docker made by itself for a container whose labelled volume
+    // had just been removed carries no label, only its name.
+    let by_name = HashMap::from([("name", vec![format!("{prefix}-")])]);
+    for filters in [filters, by_name] {
+        let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
+        let volumes = docker.list_volumes(Some(options)).await.map(|v| v.volumes.unwrap_or_default());
+        for volume in volumes.unwrap_or_default() {
+            let _ = docker.remove_volume(&volume.name, None::<RemoveVolumeOptions>).await;
+        }
     }
 }
 
