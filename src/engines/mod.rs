@@ -87,12 +87,16 @@ pub fn container_port(engine: Engine) -> u16 {
 pub const TEMPLATE_DATA_PATH: &str = "/var/lib/dbroker-template";
 
 /// Whether instances may be copies of a data-directory template: only where no copy would share
-/// another's identity or secrets. MariaDB keeps neither in its data directory. Oracle's MySQL
-/// writes a server UUID (`auto.cnf`) and TLS keys there; PostgreSQL's `pg_control` holds a system
-/// identifier that nothing in PostgreSQL 15 or 16 can change (`pg_resetwal` has no option for it):
-/// copies would share them, so those initialise their own. Redis needs no initialisation.
+/// another's identity or secrets. MariaDB keeps neither in its data directory; PostgreSQL's are
+/// replaced in each copy (`identity_edits`). Oracle's MySQL writes a server UUID (`auto.cnf`) and
+/// TLS keys there, which a copy would have to lose before its first start (not done yet), so its
+/// instances initialise their own. Redis needs no initialisation.
 pub fn uses_templates(engine: Engine, flavor: crate::model::Flavor) -> bool {
-    engine == Engine::Mysql && flavor == crate::model::Flavor::Mariadb
+    match engine {
+        Engine::Mysql => flavor == crate::model::Flavor::Mariadb,
+        Engine::Postgres => true,
+        Engine::Redis => false,
+    }
 }
 
 pub fn data_path(engine: Engine) -> &'static str {
@@ -127,6 +131,24 @@ pub fn options(engine: Engine) -> &'static [&'static str] {
         Engine::Mysql => &["charset", "collation"],
         Engine::Redis => &[],
         Engine::Postgres => &["database"],
+    }
+}
+
+/// A change to files of a container that has not started yet (see `Runtime::edit_files`): `edit`
+/// gets each regular file under `path` with its first `head_len` bytes.
+pub struct FileEdit {
+    pub path: String,
+    pub head_len: usize,
+    pub edit: Box<dyn FnMut(&std::path::Path, &mut [u8]) -> Result<(), String> + Send>,
+}
+
+/// What makes a fresh copy of a template, mounted at `data_path`, an identity of its own before
+/// its server first starts. MariaDB keeps no identity in its data directory; PostgreSQL keeps a
+/// system identifier and a secret nonce (see `postgres::identity_edits`).
+pub fn identity_edits(engine: Engine, data_path: &str) -> Vec<FileEdit> {
+    match engine {
+        Engine::Postgres => postgres::identity_edits(data_path),
+        Engine::Mysql | Engine::Redis => Vec::new(),
     }
 }
 

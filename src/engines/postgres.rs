@@ -4,7 +4,7 @@
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{Launch, MemoryBounds, Settings};
+use super::{FileEdit, Launch, MemoryBounds, Settings};
 use crate::model::{DatabaseName, MemoryMb};
 use crate::secrets::Secret;
 
@@ -22,7 +22,7 @@ pub fn launch(settings: &Settings) -> Launch {
         format!("POSTGRES_PASSWORD={}", settings.password.expose()),
         format!("POSTGRES_USER={USER}"),
         format!("POSTGRES_DB={}", settings.database.unwrap_or(DEFAULT_DATABASE)),
-        format!("PGDATA={}/{PGDATA_SUBDIRECTORY}", settings.data_path),
+        format!("PGDATA={}", pgdata(settings.data_path)),
     ];
     Launch { env, args: Vec::new(), config_file: None }
 }
@@ -80,4 +80,138 @@ pub async fn rotate_password(host: &str, port: u16, old: &Secret, new: &Secret, 
     sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut conn).await.map_err(|e| e.to_string())?;
     let _ = conn.close().await;
     Ok(())
+}
+
+/// Where the cluster lives when the volume is mounted at `data_path`.
+pub fn pgdata(data_path: &str) -> String {
+    format!("{data_path}/{PGDATA_SUBDIRECTORY}")
+}
+
+/// A cluster's identity lives in `global/pg_control`: its system identifier (the first 8 bytes,
+/// which replication and backup tools compare) and its mock-authentication nonce (the 32 bytes
+/// before the CRC since PostgreSQL 10: a secret that makes failed logins of unknown users look
+/// like those of real ones). Each WAL segment's first page header repeats the identifier.
+const CONTROL_FILE: &str = "global/pg_control";
+const WAL_DIRECTORY: &str = "pg_wal";
+const NONCE_LEN: usize = 32;
+/// How much of a WAL segment holds its long page header.
+const WAL_HEADER_LEN: usize = 32;
+/// `pg_control` is one 8 KiB page.
+const CONTROL_FILE_LEN: usize = 8192;
+
+/// What gives a copy of a template's cluster at `data_path` a new system identifier and nonce of
+/// its own, before its server first starts: the control file, then the WAL segments that the
+/// server checks against it.
+pub fn identity_edits(data_path: &str) -> Vec<FileEdit> {
+    let pgdata = pgdata(data_path);
+    let new_id = new_system_identifier();
+    let nonce: [u8; NONCE_LEN] = rand::random();
+    vec![
+        FileEdit {
+            path: format!("{pgdata}/{CONTROL_FILE}"),
+            head_len: CONTROL_FILE_LEN,
+            edit: Box::new(move |_, control| reidentify_control_file(control, new_id, &nonce)),
+        },
+        FileEdit {
+            path: format!("{pgdata}/{WAL_DIRECTORY}"),
+            head_len: WAL_HEADER_LEN,
+            edit: Box::new(move |path, head| {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                reidentify_wal_segment(name, head, new_id);
+                Ok(())
+            }),
+        },
+    ]
+}
+
+/// Gives a copy of `global/pg_control` the identifier `new_id` and the nonce `nonce`, and a CRC
+/// to match. The CRC (CRC-32C over all that precedes it) sits where the struct ends, which moves
+/// between major versions; it is found, not assumed: the only offset whose stored value is the
+/// CRC of the bytes before it.
+fn reidentify_control_file(control: &mut [u8], new_id: u64, nonce: &[u8; NONCE_LEN]) -> Result<(), String> {
+    let crc_at = (NONCE_LEN + 8..control.len().min(1024).saturating_sub(4))
+        .step_by(4)
+        .find(|&at| CRC32C.checksum(&control[..at]).to_ne_bytes() == control[at..at + 4])
+        .ok_or("pg_control has no valid CRC; is this a PostgreSQL data directory?")?;
+    control[..8].copy_from_slice(&new_id.to_ne_bytes());
+    control[crc_at - NONCE_LEN..crc_at].copy_from_slice(nonce);
+    let crc = CRC32C.checksum(&control[..crc_at]);
+    control[crc_at..crc_at + 4].copy_from_slice(&crc.to_ne_bytes());
+    Ok(())
+}
+
+/// Gives a WAL segment's long page header (bytes 24 to 32: the identifier) `new_id`; page headers
+/// carry no CRC. `head` is the start of the file called `name`; other files stay as they are.
+fn reidentify_wal_segment(name: &str, head: &mut [u8], new_id: u64) {
+    const XLP_LONG_HEADER: u16 = 0x0002;
+    let is_segment = name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_segment && head.len() >= WAL_HEADER_LEN && u16::from_ne_bytes([head[2], head[3]]) & XLP_LONG_HEADER != 0 {
+        head[24..32].copy_from_slice(&new_id.to_ne_bytes());
+    }
+}
+
+/// A new system identifier made the way `initdb` makes one (seconds since the epoch in the high
+/// half, which tools read as the cluster's birth), with random low bits instead of the time's
+/// microseconds and the process id.
+fn new_system_identifier() -> u64 {
+    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    (seconds << 32) | u64::from(rand::random::<u32>())
+}
+
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control file laid out as PostgreSQL's: identifier first, nonce, then the CRC of both.
+    fn control_file(id: u64, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut control = vec![0u8; 8192];
+        control[..8].copy_from_slice(&id.to_ne_bytes());
+        control[8..12].copy_from_slice(&1300u32.to_ne_bytes());
+        control[256..288].copy_from_slice(&nonce);
+        let crc = CRC32C.checksum(&control[..288]);
+        control[288..292].copy_from_slice(&crc.to_ne_bytes());
+        control
+    }
+
+    #[test]
+    fn a_control_file_gets_the_new_identifier_and_nonce_and_a_crc_that_matches() {
+        let mut control = control_file(7, [1; NONCE_LEN]);
+
+        reidentify_control_file(&mut control, 42, &[9; NONCE_LEN]).unwrap();
+
+        assert_eq!(control, control_file(42, [9; NONCE_LEN]));
+    }
+
+    #[test]
+    fn a_file_without_a_valid_crc_is_refused_untouched() {
+        let mut control = control_file(7, [1; NONCE_LEN]);
+        control[288] ^= 0xff;
+        let before = control.clone();
+
+        assert!(reidentify_control_file(&mut control, 42, &[9; NONCE_LEN]).is_err());
+        assert_eq!(control, before);
+    }
+
+    #[test]
+    fn only_a_segments_long_header_changes() {
+        let header = |info: u16, id: u64| {
+            let mut head = vec![0u8; 40];
+            head[2..4].copy_from_slice(&info.to_ne_bytes());
+            head[24..32].copy_from_slice(&id.to_ne_bytes());
+            head
+        };
+        let segment = "000000010000000000000001";
+
+        let mut head = header(0x0002, 7);
+        reidentify_wal_segment(segment, &mut head, 42);
+        assert_eq!(head, header(0x0002, 42));
+
+        for (name, mut head) in [(segment, header(0x0000, 7)), ("archive_status", header(0x0002, 7))] {
+            let before = head.clone();
+            reidentify_wal_segment(name, &mut head, 42);
+            assert_eq!(head, before, "{name}");
+        }
+    }
 }

@@ -154,8 +154,8 @@ impl Provisioner {
     /// Starts the container and waits until the database is ready. Returns the port it ended on:
     /// if Docker finds the leased port taken after all (another program grabbed it since the
     /// check), the lease moves to another free port and the start is tried again.
-    /// An instance made from a template first answers to the template's password: it gets its own
-    /// at once.
+    /// A copy of a template gets an identity of its own before it starts, and first answers as the
+    /// template (its password, its database): it gets its own at once.
     async fn start_and_wait(
         &self,
         record: &InstanceRecord,
@@ -166,14 +166,22 @@ impl Provisioner {
         let mut refused = HashSet::new();
         for _ in 0..PORT_RETRIES {
             let spec = self.spec_for(record, password, port);
-            match self.runtime.run(&spec).await {
+            self.runtime.create(&spec).await?;
+            if template.is_some() {
+                for edit in engines::identity_edits(record.engine, engines::TEMPLATE_DATA_PATH) {
+                    self.runtime.edit_files(&spec.name, &edit.path, edit.head_len, edit.edit).await?;
+                }
+            }
+            match self.runtime.start_created(&spec.name).await {
                 Ok(()) => {
                     let Some(template) = template else {
                         self.wait_ready(record, port, password).await?;
                         return Ok(port);
                     };
-                    self.wait_ready(record, port, &template.password).await?;
-                    self.take_over_template(record, port, &template.password, password).await?;
+                    let as_template =
+                        InstanceRecord { database: template.database.map(str::to_string), ..record.clone() };
+                    self.wait_ready(&as_template, port, &template.password).await?;
+                    self.take_over_template(record, port, template, password).await?;
                     return Ok(port);
                 }
                 Err(RuntimeError::PortTaken) => {
@@ -187,22 +195,29 @@ impl Provisioner {
         Err(ProvisionError::Internal(anyhow::anyhow!("Docker refused {PORT_RETRIES} ports in a row")))
     }
 
-    /// Replaces the template's password with the instance's. (Templates are MariaDB's only, see
-    /// `engines::uses_templates`: no database to create, no other setting to change.)
+    /// Replaces the template's password with the instance's, and adds the database asked for if
+    /// the template's is another. (Every other setting is the container's, not the data's.)
     async fn take_over_template(
         &self,
         record: &InstanceRecord,
         port: u16,
-        template_password: &Secret,
+        template: &Template,
         password: &Secret,
     ) -> Result<(), ProvisionError> {
         let host = self.probe_host();
+        let refused = |what: &str, reason: String| ProvisionError::ServerRefused(format!("{what}: {reason}"));
         // `port`, not the record's: the lease may have moved since the record was read.
-        let endpoint =
-            Endpoint { host: &host, port, password: template_password, database: record.database.as_deref() };
-        engines::rotate_password(record.engine, &endpoint, password)
-            .await
-            .map_err(|e| ProvisionError::ServerRefused(format!("new password: {e}")))
+        let endpoint = Endpoint { host: &host, port, password: &template.password, database: template.database };
+        engines::rotate_password(record.engine, &endpoint, password).await.map_err(|e| refused("new password", e))?;
+        if let Some(wanted) = record.database.as_deref()
+            && Some(wanted) != template.database
+        {
+            let database = wanted.parse().map_err(|e: crate::model::Invalid| refused("database", e.0))?;
+            engines::create_database(record.engine, &Endpoint { password, ..endpoint }, &database)
+                .await
+                .map_err(|e| refused("database", e))?;
+        }
+        Ok(())
     }
 
     async fn move_lease(&self, id: &InstanceId, refused: &HashSet<u16>) -> Result<u16, ProvisionError> {

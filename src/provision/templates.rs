@@ -24,10 +24,12 @@ const LABEL_TEMPLATE_PASSWORD: &str = "dbroker.template-password";
 /// How often a template's first start is polled for readiness.
 const BUILD_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A ready template: the image to run, and the password its data directory was initialised with.
+/// A ready template: the image to run, and the password and database (PostgreSQL's) its data
+/// directory was initialised with.
 pub(super) struct Template {
     pub image_id: String,
     pub password: Secret,
+    pub database: Option<&'static str>,
 }
 
 impl Provisioner {
@@ -52,7 +54,8 @@ impl Provisioner {
             && labels.get(LABEL_TEMPLATE_OF).map(String::as_str) == Some(source_id)
             && let Some(password) = labels.get(LABEL_TEMPLATE_PASSWORD)
         {
-            return Ok(Some(Template { image_id, password: Secret::new(password.clone()) }));
+            let password = Secret::new(password.clone());
+            return Ok(Some(Template { image_id, password, database: template_database(engine) }));
         }
         match self.build_template(engine, source_image, source_id, &reference).await {
             Ok(template) => Ok(Some(template)),
@@ -119,6 +122,11 @@ impl Provisioner {
         }
         let image_id = built?;
         tracing::info!(reference, elapsed = ?started.elapsed(), "built a data-directory template");
-        Ok(Template { image_id, password })
+        Ok(Template { image_id, password, database: template_database(engine) })
     }
+}
+
+/// The database a template's data directory holds: the engine's default, where it has databases.
+fn template_database(engine: Engine) -> Option<&'static str> {
+    (engine == Engine::Postgres).then_some(engines::DEFAULT_POSTGRES_DATABASE)
 }

@@ -13,13 +13,14 @@ use bollard::models::{
     RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder,
-    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::RwLock;
+
+mod files;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -323,60 +324,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// Writes a file into a container through Docker's archive API (no shell, no exec): a small
-    /// tar extracted into `file.dir`, or into its parent when the tar creates `dir` too. Quick on
-    /// a container that has not started; tens of milliseconds on a running one.
-    pub async fn write_file(&self, container: &str, file: &SpecFile) -> Result<(), RuntimeError> {
-        let unpackable = |e: std::io::Error| RuntimeError::Refused(format!("cannot pack {}: {e}", file.name));
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut archive = tar::Builder::new(Vec::new());
-        let dir = std::path::Path::new(&file.dir);
-        let (upload_to, path_in_tar) = match (file.dir_mode, dir.parent(), dir.file_name()) {
-            (Some(mode), Some(parent), Some(dir_name)) => {
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(mode);
-                header.set_mtime(now);
-                header.set_size(0);
-                archive.append_data(&mut header, dir_name, std::io::empty()).map_err(unpackable)?;
-                (parent.to_string_lossy().to_string(), std::path::Path::new(dir_name).join(&file.name))
-            }
-            _ => (file.dir.clone(), std::path::PathBuf::from(&file.name)),
-        };
-        let mut header = tar::Header::new_gnu();
-        header.set_size(file.contents.len() as u64);
-        header.set_mode(file.mode);
-        header.set_mtime(now);
-        archive.append_data(&mut header, path_in_tar, file.contents.as_slice()).map_err(unpackable)?;
-        let tarball = archive.into_inner().map_err(unpackable)?;
-        let options = UploadToContainerOptionsBuilder::default().path(&upload_to).build();
-        self.docker().await?.upload_to_container(container, Some(options), bollard::body_full(tarball.into())).await?;
-        Ok(())
-    }
-
-    /// Reads a file out of a container, running or not; `None` if there is no such file.
-    pub async fn read_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
-        let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
-        let chunks =
-            self.docker().await?.download_from_container(container, Some(options)).try_collect::<Vec<_>>().await;
-        let tarball: Vec<u8> = match chunks.map_err(RuntimeError::from) {
-            Ok(chunks) => chunks.concat(),
-            Err(RuntimeError::NotFound) => return Ok(None),
-            Err(other) => return Err(other),
-        };
-        let mut archive = tar::Archive::new(tarball.as_slice());
-        let unreadable = |e: std::io::Error| RuntimeError::Refused(format!("cannot read {path}: {e}"));
-        let mut entries = archive.entries().map_err(unreadable)?;
-        match entries.next() {
-            Some(entry) => {
-                let mut contents = Vec::new();
-                std::io::Read::read_to_end(&mut entry.map_err(unreadable)?, &mut contents).map_err(unreadable)?;
-                Ok(Some(contents))
-            }
-            None => Ok(None),
-        }
-    }
-
     pub async fn start(&self, name: &str) -> Result<(), RuntimeError> {
         match self.docker().await?.start_container(name, None).await {
             // 304: started already.
@@ -488,9 +435,15 @@ impl Runtime {
     /// not be bound; the container is removed again then, so the caller can retry on another port.
     pub async fn run(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         self.create(spec).await?;
-        match self.start(&spec.name).await {
+        self.start_created(&spec.name).await
+    }
+
+    /// Starts a container that was just created. If Docker finds its host port taken, the
+    /// container is removed, so that it can be created again with another.
+    pub async fn start_created(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.start(name).await {
             Err(RuntimeError::PortTaken) => {
-                self.remove_container(&spec.name).await?;
+                self.remove_container(name).await?;
                 Err(RuntimeError::PortTaken)
             }
             other => other,

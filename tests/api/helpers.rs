@@ -346,6 +346,19 @@ pub async fn redis_connect(port: u16, password: &str) -> redis::RedisResult<redi
     redis::Client::open(info)?.get_multiplexed_async_connection().await
 }
 
+/// A PostgreSQL connection as `postgres` with `password` to `database`, or the error the server gave.
+pub async fn postgres_connect(port: u16, password: &str, database: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
+    use sqlx::ConnectOptions;
+    sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username("postgres")
+        .password(password)
+        .database(database)
+        .connect()
+        .await
+}
+
 /// A MySQL connection as `user` with `password`, or the error the server gave.
 pub async fn mysql_connect(port: u16, user: &str, password: &str) -> Result<sqlx::MySqlConnection, sqlx::Error> {
     use sqlx::ConnectOptions;

@@ -5,20 +5,9 @@ use std::time::Duration;
 use bollard::query_parameters::RestartContainerOptions;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{Connection, Row};
 
-use crate::helpers::{ALICE, TestApp, docker, port_and_password, wait_until};
-
-async fn postgres_connect(port: u16, password: &str, database: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
-    sqlx::postgres::PgConnectOptions::new()
-        .host("127.0.0.1")
-        .port(port)
-        .username("postgres")
-        .password(password)
-        .database(database)
-        .connect()
-        .await
-}
+use crate::helpers::{ALICE, TestApp, docker, port_and_password, postgres_connect, wait_until};
 
 #[tokio::test]
 async fn a_postgres_instance_accepts_its_password_on_its_database_keeps_data_across_restarts_and_is_deleted() {

@@ -1,6 +1,6 @@
-//! Instances made from a data-directory template (MariaDB): each has its own password (the
-//! template's and another instance's are refused), the character set and memory cap asked for,
-//! and keeps its data across a restart.
+//! Instances made from a data-directory template (MariaDB, PostgreSQL): each has its own password
+//! (the template's and another instance's are refused) and identity, the character set, database
+//! and memory cap asked for, and keeps its data across a restart.
 
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use serde_json::json;
 use sqlx::Row;
 
 use crate::helpers::{
-    ALICE, BOB, TestApp, docker, memory_cap, mysql_connect, port_and_password, wait_until, write_mysql_row,
+    ALICE, BOB, TestApp, docker, memory_cap, mysql_connect, port_and_password, postgres_connect, wait_until,
+    write_mysql_row,
 };
 
 #[tokio::test]
@@ -86,4 +87,84 @@ async fn a_changed_image_gets_a_template_of_its_own() {
     let remove = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true).build();
     let _ = docker.remove_image(&template, Some(remove.clone()), None).await;
     let _ = docker.remove_image(&changed, Some(remove), None).await;
+}
+
+/// A line of `pg_controldata`'s report on an instance's cluster, such as its "Database system
+/// identifier" or its "Mock authentication nonce", read inside the container.
+async fn control_data(container: &str, field: &str) -> String {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    let docker = docker().await;
+    let exec = CreateExecOptions {
+        cmd: Some(vec!["sh", "-c", "/usr/lib/postgresql/*/bin/pg_controldata -D \"$PGDATA\""]),
+        attach_stdout: Some(true),
+        ..Default::default()
+    };
+    let exec = docker.create_exec(container, exec).await.unwrap();
+    let StartExecResults::Attached { mut output, .. } = docker.start_exec(&exec.id, None).await.unwrap() else {
+        panic!("not attached");
+    };
+    let mut report = String::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut output).await {
+        report.push_str(&chunk.unwrap().to_string());
+    }
+    let line = report.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in {report}"));
+    line.split_once(':').unwrap().1.trim().to_string()
+}
+
+#[tokio::test]
+async fn postgres_instances_made_from_a_template_have_their_own_identity_password_database_and_data() {
+    let app = TestApp::spawn().await;
+
+    let first = app.create(ALICE, json!({"engine": "postgres", "database": "shop", "memory_mb": 256})).await;
+    let second = app.create(BOB, json!({"engine": "postgres"})).await;
+
+    let (container, other_container) = (app.container_of(&first), app.container_of(&second));
+    let inspect = docker().await.inspect_container(&container, None::<InspectContainerOptions>).await.unwrap();
+    let labels = inspect.config.unwrap().labels.unwrap_or_default();
+    let template_password = labels.get("dbroker.template-password").expect("made from a template").clone();
+    let template_image = inspect.image.unwrap();
+    let (port, password) = port_and_password(&first);
+    let (other_port, other_password) = port_and_password(&second);
+    assert!(postgres_connect(port, &template_password, "postgres").await.is_err(), "the template's password");
+    assert!(postgres_connect(port, &other_password, "postgres").await.is_err(), "another instance's password");
+    assert!(postgres_connect(other_port, &template_password, "app").await.is_err());
+    let mut conn = postgres_connect(port, &password, "shop").await.expect("its own password, on its database");
+    assert_eq!(memory_cap(&container).await, Some(256 * 1024 * 1024));
+
+    // Its own identity: neither the template's nor another copy's.
+    let template = crate::helpers::unique_name("dbt-pg-template");
+    let _guard = crate::helpers::ContainerGuard(template.clone());
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(template_image),
+        entrypoint: Some(vec!["sleep".into(), "60".into()]),
+        env: Some(vec!["PGDATA=/var/lib/dbroker-template/pgdata".into()]),
+        ..Default::default()
+    };
+    let options = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&template).build();
+    docker().await.create_container(Some(options), body).await.unwrap();
+    docker().await.start_container(&template, None).await.unwrap();
+    for field in ["Database system identifier", "Mock authentication nonce"] {
+        let (mine, other, template) = (
+            control_data(&container, field).await,
+            control_data(&other_container, field).await,
+            control_data(&template, field).await,
+        );
+        assert!(mine != other && mine != template && other != template, "{field}: {mine}, {other}, {template}");
+    }
+    let identifier: i64 =
+        sqlx::query("SELECT system_identifier FROM pg_control_system()").fetch_one(&mut conn).await.unwrap().get(0);
+    assert_eq!(identifier.to_string(), control_data(&container, "Database system identifier").await);
+
+    // The data survives a crash of the server (recovery reads the WAL written since the copy).
+    sqlx::raw_sql("CREATE TABLE keep (v TEXT); INSERT INTO keep VALUES ('row')").execute(&mut conn).await.unwrap();
+    sqlx::Connection::close(conn).await.ok();
+    crate::helpers::kill_server_process(&container).await;
+    let mut conn = wait_until("PostgreSQL back", Duration::from_secs(60), || async {
+        postgres_connect(port, &password, "shop").await.ok()
+    })
+    .await;
+    let row: String = sqlx::query("SELECT v FROM keep").fetch_one(&mut conn).await.unwrap().get(0);
+    assert_eq!(row, "row");
+    sqlx::Connection::close(conn).await.ok();
+    assert!(postgres_connect(port, &template_password, "shop").await.is_err(), "not after a restart either");
 }
