@@ -88,7 +88,7 @@ pub const TEMPLATE_DATA_PATH: &str = "/var/lib/dbroker-template";
 
 /// Whether instances may be copies of a data-directory template: only where no copy would share
 /// another's identity or secrets. MariaDB keeps neither in its data directory; PostgreSQL's are
-/// replaced in each copy (`identity_edits`). Oracle's MySQL writes a server UUID (`auto.cnf`) and
+/// replaced in each copy (`identity_edit`). Oracle's MySQL writes a server UUID (`auto.cnf`) and
 /// TLS keys there, which a copy would have to lose before its first start (not done yet), so its
 /// instances initialise their own. Redis needs no initialisation.
 pub fn uses_templates(engine: Engine, flavor: crate::model::Flavor) -> bool {
@@ -134,21 +134,23 @@ pub fn options(engine: Engine) -> &'static [&'static str] {
     }
 }
 
-/// A change to files of a container that has not started yet (see `Runtime::edit_files`): `edit`
-/// gets each regular file under `path` with its first `head_len` bytes.
-pub struct FileEdit {
-    pub path: String,
+/// What gives a fresh copy of a template an identity of its own before its server first starts:
+/// `paths` (files or directories) under the container's directory `base`, and `edit`, which gets
+/// each regular file among them (its path relative to `base`) with its first `head_len` bytes.
+pub struct IdentityEdit {
+    pub base: String,
+    pub paths: &'static [&'static str],
     pub head_len: usize,
     pub edit: Box<dyn FnMut(&std::path::Path, &mut [u8]) -> Result<(), String> + Send>,
 }
 
-/// What makes a fresh copy of a template, mounted at `data_path`, an identity of its own before
-/// its server first starts. MariaDB keeps no identity in its data directory; PostgreSQL keeps a
-/// system identifier and a secret nonce (see `postgres::identity_edits`).
-pub fn identity_edits(engine: Engine, data_path: &str) -> Vec<FileEdit> {
+/// The identity edit for a copy of a template mounted at `data_path`, where the engine keeps an
+/// identity in its data directory. MariaDB keeps none; PostgreSQL keeps a system identifier and a
+/// secret nonce (see `postgres::identity_edit`).
+pub fn identity_edit(engine: Engine, data_path: &str) -> Option<IdentityEdit> {
     match engine {
-        Engine::Postgres => postgres::identity_edits(data_path),
-        Engine::Mysql | Engine::Redis => Vec::new(),
+        Engine::Postgres => Some(postgres::identity_edit(data_path)),
+        Engine::Mysql | Engine::Redis => None,
     }
 }
 

@@ -4,7 +4,7 @@
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{FileEdit, Launch, MemoryBounds, Settings};
+use super::{IdentityEdit, Launch, MemoryBounds, Settings};
 use crate::model::{DatabaseName, MemoryMb};
 use crate::secrets::Secret;
 
@@ -100,28 +100,26 @@ const WAL_HEADER_LEN: usize = 32;
 const CONTROL_FILE_LEN: usize = 8192;
 
 /// What gives a copy of a template's cluster at `data_path` a new system identifier and nonce of
-/// its own, before its server first starts: the control file, then the WAL segments that the
+/// its own, before its server first starts: the control file, and the WAL segments that the
 /// server checks against it.
-pub fn identity_edits(data_path: &str) -> Vec<FileEdit> {
-    let pgdata = pgdata(data_path);
+pub fn identity_edit(data_path: &str) -> IdentityEdit {
     let new_id = new_system_identifier();
     let nonce: [u8; NONCE_LEN] = rand::random();
-    vec![
-        FileEdit {
-            path: format!("{pgdata}/{CONTROL_FILE}"),
-            head_len: CONTROL_FILE_LEN,
-            edit: Box::new(move |_, control| reidentify_control_file(control, new_id, &nonce)),
-        },
-        FileEdit {
-            path: format!("{pgdata}/{WAL_DIRECTORY}"),
-            head_len: WAL_HEADER_LEN,
-            edit: Box::new(move |path, head| {
+    IdentityEdit {
+        base: pgdata(data_path),
+        paths: &[CONTROL_FILE, WAL_DIRECTORY],
+        head_len: CONTROL_FILE_LEN,
+        edit: Box::new(move |path, head| {
+            if path == std::path::Path::new(CONTROL_FILE) {
+                return reidentify_control_file(head, new_id, &nonce);
+            }
+            if path.starts_with(WAL_DIRECTORY) {
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                 reidentify_wal_segment(name, head, new_id);
-                Ok(())
-            }),
-        },
-    ]
+            }
+            Ok(())
+        }),
+    }
 }
 
 /// Gives a copy of `global/pg_control` the identifier `new_id` and the nonce `nonce`, and a CRC

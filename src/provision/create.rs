@@ -167,10 +167,8 @@ impl Provisioner {
         for _ in 0..PORT_RETRIES {
             let spec = self.spec_for(record, password, port);
             self.runtime.create(&spec).await?;
-            if template.is_some() {
-                for edit in engines::identity_edits(record.engine, engines::TEMPLATE_DATA_PATH) {
-                    self.runtime.edit_files(&spec.name, &edit.path, edit.head_len, edit.edit).await?;
-                }
+            if let Some(template) = template {
+                self.give_copy_its_own_identity(record.engine, template, &spec.name).await?;
             }
             match self.runtime.start_created(&spec.name).await {
                 Ok(()) => {

@@ -5,6 +5,7 @@
 mod claims;
 mod create;
 mod error;
+mod identity;
 mod lifecycle;
 mod pool;
 mod reconcile;

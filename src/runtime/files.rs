@@ -1,15 +1,16 @@
 //! Files inside containers, through Docker's archive API (tar streams; no shell, no exec): a
-//! server's configuration written before its first start, a file read back, and files edited in
-//! place before a container first starts.
-
-use std::io::{Read, Seek, Write};
-use std::path::Path;
+//! server's configuration written before its first start, a file read back, and whole trees
+//! copied out and in.
 
 use bollard::query_parameters::{DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder};
 use futures_util::TryStreamExt;
-use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
+use tokio::io::AsyncRead;
+use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::{Runtime, RuntimeError, SpecFile};
+
+/// How much of an upload goes to Docker at once: large, since a WAL segment is 16 MiB.
+const UPLOAD_CHUNK_BYTES: usize = 256 * 1024;
 
 impl Runtime {
     /// Writes a file into a container through Docker's archive API (no shell, no exec): a small
@@ -66,110 +67,30 @@ impl Runtime {
         }
     }
 
-    /// Edits the files under `path` (a file or a directory) in a container, in place: copies
-    /// them out and back in, letting `edit` change the first `head_len` bytes of each regular file
-    /// (all of a shorter one), given its path relative to `path`'s parent. Names, owners, modes
-    /// and the rest of the contents stay as they were. The edited copy waits in an unnamed
-    /// temporary file, not in memory (a WAL segment is 16 MiB), and goes back only once the
-    /// download has ended: Docker serves one archive request per container at a time, so a
-    /// download and an upload that overlap wait for each other forever.
-    /// Meant for a container that has not started.
-    pub async fn edit_files<E>(&self, container: &str, path: &str, head_len: usize, edit: E) -> Result<(), RuntimeError>
-    where
-        E: FnMut(&Path, &mut [u8]) -> Result<(), String> + Send + 'static,
-    {
-        let docker = self.docker().await?;
+    /// Copies `path` (a file or a directory) out of a container, as a tar stream whose entries
+    /// are named from `path`'s last component on. Works on a container that never started.
+    pub async fn download(
+        &self,
+        container: &str,
+        path: &str,
+    ) -> Result<impl AsyncRead + Send + Unpin + 'static, RuntimeError> {
         let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
-        let download = docker.download_from_container(container, Some(options)).map_err(std::io::Error::other);
-        let original = SyncIoBridge::new(StreamReader::new(download));
-        let edited = tokio::task::spawn_blocking(move || {
-            let mut edited = tempfile::tempfile().map_err(|e| e.to_string())?;
-            rewrite_tar(original, &mut edited, head_len, edit)?;
-            edited.rewind().map_err(|e| e.to_string())?;
-            Ok::<_, String>(edited)
-        })
-        .await
-        .map_err(|e| RuntimeError::Refused(format!("editing {path} failed: {e}")))?
-        .map_err(|e| RuntimeError::Refused(format!("cannot edit {path}: {e}")))?;
-        let parent = Path::new(path).parent().and_then(Path::to_str).unwrap_or("/");
-        let options = UploadToContainerOptionsBuilder::default().path(parent).build();
-        let body = ReaderStream::new(tokio::fs::File::from_std(edited));
-        docker.upload_to_container(container, Some(options), bollard::body_try_stream(body)).await?;
+        let stream = self.docker().await?.download_from_container(container, Some(options));
+        Ok(StreamReader::new(stream.map_err(std::io::Error::other)))
+    }
+
+    /// Extracts a tar stream into directory `dir` of a container, as it is: owners and modes from
+    /// the archive. Docker serves one archive request per container at a time, so `tar` must not
+    /// wait for a download from the same container.
+    pub async fn upload(
+        &self,
+        container: &str,
+        dir: &str,
+        tar: impl AsyncRead + Send + 'static,
+    ) -> Result<(), RuntimeError> {
+        let options = UploadToContainerOptionsBuilder::default().path(dir).build();
+        let body = bollard::body_try_stream(ReaderStream::with_capacity(tar, UPLOAD_CHUNK_BYTES));
+        self.docker().await?.upload_to_container(container, Some(options), body).await?;
         Ok(())
-    }
-}
-
-/// Copies a tar stream to its end, passing each regular file's first `head_len` bytes through
-/// `edit`.
-fn rewrite_tar<E>(original: impl Read, edited: impl Write, head_len: usize, mut edit: E) -> Result<(), String>
-where
-    E: FnMut(&Path, &mut [u8]) -> Result<(), String>,
-{
-    let mut archive = tar::Archive::new(original);
-    let mut builder = tar::Builder::new(edited);
-    for entry in archive.entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
-        let mut header = entry.header().clone();
-        let mut head = Vec::new();
-        if header.entry_type().is_file() {
-            (&mut entry).take(head_len as u64).read_to_end(&mut head).map_err(|e| e.to_string())?;
-            edit(&path, &mut head)?;
-        }
-        builder.append_data(&mut header, &path, head.as_slice().chain(entry)).map_err(|e| e.to_string())?;
-    }
-    // Read to the end, so that the download is over (see `edit_files`).
-    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| e.to_string())?;
-    builder.into_inner().and_then(|mut edited| edited.flush()).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tarball(files: &[(&str, &[u8], u64)]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        for (path, contents, uid) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(contents.len() as u64);
-            header.set_mode(0o600);
-            header.set_uid(*uid);
-            builder.append_data(&mut header, path, *contents).unwrap();
-        }
-        builder.into_inner().unwrap()
-    }
-
-    #[test]
-    fn only_the_head_of_each_file_is_edited_and_owners_and_the_rest_are_kept() {
-        let original = tarball(&[("d/a", b"abcdef", 999), ("d/b", b"xy", 70)]);
-        let mut edited = Vec::new();
-
-        rewrite_tar(original.as_slice(), &mut edited, 4, |path, head| {
-            assert!(head.len() <= 4, "{path:?}");
-            head.make_ascii_uppercase();
-            Ok(())
-        })
-        .unwrap();
-
-        let mut archive = tar::Archive::new(edited.as_slice());
-        let files: Vec<(String, String, u64, u32)> = archive
-            .entries()
-            .unwrap()
-            .map(|entry| {
-                let mut entry = entry.unwrap();
-                let mut contents = String::new();
-                entry.read_to_string(&mut contents).unwrap();
-                let header = entry.header();
-                (entry.path().unwrap().display().to_string(), contents, header.uid().unwrap(), header.mode().unwrap())
-            })
-            .collect();
-        assert_eq!(files, [("d/a".into(), "ABCDef".into(), 999, 0o600), ("d/b".into(), "XY".into(), 70, 0o600)]);
-    }
-
-    #[test]
-    fn an_edit_that_fails_stops_the_rewrite() {
-        let original = tarball(&[("a", b"abc", 0)]);
-        let result = rewrite_tar(original.as_slice(), Vec::new(), 4, |_, _| Err("no".to_string()));
-        assert_eq!(result, Err("no".to_string()));
     }
 }
