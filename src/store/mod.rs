@@ -4,6 +4,7 @@
 
 mod events;
 mod instances;
+mod reads;
 mod users;
 
 use std::path::Path;
@@ -30,6 +31,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Read(#[from] rusqlite::Error),
 }
 
 /// How long a writer waits for another (maybe another process's) to finish before giving up.
@@ -38,13 +41,16 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The hot reads' own connections (see `reads`).
+    readers: std::sync::Arc<reads::Readers>,
 }
 
 impl Store {
     /// Opens (creating if needed) `dbroker.db` in `data_dir` and brings its schema up to date.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join("dbroker.db");
         let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(data_dir.join("dbroker.db"))
+            .filename(&path)
             .create_if_missing(true)
             // WAL: readers never wait for the writer, and several processes can share the file.
             .journal_mode(SqliteJournalMode::Wal)
@@ -53,7 +59,7 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, readers: std::sync::Arc::new(reads::Readers::new(path)) })
     }
 
     /// Answers when the database can run a query (for `/healthz`).
