@@ -205,14 +205,16 @@ pub async fn rotate_password(engine: Engine, endpoint: &Endpoint<'_>, new: &Secr
     .await
 }
 
-/// Creates a database on the running server, for engines that have them (PostgreSQL).
-pub async fn create_database(engine: Engine, endpoint: &Endpoint<'_>, database: &DatabaseName) -> Result<(), String> {
+/// Renames the endpoint's database to `new` on the running server, for engines that have
+/// databases (PostgreSQL): an instance started with the default database gets the one asked for,
+/// and no other besides.
+pub async fn rename_database(engine: Engine, endpoint: &Endpoint<'_>, new: &DatabaseName) -> Result<(), String> {
     match engine {
         Engine::Postgres => {
             let Endpoint { host, port, password, .. } = *endpoint;
-            with_timeout(postgres::create_database(host, port, password, endpoint.database(), database)).await
+            with_timeout(postgres::rename_database(host, port, password, endpoint.database(), new)).await
         }
-        Engine::Mysql | Engine::Redis => Err(format!("{engine} instances have no database to create")),
+        Engine::Mysql | Engine::Redis => Err(format!("{engine} instances have no database to rename")),
     }
 }
 

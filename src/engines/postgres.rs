@@ -15,6 +15,8 @@ pub const DATA_PATH: &str = "/var/lib/postgresql/data";
 const PGDATA_SUBDIRECTORY: &str = "pgdata";
 pub const USER: &str = "postgres";
 pub const DEFAULT_DATABASE: &str = "app";
+/// The database every cluster has, for work on the others.
+const MAINTENANCE_DATABASE: &str = "postgres";
 pub const MEMORY: MemoryBounds = MemoryBounds { min: MemoryMb(128), max: MemoryMb(65536), default: MemoryMb(512) };
 
 pub fn launch(settings: &Settings) -> Launch {
@@ -53,17 +55,19 @@ pub async fn probe(host: &str, port: u16, password: &Secret, database: &str) -> 
     Ok(())
 }
 
-/// `CREATE DATABASE`, connected to `current`. A database name is a validated identifier
+/// `ALTER DATABASE current RENAME TO new`, connected to the `postgres` database (a database cannot
+/// be renamed by a session connected to it). Both names are validated identifiers
 /// (`DatabaseName`: lowercase letters, digits and '_'), quoted all the same.
-pub async fn create_database(
+pub async fn rename_database(
     host: &str,
     port: u16,
     password: &Secret,
     current: &str,
-    database: &DatabaseName,
+    new: &DatabaseName,
 ) -> Result<(), String> {
-    let mut conn = connect(host, port, password, current).await?;
-    let statement = format!("CREATE DATABASE \"{}\"", database.as_str());
+    let current: DatabaseName = current.parse().map_err(|e: crate::model::Invalid| e.0)?;
+    let mut conn = connect(host, port, password, MAINTENANCE_DATABASE).await?;
+    let statement = format!("ALTER DATABASE \"{}\" RENAME TO \"{}\"", current.as_str(), new.as_str());
     sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut conn).await.map_err(|e| e.to_string())?;
     let _ = conn.close().await;
     Ok(())

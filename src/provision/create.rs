@@ -193,8 +193,8 @@ impl Provisioner {
         Err(ProvisionError::Internal(anyhow::anyhow!("Docker refused {PORT_RETRIES} ports in a row")))
     }
 
-    /// Replaces the template's password with the instance's, and adds the database asked for if
-    /// the template's is another. (Every other setting is the container's, not the data's.)
+    /// Replaces the template's password with the instance's, and renames the template's database
+    /// to the one asked for. (Every other setting is the container's, not the data's.)
     async fn take_over_template(
         &self,
         record: &InstanceRecord,
@@ -211,7 +211,7 @@ impl Provisioner {
             && Some(wanted) != template.database
         {
             let database = wanted.parse().map_err(|e: crate::model::Invalid| refused("database", e.0))?;
-            engines::create_database(record.engine, &Endpoint { password, ..endpoint }, &database)
+            engines::rename_database(record.engine, &Endpoint { password, ..endpoint }, &database)
                 .await
                 .map_err(|e| refused("database", e))?;
         }

@@ -70,7 +70,7 @@ impl Provisioner {
         if let Some(database) = &request.database
             && record.database.as_deref() != Some(database.as_str())
         {
-            engines::create_database(record.engine, &self.endpoint(&record, &host, &password), database)
+            engines::rename_database(record.engine, &self.endpoint(&record, &host, &password), database)
                 .await
                 .map_err(|e| refused("database", e))?;
             self.store.set_database(&record.id, database.as_str()).await?;

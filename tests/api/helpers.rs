@@ -359,6 +359,14 @@ pub async fn postgres_connect(port: u16, password: &str, database: &str) -> Resu
         .await
 }
 
+/// The databases of a PostgreSQL cluster, other than its templates, by name.
+pub async fn postgres_databases(conn: &mut sqlx::PgConnection) -> Vec<String> {
+    sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE NOT datistemplate ORDER BY datname")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
 /// A MySQL connection as `user` with `password`, or the error the server gave.
 pub async fn mysql_connect(port: u16, user: &str, password: &str) -> Result<sqlx::MySqlConnection, sqlx::Error> {
     use sqlx::ConnectOptions;

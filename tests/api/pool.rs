@@ -12,9 +12,11 @@ use dbroker::secrets::MasterKey;
 use dbroker::store::Store;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::{ConnectOptions, Connection};
 
-use crate::helpers::{ALICE, BOB, TestApp, docker, image, memory_cap, port_and_password, redis_connect, wait_until};
+use crate::helpers::{
+    ALICE, BOB, TestApp, docker, image, memory_cap, port_and_password, postgres_connect, postgres_databases,
+    redis_connect, wait_until,
+};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -139,16 +141,8 @@ async fn a_postgres_instance_from_the_pool_gets_the_database_asked_for_and_its_o
     assert_eq!(instance["id"], members[0]["id"], "served from the pool");
     assert_eq!(instance["database"], "shop");
     let (port, password) = port_and_password(&instance);
-    let connect = |password: String| async move {
-        sqlx::postgres::PgConnectOptions::new()
-            .host("127.0.0.1")
-            .port(port)
-            .username("postgres")
-            .password(&password)
-            .database("shop")
-            .connect()
-            .await
-    };
-    connect(password).await.expect("its own password, on its own database").close().await.ok();
-    assert!(connect(pool_password).await.is_err(), "the pool's password is refused");
+    let mut conn = postgres_connect(port, &password, "shop").await.expect("its own password, on its own database");
+    assert_eq!(postgres_databases(&mut conn).await, ["postgres", "shop"], "the one asked for, and no other");
+    sqlx::Connection::close(conn).await.ok();
+    assert!(postgres_connect(port, &pool_password, "shop").await.is_err(), "the pool's password is refused");
 }

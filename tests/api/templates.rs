@@ -9,8 +9,8 @@ use serde_json::json;
 use sqlx::Row;
 
 use crate::helpers::{
-    ALICE, BOB, TestApp, docker, memory_cap, mysql_connect, port_and_password, postgres_connect, wait_until,
-    write_mysql_row,
+    ALICE, BOB, TestApp, docker, memory_cap, mysql_connect, port_and_password, postgres_connect, postgres_databases,
+    wait_until, write_mysql_row,
 };
 
 #[tokio::test]
@@ -129,6 +129,7 @@ async fn postgres_instances_made_from_a_template_have_their_own_identity_passwor
     assert!(postgres_connect(port, &other_password, "postgres").await.is_err(), "another instance's password");
     assert!(postgres_connect(other_port, &template_password, "app").await.is_err());
     let mut conn = postgres_connect(port, &password, "shop").await.expect("its own password, on its database");
+    assert_eq!(postgres_databases(&mut conn).await, ["postgres", "shop"], "the one asked for, and no other");
     assert_eq!(memory_cap(&container).await, Some(256 * 1024 * 1024));
 
     // Its own identity: neither the template's nor another copy's.
