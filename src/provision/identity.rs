@@ -1,6 +1,7 @@
 //! A fresh copy of a data-directory template gets an identity of its own before its server first
 //! starts (what that takes is the engine's: `engines::identity_edit`): the files that hold it are
-//! edited and put back into the new container. Docker charges about 45 ms per archive request on
+//! edited and put back into the new container, whose volume Docker filled from the template when
+//! it created the container (not when it starts it). Docker charges about 45 ms per archive request on
 //! top of the bytes (it mounts the container's filesystems and runs a helper process), and a
 //! PostgreSQL WAL segment is 16 MiB; so the template's own copies of those files are kept in the
 //! data directory, downloaded once per template, and each copy costs a single upload.
