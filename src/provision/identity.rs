@@ -1,12 +1,17 @@
-//! A fresh copy of a data-directory template gets an identity of its own before its server first
-//! starts (what that takes is the engine's: `engines::identity_edit`): the files that hold it are
-//! edited and put back into the new container, whose volume Docker filled from the template when
-//! it created the container (not when it starts it). Docker charges about 45 ms per archive request on
-//! top of the bytes (it mounts the container's filesystems and runs a helper process), and a
-//! PostgreSQL WAL segment is 16 MiB; so the template's own copies of those files are kept in the
-//! data directory, downloaded once per template, and each copy costs a single upload.
+//! A copy of a data-directory template gets an identity of its own before its server first starts
+//! (what that takes is the engine's: `engines::identity_edit`).
+//!
+//! When a template is built, the files that hold the identity are set aside: kept whole in one
+//! tar archive of the image, outside the data directory (`ORIGINALS_IN_IMAGE`), and left empty in
+//! it. Docker copies the data directory into each new copy's volume when it creates the container
+//! (not when it starts it), so there is less to copy, and a copy that did not get an identity of
+//! its own cannot start at all, rather than start as the template's twin. Each copy then gets the
+//! originals, edited, in one upload before it starts. Docker charges about 45 ms per archive
+//! request on top of the bytes (it mounts the container's filesystems and runs a helper), and a
+//! PostgreSQL WAL segment is 16 MiB; so the originals are also kept in the data directory, read
+//! from the image once per template.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use tokio_util::io::SyncIoBridge;
@@ -16,7 +21,11 @@ use super::{ProvisionError, Provisioner};
 use crate::engines::{self, IdentityEdit};
 use crate::model::Engine;
 
-/// Where in the data directory the templates' original files are kept, one tar per template.
+/// Where a template image keeps the originals of its identity files: a tar archive, with paths
+/// relative to the identity edit's `base`.
+pub(super) const ORIGINALS_IN_IMAGE: &str = "/var/lib/dbroker-template-identity.tar";
+
+/// Where in the data directory the templates' originals are kept, one tar per template.
 const ORIGINALS_DIR: &str = "template-files";
 
 /// The buffer between the edited tar stream and its upload.
@@ -25,7 +34,42 @@ const PIPE_BYTES: usize = 256 * 1024;
 /// Sees each regular file of a tar stream (its path in the new stream) with its first bytes.
 type Edit<'a> = &'a mut dyn FnMut(&Path, &mut [u8]) -> Result<(), String>;
 
+const SETTING_ASIDE: &str = "setting the template's identity aside";
+const KEEPING: &str = "keeping the template's identity files";
+
+fn failed(what: &str, error: impl std::fmt::Display) -> ProvisionError {
+    ProvisionError::Internal(anyhow::anyhow!("{what}: {error}"))
+}
+
 impl Provisioner {
+    /// Sets the identity files of a template being built aside (see the module's comment), in
+    /// `container`, its stopped build container, before it is committed.
+    pub(super) async fn set_identity_aside(&self, engine: Engine, container: &str) -> Result<(), ProvisionError> {
+        let Some(IdentityEdit { base, paths, .. }) = engines::identity_edit(engine, engines::TEMPLATE_DATA_PATH) else {
+            return Ok(());
+        };
+        let originals = tempfile::tempfile().map_err(|e| failed(SETTING_ASIDE, e))?;
+        let mut builder = tar::Builder::new(originals);
+        for relative in paths {
+            let download = SyncIoBridge::new(self.runtime.download(container, &format!("{base}/{relative}")).await?);
+            let prefix = Path::new(relative).parent().unwrap_or(Path::new("")).to_path_buf();
+            builder = tokio::task::spawn_blocking(move || {
+                copy_entries(download, &mut builder, &prefix, 0, &mut |_, _| Ok(()))?;
+                Ok::<_, String>(builder)
+            })
+            .await
+            .map_err(|e| failed(SETTING_ASIDE, e))?
+            .map_err(|e| failed(SETTING_ASIDE, e))?;
+        }
+        let mut originals = builder.into_inner().map_err(|e| failed(SETTING_ASIDE, e))?;
+        let emptied = emptied_copy(&mut originals).map_err(|e| failed(SETTING_ASIDE, e))?;
+        self.runtime.upload(container, &base, std::io::Cursor::new(emptied)).await?;
+        let (dir, name) = ORIGINALS_IN_IMAGE.rsplit_once('/').expect("an absolute path");
+        let archive = archive_of_file(originals, name).map_err(|e| failed(SETTING_ASIDE, e))?;
+        self.runtime.upload(container, dir, tokio::fs::File::from_std(archive)).await?;
+        Ok(())
+    }
+
     /// Gives `container`, a copy of `template` that has not started yet, the identity of its own
     /// that `engine` keeps in its data directory, if it keeps one.
     pub(super) async fn give_copy_its_own_identity(
@@ -34,11 +78,12 @@ impl Provisioner {
         template: &Template,
         container: &str,
     ) -> Result<(), ProvisionError> {
-        let Some(edit) = engines::identity_edit(engine, engines::TEMPLATE_DATA_PATH) else {
+        let Some(IdentityEdit { base, head_len, edit: mut edit_file, .. }) =
+            engines::identity_edit(engine, engines::TEMPLATE_DATA_PATH)
+        else {
             return Ok(());
         };
-        let IdentityEdit { base, paths, head_len, edit: mut edit_file } = edit;
-        let originals = self.template_originals(template, container, &base, paths).await?;
+        let originals = self.template_originals(template, container).await?;
         let (edited, upload) = tokio::io::duplex(PIPE_BYTES);
         let edited = SyncIoBridge::new(edited);
         let rewrite = tokio::task::spawn_blocking(move || {
@@ -52,44 +97,65 @@ impl Provisioner {
         uploaded?;
         rewritten
             .map_err(|e| ProvisionError::Internal(e.into()))?
-            .map_err(|e| ProvisionError::Internal(anyhow::anyhow!("giving the copy its own identity: {e}")))
+            .map_err(|e| failed("giving the copy its own identity", e))
     }
 
-    /// The template's own copies of `paths`, as one tar archive with paths relative to `base`, in
-    /// the data directory. The first time, they are downloaded from `container`, a copy that has
-    /// not started yet and so still holds them as they are in the template.
-    async fn template_originals(
-        &self,
-        template: &Template,
-        container: &str,
-        base: &str,
-        paths: &[&str],
-    ) -> Result<PathBuf, ProvisionError> {
+    /// The template's originals of its identity files, kept in the data directory; read from
+    /// `container`, a copy of it, the first time.
+    async fn template_originals(&self, template: &Template, container: &str) -> Result<PathBuf, ProvisionError> {
         let dir = self.config.data_dir.join(ORIGINALS_DIR);
         let path = dir.join(format!("{}.tar", template.image_id.trim_start_matches("sha256:")));
         if path.exists() {
             return Ok(path);
         }
-        let failed = |e: String| ProvisionError::Internal(anyhow::anyhow!("keeping the template's files: {e}"));
-        std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
-        let partial = tempfile::NamedTempFile::new_in(&dir).map_err(|e| failed(e.to_string()))?;
-        let mut builder = tar::Builder::new(partial);
-        for relative in paths {
-            let download = SyncIoBridge::new(self.runtime.download(container, &format!("{base}/{relative}")).await?);
-            let prefix = Path::new(relative).parent().unwrap_or(Path::new("")).to_path_buf();
-            builder = tokio::task::spawn_blocking(move || {
-                copy_entries(download, &mut builder, &prefix, 0, &mut |_, _| Ok(()))?;
-                Ok(builder)
-            })
-            .await
-            .map_err(|e| ProvisionError::Internal(e.into()))?
-            .map_err(failed)?;
-        }
-        let partial = builder.into_inner().map_err(|e| failed(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| failed(KEEPING, e))?;
+        let mut partial = tempfile::NamedTempFile::new_in(&dir).map_err(|e| failed(KEEPING, e))?;
+        let download = SyncIoBridge::new(self.runtime.download(container, ORIGINALS_IN_IMAGE).await?);
+        partial = tokio::task::spawn_blocking(move || {
+            // Docker's archive holds one entry: the originals' own archive.
+            let mut archive = tar::Archive::new(download);
+            let mut entry = archive.entries()?.next().ok_or(std::io::ErrorKind::UnexpectedEof)??;
+            std::io::copy(&mut entry, &mut partial)?;
+            std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
+            Ok::<_, std::io::Error>(partial)
+        })
+        .await
+        .map_err(|e| failed(KEEPING, e))?
+        .map_err(|e| failed(KEEPING, e))?;
         // Atomic: a process that does the same at the same time writes the same bytes.
-        partial.persist(&path).map_err(|e| failed(e.to_string()))?;
+        partial.persist(&path).map_err(|e| failed(KEEPING, e))?;
         Ok(path)
     }
+}
+
+/// The entries of the tar archive `originals`, with every regular file emptied.
+fn emptied_copy(originals: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
+    originals.rewind()?;
+    let mut archive = tar::Archive::new(&mut *originals);
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let mut header = entry.header().clone();
+        if header.entry_type().is_file() {
+            header.set_size(0);
+        }
+        builder.append_data(&mut header, entry.path()?, std::io::empty())?;
+    }
+    builder.into_inner()
+}
+
+/// A tar archive holding `file` as `name`, for an upload.
+fn archive_of_file(mut file: std::fs::File, name: &str) -> std::io::Result<std::fs::File> {
+    let len = file.seek(std::io::SeekFrom::End(0))?;
+    file.rewind()?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(len);
+    header.set_mode(0o600);
+    let mut builder = tar::Builder::new(tempfile::tempfile()?);
+    builder.append_data(&mut header, name, file)?;
+    let mut archive = builder.into_inner()?;
+    archive.rewind()?;
+    Ok(archive)
 }
 
 /// Appends the entries of a tar stream to `builder`, their paths under `prefix`, passing each

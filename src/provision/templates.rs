@@ -4,7 +4,8 @@
 //! `engines::TEMPLATE_DATA_PATH`, is stopped cleanly and committed as
 //! `dbroker-template/ENGINE:SOURCE-ID`. An instance made from it mounts its new, empty volume at
 //! that path, and Docker copies the template into it when the container is created; the server
-//! then only has to start. The template's superuser password (an image label: everyone who can
+//! then only has to start. Files that hold a server's identity are set aside in the template and
+//! each copy gets its own before it starts (see `identity`). The template's superuser password (an image label: everyone who can
 //! read it can read any container's environment too) is replaced by the instance's own as soon as
 //! the server answers. A changed image has another id, so it gets a new template.
 
@@ -20,6 +21,10 @@ use crate::secrets::Secret;
 /// Labels of a template image: the image it was made from, and its superuser password.
 pub const LABEL_TEMPLATE_OF: &str = "dbroker.template-of";
 const LABEL_TEMPLATE_PASSWORD: &str = "dbroker.template-password";
+/// How a template is laid out: templates of another format (older dbrokers') are built again.
+/// Format 2 has its identity files set aside (see `identity`).
+const LABEL_TEMPLATE_FORMAT: &str = "dbroker.template-format";
+const TEMPLATE_FORMAT: &str = "2";
 
 /// How often a template's first start is polled for readiness.
 const BUILD_POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -52,6 +57,7 @@ impl Provisioner {
         let reference = format!("dbroker-template/{engine}:{short_id}");
         if let Some((image_id, labels)) = self.runtime.image(&reference).await?
             && labels.get(LABEL_TEMPLATE_OF).map(String::as_str) == Some(source_id)
+            && labels.get(LABEL_TEMPLATE_FORMAT).map(String::as_str) == Some(TEMPLATE_FORMAT)
             && let Some(password) = labels.get(LABEL_TEMPLATE_PASSWORD)
         {
             let password = Secret::new(password.clone());
@@ -110,8 +116,10 @@ impl Provisioner {
             }
             // A clean shutdown, so every copy starts without recovery.
             self.runtime.stop(&name).await?;
+            self.set_identity_aside(engine, &name).await?;
             let labels = HashMap::from([
                 (LABEL_TEMPLATE_OF.to_string(), source_id.to_string()),
+                (LABEL_TEMPLATE_FORMAT.to_string(), TEMPLATE_FORMAT.to_string()),
                 (LABEL_TEMPLATE_PASSWORD.to_string(), password.expose().to_string()),
             ]);
             Ok(self.runtime.commit(&name, reference, source_image, labels).await?)

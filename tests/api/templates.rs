@@ -89,24 +89,27 @@ async fn a_changed_image_gets_a_template_of_its_own() {
     let _ = docker.remove_image(&changed, Some(remove), None).await;
 }
 
-/// A line of `pg_controldata`'s report on an instance's cluster, such as its "Database system
-/// identifier" or its "Mock authentication nonce", read inside the container.
-async fn control_data(container: &str, field: &str) -> String {
+/// What a shell command prints inside a running container.
+async fn output_of(container: &str, command: &str) -> String {
     use bollard::exec::{CreateExecOptions, StartExecResults};
     let docker = docker().await;
-    let exec = CreateExecOptions {
-        cmd: Some(vec!["sh", "-c", "/usr/lib/postgresql/*/bin/pg_controldata -D \"$PGDATA\""]),
-        attach_stdout: Some(true),
-        ..Default::default()
-    };
+    let exec =
+        CreateExecOptions { cmd: Some(vec!["sh", "-c", command]), attach_stdout: Some(true), ..Default::default() };
     let exec = docker.create_exec(container, exec).await.unwrap();
     let StartExecResults::Attached { mut output, .. } = docker.start_exec(&exec.id, None).await.unwrap() else {
         panic!("not attached");
     };
-    let mut report = String::new();
+    let mut printed = String::new();
     while let Some(chunk) = futures_util::StreamExt::next(&mut output).await {
-        report.push_str(&chunk.unwrap().to_string());
+        printed.push_str(&chunk.unwrap().to_string());
     }
+    printed
+}
+
+/// A line of `pg_controldata`'s report on the cluster at `$PGDATA` in a container, such as its
+/// "Database system identifier" or its "Mock authentication nonce".
+async fn control_data(container: &str, field: &str) -> String {
+    let report = output_of(container, "/usr/lib/postgresql/*/bin/pg_controldata -D \"$PGDATA\"").await;
     let line = report.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in {report}"));
     line.split_once(':').unwrap().1.trim().to_string()
 }
@@ -132,18 +135,24 @@ async fn postgres_instances_made_from_a_template_have_their_own_identity_passwor
     assert_eq!(postgres_databases(&mut conn).await, ["postgres", "shop"], "the one asked for, and no other");
     assert_eq!(memory_cap(&container).await, Some(256 * 1024 * 1024));
 
-    // Its own identity: neither the template's nor another copy's.
+    // Its own identity: neither the template's nor another copy's. The template keeps its own
+    // aside, outside its data directory, where its identity files are empty.
     let template = crate::helpers::unique_name("dbt-pg-template");
     let _guard = crate::helpers::ContainerGuard(template.clone());
+    let set_aside =
+        "mkdir /tmp/identity && tar -xf /var/lib/dbroker-template-identity.tar -C /tmp/identity && sleep 60";
     let body = bollard::models::ContainerCreateBody {
         image: Some(template_image),
-        entrypoint: Some(vec!["sleep".into(), "60".into()]),
-        env: Some(vec!["PGDATA=/var/lib/dbroker-template/pgdata".into()]),
+        entrypoint: Some(vec!["sh".into(), "-c".into(), set_aside.into()]),
+        env: Some(vec!["PGDATA=/tmp/identity".into()]),
         ..Default::default()
     };
     let options = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&template).build();
     docker().await.create_container(Some(options), body).await.unwrap();
     docker().await.start_container(&template, None).await.unwrap();
+    let sizes =
+        "stat -c %s /var/lib/dbroker-template/pgdata/global/pg_control /var/lib/dbroker-template/pgdata/pg_wal/0*";
+    assert_eq!(output_of(&template, sizes).await, "0\n0\n", "the template's data directory keeps no identity");
     for field in ["Database system identifier", "Mock authentication nonce"] {
         let (mine, other, template) = (
             control_data(&container, field).await,
