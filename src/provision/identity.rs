@@ -23,7 +23,7 @@ use crate::model::Engine;
 
 /// Where a template image keeps the originals of its identity files: a tar archive, with paths
 /// relative to the identity edit's `base`.
-pub(super) const ORIGINALS_IN_IMAGE: &str = "/var/lib/dbroker-template-identity.tar";
+const ORIGINALS_IN_IMAGE: &str = "/var/lib/dbroker-template-identity.tar";
 
 /// Where in the data directory the templates' originals are kept, one tar per template.
 const ORIGINALS_DIR: &str = "template-files";
@@ -61,11 +61,15 @@ impl Provisioner {
             .map_err(|e| failed(SETTING_ASIDE, e))?
             .map_err(|e| failed(SETTING_ASIDE, e))?;
         }
-        let mut originals = builder.into_inner().map_err(|e| failed(SETTING_ASIDE, e))?;
-        let emptied = emptied_copy(&mut originals).map_err(|e| failed(SETTING_ASIDE, e))?;
-        self.runtime.upload(container, &base, std::io::Cursor::new(emptied)).await?;
         let (dir, name) = ORIGINALS_IN_IMAGE.rsplit_once('/').expect("an absolute path");
-        let archive = archive_of_file(originals, name).map_err(|e| failed(SETTING_ASIDE, e))?;
+        let (emptied, archive) = tokio::task::spawn_blocking(move || {
+            let mut originals = builder.into_inner()?;
+            Ok::<_, std::io::Error>((emptied_copy(&mut originals)?, archive_of_file(originals, name)?))
+        })
+        .await
+        .map_err(|e| failed(SETTING_ASIDE, e))?
+        .map_err(|e| failed(SETTING_ASIDE, e))?;
+        self.runtime.upload(container, &base, std::io::Cursor::new(emptied)).await?;
         self.runtime.upload(container, dir, tokio::fs::File::from_std(archive)).await?;
         Ok(())
     }

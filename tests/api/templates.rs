@@ -2,9 +2,15 @@
 //! (the template's and another instance's are refused) and identity, the character set, database
 //! and memory cap asked for, and keeps its data across a restart.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::query_parameters::{InspectContainerOptions, RestartContainerOptions};
+use bollard::models::{ContainerConfig, ContainerCreateBody};
+use bollard::query_parameters::{
+    CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, InspectContainerOptions, RemoveImageOptionsBuilder,
+    RestartContainerOptions,
+};
+use dbroker::model::Engine;
 use serde_json::json;
 use sqlx::Row;
 
@@ -48,45 +54,56 @@ async fn mariadb_instances_made_from_a_template_have_their_own_password_charset_
     sqlx::Connection::close(conn).await.ok();
 }
 
+/// An engine's offline image with one more label, so another id: a dbroker using it builds a
+/// template of its own. The image and its template are removed when this is dropped.
+struct ChangedImage {
+    engine: Engine,
+    reference: String,
+    id: String,
+}
+
+impl ChangedImage {
+    async fn of(engine: Engine) -> ChangedImage {
+        let docker = docker().await;
+        let name = crate::helpers::unique_name("dbt-changed-image");
+        let _container = crate::helpers::ContainerGuard(name.clone());
+        let body = ContainerCreateBody { image: Some(crate::helpers::image(engine.as_str())), ..Default::default() };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        docker.create_container(Some(options), body).await.unwrap();
+        let reference = format!("dbroker-test/changed-{engine}:{name}");
+        let (repo, tag) = reference.split_once(':').unwrap();
+        let options = CommitContainerOptionsBuilder::default().container(&name).repo(repo).tag(tag).build();
+        let labels = HashMap::from([("dbroker.test".to_string(), name.clone())]);
+        let config = ContainerConfig { labels: Some(labels), ..Default::default() };
+        let id = docker.commit_container(options, config).await.unwrap().id;
+        ChangedImage { engine, reference, id }
+    }
+}
+
+impl Drop for ChangedImage {
+    fn drop(&mut self) {
+        let short_id = self.id.trim_start_matches("sha256:").chars().take(16).collect::<String>();
+        let images = [format!("dbroker-template/{}:{short_id}", self.engine), self.reference.clone()];
+        crate::helpers::block_on_fresh_runtime(async move {
+            let remove = RemoveImageOptionsBuilder::default().force(true).build();
+            for image in images {
+                let _ = docker().await.remove_image(&image, Some(remove.clone()), None).await;
+            }
+        });
+    }
+}
+
 #[tokio::test]
 async fn a_changed_image_gets_a_template_of_its_own() {
-    // Another image: the offline MariaDB image with one more label, so another id.
-    let docker = docker().await;
-    let source = crate::helpers::image("mysql");
-    let name = crate::helpers::unique_name("dbt-changed-image");
-    let _container = crate::helpers::ContainerGuard(name.clone());
-    let body = bollard::models::ContainerCreateBody { image: Some(source.clone()), ..Default::default() };
-    let options = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&name).build();
-    docker.create_container(Some(options), body).await.unwrap();
-    let changed = format!("dbroker-test/changed-mysql:{name}");
-    let (repo, tag) = changed.split_once(':').unwrap();
-    let options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
-        .container(&name)
-        .repo(repo)
-        .tag(tag)
-        .build();
-    let config = bollard::models::ContainerConfig {
-        labels: Some(std::collections::HashMap::from([("dbroker.test".to_string(), name.clone())])),
-        ..Default::default()
-    };
-    let changed_id = docker.commit_container(options, config).await.unwrap().id;
-    let app =
-        TestApp::spawn_with(|c| c.catalogue.set_default_image(dbroker::model::Engine::Mysql, changed.clone())).await;
+    let changed = ChangedImage::of(Engine::Mysql).await;
+    let app = TestApp::spawn_with(|c| c.catalogue.set_default_image(Engine::Mysql, changed.reference.clone())).await;
 
     let instance = app.create(ALICE, json!({"engine": "mysql"})).await;
 
     let inspect =
-        docker.inspect_container(&app.container_of(&instance), None::<InspectContainerOptions>).await.unwrap();
+        docker().await.inspect_container(&app.container_of(&instance), None::<InspectContainerOptions>).await.unwrap();
     let template_of = inspect.config.unwrap().labels.unwrap_or_default().get("dbroker.template-of").cloned();
-    assert_eq!(template_of.as_deref(), Some(changed_id.as_str()), "a template made from the changed image");
-    drop(app);
-    let template = format!(
-        "dbroker-template/mysql:{}",
-        changed_id.trim_start_matches("sha256:").chars().take(16).collect::<String>()
-    );
-    let remove = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true).build();
-    let _ = docker.remove_image(&template, Some(remove.clone()), None).await;
-    let _ = docker.remove_image(&changed, Some(remove), None).await;
+    assert_eq!(template_of.as_deref(), Some(changed.id.as_str()), "a template made from the changed image");
 }
 
 /// What a shell command prints inside a running container.
@@ -116,7 +133,9 @@ async fn control_data(container: &str, field: &str) -> String {
 
 #[tokio::test]
 async fn postgres_instances_made_from_a_template_have_their_own_identity_password_database_and_data() {
-    let app = TestApp::spawn().await;
+    // A template built by this test, not one an earlier run left.
+    let changed = ChangedImage::of(Engine::Postgres).await;
+    let app = TestApp::spawn_with(|c| c.catalogue.set_default_image(Engine::Postgres, changed.reference.clone())).await;
 
     let first = app.create(ALICE, json!({"engine": "postgres", "database": "shop", "memory_mb": 256})).await;
     let second = app.create(BOB, json!({"engine": "postgres"})).await;
