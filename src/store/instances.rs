@@ -61,8 +61,9 @@ pub struct NewInstanceRecord<'a> {
     pub template_image: Option<&'a str>,
 }
 
-/// The columns of an instance row, as `record_from_row` and `record_from_read` read them. A macro, so queries stay
-/// `&'static str` built with `concat!`: sqlx refuses SQL strings assembled at run time.
+/// The columns of an instance row, in the order `record_from_row` and `record_from_read` read them.
+/// A macro, so queries stay `&'static str` built with `concat!`: sqlx refuses SQL strings
+/// assembled at run time.
 macro_rules! columns {
     () => {
         "id, owner_id, name, engine, version, image, status, status_reason, exit_code, oom_killed, \
