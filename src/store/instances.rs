@@ -4,7 +4,6 @@ use std::collections::HashSet;
 
 use rusqlite::OptionalExtension;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::{Store, StoreError, map_unique_violation, now_rfc3339};
 use crate::model::{Engine, InstanceId, MemoryMb, Status};
@@ -61,7 +60,7 @@ pub struct NewInstanceRecord<'a> {
     pub template_image: Option<&'a str>,
 }
 
-/// The columns of an instance row, in the order `record_from_row` and `record_from_read` read them.
+/// The columns of an instance row, in the order `record_from_row` reads them.
 /// A macro, so queries stay `&'static str` built with `concat!`: sqlx refuses SQL strings
 /// assembled at run time.
 macro_rules! columns {
@@ -76,11 +75,10 @@ impl Store {
     /// Writes a new record, which also leases its port: `PortTaken` if another instance holds the
     /// port (the caller tries another), `NameTaken` if the owner already has that name.
     pub async fn insert_instance(&self, new: &NewInstanceRecord<'_>) -> Result<InstanceRecord, StoreError> {
-        let row = sqlx::query(concat!(
+        sqlx::query(concat!(
             "INSERT INTO instances (id, owner_id, name, engine, version, image, status, claimed_by, \
              memory_mb, charset, collation, database, port, username, password_enc, created_at, template_image) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
-            columns!()
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(new.id.as_str())
         .bind(new.owner_id)
@@ -99,10 +97,10 @@ impl Store {
         .bind(new.password_enc)
         .bind(now_rfc3339())
         .bind(new.template_image)
-        .fetch_one(&self.pool)
+        .execute(&self.pool)
         .await
         .map_err(map_unique_violation)?;
-        record_from_row(&row)
+        self.instance(new.id).await?.ok_or(StoreError::NotFound)
     }
 
     /// Every port leased within `first..=last`, by any instance of any user.
@@ -191,27 +189,26 @@ impl Store {
     }
 
     /// One of `owner_id`'s instances. Another user's instance is `None`, as if it did not exist.
-    /// A hot read (see `reads`).
     pub async fn find_instance(&self, owner_id: i64, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
         self.readers.read(|connection| {
             connection
                 .prepare_cached(concat!("SELECT ", columns!(), " FROM instances WHERE id = ?1 AND owner_id = ?2"))?
-                .query_row((id.as_str(), owner_id), record_from_read)
+                .query_row((id.as_str(), owner_id), record_from_row)
                 .optional()
         })
     }
 
     /// Any instance, whoever owns it: for dbroker's own repairs.
     pub async fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM instances WHERE id = ?"))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(record_from_row).transpose()
+        self.readers.read(|connection| {
+            connection
+                .prepare_cached(concat!("SELECT ", columns!(), " FROM instances WHERE id = ?1"))?
+                .query_row([id.as_str()], record_from_row)
+                .optional()
+        })
     }
 
-    /// `owner_id`'s instances, oldest first, optionally of one engine only. A hot read (see
-    /// `reads`).
+    /// `owner_id`'s instances, oldest first, optionally of one engine only.
     pub async fn list_instances(
         &self,
         owner_id: i64,
@@ -224,17 +221,19 @@ impl Store {
                     columns!(),
                     " FROM instances WHERE owner_id = ?1 AND (?2 IS NULL OR engine = ?2) ORDER BY created_at, id"
                 ))?
-                .query_map((owner_id, engine.map(Engine::as_str)), record_from_read)?
+                .query_map((owner_id, engine.map(Engine::as_str)), record_from_row)?
                 .collect()
         })
     }
 
     /// Every instance of every user: what the reconciler compares with Docker.
     pub async fn all_instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
-        let rows = sqlx::query(concat!("SELECT ", columns!(), " FROM instances ORDER BY created_at, id"))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(record_from_row).collect()
+        self.readers.read(|connection| {
+            connection
+                .prepare_cached(concat!("SELECT ", columns!(), " FROM instances ORDER BY created_at, id"))?
+                .query_map([], record_from_row)?
+                .collect()
+        })
     }
 
     /// Hands one running warm-pool member of `engine` at `version` to `owner_id`, renamed `name`.
@@ -247,12 +246,11 @@ impl Store {
         owner_id: i64,
         name: Option<&str>,
     ) -> Result<Option<InstanceRecord>, StoreError> {
-        let row = sqlx::query(concat!(
+        let claimed: Option<String> = sqlx::query_scalar(concat!(
             "UPDATE instances SET owner_id = ?1, name = coalesce(?2, engine || '-' || id) \
              WHERE id = (SELECT id FROM instances WHERE owner_id IS NULL AND engine = ?3 AND version = ?4 \
                          AND status = 'running' ORDER BY created_at LIMIT 1) \
-             AND owner_id IS NULL RETURNING ",
-            columns!()
+             AND owner_id IS NULL RETURNING id",
         ))
         .bind(owner_id)
         .bind(name)
@@ -261,16 +259,24 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_unique_violation)?;
-        row.as_ref().map(record_from_row).transpose()
+        match claimed {
+            Some(id) => self.instance(&id.parse().map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))?).await,
+            None => Ok(None),
+        }
     }
 
     /// The warm pool's members, oldest first.
     pub async fn pool_members(&self) -> Result<Vec<InstanceRecord>, StoreError> {
-        let rows =
-            sqlx::query(concat!("SELECT ", columns!(), " FROM instances WHERE owner_id IS NULL ORDER BY created_at"))
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(record_from_row).collect()
+        self.readers.read(|connection| {
+            connection
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM instances WHERE owner_id IS NULL ORDER BY created_at"
+                ))?
+                .query_map([], record_from_row)?
+                .collect()
+        })
     }
 
     pub async fn set_database(&self, id: &InstanceId, database: &str) -> Result<(), StoreError> {
@@ -289,35 +295,9 @@ impl Store {
     }
 }
 
-fn record_from_row(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
-    let corrupt = |e: crate::model::Invalid| StoreError::Corrupt(e.0);
-    Ok(InstanceRecord {
-        id: row.get::<String, _>("id").parse().map_err(corrupt)?,
-        owner_id: row.get("owner_id"),
-        name: row.get("name"),
-        engine: row.get::<String, _>("engine").parse().map_err(corrupt)?,
-        version: row.get("version"),
-        image: row.get("image"),
-        status: row.get::<String, _>("status").parse().map_err(corrupt)?,
-        status_reason: row.get("status_reason"),
-        exit_code: row.get("exit_code"),
-        oom_killed: row.get("oom_killed"),
-        claimed_by: row.get("claimed_by"),
-        memory_mb: MemoryMb(row.get("memory_mb")),
-        charset: row.get("charset"),
-        collation: row.get("collation"),
-        database: row.get("database"),
-        port: row.get("port"),
-        username: row.get("username"),
-        password_enc: row.get("password_enc"),
-        created_at: row.get("created_at"),
-        template_image: row.get("template_image"),
-    })
-}
-
-/// `record_from_row` for the hot reads' connections. By position, in `columns!`'s order: looking
-/// columns up by name was a fifth of the list route's CPU.
-fn record_from_read(row: &rusqlite::Row) -> rusqlite::Result<InstanceRecord> {
+/// An instance row, read by position in `columns!`'s order: looking columns up by name was a
+/// fifth of the list route's CPU.
+fn record_from_row(row: &rusqlite::Row) -> rusqlite::Result<InstanceRecord> {
     fn parsed<T: std::str::FromStr<Err = crate::model::Invalid>>(
         row: &rusqlite::Row,
         column: usize,

@@ -41,7 +41,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
-    /// The hot reads' own connections (see `reads`).
+    /// The connections that read instance records (see `reads`).
     readers: std::sync::Arc<reads::Readers>,
 }
 

@@ -1,10 +1,10 @@
-//! The store's hot reads (one instance, a user's instances) on the caller's own thread.
-//! sqlx runs every SQLite statement on a worker thread and hands the results across a channel;
-//! under load that hand-off (futex wake-ups and context switches: perf put about 40% of the list
-//! route's CPU there) cost more than the query. These reads take microseconds in SQLite (the
-//! pages are in its cache, and in WAL mode a reader never waits for a writer), so they run
-//! synchronously, on a few query-only connections of their own: rusqlite, over the same SQLite
-//! library as sqlx.
+//! Reads of instance records, on the caller's own thread. sqlx runs every SQLite statement on a
+//! worker thread and hands the results across a channel; under load that hand-off (futex
+//! wake-ups and context switches: perf put about 40% of the list route's CPU there) cost more
+//! than the query. These reads take microseconds in SQLite (the pages are in its cache, and in
+//! WAL mode a reader never waits for a writer), so they run synchronously, on a few query-only
+//! connections of their own: rusqlite, over the same SQLite library as sqlx. Writes stay on sqlx;
+//! a write that hands back the record reads it here once it has committed.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
