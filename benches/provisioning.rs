@@ -39,14 +39,7 @@ async fn main() {
     dbroker.wait_until_up().await;
     let mut report = Report { memory_idle_kib: dbroker.rss_kib(), ..Report::default() };
     for engine in ["redis", "postgres", "mysql"] {
-        let mut times = Vec::new();
-        for _ in 0..runs {
-            let started = Instant::now();
-            let instance = dbroker.create(json!({"engine": engine})).await;
-            login_and_query(engine, &instance).await;
-            times.push(started.elapsed());
-            dbroker.delete(&instance).await;
-        }
+        let times = dbroker.time_to_ready(engine, runs, None).await;
         eprintln!("{engine}: time to ready {}", summary(&times));
         report.time_to_ready.push((engine.to_string(), times));
     }
@@ -83,15 +76,7 @@ async fn main() {
     let pooled = Dbroker::start_with(pool_dir.path(), &prefix, &pool_config, "30");
     pooled.wait_until_up().await;
     for engine in ["redis", "postgres", "mysql"] {
-        let mut times = Vec::new();
-        for _ in 0..runs {
-            pooled.wait_for_pool(pool_dir.path(), engine, 2).await;
-            let started = Instant::now();
-            let instance = pooled.create(json!({"engine": engine})).await;
-            login_and_query(engine, &instance).await;
-            times.push(started.elapsed());
-            pooled.delete(&instance).await;
-        }
+        let times = pooled.time_to_ready(engine, runs, Some(pool_dir.path())).await;
         eprintln!("{engine} from the pool: time to ready {}", summary(&times));
         report.time_to_ready.push((format!("{engine}, warm pool"), times));
     }
@@ -166,6 +151,24 @@ impl Dbroker {
             .unwrap();
         assert_eq!(response.status(), 201, "create failed");
         response.json().await.unwrap()
+    }
+
+    /// `runs` times: create an instance of `engine`, log in and query, delete it; the time from
+    /// the request until the query answered. With `pool_dir`, each run first waits for a full
+    /// warm pool, so that every create is served from it.
+    async fn time_to_ready(&self, engine: &str, runs: usize, pool_dir: Option<&Path>) -> Vec<Duration> {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            if let Some(pool_dir) = pool_dir {
+                self.wait_for_pool(pool_dir, engine, 2).await;
+            }
+            let started = Instant::now();
+            let instance = self.create(json!({"engine": engine})).await;
+            login_and_query(engine, &instance).await;
+            times.push(started.elapsed());
+            self.delete(&instance).await;
+        }
+        times
     }
 
     async fn delete(&self, instance: &Value) {
