@@ -181,8 +181,8 @@ impl Provisioner {
                         self.wait_ready(record, port, password).await?;
                         return Ok(port);
                     };
-                    let as_template =
-                        InstanceRecord { database: template.database.map(str::to_string), ..record.clone() };
+                    let database = super::templates::template_database(record.engine).map(str::to_string);
+                    let as_template = InstanceRecord { database, ..record.clone() };
                     self.wait_ready(&as_template, port, &template.password).await?;
                     tracing::debug!(elapsed = ?step.elapsed(), "template's server ready");
                     self.take_over_template(record, port, template, password).await?;
@@ -211,10 +211,11 @@ impl Provisioner {
         let host = self.probe_host();
         let refused = |what: &str, reason: String| ProvisionError::ServerRefused(format!("{what}: {reason}"));
         // `port`, not the record's: the lease may have moved since the record was read.
-        let endpoint = Endpoint { host: &host, port, password: &template.password, database: template.database };
+        let template_database = super::templates::template_database(record.engine);
+        let endpoint = Endpoint { host: &host, port, password: &template.password, database: template_database };
         engines::rotate_password(record.engine, &endpoint, password).await.map_err(|e| refused("new password", e))?;
         if let Some(wanted) = record.database.as_deref()
-            && Some(wanted) != template.database
+            && Some(wanted) != template_database
         {
             let database = wanted.parse().map_err(|e: crate::model::Invalid| refused("database", e.0))?;
             engines::rename_database(record.engine, &Endpoint { password, ..endpoint }, &database)

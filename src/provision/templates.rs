@@ -29,12 +29,10 @@ const TEMPLATE_FORMAT: &str = "2";
 /// How often a template's first start is polled for readiness.
 const BUILD_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A ready template: the image to run, and the password and database (PostgreSQL's) its data
-/// directory was initialised with.
+/// A ready template: the image to run, and the password its data directory was initialised with.
 pub(super) struct Template {
     pub image_id: String,
     pub password: Secret,
-    pub database: Option<&'static str>,
 }
 
 impl Provisioner {
@@ -61,7 +59,7 @@ impl Provisioner {
             && let Some(password) = labels.get(LABEL_TEMPLATE_PASSWORD)
         {
             let password = Secret::new(password.clone());
-            return Ok(Some(Template { image_id, password, database: template_database(engine) }));
+            return Ok(Some(Template { image_id, password }));
         }
         match self.build_template(engine, source_image, source_id, &reference).await {
             Ok(template) => Ok(Some(template)),
@@ -130,11 +128,11 @@ impl Provisioner {
         }
         let image_id = built?;
         tracing::info!(reference, elapsed = ?started.elapsed(), "built a data-directory template");
-        Ok(Template { image_id, password, database: template_database(engine) })
+        Ok(Template { image_id, password })
     }
 }
 
 /// The database a template's data directory holds: the engine's default, where it has databases.
-fn template_database(engine: Engine) -> Option<&'static str> {
+pub(super) fn template_database(engine: Engine) -> Option<&'static str> {
     (engine == Engine::Postgres).then_some(engines::DEFAULT_POSTGRES_DATABASE)
 }
