@@ -189,7 +189,7 @@ impl Dbroker {
             let members = store.pool_members().await.unwrap();
             let running = members
                 .iter()
-                .filter(|m| m.engine.as_str() == engine && m.status == dbroker::model::Status::Running)
+                .filter(|m| m.engine().as_str() == engine && m.status == dbroker::model::Status::Running)
                 .count();
             if running >= count {
                 return;
@@ -229,18 +229,14 @@ impl Dbroker {
                 .insert_instance(&dbroker::store::NewInstanceRecord {
                     id: &id,
                     owner_id: Some(owner),
-                    name: &format!("redis-{id}"),
-                    engine: dbroker::model::Engine::Redis,
+                    name: &format!("redis-{id}").parse().unwrap(),
+                    settings: &dbroker::model::EngineSettings::Redis,
                     version: "7.0",
                     image: "dbroker-local/redis:7.0",
                     memory_mb: dbroker::model::MemoryMb(64),
-                    charset: None,
-                    collation: None,
-                    database: None,
                     port: 40000 + n as u16,
                     username: None,
                     password_enc: &password,
-                    claimed_by: "bench",
                     status: dbroker::model::Status::Running,
                     template_image: None,
                 })

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::provision::Provisioner;
+use crate::provision::{Provisioner, Reconciler};
 use crate::runtime::Runtime;
 use crate::secrets::MasterKey;
 use crate::store::Store;
@@ -56,9 +56,10 @@ impl App {
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let config = Arc::new(config);
-        let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone())
-            .context("cannot claim a process lock in the data directory")?;
-        Ok(App { listener, state: AppState { provisioner, store, config, auth_cache: Default::default() } })
+        let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone());
+        let reconciler = Reconciler::new(provisioner.clone());
+        let state = AppState { provisioner, reconciler, store, config, auth_cache: Default::default() };
+        Ok(App { listener, state })
     }
 
     /// The port the API listens on (useful with `--listen 127.0.0.1:0`).
@@ -67,19 +68,31 @@ impl App {
     }
 
     /// Serves, and runs the reconciler, until `shutdown` resolves; then finishes the requests in
-    /// flight and waits for every create still running (each ends ready or rolled back), so
-    /// nothing is left half-created.
+    /// flight and waits for every operation still running (each ends done or rolled back), so
+    /// nothing is left half-made. The wait is bounded: past a server's start (the ready timeout)
+    /// and a lease, dbroker exits anyway, and whoever starts next takes over what is left once its
+    /// lease expires.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let provisioner = self.state.provisioner.clone();
         let stop_reconciler = CancellationToken::new();
-        let reconciler = tokio::spawn(provisioner.clone().run_reconciler(stop_reconciler.clone()));
+        let stop_leases = CancellationToken::new();
+        let reconciler = tokio::spawn(self.state.reconciler.clone().run(stop_reconciler.clone()));
+        let leases = tokio::spawn(provisioner.clone().keep_leases(stop_leases.clone()));
         tracing::info!(address = %self.listener.local_addr()?, "dbroker listening");
-        axum::serve(self.listener, api::router(self.state)).with_graceful_shutdown(shutdown).await?;
+        api::serve(self.listener, api::router(self.state), shutdown).await;
         stop_reconciler.cancel();
         let _ = reconciler.await;
         let tasks = provisioner.tasks();
         tasks.close();
-        tasks.wait().await;
+        let bound = provisioner.config().ready_timeout + provisioner.config().operation_lease;
+        if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                running = tasks.len(),
+                "operations still running at shutdown after {bound:?}; whoever starts next takes them over"
+            );
+        }
+        stop_leases.cancel();
+        let _ = leases.await;
         tracing::info!("dbroker stopped");
         Ok(())
     }

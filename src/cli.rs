@@ -11,7 +11,7 @@ use crate::config::{Catalogue, Config, FileConfig, PortRange, defaults};
 use crate::model::{Engine, UserName};
 
 #[derive(Debug, Parser)]
-#[command(name = "dbroker", version, about = "Self-service MySQL and Redis instances on Docker")]
+#[command(name = "dbroker", version, about = "Self-service MySQL, PostgreSQL and Redis instances on Docker")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Seconds between the reconciler's comparisons of the store with Docker [default: 30].
     #[arg(long, env = "DBROKER_RECONCILE_INTERVAL")]
     pub reconcile_interval: Option<u64>,
+    /// Seconds an operation's lease holds before another dbroker process may take over an
+    /// operation whose process died [default: 15].
+    #[arg(long, env = "DBROKER_OPERATION_LEASE")]
+    pub operation_lease: Option<u64>,
     /// Users whose token is their own name, as the old tool had (user1,user2,user3): trials only.
     #[arg(long, env = "DBROKER_DEMO_USERS", value_delimiter = ',')]
     pub demo_users: Option<Vec<UserName>>,
@@ -149,6 +153,9 @@ impl ServeArgs {
             master_key: std::env::var("DBROKER_MASTER_KEY").ok(),
             reconcile_interval: Duration::from_secs(
                 self.reconcile_interval.or(file.reconcile_interval).unwrap_or(defaults::RECONCILE_INTERVAL_SECS).max(1),
+            ),
+            operation_lease: Duration::from_secs(
+                self.operation_lease.or(file.operation_lease).unwrap_or(defaults::OPERATION_LEASE_SECS).max(1),
             ),
             docker_host: std::env::var("DOCKER_HOST").ok(),
         })

@@ -97,7 +97,7 @@ impl Catalogue {
                     (v.to_string(), VersionSpec { image, flavor: Flavor::Mysql, pool: 0 })
                 })
                 .collect(),
-            memory: engines::default_memory_bounds(engine),
+            memory: engines::profile(engine).memory,
         };
         Catalogue(BTreeMap::from([
             (Engine::Mysql, official(Engine::Mysql, &["8.0", "8.4"])),
@@ -167,6 +167,9 @@ pub struct Config {
     pub master_key: Option<String>,
     /// How often the reconciler compares the store with Docker and repairs drift.
     pub reconcile_interval: Duration,
+    /// How long an operation's lease holds: its process renews it every third of this while the
+    /// operation runs; once it has expired (the process died), another process takes it over.
+    pub operation_lease: Duration,
     /// The Docker engine (`unix://…`, `tcp://…`); `None` for `DOCKER_HOST` or the local socket.
     pub docker_host: Option<String>,
 }
@@ -180,6 +183,7 @@ pub mod defaults {
     pub const PORT_RANGE: &str = "20000-29999";
     pub const READY_TIMEOUT_SECS: u64 = 120;
     pub const RECONCILE_INTERVAL_SECS: u64 = 30;
+    pub const OPERATION_LEASE_SECS: u64 = 15;
     pub const INSTANCE_PREFIX: &str = "dbroker";
 }
 
@@ -195,6 +199,7 @@ pub struct FileConfig {
     pub port_range: Option<PortRange>,
     pub ready_timeout: Option<u64>,
     pub reconcile_interval: Option<u64>,
+    pub operation_lease: Option<u64>,
     pub demo_users: Option<Vec<String>>,
     pub instance_prefix: Option<String>,
     #[serde(default)]

@@ -3,11 +3,13 @@
 //! A tour, in the order a request flows through it:
 //! - [`api`]: the HTTP layer: routes, authentication, the v1 API and the old tool's routes, and the
 //!   one place where errors become responses.
-//! - [`provision`]: the service itself: create, list, find and delete instances.
+//! - [`provision`]: the service itself: every change an operation recorded and leased in the store
+//!   and run to its end (create, lifecycle, delete, adopt), the warm pool, templates, and the
+//!   reconciler that repairs drift and takes over the operations of processes that died.
 //! - [`engines`]: what each database engine needs: image, arguments, data path, URI, and a readiness
 //!   probe that logs in with a real client.
 //! - [`runtime`]: the Docker Engine API, wrapped once, in our own words.
-//! - [`store`]: users and instance records in SQLite.
+//! - [`store`]: users, instance records, operations and leases in SQLite.
 //! - [`model`] and [`secrets`]: validated values, credentials and their encryption at rest.
 //! - [`config`] and [`app`]: typed configuration, and building and running the service.
 

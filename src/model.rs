@@ -336,100 +336,214 @@ impl FromStr for VersionName {
 }
 deserialize_from_str!(VersionName);
 
-/// Where an instance is in its life. Stored as text, with a `CHECK` in the schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The record exists; its container is being created or is not ready yet.
-    Provisioning,
-    /// The database accepted its credentials.
-    Running,
-    /// Stopped by its owner; keeps its port, data and credentials.
-    Stopped,
-    /// Its server died on its own (exit code, OOM); Docker's restart policy brings it back.
-    Exited,
-    /// A create that could not finish (dbroker crashed during it) was rolled back.
-    Failed,
-    /// A delete is removing its container and volume.
-    Deleting,
+/// What an instance has that only its engine has: a MySQL server's character set and collation,
+/// a PostgreSQL cluster's database; Redis has none. Typed from the request to the store and back,
+/// so no layer re-parses them, and an option of another engine cannot be expressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineSettings {
+    Mysql { charset: Option<Charset>, collation: Option<Collation> },
+    Redis,
+    Postgres { database: DatabaseName },
 }
 
-impl Status {
-    const ALL: [Status; 6] =
-        [Status::Provisioning, Status::Running, Status::Stopped, Status::Exited, Status::Failed, Status::Deleting];
+impl EngineSettings {
+    /// The settings from their stored parts; refused when a part does not parse or belongs to
+    /// another engine.
+    pub fn from_parts(
+        engine: Engine,
+        charset: Option<&str>,
+        collation: Option<&str>,
+        database: Option<&str>,
+    ) -> Result<Self, Invalid> {
+        let misplaced = |what: &str| Invalid(format!("{engine} instances have no {what}"));
+        match engine {
+            Engine::Mysql if database.is_none() => Ok(EngineSettings::Mysql {
+                charset: charset.map(str::parse).transpose()?,
+                collation: collation.map(str::parse).transpose()?,
+            }),
+            Engine::Postgres if charset.is_none() && collation.is_none() => Ok(EngineSettings::Postgres {
+                database: database.ok_or_else(|| Invalid("a PostgreSQL instance has a database".into()))?.parse()?,
+            }),
+            Engine::Redis if charset.is_none() && collation.is_none() && database.is_none() => {
+                Ok(EngineSettings::Redis)
+            }
+            Engine::Mysql => Err(misplaced("database")),
+            Engine::Postgres | Engine::Redis => Err(misplaced("character set or collation")),
+        }
+    }
 
-    pub fn as_str(self) -> &'static str {
+    pub fn engine(&self) -> Engine {
         match self {
-            Status::Provisioning => "provisioning",
-            Status::Running => "running",
-            Status::Stopped => "stopped",
-            Status::Exited => "exited",
-            Status::Failed => "failed",
-            Status::Deleting => "deleting",
+            EngineSettings::Mysql { .. } => Engine::Mysql,
+            EngineSettings::Redis => Engine::Redis,
+            EngineSettings::Postgres { .. } => Engine::Postgres,
+        }
+    }
+
+    pub fn charset(&self) -> Option<&Charset> {
+        match self {
+            EngineSettings::Mysql { charset, .. } => charset.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn collation(&self) -> Option<&Collation> {
+        match self {
+            EngineSettings::Mysql { collation, .. } => collation.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn database(&self) -> Option<&DatabaseName> {
+        match self {
+            EngineSettings::Postgres { database } => Some(database),
+            _ => None,
         }
     }
 }
 
-impl FromStr for Status {
-    type Err = Invalid;
-    fn from_str(s: &str) -> Result<Self, Invalid> {
-        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| Invalid(format!("unknown status {s:?}")))
+/// A small enum stored as text (with a `CHECK` listing the same words in the schema) and sent as
+/// that word on the wire: `as_str`, `FromStr`, `Display` and `ALL` written once.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant,)+ }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Invalid;
+            fn from_str(s: &str) -> Result<Self, Invalid> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let known: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    Invalid(format!("{s:?} is not one of {}", known.join(", ")))
+                })
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        deserialize_from_str!($name);
+    };
+}
+
+text_enum! {
+    /// Where an instance is in its life. Stored as text, with a `CHECK` in the schema.
+    pub enum Status {
+        /// The record exists; its container is being created or is not ready yet.
+        Provisioning = "provisioning",
+        /// The database accepted its credentials.
+        Running = "running",
+        /// Stopped by its owner; keeps its port, data and credentials.
+        Stopped = "stopped",
+        /// Its server died on its own (exit code, OOM); Docker's restart policy brings it back.
+        Exited = "exited",
+        /// A create that could not finish was rolled back, or the container and volume were
+        /// removed outside dbroker (see its `status_reason`).
+        Failed = "failed",
+        /// A delete is removing its container and volume.
+        Deleting = "deleting",
     }
 }
 
-/// What happened to an instance, in its history. Stored as text, with a `CHECK` in the schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Created,
-    Ready,
-    Stopped,
-    Started,
-    Restarted,
-    Resized,
-    Rotated,
-    Exited,
-    Repaired,
-    Deleted,
-    Failed,
+text_enum! {
+    /// What happened to an instance, in its history. Stored as text, with a `CHECK` in the schema.
+    pub enum EventKind {
+        Created = "created",
+        Ready = "ready",
+        Stopped = "stopped",
+        Started = "started",
+        Restarted = "restarted",
+        Resized = "resized",
+        Rotated = "rotated",
+        Exited = "exited",
+        Repaired = "repaired",
+        Deleted = "deleted",
+        Failed = "failed",
+    }
 }
 
-impl EventKind {
-    const ALL: [EventKind; 11] = [
-        EventKind::Created,
-        EventKind::Ready,
-        EventKind::Stopped,
-        EventKind::Started,
-        EventKind::Restarted,
-        EventKind::Resized,
-        EventKind::Rotated,
-        EventKind::Exited,
-        EventKind::Repaired,
-        EventKind::Deleted,
-        EventKind::Failed,
-    ];
+text_enum! {
+    /// What an operation changes. Stored as text, with a `CHECK` in the schema.
+    pub enum OperationKind {
+        Create = "create",
+        Delete = "delete",
+        Start = "start",
+        Stop = "stop",
+        Restart = "restart",
+        Resize = "resize",
+        Rotate = "rotate",
+        Adopt = "adopt",
+        /// One of the reconciler's repairs (its name is in the operation's input).
+        Repair = "repair",
+    }
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Created => "created",
-            EventKind::Ready => "ready",
-            EventKind::Stopped => "stopped",
-            EventKind::Started => "started",
-            EventKind::Restarted => "restarted",
-            EventKind::Resized => "resized",
-            EventKind::Rotated => "rotated",
-            EventKind::Exited => "exited",
-            EventKind::Repaired => "repaired",
-            EventKind::Deleted => "deleted",
-            EventKind::Failed => "failed",
+text_enum! {
+    /// Where an operation is. Stored as text, with a `CHECK` in the schema.
+    pub enum OperationState {
+        /// Recorded; its worker has not begun.
+        Pending = "pending",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
+}
+
+impl OperationState {
+    /// Whether it is still in flight (and so holds its instance).
+    pub fn in_flight(self) -> bool {
+        matches!(self, OperationState::Pending | OperationState::Running)
+    }
+}
+
+/// An operation's id: 16 lowercase hex characters, random, so it reveals nothing of others'.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct OperationId(String);
+
+impl OperationId {
+    pub fn random() -> Self {
+        let bytes: [u8; 8] = rand::random();
+        Self(hex::encode(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for OperationId {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        if s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Invalid("an operation id is 16 lowercase hex characters".into()))
         }
     }
 }
+deserialize_from_str!(OperationId);
 
-impl FromStr for EventKind {
-    type Err = Invalid;
-    fn from_str(s: &str) -> Result<Self, Invalid> {
-        EventKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| Invalid(format!("unknown event {s:?}")))
+impl fmt::Display for OperationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

@@ -62,7 +62,7 @@ async fn adopt_quarantined(
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
         .ok_or_else(|| ApiError::Unprocessable(format!("owner: no user named {:?}", body.owner)))?;
-    let owner = Caller { user_id: owner.id, name: owner.name };
+    let owner = Caller { user_id: owner.id, name: owner.name, is_admin: owner.is_admin };
     let instance = state.provisioner.adopt_quarantined(&user.caller(), &container, &owner).await?;
     Ok((StatusCode::CREATED, axum::Json(serde_json::json!({ "id": instance.record.id, "owner": owner.name })))
         .into_response())
@@ -78,7 +78,7 @@ async fn list_pool(State(state): State<AppState>, user: CurrentUser) -> Result<R
         .into_iter()
         .map(|m| {
             serde_json::json!({
-                "id": m.id, "engine": m.engine, "version": m.version, "status": m.status,
+                "id": m.id, "engine": m.engine(), "version": m.version, "status": m.status,
                 "port": m.port, "created_at": m.created_at,
             })
         })
@@ -88,5 +88,5 @@ async fn list_pool(State(state): State<AppState>, user: CurrentUser) -> Result<R
 
 async fn reconciler_report(State(state): State<AppState>, user: CurrentUser) -> Result<Response, ApiError> {
     require_admin(&user)?;
-    Ok(axum::Json(state.provisioner.reconciler_report()).into_response())
+    Ok(axum::Json(state.reconciler.report()).into_response())
 }

@@ -47,7 +47,7 @@ pub struct CurrentUser(pub User);
 impl CurrentUser {
     /// The caller as the provisioning layer knows it: whose instances, and who to name in histories.
     pub fn caller(&self) -> Caller {
-        Caller { user_id: self.0.id, name: self.0.name.clone() }
+        Caller { user_id: self.0.id, name: self.0.name.clone(), is_admin: self.0.is_admin }
     }
 }
 

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::provision::ProvisionError;
+use crate::provision::{ErrorReport, INTERNAL_DETAIL, ProvisionError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -25,6 +25,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    /// The error an operation ended with, as the store keeps it: what a replayed request answers.
+    #[error("{}", .0.detail)]
+    Reported(ErrorReport),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -38,7 +41,6 @@ struct ErrorDetail {
 
 impl ApiError {
     fn status(&self) -> StatusCode {
-        use ProvisionError as P;
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -46,20 +48,55 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Provision(e) => match e {
-                P::NotFound => StatusCode::NOT_FOUND,
-                P::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                P::NameTaken(_) | P::Busy(_) | P::Conflict(_) => StatusCode::CONFLICT,
-                P::PortsExhausted(_) | P::EngineUnreachable(_) | P::ImageMissing { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                // The database server, dbroker's upstream, failed to come up.
-                P::NotReady { .. } | P::ServerRefused(_) => StatusCode::BAD_GATEWAY,
-                P::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            ApiError::Provision(e) => status_of(e.code()),
+            ApiError::Reported(report) => status_of(&report.code),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// What the problem says besides its detail.
+    fn extra(&self) -> Value {
+        match self {
+            ApiError::Provision(ProvisionError::NotReady { last_logs, .. }) => json!({ "last_logs": last_logs }),
+            ApiError::Reported(report) if !report.last_logs.is_empty() => json!({ "last_logs": report.last_logs }),
+            ApiError::Provision(ProvisionError::Busy { operation: Some((id, _)) }) => json!({ "operation": id }),
+            _ => json!({}),
+        }
+    }
+}
+
+/// The HTTP status of a provisioning error, by its code (see `ProvisionError::code`): one table
+/// for errors as they happen and as failed operations keep them.
+fn status_of(code: &str) -> StatusCode {
+    match code {
+        "not_found" => StatusCode::NOT_FOUND,
+        "invalid" | "idempotency_key_reused" => StatusCode::UNPROCESSABLE_ENTITY,
+        "name_taken" | "busy" | "conflict" => StatusCode::CONFLICT,
+        "ports_exhausted" | "engine_unreachable" | "image_missing" => StatusCode::SERVICE_UNAVAILABLE,
+        // The database server, dbroker's upstream, failed to come up or refused.
+        "not_ready" | "server_refused" => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A problem+json body (RFC 9457): status, its title, the detail and `extra`'s members.
+fn problem(status: StatusCode, detail: &str, extra: &Value) -> Value {
+    let mut body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
+}
+
+/// A failed operation's error as the problem detail its request answered (or would have).
+pub fn reported_problem(report: &ErrorReport) -> Value {
+    let error = ApiError::Reported(report.clone());
+    problem(error.status(), &report.detail, &error.extra())
 }
 
 impl IntoResponse for ApiError {
@@ -68,29 +105,15 @@ impl IntoResponse for ApiError {
         let detail = match &self {
             ApiError::Internal(cause) | ApiError::Provision(ProvisionError::Internal(cause)) => {
                 tracing::error!(error = ?cause, "internal error");
-                "dbroker failed on its side; the error is in its log".to_string()
+                INTERNAL_DETAIL.to_string()
             }
             other => other.to_string(),
         };
         if status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR {
             tracing::warn!(%status, %detail, "request failed");
         }
-        let extra = match &self {
-            ApiError::Provision(ProvisionError::NotReady { last_logs, .. }) => {
-                json!({ "last_logs": last_logs })
-            }
-            _ => json!({}),
-        };
-        let mut body = json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": detail,
-        });
-        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-            body.extend(extra.clone());
-        }
-        let mut response = (status, axum::Json(body)).into_response();
+        let extra = self.extra();
+        let mut response = (status, axum::Json(problem(status, &detail, &extra))).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

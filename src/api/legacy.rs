@@ -110,7 +110,7 @@ async fn create_postgres(
 }
 
 async fn create(state: AppState, user: CurrentUser, request: NewInstance) -> Result<Response, ApiError> {
-    let instance = state.provisioner.create(&user.caller(), request).await?;
+    let instance = state.provisioner.create(&user.caller(), request, None).await?.outcome().await?;
     Ok(envelope(legacy_view(&instance)))
 }
 
@@ -150,7 +150,7 @@ fn legacy_view(instance: &Instance) -> Value {
         if let Some(user) = &instance.record.username {
             map.insert("user".into(), json!(user));
         }
-        if let Some(database) = &instance.record.database {
+        if let Some(database) = &instance.record.database() {
             map.insert("database".into(), json!(database));
         }
     }

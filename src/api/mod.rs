@@ -3,9 +3,11 @@
 
 mod admin;
 mod auth;
+mod detached;
 mod error;
 mod json;
 mod legacy;
+mod serve;
 mod v1;
 
 use axum::Router;
@@ -17,8 +19,9 @@ use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use serve::serve;
 
-use crate::provision::Provisioner;
+use crate::provision::{Provisioner, Reconciler};
 use crate::store::Store;
 
 /// Request bodies larger than this are refused with 413: no valid request comes near it.
@@ -28,6 +31,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub provisioner: Provisioner,
+    pub reconciler: Reconciler,
     pub store: Store,
     pub config: std::sync::Arc<crate::config::Config>,
     pub auth_cache: std::sync::Arc<auth::AuthCache>,
@@ -39,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(v1::routes())
         .merge(admin::routes())
         .merge(legacy::routes())
+        .layer(detached::RunChangesToCompletion)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -10,7 +10,7 @@ mod redis;
 use std::time::Duration;
 
 pub use crate::model::Engine;
-use crate::model::{DatabaseName, MemoryMb};
+use crate::model::{DatabaseName, EngineSettings, MemoryMb};
 use crate::secrets::Secret;
 
 /// The settings of one instance that shape its container. Values come from a request's validated
@@ -18,9 +18,8 @@ use crate::secrets::Secret;
 pub struct Settings<'a> {
     pub password: &'a Secret,
     pub memory: MemoryMb,
-    pub charset: Option<&'a str>,
-    pub collation: Option<&'a str>,
-    pub database: Option<&'a str>,
+    /// What only this engine has (and which engine it is).
+    pub instance: &'a EngineSettings,
     /// Where the data volume is mounted: the engine's own `data_path`, or, for an instance made
     /// from a template, `TEMPLATE_DATA_PATH`.
     pub data_path: &'a str,
@@ -36,11 +35,17 @@ pub struct Launch {
 
 /// A file in the instance's container, written by dbroker from the instance's record before the
 /// server's first start. The server keeps it up to date itself afterwards (Redis's
-/// `CONFIG REWRITE`), so its directory and the file are writable by the server's user.
+/// `CONFIG REWRITE`), so its directory and the file are writable by the server's user, whose
+/// uid differs from image to image: by everyone in the container, where only the server runs.
 pub struct ConfigFile {
     pub dir: &'static str,
     pub name: &'static str,
     pub contents: String,
+}
+
+impl ConfigFile {
+    pub const MODE: u32 = 0o666;
+    pub const DIR_MODE: u32 = 0o777;
 }
 
 /// Where a client reaches an instance, and how it logs in.
@@ -67,17 +72,43 @@ pub struct MemoryBounds {
     pub default: MemoryMb,
 }
 
+/// What an engine is, as data: each engine file has one `PROFILE`.
+#[derive(Debug)]
+pub struct Profile {
+    /// The port its server listens on inside the container.
+    pub port: u16,
+    /// Where its data lives in the container: where the data volume is mounted.
+    pub data_path: &'static str,
+    /// The user a client logs in as, for engines that have users.
+    pub user: Option<&'static str>,
+    /// The built-in memory bounds; a configuration file may set others.
+    pub memory: MemoryBounds,
+    /// The options it takes beyond engine, name, version and memory, as the request names them.
+    pub options: &'static [&'static str],
+    /// The configuration file dbroker writes into its container, if it has one: its path.
+    pub config_path: Option<&'static str>,
+    /// The database a fresh cluster holds (so does a data-directory template), where it has any.
+    pub default_database: Option<&'static str>,
+}
+
+pub fn profile(engine: Engine) -> &'static Profile {
+    match engine {
+        Engine::Mysql => &mysql::PROFILE,
+        Engine::Redis => &redis::PROFILE,
+        Engine::Postgres => &postgres::PROFILE,
+    }
+}
+
 /// How long one login attempt of a readiness probe may take before it counts as failed.
 pub const PROBE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The database a PostgreSQL instance gets when the request names none.
-pub const DEFAULT_POSTGRES_DATABASE: &str = postgres::DEFAULT_DATABASE;
-
-pub fn container_port(engine: Engine) -> u16 {
+/// An engine's own settings when the request asks for nothing: MySQL's server defaults, and
+/// PostgreSQL's database `app`.
+pub fn default_settings(engine: Engine) -> EngineSettings {
     match engine {
-        Engine::Mysql => mysql::PORT,
-        Engine::Redis => redis::PORT,
-        Engine::Postgres => postgres::PORT,
+        Engine::Mysql => EngineSettings::Mysql { charset: None, collation: None },
+        Engine::Redis => EngineSettings::Redis,
+        Engine::Postgres => EngineSettings::Postgres { database: postgres::default_database() },
     }
 }
 
@@ -96,41 +127,6 @@ pub fn uses_templates(engine: Engine, flavor: crate::model::Flavor) -> bool {
         Engine::Mysql => flavor == crate::model::Flavor::Mariadb,
         Engine::Postgres => true,
         Engine::Redis => false,
-    }
-}
-
-pub fn data_path(engine: Engine) -> &'static str {
-    match engine {
-        Engine::Mysql => mysql::DATA_PATH,
-        Engine::Redis => redis::DATA_PATH,
-        Engine::Postgres => postgres::DATA_PATH,
-    }
-}
-
-/// The user a client logs in as, for engines that have users.
-pub fn username(engine: Engine) -> Option<&'static str> {
-    match engine {
-        Engine::Mysql => Some(mysql::USER),
-        Engine::Redis => None,
-        Engine::Postgres => Some(postgres::USER),
-    }
-}
-
-/// The built-in memory bounds; a configuration file may set others.
-pub fn default_memory_bounds(engine: Engine) -> MemoryBounds {
-    match engine {
-        Engine::Mysql => mysql::MEMORY,
-        Engine::Redis => redis::MEMORY,
-        Engine::Postgres => postgres::MEMORY,
-    }
-}
-
-/// The options an engine takes beyond engine, name, version and memory, for the catalogue.
-pub fn options(engine: Engine) -> &'static [&'static str] {
-    match engine {
-        Engine::Mysql => &["charset", "collation"],
-        Engine::Redis => &[],
-        Engine::Postgres => &["database"],
     }
 }
 
@@ -154,11 +150,37 @@ pub fn identity_edit(engine: Engine, data_path: &str) -> Option<IdentityEdit> {
     }
 }
 
-/// Where an engine's container keeps the configuration file dbroker writes, if it has one.
-pub fn config_path(engine: Engine) -> Option<String> {
+/// What a container shows of how it was launched: its environment, its arguments and the
+/// configuration file dbroker wrote into it (see `config_path`).
+pub struct Launched<'a> {
+    pub env: &'a [String],
+    pub args: &'a [String],
+    pub config_file: Option<&'a str>,
+}
+
+impl Launched<'_> {
+    fn env_var(&self, name: &str) -> Option<&str> {
+        self.env.iter().find_map(|e| e.strip_prefix(name)?.strip_prefix('='))
+    }
+
+    fn arg(&self, prefix: &str) -> Option<&str> {
+        self.args.iter().find_map(|a| a.strip_prefix(prefix))
+    }
+}
+
+/// The settings of an instance read back from its container, for adopting it.
+pub struct Recovered {
+    pub password: Secret,
+    pub settings: EngineSettings,
+}
+
+/// The inverse of `launch`: an instance's credentials and settings read back from its container;
+/// `None` if they are not there.
+pub fn recover(engine: Engine, launched: &Launched) -> Option<Recovered> {
     match engine {
-        Engine::Mysql | Engine::Postgres => None,
-        Engine::Redis => Some(format!("{}/{}", redis::CONFIG_DIR, redis::CONFIG_FILE)),
+        Engine::Mysql => mysql::recover(launched),
+        Engine::Redis => redis::recover(launched),
+        Engine::Postgres => postgres::recover(launched),
     }
 }
 

@@ -4,14 +4,22 @@
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{Launch, MemoryBounds, Settings};
-use crate::model::MemoryMb;
+use super::{Launch, Launched, MemoryBounds, Profile, Recovered, Settings};
+use crate::model::{EngineSettings, MemoryMb};
 use crate::secrets::Secret;
 
-pub const PORT: u16 = 3306;
-pub const DATA_PATH: &str = "/var/lib/mysql";
-pub const USER: &str = "root";
-pub const MEMORY: MemoryBounds = MemoryBounds { min: MemoryMb(256), max: MemoryMb(65536), default: MemoryMb(1024) };
+const DATA_PATH: &str = "/var/lib/mysql";
+const USER: &str = "root";
+
+pub const PROFILE: Profile = Profile {
+    port: 3306,
+    data_path: DATA_PATH,
+    user: Some(USER),
+    memory: MemoryBounds { min: MemoryMb(256), max: MemoryMb(65536), default: MemoryMb(1024) },
+    options: &["charset", "collation"],
+    config_path: None,
+    default_database: None,
+};
 
 pub fn launch(settings: &Settings) -> Launch {
     // Options after the image are passed to the server by the image's entrypoint, one argument
@@ -20,15 +28,25 @@ pub fn launch(settings: &Settings) -> Launch {
     if settings.data_path != DATA_PATH {
         args.push(format!("--datadir={}", settings.data_path));
     }
-    if let Some(charset) = settings.charset {
-        args.push(format!("--character-set-server={charset}"));
+    if let Some(charset) = settings.instance.charset() {
+        args.push(format!("--character-set-server={}", charset.as_str()));
     }
-    if let Some(collation) = settings.collation {
-        args.push(format!("--collation-server={collation}"));
+    if let Some(collation) = settings.instance.collation() {
+        args.push(format!("--collation-server={}", collation.as_str()));
     }
     // The root password only matters to the first start, which initialises the data directory;
     // after that it lives in the server's own tables, where a rotation changes it.
     Launch { env: vec![format!("MYSQL_ROOT_PASSWORD={}", settings.password.expose())], args, config_file: None }
+}
+
+/// The inverse of `launch`: the root password (from the first start's environment: a rotation
+/// after it is not seen here) and the server options.
+pub fn recover(launched: &Launched) -> Option<Recovered> {
+    let settings = EngineSettings::Mysql {
+        charset: launched.arg("--character-set-server=").map(str::parse).transpose().ok()?,
+        collation: launched.arg("--collation-server=").map(str::parse).transpose().ok()?,
+    };
+    Some(Recovered { password: Secret::new(launched.env_var("MYSQL_ROOT_PASSWORD")?.to_string()), settings })
 }
 
 pub fn uri(host: &str, port: u16, password: &Secret) -> String {

@@ -4,29 +4,52 @@
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{IdentityEdit, Launch, MemoryBounds, Settings};
-use crate::model::{DatabaseName, MemoryMb};
+use super::{IdentityEdit, Launch, Launched, MemoryBounds, Profile, Recovered, Settings};
+use crate::model::{DatabaseName, EngineSettings, MemoryMb};
 use crate::secrets::Secret;
 
-pub const PORT: u16 = 5432;
-pub const DATA_PATH: &str = "/var/lib/postgresql/data";
+const DATA_PATH: &str = "/var/lib/postgresql/data";
 /// The cluster lives in a subdirectory of the volume, as the official image advises: `initdb`
 /// wants an empty directory, and a volume's root may hold `lost+found`.
 const PGDATA_SUBDIRECTORY: &str = "pgdata";
-pub const USER: &str = "postgres";
-pub const DEFAULT_DATABASE: &str = "app";
+const USER: &str = "postgres";
+pub(super) const DEFAULT_DATABASE: &str = "app";
+
+pub fn default_database() -> DatabaseName {
+    DEFAULT_DATABASE.parse().expect("the default database is a valid name")
+}
 /// The database every cluster has, for work on the others.
 const MAINTENANCE_DATABASE: &str = "postgres";
-pub const MEMORY: MemoryBounds = MemoryBounds { min: MemoryMb(128), max: MemoryMb(65536), default: MemoryMb(512) };
+
+pub const PROFILE: Profile = Profile {
+    port: 5432,
+    data_path: DATA_PATH,
+    user: Some(USER),
+    memory: MemoryBounds { min: MemoryMb(128), max: MemoryMb(65536), default: MemoryMb(512) },
+    options: &["database"],
+    config_path: None,
+    default_database: Some(DEFAULT_DATABASE),
+};
 
 pub fn launch(settings: &Settings) -> Launch {
     let env = vec![
         format!("POSTGRES_PASSWORD={}", settings.password.expose()),
         format!("POSTGRES_USER={USER}"),
-        format!("POSTGRES_DB={}", settings.database.unwrap_or(DEFAULT_DATABASE)),
+        format!("POSTGRES_DB={}", settings.instance.database().map_or(DEFAULT_DATABASE, DatabaseName::as_str)),
         format!("PGDATA={}", pgdata(settings.data_path)),
     ];
     Launch { env, args: Vec::new(), config_file: None }
+}
+
+/// The inverse of `launch`: the superuser's password (from the first start's environment: a
+/// rotation after it is not seen here) and the database.
+pub fn recover(launched: &Launched) -> Option<Recovered> {
+    let database = match launched.env_var("POSTGRES_DB") {
+        Some(database) => database.parse().ok()?,
+        None => default_database(),
+    };
+    let password = Secret::new(launched.env_var("POSTGRES_PASSWORD")?.to_string());
+    Some(Recovered { password, settings: EngineSettings::Postgres { database } })
 }
 
 pub fn uri(host: &str, port: u16, password: &Secret, database: &str) -> String {

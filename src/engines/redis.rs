@@ -4,13 +4,19 @@
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
-use super::{ConfigFile, Launch, MemoryBounds, Settings};
-use crate::model::MemoryMb;
+use super::{ConfigFile, Launch, Launched, MemoryBounds, Profile, Recovered, Settings};
+use crate::model::{EngineSettings, MemoryMb};
 use crate::secrets::Secret;
 
-pub const PORT: u16 = 6379;
-pub const DATA_PATH: &str = "/data";
-pub const MEMORY: MemoryBounds = MemoryBounds { min: MemoryMb(16), max: MemoryMb(65536), default: MemoryMb(500) };
+pub const PROFILE: Profile = Profile {
+    port: 6379,
+    data_path: "/data",
+    user: None,
+    memory: MemoryBounds { min: MemoryMb(16), max: MemoryMb(65536), default: MemoryMb(500) },
+    options: &[],
+    config_path: Some(CONFIG_PATH),
+    default_database: None,
+};
 
 /// Redis's own limit, as a share of the container's: the rest is for the server itself, client
 /// buffers and the append-only file rewrite, so Redis refuses writes before the kernel kills it.
@@ -26,8 +32,9 @@ const MAXMEMORY_PERCENT: u32 = 75;
 /// writes it again whenever a container is recreated. Its directory is writable by everyone in
 /// the container (where only Redis runs), because the redis user's uid differs from image to
 /// image, and `CONFIG REWRITE` replaces the file through a temporary one beside it.
-pub const CONFIG_DIR: &str = "/etc/dbroker";
-pub const CONFIG_FILE: &str = "redis.conf";
+const CONFIG_DIR: &str = "/etc/dbroker";
+const CONFIG_FILE: &str = "redis.conf";
+const CONFIG_PATH: &str = "/etc/dbroker/redis.conf";
 
 pub fn launch(settings: &Settings) -> Launch {
     let contents = format!(
@@ -43,9 +50,17 @@ pub fn launch(settings: &Settings) -> Launch {
     );
     Launch {
         env: Vec::new(),
-        args: vec!["redis-server".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")],
+        args: vec!["redis-server".into(), CONFIG_PATH.into()],
         config_file: Some(ConfigFile { dir: CONFIG_DIR, name: CONFIG_FILE, contents }),
     }
+}
+
+/// The inverse of `launch`: the password from the configuration file, which Redis itself keeps
+/// up to date on every rotation.
+pub fn recover(launched: &Launched) -> Option<Recovered> {
+    let password = launched.config_file?.lines().find_map(|line| line.strip_prefix("requirepass "))?;
+    let password = password.trim().trim_matches('"').to_string();
+    Some(Recovered { password: Secret::new(password), settings: EngineSettings::Redis })
 }
 
 fn maxmemory_mb(memory: MemoryMb) -> u32 {

@@ -6,10 +6,12 @@ use std::net::{IpAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use super::templates::Template;
-use super::{Caller, Instance, NewInstance, ProvisionError, Provisioner};
+use super::{Begin, Caller, Idempotency, Instance, NewInstance, Progress, ProvisionError, Provisioner, Running};
 use crate::config::Catalogue;
 use crate::engines::{self, Endpoint};
-use crate::model::{Engine, EventKind, Flavor, InstanceId, MemoryMb, Status};
+use crate::model::{
+    Engine, EngineSettings, EventKind, Flavor, InstanceId, InstanceName, MemoryMb, OperationKind, Status,
+};
 use crate::runtime::{ContainerState, RuntimeError};
 use crate::secrets::{Secret, redact};
 use crate::store::{InstanceRecord, NewInstanceRecord, StoreError};
@@ -30,35 +32,78 @@ const FAILURE_LOG_LINES: usize = 20;
 const PORT_RETRIES: usize = 5;
 
 impl Provisioner {
-    /// Creates an instance and returns it once the database accepts the returned credentials.
-    /// Runs as a task of its own: if the caller goes away, the create still finishes or rolls back.
-    pub async fn create(&self, caller: &Caller, request: NewInstance) -> Result<Instance, ProvisionError> {
-        let this = self.clone();
-        let caller = caller.clone();
-        self.tasks
-            .spawn(async move { this.create_in_task(Some(&caller), request).await })
+    /// Creates an instance for `caller`, as an operation: checked against the catalogue first
+    /// (nothing is recorded for a request that cannot be served), then recorded, then run as a
+    /// task of its own. Its outcome is the instance once the database accepts its credentials.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        request: NewInstance,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<Instance>, ProvisionError> {
+        let plan = plan(&self.config.catalogue, &request)?;
+        let id = InstanceId::random();
+        let input = serde_json::to_value(&request).unwrap_or_default();
+        let begin = Begin {
+            instance_id: id.clone(),
+            kind: OperationKind::Create,
+            caller: Some(caller.clone()),
+            owner_id: Some(caller.user_id),
+            input,
+            idempotency: idempotency.cloned(),
+        };
+        let (this, caller) = (self.clone(), caller.clone());
+        self.ops
+            .start(
+                begin,
+                move |progress| async move { this.create_now(Some(&caller), id, request, plan, &progress).await },
+            )
             .await
-            .map_err(|e| ProvisionError::Internal(e.into()))?
     }
 
-    /// Creates an instance for `owner`, or for the warm pool when `owner` is `None`.
+    /// Starts one member of the warm pool, as an operation of dbroker's own, and waits for it.
+    pub(super) async fn create_pool_member(&self, request: NewInstance) -> Result<(), ProvisionError> {
+        let plan = plan(&self.config.catalogue, &request)?;
+        let id = InstanceId::random();
+        let begin = Begin {
+            instance_id: id.clone(),
+            kind: OperationKind::Create,
+            caller: None,
+            owner_id: None,
+            input: serde_json::json!({ "for": "the warm pool" }),
+            idempotency: None,
+        };
+        let this = self.clone();
+        let running = self
+            .ops
+            .start(begin, move |progress| async move { this.create_now(None, id, request, plan, &progress).await })
+            .await?;
+        running.outcome().await.map(drop)
+    }
+
+    /// Creates instance `id` for `owner`, or for the warm pool when `owner` is `None`, within its
+    /// create operation.
     #[tracing::instrument(skip_all, fields(engine = %request.engine, instance_id))]
-    pub(super) async fn create_in_task(
+    async fn create_now(
         &self,
         owner: Option<&Caller>,
+        id: InstanceId,
         request: NewInstance,
+        plan: Plan,
+        progress: &Progress,
     ) -> Result<Instance, ProvisionError> {
         let engine = request.engine;
-        let Plan { version, image, flavor, memory, pool } = plan(&self.config.catalogue, &request)?;
+        let Plan { version, image, flavor, memory, pool, settings } = plan;
         // A started instance of the pool is ready in milliseconds; the pool holds only the
         // engine's defaults, so a MySQL character set of the user's own needs a fresh one.
         if let Some(caller) = owner
             && pool > 0
             && request.charset.is_none()
-            && let Some(instance) = self.claim_from_pool(caller, &request, &version, memory).await?
+            && let Some(instance) = self.claim_from_pool(caller, &request, &version, memory, &id, progress).await?
         {
             return Ok(instance);
         }
+        tracing::Span::current().record("instance_id", tracing::field::display(&id));
         // Before the record: a missing image is a configuration problem, not an instance to undo;
         // and an engine that does not answer fails the create here, with nothing to undo.
         let image_id = self.runtime.ensure_image(&image).await.map_err(|e| match e {
@@ -67,55 +112,43 @@ impl Provisioner {
             }
             other => other.into(),
         })?;
-        let database = match engine {
-            Engine::Postgres => {
-                Some(request.database.as_ref().map_or(engines::DEFAULT_POSTGRES_DATABASE, |d| d.as_str()))
-            }
-            _ => None,
-        };
         let template = self.template_for(engine, flavor, &image, &image_id).await?;
+        progress.step("image ready").await;
 
-        let id = InstanceId::random();
-        tracing::Span::current().record("instance_id", tracing::field::display(&id));
         let password = Secret::generate_password();
         let password_enc = self.key.encrypt(&password);
         let name = match (&request.name, owner) {
-            (Some(name), _) => name.as_str().to_string(),
-            (None, Some(_)) => format!("{engine}-{id}"),
-            (None, None) => format!("pool-{id}"),
+            (Some(name), _) => name.clone(),
+            (None, Some(_)) => default_name(&engine.to_string(), &id)?,
+            (None, None) => default_name("pool", &id)?,
         };
         let new_record = NewInstanceRecord {
             id: &id,
             owner_id: owner.map(|o| o.user_id),
             name: &name,
-            engine,
+            settings: &settings,
             version: &version,
             image: &image,
             memory_mb: memory,
-            charset: request.charset.as_ref().map(|c| c.as_str()),
-            collation: request.collation.as_ref().map(|c| c.as_str()),
-            database,
             port: 0, // chosen by lease_port
-            username: engines::username(engine),
+            username: engines::profile(engine).user,
             password_enc: &password_enc,
-            claimed_by: self.process.id(),
             status: Status::Provisioning,
             template_image: template.as_ref().map(|t| t.image_id.as_str()),
         };
         // The record comes first: from here on, no container exists that the store does not know.
-        let _busy = self.mark_busy(&id);
         let record = self.lease_port(new_record).await?;
         let actor = owner.map_or(super::SYSTEM_ACTOR, |o| o.name.as_str());
         let detail = owner.is_none().then_some("for the warm pool");
         self.store.add_event(&id, EventKind::Created, actor, detail).await?;
 
-        match self.start_and_wait(&record, &password, template.as_ref()).await {
+        match self.start_and_wait(&record, &password, template.as_ref(), progress).await {
             Ok(port) => {
                 self.store.set_status(&id, Status::Running).await?;
                 self.store.add_event(&id, EventKind::Ready, super::SYSTEM_ACTOR, None).await?;
+                progress.step("ready").await;
                 tracing::info!(port, "instance ready");
-                let record = InstanceRecord { status: Status::Running, port: Some(port), claimed_by: None, ..record };
-                Ok(Instance { record, password, host: self.config.advertise_host.clone() })
+                self.reveal_current(&id).await
             }
             Err(error) => {
                 tracing::warn!(error = %error, "create failed; rolling back");
@@ -134,7 +167,7 @@ impl Provisioner {
             match self.store.insert_instance(&new).await {
                 Ok(record) => return Ok(record),
                 Err(StoreError::PortTaken) => continue,
-                Err(StoreError::NameTaken) => return Err(ProvisionError::NameTaken(new.name.to_string())),
+                Err(StoreError::NameTaken) => return Err(ProvisionError::NameTaken(new.name.as_str().to_string())),
                 Err(other) => return Err(other.into()),
             }
         }
@@ -161,30 +194,32 @@ impl Provisioner {
         record: &InstanceRecord,
         password: &Secret,
         template: Option<&Template>,
+        progress: &Progress,
     ) -> Result<u16, ProvisionError> {
         let mut port = record.port.expect("a record being created holds a port");
         let mut refused = HashSet::new();
         for _ in 0..PORT_RETRIES {
-            // Each step's time at debug level: where a create's time goes (see the benchmark).
-            let step = Instant::now();
+            // Each step's time is in the operation, and at debug level in the log: where a
+            // create's time goes (see the benchmark).
             let spec = self.spec_for(record, password, port);
             self.runtime.create(&spec).await?;
-            tracing::debug!(elapsed = ?step.elapsed(), "container created");
             if let Some(template) = template {
-                self.give_copy_its_own_identity(record.engine, template, &spec.name).await?;
-                tracing::debug!(elapsed = ?step.elapsed(), "identity given");
+                self.give_copy_its_own_identity(record.engine(), template, &spec.name).await?;
             }
+            progress.step("container created").await;
             match self.runtime.start_created(&spec.name).await {
                 Ok(()) => {
-                    tracing::debug!(elapsed = ?step.elapsed(), "container started");
+                    progress.step("started").await;
+                    let host = self.probe_host();
                     let Some(template) = template else {
-                        self.wait_ready(record, port, password).await?;
+                        let endpoint = Endpoint { port, ..self.endpoint(record, &host, password) };
+                        self.wait_ready(record.engine(), &spec.name, &endpoint).await?;
                         return Ok(port);
                     };
-                    let database = super::templates::template_database(record.engine).map(str::to_string);
-                    let as_template = InstanceRecord { database, ..record.clone() };
-                    self.wait_ready(&as_template, port, &template.password).await?;
-                    tracing::debug!(elapsed = ?step.elapsed(), "template's server ready");
+                    // A copy of a template first answers as the template: its password, its database.
+                    let database = engines::profile(record.engine()).default_database;
+                    let endpoint = Endpoint { host: &host, port, password: &template.password, database };
+                    self.wait_ready(record.engine(), &spec.name, &endpoint).await?;
                     self.take_over_template(record, port, template, password).await?;
                     return Ok(port);
                 }
@@ -211,14 +246,13 @@ impl Provisioner {
         let host = self.probe_host();
         let refused = |what: &str, reason: String| ProvisionError::ServerRefused(format!("{what}: {reason}"));
         // `port`, not the record's: the lease may have moved since the record was read.
-        let template_database = super::templates::template_database(record.engine);
+        let template_database = engines::profile(record.engine()).default_database;
         let endpoint = Endpoint { host: &host, port, password: &template.password, database: template_database };
-        engines::rotate_password(record.engine, &endpoint, password).await.map_err(|e| refused("new password", e))?;
-        if let Some(wanted) = record.database.as_deref()
-            && Some(wanted) != template_database
+        engines::rotate_password(record.engine(), &endpoint, password).await.map_err(|e| refused("new password", e))?;
+        if let Some(wanted) = record.settings.database()
+            && Some(wanted.as_str()) != template_database
         {
-            let database = wanted.parse().map_err(|e: crate::model::Invalid| refused("database", e.0))?;
-            engines::rename_database(record.engine, &Endpoint { password, ..endpoint }, &database)
+            engines::rename_database(record.engine(), &Endpoint { password, ..endpoint }, wanted)
                 .await
                 .map_err(|e| refused("database", e))?;
         }
@@ -236,16 +270,14 @@ impl Provisioner {
         }
     }
 
-    /// Polls with a real login until it works, the server exits, or the deadline passes.
+    /// Polls with a real login at `endpoint` until it works, the server in `container` exits, or
+    /// the ready timeout passes.
     pub(super) async fn wait_ready(
         &self,
-        record: &InstanceRecord,
-        port: u16,
-        password: &Secret,
+        engine: Engine,
+        container: &str,
+        endpoint: &Endpoint<'_>,
     ) -> Result<(), ProvisionError> {
-        let host = self.probe_host();
-        let endpoint = Endpoint { host: &host, port, password, database: record.database.as_deref() };
-        let container = &self.container_name(&record.id);
         let started = Instant::now();
         let deadline = started + self.config.ready_timeout;
         let restarts_before = match self.runtime.state(container).await? {
@@ -255,7 +287,7 @@ impl Provisioner {
         let mut polls = 0u32;
         loop {
             polls += 1;
-            let last_error = match engines::probe(record.engine, &endpoint).await {
+            let last_error = match engines::probe(engine, endpoint).await {
                 Ok(()) => {
                     tracing::debug!(elapsed = ?started.elapsed(), "database accepted its credentials");
                     return Ok(());
@@ -279,12 +311,13 @@ impl Provisioner {
                     Some(format!("the server exited and was restarted {} times", restart_count - restarts_before))
                 }
                 ContainerState::Missing => Some("the container disappeared".to_string()),
-                ContainerState::Running { .. } | ContainerState::Starting => None,
+                ContainerState::Running { .. } | ContainerState::Created | ContainerState::Starting => None,
             };
             let timed_out = timed_out
                 .then(|| format!("not ready within {:?} (last attempt: {last_error})", self.config.ready_timeout));
             if let Some(reason) = exited.or(timed_out) {
-                let last_logs = self.server_logs(container, FAILURE_LOG_LINES, &[password]).await.unwrap_or_default();
+                let last_logs =
+                    self.server_logs(container, FAILURE_LOG_LINES, &[endpoint.password]).await.unwrap_or_default();
                 return Err(ProvisionError::NotReady { reason, last_logs });
             }
             tokio::time::sleep(READY_POLL_INTERVAL).await;
@@ -303,8 +336,8 @@ impl Provisioner {
     }
 
     /// Undoes a failed create: container, volume, then the record, which releases the port. If the
-    /// engine is unreachable the record stays, provisioning and claimed by this process, so that
-    /// the reconciler finishes the undo once this process is gone.
+    /// engine is unreachable the record stays, provisioning with no operation in flight once this
+    /// one has ended, and the reconciler finishes the undo when the engine is back.
     pub(super) async fn roll_back(&self, id: &InstanceId, reason: &str) {
         let container = self.runtime.remove_container(&self.container_name(id)).await;
         let volume = self.runtime.remove_volume(&self.volume_name(id)).await;
@@ -323,13 +356,15 @@ impl Provisioner {
 }
 
 /// What a create will run, once the request is checked against the catalogue.
-struct Plan {
+pub(super) struct Plan {
     version: String,
     image: String,
     flavor: Flavor,
     memory: MemoryMb,
     /// The version's warm pool size.
     pool: u32,
+    /// What only the engine has: the request's options, or the engine's defaults.
+    settings: EngineSettings,
 }
 
 /// Checks what depends on the engine and the catalogue, before anything is written or started:
@@ -339,16 +374,18 @@ fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionE
     let invalid = |field: &'static str, reason: String| ProvisionError::Invalid { field, reason };
     let (version, spec) = catalogue.resolve(engine, request.version.as_ref()).map_err(|e| invalid("version", e.0))?;
     let memory = check_memory(catalogue, engine, request.memory)?;
-    let only = |field: &'static str, given: bool, takes: Engine| {
-        if given && engine != takes {
-            Err(invalid(field, format!("only {takes} instances take a {field}, not {engine}")))
-        } else {
-            Ok(())
-        }
-    };
-    only("charset", request.charset.is_some(), Engine::Mysql)?;
-    only("collation", request.collation.is_some(), Engine::Mysql)?;
-    only("database", request.database.is_some(), Engine::Postgres)?;
+    // Which engine takes which option is the engine's to say (its profile's `options`).
+    let given = [
+        ("charset", request.charset.is_some()),
+        ("collation", request.collation.is_some()),
+        ("database", request.database.is_some()),
+    ];
+    let refused = given.into_iter().find(|(field, given)| *given && !engines::profile(engine).options.contains(field));
+    if let Some((field, _)) = refused {
+        let takers: Vec<&str> =
+            Engine::ALL.iter().filter(|e| engines::profile(**e).options.contains(&field)).map(|e| e.as_str()).collect();
+        return Err(invalid(field, format!("only {} instances take a {field}, not {engine}", takers.join(" and "))));
+    }
     match (&request.charset, &request.collation) {
         (Some(charset), Some(collation)) => {
             collation.check_belongs_to(charset).map_err(|e| invalid("collation", e.0))?;
@@ -357,7 +394,17 @@ fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionE
         (None, Some(_)) => return Err(invalid("collation", "a collation needs its charset; give both".into())),
         _ => {}
     }
-    Ok(Plan { version, image: spec.image.clone(), flavor: spec.flavor, memory, pool: spec.pool })
+    let settings = match engine {
+        Engine::Mysql => {
+            EngineSettings::Mysql { charset: request.charset.clone(), collation: request.collation.clone() }
+        }
+        Engine::Redis => EngineSettings::Redis,
+        Engine::Postgres => match &request.database {
+            Some(database) => EngineSettings::Postgres { database: database.clone() },
+            None => engines::default_settings(engine),
+        },
+    };
+    Ok(Plan { version, image: spec.image.clone(), flavor: spec.flavor, memory, pool: spec.pool, settings })
 }
 
 /// The memory cap to use: the one asked for, within the engine's bounds, or the engine's default.
@@ -378,6 +425,11 @@ pub(super) fn check_memory(
         });
     }
     Ok(memory)
+}
+
+/// An instance's name when the request gives none: `PREFIX-ID` (`redis-3f2a9c01b7de`).
+fn default_name(prefix: &str, id: &InstanceId) -> Result<InstanceName, ProvisionError> {
+    format!("{prefix}-{id}").parse().map_err(|e: crate::model::Invalid| ProvisionError::Internal(anyhow::anyhow!(e)))
 }
 
 /// Whether nothing on the host listens on `ip:port`. A moment later another program may take it;

@@ -1,8 +1,11 @@
 //! The provisioning layer's errors, named for what the caller should do.
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::PortRange;
+use crate::model::{OperationId, OperationKind};
 use crate::runtime::RuntimeError;
-use crate::store::StoreError;
+use crate::store::{OperationRecord, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -13,12 +16,18 @@ pub enum ProvisionError {
     Invalid { field: &'static str, reason: String },
     #[error("you already have an instance named {0:?}; choose another name")]
     NameTaken(String),
-    /// The instance is in the middle of something else.
-    #[error("{0}")]
-    Busy(String),
+    /// Another operation is in flight on the instance (which, if it could be read).
+    #[error("{}", busy_message(.operation))]
+    Busy { operation: Option<(OperationId, OperationKind)> },
     /// The operation makes no sense in the instance's status.
     #[error("{0}")]
     Conflict(String),
+    /// The caller sent this idempotency key before with the same request: the first operation,
+    /// whose outcome is the answer.
+    #[error("this request was made before with the same idempotency key")]
+    Replay(Box<OperationRecord>),
+    #[error("this Idempotency-Key was used before for another request; use a new key for a new request")]
+    IdempotencyKeyReused,
     /// The database server refused what dbroker asked of it.
     #[error("{0}")]
     ServerRefused(String),
@@ -37,9 +46,74 @@ pub enum ProvisionError {
     Internal(#[from] anyhow::Error),
 }
 
+fn busy_message(operation: &Option<(OperationId, OperationKind)>) -> String {
+    match operation {
+        Some((id, kind)) => {
+            format!("another operation ({kind} {id}) is in flight on this instance; try again once it has ended")
+        }
+        None => "another operation is in flight on this instance; try again once it has ended".to_string(),
+    }
+}
+
+/// An error as a failed operation keeps it: what kind of error (the variant, which the API maps
+/// to an HTTP status), its message and the server's last log lines if it did not start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorReport {
+    pub code: String,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_logs: Vec<String>,
+}
+
+impl ProvisionError {
+    /// The kind of error, in one stable word: what a stored error is mapped to a status by.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProvisionError::NotFound => "not_found",
+            ProvisionError::Invalid { .. } => "invalid",
+            ProvisionError::NameTaken(_) => "name_taken",
+            ProvisionError::Busy { .. } => "busy",
+            ProvisionError::Conflict(_) => "conflict",
+            ProvisionError::Replay(_) => "replay",
+            ProvisionError::IdempotencyKeyReused => "idempotency_key_reused",
+            ProvisionError::ServerRefused(_) => "server_refused",
+            ProvisionError::PortsExhausted(_) => "ports_exhausted",
+            ProvisionError::EngineUnreachable(_) => "engine_unreachable",
+            ProvisionError::ImageMissing { .. } => "image_missing",
+            ProvisionError::NotReady { .. } => "not_ready",
+            ProvisionError::Internal(_) => "internal",
+        }
+    }
+
+    /// The error as an operation keeps it. An internal error's cause stays in the log.
+    pub fn report(&self) -> ErrorReport {
+        let detail = match self {
+            ProvisionError::Internal(cause) => {
+                tracing::error!(error = ?cause, "internal error");
+                INTERNAL_DETAIL.to_string()
+            }
+            other => other.to_string(),
+        };
+        let last_logs = match self {
+            ProvisionError::NotReady { last_logs, .. } => last_logs.clone(),
+            _ => Vec::new(),
+        };
+        ErrorReport { code: self.code().to_string(), detail, last_logs }
+    }
+}
+
+/// What an internal error says to a client: the cause is in dbroker's log, not in the answer.
+pub const INTERNAL_DETAIL: &str = "dbroker failed on its side; the error is in its log";
+
 impl From<StoreError> for ProvisionError {
     fn from(error: StoreError) -> Self {
-        ProvisionError::Internal(error.into())
+        // A constraint a caller did not map itself still says what it is, never a 500.
+        match error {
+            StoreError::OperationInFlight => ProvisionError::Busy { operation: None },
+            StoreError::NameTaken => ProvisionError::Conflict("that name is in use already; choose another".into()),
+            StoreError::NotFound => ProvisionError::NotFound,
+            other => ProvisionError::Internal(other.into()),
+        }
     }
 }
 

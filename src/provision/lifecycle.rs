@@ -1,87 +1,186 @@
 //! Running an instance day to day: stop, start, restart, resize, rotate its password, read its
-//! logs and its history. Each keeps the data written before it.
+//! logs and its history. Each change is an operation (see `operations`) and keeps the data
+//! written before it; each `*_now` function does its change idempotently from the record, so a
+//! process that takes over an interrupted operation runs it again (see `reconcile::takeover`).
+
+use serde_json::json;
 
 use super::create::check_memory;
-use super::{Caller, Instance, ProvisionError, Provisioner};
+use super::{Caller, Idempotency, Instance, ProvisionError, Provisioner, Running};
 use crate::engines;
-use crate::model::{EventKind, InstanceId, MemoryMb, Status};
+use crate::model::{EventKind, InstanceId, MemoryMb, OperationKind, Status};
 use crate::secrets::Secret;
 use crate::store::{Event, InstanceRecord};
 
 /// The most log lines one request may ask for.
 pub const MAX_LOG_LINES: usize = 10_000;
 
+/// The statuses in which an instance's server can be stopped, started or resized.
+const SERVING_OR_STOPPED: &[Status] = &[Status::Running, Status::Exited, Status::Stopped];
+
+/// How a stopped or running server is brought (back) up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StartMode {
+    Start,
+    Restart,
+}
+
+impl StartMode {
+    fn event(self) -> EventKind {
+        match self {
+            StartMode::Start => EventKind::Started,
+            StartMode::Restart => EventKind::Restarted,
+        }
+    }
+
+    fn operation(self) -> OperationKind {
+        match self {
+            StartMode::Start => OperationKind::Start,
+            StartMode::Restart => OperationKind::Restart,
+        }
+    }
+}
+
 impl Provisioner {
     /// Stops the server; the instance keeps its port, data and credentials.
-    #[tracing::instrument(skip_all, fields(instance_id = %id))]
-    pub async fn stop(&self, caller: &Caller, id: &InstanceId) -> Result<Instance, ProvisionError> {
-        let record = self.owned(caller.user_id, id).await?;
-        let _busy = self.claim_busy(&record)?;
-        require_status(&record, &[Status::Running, Status::Exited, Status::Stopped], "stop")?;
-        // The intent first: a reconciler (maybe in another process) that sees the container down
-        // must not take it for a crash and start it again.
-        self.store.set_status(id, Status::Stopped).await?;
-        if let Err(error) = self.runtime.stop(&self.container_name(id)).await {
-            self.store.set_status(id, record.status).await?;
-            return Err(error.into());
-        }
-
-        self.store.add_event(id, EventKind::Stopped, &caller.name, None).await?;
-        self.get(caller.user_id, id).await
+    pub async fn stop(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<Instance>, ProvisionError> {
+        let actor = caller.name.clone();
+        self.change(caller, id, OperationKind::Stop, json!({}), idempotency, |this, record, _| async move {
+            require_status(&record, SERVING_OR_STOPPED, "stop")?;
+            this.stop_now(&record, &actor).await?;
+            this.reveal_current(&record.id).await
+        })
+        .await
     }
 
-    /// Starts a stopped instance and returns once it accepts its credentials again.
-    pub async fn start(&self, caller: &Caller, id: &InstanceId) -> Result<Instance, ProvisionError> {
-        self.start_server(caller, id, EventKind::Started).await
+    /// Starts a stopped instance; its outcome is the instance once it accepts its credentials.
+    pub async fn start(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<Instance>, ProvisionError> {
+        self.start_server(caller, id, StartMode::Start, idempotency).await
     }
 
-    /// Restarts the server and returns once it accepts its credentials again.
-    pub async fn restart(&self, caller: &Caller, id: &InstanceId) -> Result<Instance, ProvisionError> {
-        self.start_server(caller, id, EventKind::Restarted).await
+    /// Restarts the server; its outcome is the instance once it accepts its credentials again.
+    pub async fn restart(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<Instance>, ProvisionError> {
+        self.start_server(caller, id, StartMode::Restart, idempotency).await
     }
 
-    #[tracing::instrument(skip_all, fields(instance_id = %id, action = kind.as_str()))]
     async fn start_server(
         &self,
         caller: &Caller,
         id: &InstanceId,
-        kind: EventKind,
-    ) -> Result<Instance, ProvisionError> {
-        let record = self.owned(caller.user_id, id).await?;
-        let _busy = self.claim_busy(&record)?;
-        require_status(&record, &[Status::Running, Status::Exited, Status::Stopped], "start")?;
-        let container = self.container_name(id);
-        match kind {
-            EventKind::Restarted => self.runtime.restart(&container).await?,
-            _ => self.runtime.start(&container).await?,
-        }
-        self.wait_until_ready(&record).await?;
-        self.store.set_status(id, Status::Running).await?;
-        self.store.add_event(id, kind, &caller.name, None).await?;
-        self.get(caller.user_id, id).await
+        mode: StartMode,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<Instance>, ProvisionError> {
+        let actor = caller.name.clone();
+        self.change(caller, id, mode.operation(), json!({}), idempotency, move |this, record, _| async move {
+            require_status(&record, SERVING_OR_STOPPED, "start")?;
+            this.start_now(&record, mode, &actor).await?;
+            this.reveal_current(&record.id).await
+        })
+        .await
     }
 
     /// Changes the memory cap in place: the container's limit, and the server's own limit where
-    /// the engine keeps one (Redis's `maxmemory`): told to the server if it runs (which keeps it
-    /// for its next start), else written to its configuration file.
-    #[tracing::instrument(skip_all, fields(instance_id = %id))]
-    pub async fn resize(&self, caller: &Caller, id: &InstanceId, memory: MemoryMb) -> Result<Instance, ProvisionError> {
-        let record = self.owned(caller.user_id, id).await?;
-        let _busy = self.claim_busy(&record)?;
-        require_status(&record, &[Status::Running, Status::Stopped, Status::Exited], "resize")?;
-        let memory = check_memory(&self.config.catalogue, record.engine, Some(memory))?;
-        let password = self.password_of(&record)?;
+    /// the engine keeps one (Redis's `maxmemory`).
+    pub async fn resize(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        memory: MemoryMb,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<Instance>, ProvisionError> {
+        let actor = caller.name.clone();
+        let input = json!({ "memory_mb": memory.0 });
+        self.change(caller, id, OperationKind::Resize, input, idempotency, move |this, record, _| async move {
+            require_status(&record, SERVING_OR_STOPPED, "resize")?;
+            this.resize_now(&record, memory, &actor).await?;
+            this.reveal_current(&record.id).await
+        })
+        .await
+    }
+
+    /// Gives the instance a new password: it works at once, and the old one is refused.
+    pub async fn rotate_password(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<Instance>, ProvisionError> {
+        let actor = caller.name.clone();
+        self.change(caller, id, OperationKind::Rotate, json!({}), idempotency, |this, record, _| async move {
+            // The server must run: only it can change its password, and the old one must stop
+            // working now.
+            require_status(&record, &[Status::Running], "rotate the password of")?;
+            this.rotate_now(&record).await?;
+            this.store.add_event(&record.id, EventKind::Rotated, &actor, None).await?;
+            this.reveal_current(&record.id).await
+        })
+        .await
+    }
+
+    /// Records the intent, then stops the container.
+    pub(super) async fn stop_now(&self, record: &InstanceRecord, actor: &str) -> Result<(), ProvisionError> {
+        self.store.set_status(&record.id, Status::Stopped).await?;
+        if let Err(error) = self.runtime.stop(&self.container_name(&record.id)).await {
+            self.store.set_status(&record.id, record.status).await?;
+            return Err(error.into());
+        }
+        self.store.add_event(&record.id, EventKind::Stopped, actor, None).await?;
+        Ok(())
+    }
+
+    /// Starts (or restarts) the container and waits until the server accepts its credentials.
+    pub(super) async fn start_now(
+        &self,
+        record: &InstanceRecord,
+        mode: StartMode,
+        actor: &str,
+    ) -> Result<(), ProvisionError> {
+        let container = self.container_name(&record.id);
+        match mode {
+            StartMode::Restart => self.runtime.restart(&container).await?,
+            StartMode::Start => self.runtime.start(&container).await?,
+        }
+        self.wait_until_ready(record).await?;
+        self.store.set_status(&record.id, Status::Running).await?;
+        self.store.add_event(&record.id, mode.event(), actor, None).await?;
+        Ok(())
+    }
+
+    /// Growing: the container first, so the server never has more than its cap allows.
+    /// Shrinking: the server first, so it is within the new cap before the cap tightens. Both
+    /// steps are idempotent, so an interrupted resize is simply done again.
+    pub(super) async fn resize_now(
+        &self,
+        record: &InstanceRecord,
+        memory: MemoryMb,
+        actor: &str,
+    ) -> Result<(), ProvisionError> {
+        let memory = check_memory(&self.config.catalogue, record.engine(), Some(memory))?;
+        let password = self.password_of(record)?;
         let resized = InstanceRecord { memory_mb: memory, ..record.clone() };
-        let container = self.container_name(id);
-        // Growing: the container first, so the server never has more than its cap allows.
-        // Shrinking: the server first, so it is within the new cap before the cap tightens.
+        let container = self.container_name(&record.id);
         let growing = memory > record.memory_mb;
         if growing {
             self.runtime.set_memory(&container, memory.bytes()).await?;
         }
         if record.status == Status::Running {
             let host = self.probe_host();
-            engines::apply_memory(record.engine, &self.endpoint(&record, &host, &password), memory).await.map_err(
+            engines::apply_memory(record.engine(), &self.endpoint(record, &host, &password), memory).await.map_err(
                 |reason| ProvisionError::ServerRefused(format!("the server did not take the new limit: {reason}")),
             )?;
         } else {
@@ -90,28 +189,52 @@ impl Provisioner {
         if !growing {
             self.runtime.set_memory(&container, memory.bytes()).await?;
         }
-        self.store.set_memory(id, memory).await?;
+        self.store.set_memory(&record.id, memory).await?;
         let detail = format!("{} MiB to {} MiB", record.memory_mb.0, memory.0);
-        self.store.add_event(id, EventKind::Resized, &caller.name, Some(&detail)).await?;
-        self.get(caller.user_id, id).await
+        self.store.add_event(&record.id, EventKind::Resized, actor, Some(&detail)).await?;
+        Ok(())
     }
 
-    /// Gives the instance a new password: it works at once, and the old one is refused.
-    #[tracing::instrument(skip_all, fields(instance_id = %id))]
-    pub async fn rotate_password(&self, caller: &Caller, id: &InstanceId) -> Result<Instance, ProvisionError> {
-        let record = self.owned(caller.user_id, id).await?;
-        let _busy = self.claim_busy(&record)?;
-        // The server must run: only it can change its password, and the old one must stop working now.
-        require_status(&record, &[Status::Running], "rotate the password of")?;
-        let old = self.password_of(&record)?;
+    /// Changes the server's password, crash-safe: the new password is stored as pending before
+    /// the server gets it, and becomes the password once the server has it. If the change fails
+    /// half way (a timeout, a crash), `settle_password` finds out which of the two the server has.
+    pub(super) async fn rotate_now(&self, record: &InstanceRecord) -> Result<Secret, ProvisionError> {
+        let old = self.password_of(record)?;
         let new = Secret::generate_password();
+        self.store.set_pending_password(&record.id, &self.key.encrypt(&new)).await?;
         let host = self.probe_host();
-        engines::rotate_password(record.engine, &self.endpoint(&record, &host, &old), &new).await.map_err(
-            |reason| ProvisionError::ServerRefused(format!("the server did not take the new password: {reason}")),
-        )?;
-        self.store.set_password(id, &self.key.encrypt(&new)).await?;
-        self.store.add_event(id, EventKind::Rotated, &caller.name, None).await?;
-        self.get(caller.user_id, id).await
+        let changed = engines::rotate_password(record.engine(), &self.endpoint(record, &host, &old), &new).await;
+        if let Err(reason) = changed {
+            // The server may have changed it before the answer was lost: ask it which it has.
+            let record = self.store.instance(&record.id).await?.ok_or(ProvisionError::NotFound)?;
+            self.settle_password(&record).await?;
+            return Err(ProvisionError::ServerRefused(format!("the server did not take the new password: {reason}")));
+        }
+        self.store.set_password(&record.id, &self.key.encrypt(&new)).await?;
+        Ok(new)
+    }
+
+    /// Resolves a pending password (see `rotate_now`): whichever of the stored and the pending one
+    /// the server accepts becomes the stored one. `Ok(true)` if one of them works.
+    pub(super) async fn settle_password(&self, record: &InstanceRecord) -> Result<bool, ProvisionError> {
+        let Some(pending_enc) = &record.pending_password_enc else {
+            return Ok(true);
+        };
+        let Some(port) = record.port else { return Ok(false) };
+        let host = self.probe_host();
+        let stored = self.password_of(record)?;
+        let pending = self.key.decrypt(pending_enc).map_err(|e| ProvisionError::Internal(e.into()))?;
+        let endpoint = |password| engines::Endpoint { port, ..self.endpoint(record, &host, password) };
+        if engines::probe(record.engine(), &endpoint(&stored)).await.is_ok() {
+            self.store.clear_pending_password(&record.id).await?;
+            return Ok(true);
+        }
+        if engines::probe(record.engine(), &endpoint(&pending)).await.is_ok() {
+            tracing::warn!(instance_id = %record.id, "the server had the pending password; it is now the stored one");
+            self.store.set_password(&record.id, pending_enc).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// The server's last `lines` lines, with the instance's password removed.
@@ -142,10 +265,38 @@ impl Provisioner {
         Ok(())
     }
 
+    /// Waits until the server accepts the stored password; if it has a pending one (a rotation
+    /// was interrupted), whichever works is settled on first.
     pub(super) async fn wait_until_ready(&self, record: &InstanceRecord) -> Result<(), ProvisionError> {
-        let port = record.port.ok_or_else(|| ProvisionError::Conflict("the instance holds no port".into()))?;
+        if record.port.is_none() {
+            return Err(ProvisionError::Conflict("the instance holds no port".into()));
+        }
+        let first = self.wait_ready_as_stored(record).await;
+        match first {
+            Err(error) if record.pending_password_enc.is_some() => {
+                if self.settle_password(record).await? {
+                    let record = self.store.instance(&record.id).await?.ok_or(ProvisionError::NotFound)?;
+                    return self.wait_ready_as_stored(&record).await;
+                }
+                Err(error)
+            }
+            other => other,
+        }
+    }
+
+    /// Waits until the server accepts the record's stored password on the record's port.
+    async fn wait_ready_as_stored(&self, record: &InstanceRecord) -> Result<(), ProvisionError> {
         let password = self.password_of(record)?;
-        self.wait_ready(record, port, &password).await
+        let host = self.probe_host();
+        let endpoint = self.endpoint(record, &host, &password);
+        self.wait_ready(record.engine(), &self.container_name(&record.id), &endpoint).await
+    }
+
+    /// The instance as the store has it at the end of an operation's work, revealed for its
+    /// owner. The operation in flight is the one ending, which its answer does not show.
+    pub(super) async fn reveal_current(&self, id: &InstanceId) -> Result<Instance, ProvisionError> {
+        let record = self.store.instance(id).await?.ok_or(ProvisionError::NotFound)?;
+        self.reveal(InstanceRecord { running_operation: None, ..record })
     }
 }
 

@@ -2,44 +2,51 @@
 //! keeping the store and the Docker engine in step. Calls go one way:
 //! api → provision → {engines, runtime, store}.
 
-mod claims;
 mod create;
 mod error;
 mod identity;
 mod lifecycle;
+mod operations;
 mod pool;
+mod quarantine;
 mod reconcile;
 mod templates;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-pub use error::ProvisionError;
-pub use reconcile::ReconcilerStats;
+pub use error::{ErrorReport, INTERNAL_DETAIL, ProvisionError};
+pub use operations::{Idempotency, Running};
+pub use reconcile::{Reconciler, ReconcilerReport};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::engines::{self, Endpoint, Settings};
 use crate::model::{
-    Charset, Collation, DatabaseName, Engine, EventKind, InstanceId, InstanceName, MemoryMb, Status, VersionName,
+    Charset, Collation, DatabaseName, Engine, InstanceId, InstanceName, MemoryMb, OperationId, OperationKind,
+    VersionName,
 };
 use crate::runtime::{ContainerSpec, Runtime, SpecFile};
 use crate::secrets::{MasterKey, Secret};
-use crate::store::{InstanceRecord, Store};
+use crate::store::{InstanceRecord, OperationRecord, Store};
+use operations::{Begin, Operations, Progress};
 
 /// Labels on every container and volume dbroker creates, so it can always find its own.
 pub const LABEL_INSTANCE: &str = "dbroker.instance";
 pub const LABEL_OWNER: &str = "dbroker.owner";
 pub const LABEL_ENGINE: &str = "dbroker.engine";
 pub const LABEL_PREFIX: &str = "dbroker.prefix";
+/// The store's deployment id: a deployment touches only containers and volumes that carry its own.
+pub const LABEL_DEPLOYMENT: &str = "dbroker.deployment";
 
 /// The actor of what dbroker does on its own, in instance histories.
 const SYSTEM_ACTOR: &str = "dbroker";
 
 /// What a user asks for. Every field is already a validated value; what depends on the engine
 /// (memory bounds, options that only one engine takes) is checked by [`Provisioner::create`].
-#[derive(Debug, Clone)]
+/// Kept as the create operation's input.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct NewInstance {
     pub engine: Engine,
     pub version: Option<VersionName>,
@@ -69,17 +76,17 @@ impl Instance {
     /// The connection URI; `None` for a failed instance, which holds no port.
     pub fn uri(&self) -> Option<String> {
         let port = self.record.port?;
-        let endpoint =
-            Endpoint { host: &self.host, port, password: &self.password, database: self.record.database.as_deref() };
-        Some(engines::uri(self.record.engine, &endpoint))
+        let endpoint = Endpoint { host: &self.host, port, password: &self.password, database: self.record.database() };
+        Some(engines::uri(self.record.engine(), &endpoint))
     }
 }
 
-/// Who asks for an operation, for instance histories.
+/// Who asks for an operation, for instance histories and for who may read it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user_id: i64,
     pub name: String,
+    pub is_admin: bool,
 }
 
 /// The provisioning service; cheap to clone, one per process.
@@ -89,52 +96,33 @@ pub struct Provisioner {
     runtime: Runtime,
     key: MasterKey,
     config: Arc<Config>,
-    /// Creates run as tasks of their own, so a client that hangs up cannot leave one half done;
-    /// shutdown waits for them.
-    tasks: TaskTracker,
-    /// This process's identity, which its creates carry until they finish.
-    process: Arc<claims::ProcessClaim>,
-    /// Instances an operation of this process is working on: a second operation on the same
-    /// instance is refused, and Docker events it causes are not taken for crashes.
-    busy: Arc<Mutex<HashSet<InstanceId>>>,
-    stats: Arc<ReconcilerStats>,
+    /// Every change runs as an operation (see `operations`).
+    ops: Operations,
     /// Wakes the leader to refill the warm pool after a claim.
     pool_wanted: Arc<tokio::sync::Notify>,
     /// Held while a data-directory template is looked up or built (see `templates`).
     template_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Marks an instance busy while it lives.
-struct BusyGuard {
-    busy: Arc<Mutex<HashSet<InstanceId>>>,
-    id: InstanceId,
-}
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        self.busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
-    }
-}
-
 impl Provisioner {
-    pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>) -> std::io::Result<Self> {
-        let process = Arc::new(claims::ProcessClaim::acquire(&config.data_dir)?);
-        Ok(Self {
-            store,
-            runtime,
-            key,
-            config,
-            tasks: TaskTracker::new(),
-            process,
-            busy: Default::default(),
-            stats: Default::default(),
-            pool_wanted: Default::default(),
-            template_lock: Default::default(),
-        })
+    pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>) -> Self {
+        let ops = Operations::new(store.clone(), config.operation_lease, TaskTracker::new());
+        Self { store, runtime, key, config, ops, pool_wanted: Default::default(), template_lock: Default::default() }
     }
 
+    /// The tasks operations run on: shutdown waits for them.
     pub fn tasks(&self) -> &TaskTracker {
-        &self.tasks
+        self.ops.tasks()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Renews this process's operation leases until `stop`: keep it going until every operation
+    /// has ended, shutdown included, or another process would take them over.
+    pub async fn keep_leases(self, stop: tokio_util::sync::CancellationToken) {
+        self.ops.keep_leases(stop).await
     }
 
     /// `owner_id`'s instances, optionally of one engine.
@@ -150,13 +138,31 @@ impl Provisioner {
     }
 
     /// Removes the instance's container, its volume (its data) and its record, which frees its port.
+    pub async fn delete(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<()>, ProvisionError> {
+        let actor = caller.name.clone();
+        self.change(
+            caller,
+            id,
+            OperationKind::Delete,
+            serde_json::json!({}),
+            idempotency,
+            |this, record, _| async move { this.delete_now(&record.id, &actor).await },
+        )
+        .await
+    }
+
+    /// Marks the instance deleting, then removes everything it has (again, if a crash interrupted
+    /// a first try), and records the delete.
     #[tracing::instrument(skip_all, fields(instance_id = %id))]
-    pub async fn delete(&self, caller: &Caller, id: &InstanceId) -> Result<(), ProvisionError> {
-        let record = self.owned(caller.user_id, id).await?;
-        let _busy = self.claim_busy(&record)?;
-        self.store.set_status(id, Status::Deleting).await?;
+    async fn delete_now(&self, id: &InstanceId, actor: &str) -> Result<(), ProvisionError> {
+        self.store.set_status(id, crate::model::Status::Deleting).await?;
         self.remove_everything(id).await?;
-        self.store.add_event(id, EventKind::Deleted, &caller.name, None).await?;
+        self.store.add_event(id, crate::model::EventKind::Deleted, actor, None).await?;
         tracing::info!("instance deleted");
         Ok(())
     }
@@ -170,6 +176,31 @@ impl Provisioner {
         Ok(())
     }
 
+    /// An operation, for its owner and admins; anyone else's is `NotFound`.
+    pub async fn operation(&self, caller: &Caller, id: &OperationId) -> Result<OperationRecord, ProvisionError> {
+        match self.store.operation(id).await? {
+            Some(operation) if caller.is_admin || operation.owner_id == Some(caller.user_id) => Ok(operation),
+            _ => Err(ProvisionError::NotFound),
+        }
+    }
+
+    /// One of `owner_id`'s instances' operations, newest first: `limit`, older than `before`.
+    pub async fn operations(
+        &self,
+        owner_id: i64,
+        id: &InstanceId,
+        before: Option<&OperationId>,
+        limit: u32,
+    ) -> Result<Vec<OperationRecord>, ProvisionError> {
+        self.owned(owner_id, id).await?;
+        Ok(self.store.operations_of(id, before, limit).await?)
+    }
+
+    /// Waits until an operation (maybe another process's) has ended, and returns it as it ended.
+    pub async fn wait_for(&self, operation: &OperationId) -> Result<OperationRecord, ProvisionError> {
+        self.ops.wait_for(operation).await
+    }
+
     /// Whether the store and the Docker engine answer, each with the reason if not.
     pub async fn health(&self) -> HashMap<&'static str, Result<(), String>> {
         let (store, docker) = tokio::join!(self.store.ping(), self.runtime.ping());
@@ -180,24 +211,40 @@ impl Provisioner {
         self.store.find_instance(owner_id, id).await?.ok_or(ProvisionError::NotFound)
     }
 
-    /// Refuses an operation on an instance that another operation is working on.
-    fn claim_busy(&self, record: &InstanceRecord) -> Result<BusyGuard, ProvisionError> {
-        if record.status == Status::Provisioning {
-            return Err(ProvisionError::Busy("the instance is still being created; try again once it is ready".into()));
-        }
-        if self.is_busy(&record.id) {
-            return Err(ProvisionError::Busy("another operation on this instance is in progress; try again".into()));
-        }
-        Ok(self.mark_busy(&record.id))
-    }
-
-    fn mark_busy(&self, id: &InstanceId) -> BusyGuard {
-        self.busy.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone());
-        BusyGuard { busy: self.busy.clone(), id: id.clone() }
-    }
-
-    fn is_busy(&self, id: &InstanceId) -> bool {
-        self.busy.lock().unwrap_or_else(|e| e.into_inner()).contains(id)
+    /// Records a `kind` operation on one of the caller's instances and runs `work` on it as a
+    /// task of its own. `work` gets the record as it is once the operation holds the instance:
+    /// nothing else can change it from then on.
+    async fn change<T, F, Fut>(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        kind: OperationKind,
+        input: serde_json::Value,
+        idempotency: Option<&Idempotency>,
+        work: F,
+    ) -> Result<Running<T>, ProvisionError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Provisioner, InstanceRecord, Progress) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, ProvisionError>> + Send + 'static,
+    {
+        let record = self.owned(caller.user_id, id).await?;
+        let begin = Begin {
+            instance_id: id.clone(),
+            kind,
+            caller: Some(caller.clone()),
+            owner_id: record.owner_id,
+            input,
+            idempotency: idempotency.cloned(),
+        };
+        let this = self.clone();
+        let id = id.clone();
+        self.ops
+            .start(begin, move |progress| async move {
+                let record = this.store.instance(&id).await?.ok_or(ProvisionError::NotFound)?;
+                work(this, record, progress).await
+            })
+            .await
     }
 
     fn reveal(&self, record: InstanceRecord) -> Result<Instance, ProvisionError> {
@@ -221,23 +268,16 @@ impl Provisioner {
     /// container removed behind dbroker's back, and a rewrite of the configuration file after a
     /// rotation all build the same thing.
     fn spec_for(&self, record: &InstanceRecord, password: &Secret, host_port: u16) -> ContainerSpec {
-        let engine = record.engine;
+        let engine = record.engine();
         // An instance made from a template runs the template's image with its data where the
         // template keeps it (see `templates`).
         let (image, data_path) = match &record.template_image {
             Some(template) => (template.clone(), engines::TEMPLATE_DATA_PATH),
-            None => (record.image.clone(), engines::data_path(engine)),
+            None => (record.image.clone(), engines::profile(engine).data_path),
         };
         let launch = engines::launch(
             engine,
-            &Settings {
-                password,
-                memory: record.memory_mb,
-                charset: record.charset.as_deref(),
-                collation: record.collation.as_deref(),
-                database: record.database.as_deref(),
-                data_path,
-            },
+            &Settings { password, memory: record.memory_mb, instance: &record.settings, data_path },
         );
         let files = launch
             .config_file
@@ -246,9 +286,8 @@ impl Provisioner {
                 dir: file.dir.to_string(),
                 name: file.name.to_string(),
                 contents: file.contents.into_bytes(),
-                // The server rewrites it (see `engines::ConfigFile`).
-                mode: 0o666,
-                dir_mode: Some(0o777),
+                mode: engines::ConfigFile::MODE,
+                dir_mode: Some(engines::ConfigFile::DIR_MODE),
             })
             .collect();
         ContainerSpec {
@@ -261,10 +300,11 @@ impl Provisioner {
                 (LABEL_OWNER.to_string(), record.owner_id.map_or("pool".to_string(), |o| o.to_string())),
                 (LABEL_ENGINE.to_string(), engine.to_string()),
                 (LABEL_PREFIX.to_string(), self.config.instance_prefix.clone()),
+                (LABEL_DEPLOYMENT.to_string(), self.store.deployment_id().to_string()),
             ]),
             volume: self.volume_name(&record.id),
             data_path: data_path.to_string(),
-            container_port: engines::container_port(engine),
+            container_port: engines::profile(engine).port,
             publish_ip: self.config.publish_ip,
             host_port,
             memory_bytes: record.memory_mb.bytes(),
@@ -275,7 +315,7 @@ impl Provisioner {
     /// How dbroker's own client at `host` reaches an instance that holds a port.
     fn endpoint<'a>(&self, record: &'a InstanceRecord, host: &'a str, password: &'a Secret) -> Endpoint<'a> {
         let port = record.port.unwrap_or_default();
-        Endpoint { host, port, password, database: record.database.as_deref() }
+        Endpoint { host, port, password, database: record.database() }
     }
 
     /// Where dbroker's own client reaches a published port: the publish address, or loopback if

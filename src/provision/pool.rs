@@ -3,42 +3,51 @@
 //! start. Sizes are per engine version (`pool` in the catalogue); the leader refills in the
 //! background after each claim and at every reconciler pass.
 
-use super::{Caller, Instance, NewInstance, ProvisionError, Provisioner, SYSTEM_ACTOR};
+use super::{Caller, Instance, NewInstance, Progress, ProvisionError, Provisioner, SYSTEM_ACTOR};
 use crate::engines;
-use crate::model::{EventKind, MemoryMb, Status};
-use crate::secrets::Secret;
+use crate::model::{EngineSettings, EventKind, InstanceId, MemoryMb, Status};
 use crate::store::{InstanceRecord, StoreError};
 
 impl Provisioner {
     /// Claims a pool member of the request's engine and version for `caller`, if there is one,
     /// and makes it theirs: a fresh password (the pool's stops working), their memory cap and
     /// database. A member that cannot be made theirs is removed, and the create goes on without
-    /// the pool (`None`).
+    /// the pool (`None`), as instance `own_id` again.
     pub(super) async fn claim_from_pool(
         &self,
         caller: &Caller,
         request: &NewInstance,
         version: &str,
         memory: MemoryMb,
+        own_id: &InstanceId,
+        progress: &Progress,
     ) -> Result<Option<Instance>, ProvisionError> {
-        let name = request.name.as_ref().map(|n| n.as_str());
-        let claimed = self.store.claim_pool_member(request.engine, version, caller.user_id, name).await;
+        let name = request.name.as_ref();
+        // The create's operation moves to the member with it: from here on it holds the member.
+        let operation = progress.operation_id();
+        let claimed = self.store.claim_pool_member(request.engine, version, caller.user_id, name, operation).await;
         self.pool_wanted.notify_one();
         let record = match claimed {
             Ok(Some(record)) => record,
             Ok(None) => return Ok(None),
-            Err(StoreError::NameTaken) => return Err(ProvisionError::NameTaken(name.unwrap_or_default().to_string())),
+            Err(StoreError::NameTaken) => {
+                return Err(ProvisionError::NameTaken(name.map(|n| n.as_str().to_string()).unwrap_or_default()));
+            }
             Err(other) => return Err(other.into()),
         };
         tracing::Span::current().record("instance_id", tracing::field::display(&record.id));
-        let _busy = self.mark_busy(&record.id);
+        progress.step("claimed from the warm pool").await;
         match self.make_own(caller, record.clone(), request, memory).await {
-            Ok(instance) => Ok(Some(instance)),
+            Ok(instance) => {
+                progress.step("ready").await;
+                Ok(Some(instance))
+            }
             Err(error) => {
                 tracing::warn!(instance_id = %record.id, error = %error, "a claimed pool member could not be handed over; removing it");
                 if let Err(error) = self.remove_everything(&record.id).await {
                     tracing::error!(instance_id = %record.id, error = %error, "could not remove it either; the reconciler will");
                 }
+                self.store.repoint_operation(progress.operation_id(), own_id).await?;
                 Ok(None)
             }
         }
@@ -53,33 +62,29 @@ impl Provisioner {
     ) -> Result<Instance, ProvisionError> {
         let host = self.probe_host();
         let refused = |what: &str, reason: String| ProvisionError::ServerRefused(format!("{what}: {reason}"));
-        let pool_password = self.password_of(&record)?;
-        let password = Secret::generate_password();
-        engines::rotate_password(record.engine, &self.endpoint(&record, &host, &pool_password), &password)
-            .await
-            .map_err(|e| refused("new password", e))?;
-        self.store.set_password(&record.id, &self.key.encrypt(&password)).await?;
+        // A rotation like any other: crash-safe, the new password pending until the server has it.
+        let password = self.rotate_now(&record).await?;
         if memory != record.memory_mb {
             self.runtime.set_memory(&self.container_name(&record.id), memory.bytes()).await?;
-            engines::apply_memory(record.engine, &self.endpoint(&record, &host, &password), memory)
+            engines::apply_memory(record.engine(), &self.endpoint(&record, &host, &password), memory)
                 .await
                 .map_err(|e| refused("memory limit", e))?;
             self.store.set_memory(&record.id, memory).await?;
             record.memory_mb = memory;
         }
         if let Some(database) = &request.database
-            && record.database.as_deref() != Some(database.as_str())
+            && record.settings.database() != Some(database)
         {
-            engines::rename_database(record.engine, &self.endpoint(&record, &host, &password), database)
+            engines::rename_database(record.engine(), &self.endpoint(&record, &host, &password), database)
                 .await
                 .map_err(|e| refused("database", e))?;
-            self.store.set_database(&record.id, database.as_str()).await?;
-            record.database = Some(database.as_str().to_string());
+            self.store.set_database(&record.id, database).await?;
+            record.settings = EngineSettings::Postgres { database: database.clone() };
         }
         self.store.add_event(&record.id, EventKind::Created, &caller.name, Some("claimed from the warm pool")).await?;
         self.store.add_event(&record.id, EventKind::Ready, SYSTEM_ACTOR, None).await?;
         tracing::info!(instance_id = %record.id, "instance claimed from the warm pool");
-        Ok(Instance { record, password, host: self.config.advertise_host.clone() })
+        self.reveal_current(&record.id).await
     }
 
     /// Starts the members each version's pool lacks, one at a time, so a refill never competes
@@ -92,7 +97,7 @@ impl Provisioner {
         for (engine, catalogue) in self.config.catalogue.engines() {
             for (version, spec) in &catalogue.versions {
                 let alive = |m: &&InstanceRecord| {
-                    m.engine == engine
+                    m.engine() == engine
                         && &m.version == version
                         && matches!(m.status, Status::Provisioning | Status::Running)
                 };
@@ -100,10 +105,8 @@ impl Provisioner {
                 for _ in have..spec.pool as usize {
                     let Ok(version_name) = version.parse() else { break };
                     let request = NewInstance { version: Some(version_name), ..NewInstance::of(engine) };
-                    let this = self.clone();
-                    // Through the task tracker, so a shutdown waits for a member half started.
-                    let started = self.tasks.spawn(async move { this.create_in_task(None, request).await }).await;
-                    if let Ok(Err(error)) = started {
+                    // An operation like any create: shutdown waits for a member half started.
+                    if let Err(error) = self.create_pool_member(request).await {
                         tracing::warn!(%engine, version, error = %error, "could not start a warm-pool member");
                         break;
                     }

@@ -87,9 +87,7 @@ impl Provisioner {
             &Settings {
                 password: &password,
                 memory: self.config.catalogue.engine(engine).memory.default,
-                charset: None,
-                collation: None,
-                database: None,
+                instance: &engines::default_settings(engine),
                 data_path: TEMPLATE_DATA_PATH,
             },
         );
@@ -97,7 +95,7 @@ impl Provisioner {
         let built = async {
             let port = self
                 .runtime
-                .run_throwaway(&name, source_image, launch.env, launch.args, engines::container_port(engine))
+                .run_throwaway(&name, source_image, launch.env, launch.args, engines::profile(engine).port)
                 .await?;
             let endpoint = Endpoint { host: "127.0.0.1", port, password: &password, database: None };
             let deadline = Instant::now() + self.config.ready_timeout;
@@ -130,9 +128,4 @@ impl Provisioner {
         tracing::info!(reference, elapsed = ?started.elapsed(), "built a data-directory template");
         Ok(Template { image_id, password })
     }
-}
-
-/// The database a template's data directory holds: the engine's default, where it has databases.
-pub(super) fn template_database(engine: Engine) -> Option<&'static str> {
-    (engine == Engine::Postgres).then_some(engines::DEFAULT_POSTGRES_DATABASE)
 }

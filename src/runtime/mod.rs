@@ -9,8 +9,8 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::ContainerUpdateBody;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, Mount, MountType, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, HostConfig, Mount, MountType,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
@@ -75,7 +75,7 @@ pub struct ContainerSpec {
     pub publish_ip: IpAddr,
     pub host_port: u16,
     pub memory_bytes: i64,
-    /// Files written into the container (its volume) after it is created and before it starts.
+    /// Files written into the container's own filesystem after it is created and before it starts.
     pub files: Vec<SpecFile>,
 }
 
@@ -98,21 +98,29 @@ impl std::fmt::Debug for SpecFile {
     }
 }
 
-/// A container of this deployment as a listing shows it.
+/// A container as a listing shows it. A listing carries no exit code or restart count, so those
+/// read as 0: a hint of what to look at closer, with `state`.
 #[derive(Debug, Clone)]
 pub struct ContainerSummary {
     pub name: String,
     pub labels: HashMap<String, String>,
-    /// Docker's word: created, running, restarting, exited, paused, dead.
-    pub state: String,
+    pub state: ContainerState,
 }
 
-/// What happened to a container, from Docker's event stream.
+/// What happened to a container, from Docker's event stream, with the container's labels.
 #[derive(Debug, Clone)]
 pub struct ContainerEvent {
-    pub action: String,
+    pub change: ContainerChange,
     pub labels: HashMap<String, String>,
-    pub exit_code: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerChange {
+    /// Its main process ended, with this exit code.
+    Died {
+        exit_code: i64,
+    },
+    Started,
 }
 
 /// How long a stopping server gets to shut down cleanly before it is killed.
@@ -139,7 +147,9 @@ pub enum ContainerState {
     Running {
         restart_count: i64,
     },
-    /// Created, restarting or paused: not serving, not finished either.
+    /// Created and never started (or started and not yet running).
+    Created,
+    /// Paused or being removed: not serving, not finished either.
     Starting,
     Exited {
         exit_code: i64,
@@ -156,8 +166,8 @@ pub enum ContainerState {
 /// How long a pull of a missing image may take before it counts as failed.
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// A handle on the Docker engine. The API version is negotiated on first contact, and again after
-/// the engine was unreachable, so dbroker starts (and answers from its store) with no engine.
+/// A handle on the Docker engine. The API version is negotiated on first contact (tried again on
+/// every call until it works), so dbroker starts, and answers from its store, with no engine.
 #[derive(Clone)]
 pub struct Runtime {
     host: Option<String>,
@@ -370,7 +380,17 @@ impl Runtime {
                     .map(|n| n.trim_start_matches('/').to_string())
                     .unwrap_or_default(),
                 labels: c.labels.unwrap_or_default(),
-                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                state: match c.state {
+                    Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running { restart_count: 0 },
+                    Some(ContainerSummaryStateEnum::RESTARTING) => {
+                        ContainerState::Restarting { exit_code: 0, oom_killed: false }
+                    }
+                    Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD) => {
+                        ContainerState::Exited { exit_code: 0, oom_killed: false }
+                    }
+                    Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
+                    _ => ContainerState::Starting,
+                },
             })
             .collect())
     }
@@ -405,7 +425,7 @@ impl Runtime {
         })
     }
 
-    /// Docker's container events (die, oom, start) for containers carrying `label=value`, as they
+    /// Docker's container events (die, start) for containers carrying `label=value`, as they
     /// happen. The stream ends when the engine goes away; the caller subscribes again.
     pub async fn events(
         &self,
@@ -415,19 +435,11 @@ impl Runtime {
         let filters = HashMap::from([
             ("type", vec!["container".to_string()]),
             ("label", vec![format!("{label}={value}")]),
-            ("event", vec!["die".into(), "oom".into(), "start".into()]),
+            ("event", vec!["die".into(), "start".into()]),
         ]);
         let options = EventsOptionsBuilder::default().filters(&filters).build();
         let stream = self.docker().await?.events(Some(options));
-        Ok(stream.map(|event| {
-            let event = event?;
-            let attributes = event.actor.and_then(|a| a.attributes).unwrap_or_default();
-            Ok(ContainerEvent {
-                action: event.action.unwrap_or_default(),
-                exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
-                labels: attributes,
-            })
-        }))
+        Ok(stream.filter_map(|event| std::future::ready(container_event(event))))
     }
 
     /// Creates the spec's volume and container and starts it. Creating is idempotent: a container
@@ -472,6 +484,7 @@ impl Runtime {
                 exit_code: state.exit_code.unwrap_or_default(),
                 oom_killed: state.oom_killed.unwrap_or_default(),
             },
+            Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
             _ => ContainerState::Starting,
         })
     }
@@ -499,6 +512,25 @@ impl Runtime {
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
         ignore_not_found(self.docker().await?.remove_volume(name, Some(options)).await)
     }
+}
+
+/// Our words for one of Docker's events; `None` for one dbroker does not follow.
+fn container_event(
+    event: Result<bollard::models::EventMessage, bollard::errors::Error>,
+) -> Option<Result<ContainerEvent, RuntimeError>> {
+    let event = match event {
+        Ok(event) => event,
+        Err(error) => return Some(Err(error.into())),
+    };
+    let labels = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+    let change = match event.action.as_deref() {
+        Some("die") => {
+            ContainerChange::Died { exit_code: labels.get("exitCode").and_then(|c| c.parse().ok()).unwrap_or_default() }
+        }
+        Some("start") => ContainerChange::Started,
+        _ => return None,
+    };
+    Some(Ok(ContainerEvent { change, labels }))
 }
 
 fn ignore_not_found(result: Result<(), bollard::errors::Error>) -> Result<(), RuntimeError> {

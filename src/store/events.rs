@@ -105,6 +105,23 @@ impl Store {
             .collect())
     }
 
+    /// One quarantined container, if it is in the quarantine.
+    pub async fn quarantined_container(&self, container: &str) -> Result<Option<Quarantined>, StoreError> {
+        let row = sqlx::query(
+            "SELECT container, instance_id, engine, owner_label, found_at FROM quarantine WHERE container = ?",
+        )
+        .bind(container)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Quarantined {
+            container: r.get("container"),
+            instance_id: r.get("instance_id"),
+            engine: r.get("engine"),
+            owner_label: r.get("owner_label"),
+            found_at: r.get("found_at"),
+        }))
+    }
+
     /// Takes a container out of the quarantine; `NotFound` if it is not in it.
     pub async fn release_from_quarantine(&self, container: &str) -> Result<(), StoreError> {
         let done =

@@ -6,7 +6,9 @@ use rusqlite::OptionalExtension;
 use sqlx::Row;
 
 use super::{Store, StoreError, map_unique_violation, now_rfc3339};
-use crate::model::{Engine, InstanceId, MemoryMb, Status};
+use crate::model::{
+    Charset, Collation, DatabaseName, Engine, EngineSettings, InstanceId, InstanceName, MemoryMb, OperationId, Status,
+};
 
 /// An instance as the store keeps it. The password stays encrypted until someone needs it.
 #[derive(Debug, Clone)]
@@ -14,8 +16,9 @@ pub struct InstanceRecord {
     pub id: InstanceId,
     /// `None` for a warm-pool member.
     pub owner_id: Option<i64>,
-    pub name: String,
-    pub engine: Engine,
+    pub name: InstanceName,
+    /// The engine, and what only it has (a charset, a database).
+    pub settings: EngineSettings,
     /// The catalogue's name of the version asked for.
     pub version: String,
     pub image: String,
@@ -24,74 +27,90 @@ pub struct InstanceRecord {
     pub status_reason: Option<String>,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
-    pub claimed_by: Option<String>,
     pub memory_mb: MemoryMb,
-    pub charset: Option<String>,
-    pub collation: Option<String>,
-    pub database: Option<String>,
     /// `None` once a failed instance has released its port.
     pub port: Option<u16>,
     pub username: Option<String>,
     pub password_enc: Vec<u8>,
+    /// A rotation's new password, stored before the server got it (see the schema).
+    pub pending_password_enc: Option<Vec<u8>>,
     pub created_at: String,
     /// The data-directory template (an image id) the instance was made from, if any.
     pub template_image: Option<String>,
+    /// The operation in flight on the instance, if any.
+    pub running_operation: Option<OperationId>,
+    /// Why the reconciler stopped retrying a repair for now, if it did.
+    pub attention: Option<String>,
+    /// How many repairs failed in a row, and when the next may be tried (Unix milliseconds).
+    pub repair_failures: u32,
+    pub repair_after: Option<i64>,
 }
 
 /// What a create writes before its container exists (status `provisioning`).
 pub struct NewInstanceRecord<'a> {
     pub id: &'a InstanceId,
     pub owner_id: Option<i64>,
-    pub name: &'a str,
-    pub engine: Engine,
+    pub name: &'a InstanceName,
+    pub settings: &'a EngineSettings,
     pub version: &'a str,
     pub image: &'a str,
     pub memory_mb: MemoryMb,
-    pub charset: Option<&'a str>,
-    pub collation: Option<&'a str>,
-    pub database: Option<&'a str>,
     pub port: u16,
     pub username: Option<&'a str>,
     pub password_enc: &'a [u8],
-    /// The process doing the create (see `claimed_by` in the schema).
-    pub claimed_by: &'a str,
     /// `provisioning` for a create; `running` for an adopted container.
     pub status: Status,
     pub template_image: Option<&'a str>,
 }
 
-/// The columns of an instance row, in the order `record_from_row` reads them.
-/// A macro, so queries stay `&'static str` built with `concat!`: sqlx refuses SQL strings
-/// assembled at run time.
+/// The columns of an instance row (`i`), with the id of its operation in flight (`o`), in the
+/// order `record_from_row` reads them; and the join they are read from. Macros, so queries stay
+/// `&'static str` built with `concat!`: sqlx refuses SQL strings assembled at run time.
 macro_rules! columns {
     () => {
-        "id, owner_id, name, engine, version, image, status, status_reason, exit_code, oom_killed, \
-         claimed_by, memory_mb, charset, collation, database, port, username, password_enc, created_at, \
-         template_image"
+        "i.id, i.owner_id, i.name, i.engine, i.version, i.image, i.status, i.status_reason, i.exit_code, \
+         i.oom_killed, i.memory_mb, i.charset, i.collation, i.database, i.port, i.username, i.password_enc, \
+         i.pending_password_enc, i.created_at, i.template_image, o.id, i.attention, i.repair_failures, \
+         i.repair_after"
     };
+}
+macro_rules! from {
+    () => {
+        " FROM instances i LEFT JOIN operations o ON o.instance_id = i.id AND o.state IN ('pending', 'running')"
+    };
+}
+
+impl InstanceRecord {
+    pub fn engine(&self) -> Engine {
+        self.settings.engine()
+    }
+
+    /// Its database, for engines that have one.
+    pub fn database(&self) -> Option<&str> {
+        self.settings.database().map(DatabaseName::as_str)
+    }
 }
 
 impl Store {
     /// Writes a new record, which also leases its port: `PortTaken` if another instance holds the
     /// port (the caller tries another), `NameTaken` if the owner already has that name.
     pub async fn insert_instance(&self, new: &NewInstanceRecord<'_>) -> Result<InstanceRecord, StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO instances (id, owner_id, name, engine, version, image, status, claimed_by, \
+        sqlx::query(
+            "INSERT INTO instances (id, owner_id, name, engine, version, image, status, \
              memory_mb, charset, collation, database, port, username, password_enc, created_at, template_image) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
         .bind(new.id.as_str())
         .bind(new.owner_id)
-        .bind(new.name)
-        .bind(new.engine.as_str())
+        .bind(new.name.as_str())
+        .bind(new.settings.engine().as_str())
         .bind(new.version)
         .bind(new.image)
         .bind(new.status.as_str())
-        .bind(new.claimed_by)
         .bind(new.memory_mb.0)
-        .bind(new.charset)
-        .bind(new.collation)
-        .bind(new.database)
+        .bind(new.settings.charset().map(Charset::as_str))
+        .bind(new.settings.collation().map(Collation::as_str))
+        .bind(new.settings.database().map(DatabaseName::as_str))
         .bind(new.port)
         .bind(new.username)
         .bind(new.password_enc)
@@ -124,11 +143,10 @@ impl Store {
         Ok(())
     }
 
-    /// Sets the status, clearing any reason, exit code and claim of the previous one.
+    /// Sets the status, clearing any reason and exit code of the previous one.
     pub async fn set_status(&self, id: &InstanceId, status: Status) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE instances SET status = ?, status_reason = NULL, exit_code = NULL, oom_killed = 0, \
-             claimed_by = NULL WHERE id = ?",
+            "UPDATE instances SET status = ?, status_reason = NULL, exit_code = NULL, oom_killed = 0 WHERE id = ?",
         )
         .bind(status.as_str())
         .bind(id.as_str())
@@ -138,7 +156,8 @@ impl Store {
     }
 
     /// Records that the server died on its own. Only an instance that was running (or had
-    /// exited already) changes: a stop, a delete or a create in flight explains the exit itself.
+    /// exited already) and has no operation in flight changes: a stop, a restart, a delete or a
+    /// create explains the exit itself.
     pub async fn mark_exited(&self, id: &InstanceId, exit_code: i64, oom_killed: bool) -> Result<bool, StoreError> {
         let reason = if oom_killed {
             format!("killed for exceeding its memory cap (exit code {exit_code})")
@@ -146,13 +165,14 @@ impl Store {
             format!("the server exited with code {exit_code}")
         };
         let done = sqlx::query(
-            "UPDATE instances SET status = 'exited', status_reason = ?, exit_code = ?, oom_killed = ? \
-             WHERE id = ? AND status IN ('running', 'exited')",
+            "UPDATE instances SET status = 'exited', status_reason = ?2, exit_code = ?3, oom_killed = ?4 \
+             WHERE id = ?1 AND status IN ('running', 'exited') AND NOT EXISTS \
+             (SELECT 1 FROM operations WHERE instance_id = ?1 AND state IN ('pending', 'running'))",
         )
+        .bind(id.as_str())
         .bind(reason)
         .bind(exit_code)
         .bind(oom_killed)
-        .bind(id.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -160,13 +180,11 @@ impl Store {
 
     /// Marks a create that cannot finish as failed, releasing its port.
     pub async fn mark_failed(&self, id: &InstanceId, reason: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE instances SET status = 'failed', status_reason = ?, port = NULL, claimed_by = NULL WHERE id = ?",
-        )
-        .bind(reason)
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("UPDATE instances SET status = 'failed', status_reason = ?, port = NULL WHERE id = ?")
+            .bind(reason)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -180,7 +198,7 @@ impl Store {
     }
 
     pub async fn set_password(&self, id: &InstanceId, password_enc: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("UPDATE instances SET password_enc = ? WHERE id = ?")
+        sqlx::query("UPDATE instances SET password_enc = ?, pending_password_enc = NULL WHERE id = ?")
             .bind(password_enc)
             .bind(id.as_str())
             .execute(&self.pool)
@@ -188,11 +206,62 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a rotation's new password beside the current one, before the server gets it.
+    pub async fn set_pending_password(&self, id: &InstanceId, password_enc: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET pending_password_enc = ? WHERE id = ?")
+            .bind(password_enc)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a pending password the server never got.
+    pub async fn clear_pending_password(&self, id: &InstanceId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET pending_password_enc = NULL WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Counts a failed repair, and sets when the next may be tried and, once it has failed often
+    /// enough to need a person, why.
+    pub async fn record_repair_failure(
+        &self,
+        id: &InstanceId,
+        retry_after: std::time::Duration,
+        attention: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE instances SET repair_failures = repair_failures + 1, repair_after = ?, \
+             attention = coalesce(?, attention) WHERE id = ?",
+        )
+        .bind(super::millis_from_now(retry_after))
+        .bind(attention)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Clears the repair back-off: the instance is healthy again (or its owner acted on it).
+    pub async fn clear_repair_failures(&self, id: &InstanceId) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE instances SET repair_failures = 0, repair_after = NULL, attention = NULL \
+             WHERE id = ? AND repair_failures > 0",
+        )
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// One of `owner_id`'s instances. Another user's instance is `None`, as if it did not exist.
     pub async fn find_instance(&self, owner_id: i64, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
         self.readers.read(|connection| {
             connection
-                .prepare_cached(concat!("SELECT ", columns!(), " FROM instances WHERE id = ?1 AND owner_id = ?2"))?
+                .prepare_cached(concat!("SELECT ", columns!(), from!(), " WHERE i.id = ?1 AND i.owner_id = ?2"))?
                 .query_row((id.as_str(), owner_id), record_from_row)
                 .optional()
         })
@@ -202,7 +271,7 @@ impl Store {
     pub async fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
         self.readers.read(|connection| {
             connection
-                .prepare_cached(concat!("SELECT ", columns!(), " FROM instances WHERE id = ?1"))?
+                .prepare_cached(concat!("SELECT ", columns!(), from!(), " WHERE i.id = ?1"))?
                 .query_row([id.as_str()], record_from_row)
                 .optional()
         })
@@ -219,7 +288,8 @@ impl Store {
                 .prepare_cached(concat!(
                     "SELECT ",
                     columns!(),
-                    " FROM instances WHERE owner_id = ?1 AND (?2 IS NULL OR engine = ?2) ORDER BY created_at, id"
+                    from!(),
+                    " WHERE i.owner_id = ?1 AND (?2 IS NULL OR i.engine = ?2) ORDER BY i.created_at, i.id"
                 ))?
                 .query_map((owner_id, engine.map(Engine::as_str)), record_from_row)?
                 .collect()
@@ -230,39 +300,51 @@ impl Store {
     pub async fn all_instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
         self.readers.read(|connection| {
             connection
-                .prepare_cached(concat!("SELECT ", columns!(), " FROM instances ORDER BY created_at, id"))?
+                .prepare_cached(concat!("SELECT ", columns!(), from!(), " ORDER BY i.created_at, i.id"))?
                 .query_map([], record_from_row)?
                 .collect()
         })
     }
 
-    /// Hands one running warm-pool member of `engine` at `version` to `owner_id`, renamed `name`.
-    /// One statement, so two creates (in one process or several) never get the same member.
-    /// `None` if the pool is empty; `NameTaken` if the owner has an instance of that name.
+    /// Hands one running warm-pool member of `engine` at `version` to `owner_id`, renamed `name`,
+    /// and points the create's operation `operation` at it, in one transaction: two creates (in
+    /// one process or several) never get the same member, and a member with a repair in flight is
+    /// never handed out. `None` if the pool is empty; `NameTaken` if the owner has an instance of
+    /// that name.
     pub async fn claim_pool_member(
         &self,
         engine: Engine,
         version: &str,
         owner_id: i64,
-        name: Option<&str>,
+        name: Option<&InstanceName>,
+        operation: &OperationId,
     ) -> Result<Option<InstanceRecord>, StoreError> {
-        let claimed: Option<String> = sqlx::query_scalar(concat!(
+        let mut transaction = self.pool.begin().await?;
+        let claimed: Option<String> = sqlx::query_scalar(
             "UPDATE instances SET owner_id = ?1, name = coalesce(?2, engine || '-' || id) \
              WHERE id = (SELECT id FROM instances WHERE owner_id IS NULL AND engine = ?3 AND version = ?4 \
-                         AND status = 'running' ORDER BY created_at LIMIT 1) \
+                         AND status = 'running' AND NOT EXISTS (SELECT 1 FROM operations \
+                             WHERE instance_id = instances.id AND state IN ('pending', 'running')) \
+                         ORDER BY created_at LIMIT 1) \
              AND owner_id IS NULL RETURNING id",
-        ))
+        )
         .bind(owner_id)
-        .bind(name)
+        .bind(name.map(InstanceName::as_str))
         .bind(engine.as_str())
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *transaction)
         .await
         .map_err(map_unique_violation)?;
-        match claimed {
-            Some(id) => self.instance(&id.parse().map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))?).await,
-            None => Ok(None),
-        }
+        let Some(id) = claimed else { return Ok(None) };
+        sqlx::query("UPDATE operations SET instance_id = ?, owner_id = ? WHERE id = ?")
+            .bind(&id)
+            .bind(owner_id)
+            .bind(operation.as_str())
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_unique_violation)?;
+        transaction.commit().await?;
+        self.instance(&id.parse().map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))?).await
     }
 
     /// The warm pool's members, oldest first.
@@ -272,16 +354,17 @@ impl Store {
                 .prepare_cached(concat!(
                     "SELECT ",
                     columns!(),
-                    " FROM instances WHERE owner_id IS NULL ORDER BY created_at"
+                    from!(),
+                    " WHERE i.owner_id IS NULL ORDER BY i.created_at"
                 ))?
                 .query_map([], record_from_row)?
                 .collect()
         })
     }
 
-    pub async fn set_database(&self, id: &InstanceId, database: &str) -> Result<(), StoreError> {
+    pub async fn set_database(&self, id: &InstanceId, database: &DatabaseName) -> Result<(), StoreError> {
         sqlx::query("UPDATE instances SET database = ? WHERE id = ?")
-            .bind(database)
+            .bind(database.as_str())
             .bind(id.as_str())
             .execute(&self.pool)
             .await?;
@@ -302,30 +385,41 @@ fn record_from_row(row: &rusqlite::Row) -> rusqlite::Result<InstanceRecord> {
         row: &rusqlite::Row,
         column: usize,
     ) -> rusqlite::Result<T> {
-        let text: String = row.get(column)?;
+        parsed_text(row.get(column)?, column)
+    }
+    fn parsed_text<T: std::str::FromStr<Err = crate::model::Invalid>>(
+        text: String,
+        column: usize,
+    ) -> rusqlite::Result<T> {
         text.parse()
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
     }
+    let engine: Engine = parsed(row, 3)?;
+    let (charset, collation, database): (Option<String>, Option<String>, Option<String>) =
+        (row.get(11)?, row.get(12)?, row.get(13)?);
+    let settings = EngineSettings::from_parts(engine, charset.as_deref(), collation.as_deref(), database.as_deref())
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, Box::new(e)))?;
     Ok(InstanceRecord {
         id: parsed(row, 0)?,
         owner_id: row.get(1)?,
-        name: row.get(2)?,
-        engine: parsed(row, 3)?,
+        name: parsed(row, 2)?,
+        settings,
         version: row.get(4)?,
         image: row.get(5)?,
         status: parsed(row, 6)?,
         status_reason: row.get(7)?,
         exit_code: row.get(8)?,
         oom_killed: row.get(9)?,
-        claimed_by: row.get(10)?,
-        memory_mb: MemoryMb(row.get(11)?),
-        charset: row.get(12)?,
-        collation: row.get(13)?,
-        database: row.get(14)?,
-        port: row.get(15)?,
-        username: row.get(16)?,
-        password_enc: row.get(17)?,
+        memory_mb: MemoryMb(row.get(10)?),
+        port: row.get(14)?,
+        username: row.get(15)?,
+        password_enc: row.get(16)?,
+        pending_password_enc: row.get(17)?,
         created_at: row.get(18)?,
         template_image: row.get(19)?,
+        running_operation: row.get::<_, Option<String>>(20)?.map(|id| parsed_text(id, 20)).transpose()?,
+        attention: row.get(21)?,
+        repair_failures: row.get(22)?,
+        repair_after: row.get(23)?,
     })
 }

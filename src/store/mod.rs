@@ -1,9 +1,13 @@
-//! The store: users and instance records in an embedded SQLite database under the data directory.
-//! SQL lives here only. Invariants that must hold across processes (a port leased once, names
-//! unique per user) are constraints in the schema, mapped to [`StoreError`] variants here.
+//! The store: users, instance records, operations and leases in an embedded SQLite database under
+//! the data directory. SQL lives here only. Invariants that must hold across processes (a port
+//! leased once, names unique per user, one operation in flight per instance) are constraints in
+//! the schema, mapped to [`StoreError`] variants here; so is what coordinates processes (operation
+//! leases, the reconciler's leadership).
 
 mod events;
 mod instances;
+mod leases;
+mod operations;
 mod reads;
 mod users;
 
@@ -15,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use events::{Event, Quarantined};
 pub use instances::{InstanceRecord, NewInstanceRecord};
+pub use operations::{NewOperation, OperationRecord, Step};
 pub use users::User;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +30,12 @@ pub enum StoreError {
     PortTaken,
     #[error("the name is already used")]
     NameTaken,
+    /// Another operation is in flight on the instance (its id, when it could be read).
+    #[error("another operation is in flight on the instance")]
+    OperationInFlight,
+    /// The user sent this idempotency key before.
+    #[error("the idempotency key was used before")]
+    IdempotencyKeyUsed,
     #[error("a stored value is invalid: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -43,6 +54,8 @@ pub struct Store {
     pool: SqlitePool,
     /// The connections that read instance records (see `reads`).
     readers: std::sync::Arc<reads::Readers>,
+    /// This store's deployment (see the `deployment` table), read once at open.
+    deployment_id: std::sync::Arc<str>,
 }
 
 impl Store {
@@ -59,7 +72,19 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, readers: std::sync::Arc::new(reads::Readers::new(path)) })
+        // The first process to open a new store names its deployment; every later one reads it.
+        sqlx::query("INSERT INTO deployment (singleton, id, created_at) VALUES (1, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(hex::encode(rand::random::<[u8; 8]>()))
+            .bind(now_rfc3339())
+            .execute(&pool)
+            .await?;
+        let deployment_id: String = sqlx::query_scalar("SELECT id FROM deployment").fetch_one(&pool).await?;
+        Ok(Self { pool, readers: std::sync::Arc::new(reads::Readers::new(path)), deployment_id: deployment_id.into() })
+    }
+
+    /// The id stamped on every container and volume this deployment makes.
+    pub fn deployment_id(&self) -> &str {
+        &self.deployment_id
     }
 
     /// Answers when the database can run a query (for `/healthz`).
@@ -69,22 +94,72 @@ impl Store {
     }
 }
 
-/// Maps a unique-constraint violation to the domain error its constraint stands for.
-fn map_unique_violation(error: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &error {
-        let message = db.message();
-        if message.contains("instances.port") {
-            return StoreError::PortTaken;
+/// The unique constraints a caller may run into, each standing for a domain error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Constraint {
+    PortLease,
+    InstanceName,
+    UserName,
+    OperationInFlight,
+    IdempotencyKey,
+}
+
+impl Constraint {
+    /// The schema's name for it (what PostgreSQL reports), and the columns SQLite reports instead:
+    /// SQLite names no constraint in its errors, only `table.column, …`.
+    const ALL: [(Constraint, &'static str, &'static str); 5] = [
+        (Constraint::PortLease, "instances_port_unique", "instances.port"),
+        (Constraint::InstanceName, "instances_owner_name_unique", "instances.owner_id, instances.name"),
+        (Constraint::UserName, "users_name_unique", "users.name"),
+        (Constraint::OperationInFlight, "operations_one_in_flight", "operations.instance_id"),
+        (Constraint::IdempotencyKey, "operations_idempotency", "operations.owner_id, operations.idempotency_key"),
+    ];
+
+    /// Which constraint a unique violation broke, if it is one of ours.
+    fn of(error: &sqlx::Error) -> Option<Constraint> {
+        let sqlx::Error::Database(db) = error else { return None };
+        if db.kind() != sqlx::error::ErrorKind::UniqueViolation {
+            return None;
         }
-        if message.contains("instances.owner_id, instances.name") || message.contains("users.name") {
-            return StoreError::NameTaken;
+        let message = db.message();
+        Constraint::ALL.into_iter().find_map(|(constraint, name, columns)| {
+            let named = db.constraint() == Some(name);
+            // The column list ends the message ("UNIQUE constraint failed: instances.port"), so
+            // a list that is another's prefix cannot match by mistake.
+            (named || message.ends_with(columns)).then_some(constraint)
+        })
+    }
+
+    fn error(self) -> StoreError {
+        match self {
+            Constraint::PortLease => StoreError::PortTaken,
+            Constraint::InstanceName | Constraint::UserName => StoreError::NameTaken,
+            Constraint::OperationInFlight => StoreError::OperationInFlight,
+            Constraint::IdempotencyKey => StoreError::IdempotencyKeyUsed,
         }
     }
-    StoreError::Database(error)
+}
+
+/// Maps a unique-constraint violation to the domain error its constraint stands for.
+fn map_unique_violation(error: sqlx::Error) -> StoreError {
+    match Constraint::of(&error) {
+        Some(constraint) => constraint.error(),
+        None => StoreError::Database(error),
+    }
+}
+
+/// Now, in Unix milliseconds: what lease expiries are compared with.
+fn now_millis() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos().div_euclid(1_000_000) as i64
+}
+
+/// `duration` from now, in Unix milliseconds.
+fn millis_from_now(duration: Duration) -> i64 {
+    now_millis().saturating_add(duration.as_millis() as i64)
 }
 
 /// Now, as RFC 3339 in UTC: sorts as text, reads as a date.
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .expect("the current time formats as RFC 3339")

@@ -7,7 +7,9 @@ use dbroker::model::Engine;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{ALICE, PrefixGuard, TestApp, dbroker_serve, docker, free_port, image, unique_name, wait_for_api};
+use crate::helpers::{
+    ALICE, PrefixGuard, TestApp, dbroker_serve, docker, free_port, image, unique_name, wait_for_api, wait_until,
+};
 
 #[tokio::test]
 async fn a_missing_image_that_cannot_be_pulled_is_503_naming_the_image_and_its_flag() {
@@ -80,12 +82,19 @@ async fn sigterm_lets_a_create_in_flight_finish_before_dbroker_exits() {
     let prefix = unique_name("dbt-sigterm");
     let _cleanup = PrefixGuard(prefix.clone());
     let data_dir = tempfile::tempdir().unwrap();
+    // A version that initialises its own data directory (templates are MariaDB's only, and the
+    // flavour says otherwise): its first start takes seconds, so the create is surely in flight.
+    let config = data_dir.path().join("dbroker.toml");
+    let catalogue = format!(
+        "[engines.mysql]\ndefault_version = \"own-init\"\n[engines.mysql.versions]\n\"own-init\" = {{ image = {:?}, flavor = \"mysql\" }}\n",
+        image("mysql")
+    );
+    std::fs::write(&config, catalogue).unwrap();
     let (mut command, base) = dbroker_serve(data_dir.path(), &prefix, ALICE, free_port());
-    let mut server = command.spawn().unwrap();
+    let mut server = command.env("DBROKER_CONFIG", &config).spawn().unwrap();
     let client = reqwest::Client::new();
     wait_for_api(&base).await;
 
-    // MariaDB's first start takes seconds: long enough to be in flight when SIGTERM arrives.
     let create = tokio::spawn({
         let client = client.clone();
         let base = base.clone();
@@ -100,7 +109,15 @@ async fn sigterm_lets_a_create_in_flight_finish_before_dbroker_exits() {
             (response.status(), response.json::<serde_json::Value>().await.unwrap())
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGTERM once the create is seen in flight: its container exists, its server initialises.
+    wait_until("the create to be in flight", Duration::from_secs(60), || async {
+        let filters = std::collections::HashMap::from([("label", vec![format!("dbroker.prefix={prefix}")])]);
+        let options =
+            bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let containers = docker().await.list_containers(Some(options)).await.ok()?;
+        (!containers.is_empty()).then_some(())
+    })
+    .await;
     let terminated = std::process::Command::new("kill").args(["-TERM", &server.id().unwrap().to_string()]).status();
     assert!(terminated.unwrap().success());
     let (status, instance) = create.await.unwrap();

@@ -164,6 +164,7 @@ impl TestApp {
             master_key: None,
             reconcile_interval: RECONCILE_INTERVAL,
             docker_host: None,
+            operation_lease: Duration::from_secs(2),
         };
         adjust(&mut config);
         let mut app = TestApp {
@@ -532,4 +533,95 @@ pub async fn wait_for_api(base: &str) {
         client.get(format!("{base}/healthz")).send().await.ok()
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations: changes answered at once with `Prefer: respond-async`, and followed to their end.
+
+/// How long a test waits for an operation to end: MariaDB's first start is the slow one.
+pub const OPERATION_DEADLINE: Duration = Duration::from_secs(150);
+
+impl TestApp {
+    /// A second deployment on this app's Docker engine with this app's instance prefix, but a store
+    /// (so a deployment id) and a data directory of its own. This app cleans up the prefix, once,
+    /// after both have stopped: declare the second after this one, so it is dropped first.
+    pub async fn spawn_sharing_prefix(&self) -> TestApp {
+        let prefix = self.config.instance_prefix.clone();
+        let mut second = TestApp::spawn_with(|c| c.instance_prefix = prefix).await;
+        // Forgotten, not dropped: dropping the guard would remove this app's containers now.
+        std::mem::forget(second._cleanup.take());
+        second
+    }
+
+    /// Any request as `token`, with `headers` besides and an optional JSON body: the status, the
+    /// `Location` header if any, and the body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (StatusCode, Option<String>, Value) {
+        let mut request = self.client.request(method, self.url(path)).header("Authorization", token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("an answer");
+        let location = response.headers().get("location").map(|l| l.to_str().expect("a Location as text").to_string());
+        let (status, body) = read(response).await;
+        (status, location, body)
+    }
+
+    /// A change asked with `Prefer: respond-async`, insisting on 202 with a `Location` that names
+    /// the operation of the body; returns the operation.
+    pub async fn send_async(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> Value {
+        let what = format!("{method} {path}");
+        let (status, location, operation) = self.send(method, path, token, &[("Prefer", "respond-async")], body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{what} with Prefer: respond-async: {operation}");
+        let id = operation["id"].as_str().unwrap_or_else(|| panic!("{what}: no operation id in {operation}"));
+        assert_eq!(location, Some(format!("/v1/operations/{id}")), "{what}: the Location names the operation");
+        operation
+    }
+
+    /// Polls `GET /v1/operations/{id}` as `token` until the operation has ended (succeeded or
+    /// failed), and returns it.
+    pub async fn operation_outcome(&self, token: &str, operation_id: &str) -> Value {
+        wait_until(&format!("operation {operation_id} to end"), OPERATION_DEADLINE, || async {
+            let (status, operation) = self.get(&format!("/v1/operations/{operation_id}"), token).await;
+            assert_eq!(status, StatusCode::OK, "GET /v1/operations/{operation_id}: {operation}");
+            matches!(operation["state"].as_str(), Some("succeeded" | "failed")).then_some(operation)
+        })
+        .await
+    }
+
+    /// An instance's operations as `token` sees them, newest first (one page of the most there is).
+    pub async fn operations(&self, token: &str, instance_id: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/v1/instances/{instance_id}/operations?limit=100"), token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["operations"].as_array().unwrap_or_else(|| panic!("a list of operations: {body}")).clone()
+    }
+
+    /// Waits until no operation is pending or running on the instance, and returns the instance
+    /// as `token` then sees it.
+    pub async fn settled(&self, token: &str, instance_id: &str) -> Value {
+        wait_until(&format!("instance {instance_id} to have no running operation"), OPERATION_DEADLINE, || async {
+            let (status, instance) = self.get(&format!("/v1/instances/{instance_id}"), token).await;
+            assert_eq!(status, StatusCode::OK, "{instance}");
+            instance.get("running_operation").is_none_or(Value::is_null).then_some(instance)
+        })
+        .await
+    }
+}
+
+/// The names of an operation's steps, in the order they were done.
+pub fn step_names(operation: &Value) -> Vec<String> {
+    let steps = operation["steps"].as_array().unwrap_or_else(|| panic!("steps in {operation}"));
+    steps
+        .iter()
+        .map(|s| s["step"].as_str().unwrap_or_else(|| panic!("a step name in {operation}")).to_string())
+        .collect()
 }
