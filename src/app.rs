@@ -79,7 +79,9 @@ impl App {
         let reconciler = tokio::spawn(self.state.reconciler.clone().run(stop_reconciler.clone()));
         let leases = tokio::spawn(provisioner.clone().keep_leases(stop_leases.clone()));
         tracing::info!(address = %self.listener.local_addr()?, "dbroker listening");
-        api::serve(self.listener, api::router(self.state), shutdown).await;
+        // A request in flight may be a create that answers once its server is ready.
+        let limits = api::Limits::for_this_process(provisioner.config().ready_timeout);
+        api::serve(self.listener, api::router(self.state), shutdown, limits).await;
         stop_reconciler.cancel();
         let _ = reconciler.await;
         let tasks = provisioner.tasks();

@@ -19,7 +19,7 @@ use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
-pub use serve::serve;
+pub use serve::{Limits, serve};
 
 use crate::provision::{Provisioner, Reconciler};
 use crate::store::Store;
@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(legacy::routes())
         .layer(detached::RunChangesToCompletion)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(serve::BODY_READ_TIMEOUT))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

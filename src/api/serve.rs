@@ -1,29 +1,86 @@
-//! Serving the router: axum's `serve`, with one HTTP/1 setting of our own. hyper closes a
-//! connection at the first end of stream it reads, by default, even right after a whole request,
-//! and may drop that request unread; so a client that sends a change and hangs up at once would
-//! leave it to chance whether the change happens. With half-closed connections kept, every
-//! request that arrived whole is served (its answer then has nowhere to go), and `detached` sees
-//! it to its end. (Header-read timeouts and connection limits belong here too.)
+//! Serving the router: axum's `serve` loop, with the limits a public service needs and two
+//! settings of our own.
+//!
+//! - Half-closed HTTP/1 connections are kept. hyper closes a connection at the first end of
+//!   stream it reads, by default, even right after a whole request, and may drop that request
+//!   unread; so a client that sends a change and hangs up at once would leave it to chance whether
+//!   the change happens. With half-closed connections kept, every request that arrived whole is
+//!   served (its answer then has nowhere to go), and `detached` sees it to its end.
+//! - A client has `HEADER_READ_TIMEOUT` to send each request's head; hyper's timer runs whenever a
+//!   connection waits for one, so an idle keep-alive connection is closed after as long too, and a
+//!   client that trickles its headers cannot hold a connection. (`BODY_READ_TIMEOUT` bounds a
+//!   body, in `api::router`.)
+//! - At most `Limits::max_connections` connections are served at once, below the process's limit
+//!   of open files: the rest of the files stay for the store and the Docker engine, which
+//!   dbroker cannot work without. A connection past the cap is answered 503 at once and closed.
+//! - Shutdown stops accepting, lets each connection finish the request it is serving, and waits
+//!   at most `Limits::shutdown_grace` for them.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-/// How long accepting waits after an error (out of file descriptors, say) before trying again.
-const ACCEPT_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long a client has to send a request's head, and how long an idle connection is kept.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets each
-/// connection finish the request it is serving, and returns once all have closed.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+/// How long a client has to send a request's body (64 KiB at most).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open files kept for what is not a client connection: the store's files, connections to the
+/// Docker engine and to instances' servers, archive spools, logs.
+const RESERVED_FILES: u64 = 256;
+
+/// The most connections served at once, whatever the limit of open files.
+const MAX_CONNECTIONS: u64 = 10_000;
+
+/// How long accepting waits after an error (out of file descriptors, say) before trying again.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// What a connection past the cap is told, before it is closed.
+const TOO_MANY_CONNECTIONS: &str = r#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"too many connections; try again shortly"}"#;
+
+/// The limits of `serve`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Limits {
+    /// A cap on connections below this process's limit of open files (its soft `RLIMIT_NOFILE`),
+    /// keeping `RESERVED_FILES` for the rest; and `shutdown_grace`.
+    pub fn for_this_process(shutdown_grace: Duration) -> Self {
+        let files = open_files_limit().unwrap_or(1024);
+        let max_connections = files.saturating_sub(RESERVED_FILES).clamp(16, MAX_CONNECTIONS) as usize;
+        Limits { max_connections, shutdown_grace }
+    }
+}
+
+/// This process's soft limit of open files.
+fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct it is given, and nothing else.
+    let done = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (done == 0).then_some(limit.rlim_cur as u64)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves (see the module's comment).
+pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>, limits: Limits) {
+    tracing::info!(max_connections = limits.max_connections, "serving");
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1.half_close(true);
+    http1.half_close(true).timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -37,16 +94,34 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             },
             _ = &mut shutdown => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(turn_away(stream));
+            continue;
+        };
         let service =
             router.clone().map_request(|request: axum::http::Request<hyper::body::Incoming>| request.map(Body::new));
-        let connection = http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let connection =
+            graceful.watch(http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "a connection ended in an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?limits.shutdown_grace, "connections still open at shutdown; closing them");
+    }
+}
+
+/// Answers a connection past the cap, and closes it.
+async fn turn_away(mut stream: TcpStream) {
+    tracing::warn!("too many connections: turning one away");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nRetry-After: 1\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{TOO_MANY_CONNECTIONS}",
+        TOO_MANY_CONNECTIONS.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
 }
