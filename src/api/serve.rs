@@ -71,7 +71,7 @@ fn open_files_limit() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct it is given, and nothing else.
     let done = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (done == 0).then_some(limit.rlim_cur as u64)
+    (done == 0).then_some(limit.rlim_cur)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves (see the module's comment).
