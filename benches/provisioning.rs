@@ -213,7 +213,7 @@ impl Dbroker {
     /// the id of one of the bench user's.
     async fn fill_store(&self, data_dir: &Path) -> String {
         let store = dbroker::store::Store::open(data_dir).await.unwrap();
-        let key = dbroker::secrets::MasterKey::load(None, data_dir).unwrap();
+        let key = dbroker::secrets::MasterKey::load(None, data_dir, false).unwrap();
         let bench = store.user_by_name(USER).await.unwrap().unwrap();
         let mut owners = Vec::new();
         for n in 0..100 {

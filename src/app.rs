@@ -36,7 +36,20 @@ impl App {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
         let store = Store::open(&config.data_dir).await.context("cannot open the store")?;
-        let key = MasterKey::load(config.master_key.as_deref(), &config.data_dir)?;
+        // A new key only for a store with no password yet: one made for a store that holds some
+        // could read none of them, and the passwords of the instances made with it would be lost
+        // once the right key is back.
+        let sample = store.oldest_password().await?;
+        let key = MasterKey::load(config.master_key.as_deref(), &config.data_dir, sample.is_none())?;
+        if let Some(sample) = &sample
+            && key.decrypt(sample).is_err()
+        {
+            anyhow::bail!(
+                "the master key does not decrypt the store's passwords: it is not the key they were encrypted \
+                 with. Restore that key ({}, or DBROKER_MASTER_KEY) from where it was backed up",
+                config.data_dir.join("master.key").display()
+            );
+        }
 
         if !config.demo_users.is_empty() {
             // Counted, not named: a demo user's name is its token.

@@ -79,6 +79,12 @@ pub enum KeyError {
     BadKey,
     #[error("cannot read or create the master key file {path}: {source}")]
     File { path: String, source: std::io::Error },
+    /// There is no key, and a new one would not decrypt what the store holds.
+    #[error(
+        "the store holds encrypted passwords, but there is no master key ({path}, or DBROKER_MASTER_KEY): \
+         restore the key they were encrypted with, from where it was backed up; a new key cannot read them"
+    )]
+    Missing { path: String },
     #[error("a stored password cannot be decrypted: wrong master key, or a damaged record")]
     Decrypt,
 }
@@ -87,11 +93,14 @@ const NONCE_LEN: usize = 12;
 
 impl MasterKey {
     /// The key from `DBROKER_MASTER_KEY` if given, else from `master.key` in the data directory,
-    /// created on first use with mode 0600 so only dbroker's user can read it.
-    pub fn load(from_env: Option<&str>, data_dir: &Path) -> Result<Self, KeyError> {
+    /// created on first use with mode 0600 so only dbroker's user can read it, when `may_create`
+    /// (a store that holds no password yet): else a missing key is `Missing`, never replaced.
+    pub fn load(from_env: Option<&str>, data_dir: &Path, may_create: bool) -> Result<Self, KeyError> {
+        let path = data_dir.join("master.key");
         let hex_key = match from_env {
             Some(value) => value.trim().to_string(),
-            None => read_or_create_key_file(&data_dir.join("master.key"))?,
+            None if may_create || path.exists() => read_or_create_key_file(&path)?,
+            None => return Err(KeyError::Missing { path: path.display().to_string() }),
         };
         let bytes = hex::decode(&hex_key).map_err(|_| KeyError::BadKey)?;
         let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| KeyError::BadKey)?;
@@ -174,8 +183,8 @@ mod tests {
     #[test]
     fn a_password_encrypted_with_the_master_key_decrypts_to_itself_and_not_with_another_key() {
         let dir = tempfile::tempdir().unwrap();
-        let key = MasterKey::load(None, dir.path()).unwrap();
-        let other = MasterKey::load(Some(&"11".repeat(32)), dir.path()).unwrap();
+        let key = MasterKey::load(None, dir.path(), true).unwrap();
+        let other = MasterKey::load(Some(&"11".repeat(32)), dir.path(), true).unwrap();
         let secret = Secret::generate_password();
 
         let stored = key.encrypt(&secret);
@@ -188,8 +197,8 @@ mod tests {
     #[test]
     fn the_master_key_file_is_created_once_with_mode_0600() {
         let dir = tempfile::tempdir().unwrap();
-        let first = MasterKey::load(None, dir.path()).unwrap();
-        let second = MasterKey::load(None, dir.path()).unwrap();
+        let first = MasterKey::load(None, dir.path(), true).unwrap();
+        let second = MasterKey::load(None, dir.path(), true).unwrap();
         let mode = std::fs::metadata(dir.path().join("master.key")).unwrap().permissions().mode();
 
         assert_eq!(mode & 0o777, 0o600);
@@ -200,6 +209,17 @@ mod tests {
     #[test]
     fn a_master_key_that_is_not_64_hex_characters_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(MasterKey::load(Some("abc"), dir.path()), Err(KeyError::BadKey)));
+        assert!(matches!(MasterKey::load(Some("abc"), dir.path(), true), Err(KeyError::BadKey)));
     }
+
+    #[test]
+    fn a_missing_key_is_not_replaced_when_the_store_holds_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+
+        let refused = MasterKey::load(None, dir.path(), false);
+
+        assert!(matches!(refused, Err(KeyError::Missing { .. })));
+        assert!(!dir.path().join("master.key").exists(), "no new key was written");
+    }
+
 }

@@ -142,7 +142,7 @@ async fn detail(
 fn legacy_view(instance: &Instance) -> Value {
     let mut view = json!({
         "host": instance.host,
-        "pwd": instance.password.expose(),
+        "pwd": instance.password.as_ref().map(|p| p.expose()),
         "port": instance.record.port,
         "dockerId": instance.record.id,
     });

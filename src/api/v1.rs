@@ -256,7 +256,8 @@ struct ConnectionView {
     port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<String>,
-    password: String,
+    /// `null` if this master key cannot decrypt it (see `needs_attention`).
+    password: Option<String>,
     uri: Option<String>,
 }
 
@@ -285,7 +286,7 @@ impl From<Instance> for InstanceView {
                 host: instance.host,
                 port: r.port,
                 user: r.username,
-                password: instance.password.expose().to_string(),
+                password: instance.password.as_ref().map(|p| p.expose().to_string()),
                 uri,
             },
         }

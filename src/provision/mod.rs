@@ -68,18 +68,25 @@ impl NewInstance {
 #[derive(Debug, Clone)]
 pub struct Instance {
     pub record: InstanceRecord,
-    pub password: Secret,
+    /// `None` if this master key cannot decrypt it (the record then says so in `attention`).
+    pub password: Option<Secret>,
     pub host: String,
 }
 
 impl Instance {
-    /// The connection URI; `None` for a failed instance, which holds no port.
+    /// The connection URI; `None` for a failed instance, which holds no port, or one whose
+    /// password cannot be decrypted.
     pub fn uri(&self) -> Option<String> {
         let port = self.record.port?;
-        let endpoint = Endpoint { host: &self.host, port, password: &self.password, database: self.record.database() };
+        let password = self.password.as_ref()?;
+        let endpoint = Endpoint { host: &self.host, port, password, database: self.record.database() };
         Some(engines::uri(self.record.engine(), &endpoint))
     }
 }
+
+/// Why an instance whose stored password this master key cannot decrypt needs attention.
+const UNDECRYPTABLE: &str = "its password cannot be decrypted with this master key: restore the key it was \
+                             created with, or delete the instance";
 
 /// Who asks for an operation, for instance histories and for who may read it.
 #[derive(Debug, Clone)]
@@ -247,13 +254,24 @@ impl Provisioner {
             .await
     }
 
-    fn reveal(&self, record: InstanceRecord) -> Result<Instance, ProvisionError> {
-        let password = self.password_of(&record)?;
+    /// The record with its password decrypted for its owner. One that cannot be decrypted is
+    /// shown as needing attention, so that one such record never fails a whole list.
+    fn reveal(&self, mut record: InstanceRecord) -> Result<Instance, ProvisionError> {
+        let password = match self.key.decrypt(&record.password_enc) {
+            Ok(password) => Some(password),
+            Err(_) => {
+                tracing::warn!(instance_id = %record.id, "a stored password cannot be decrypted with this master key");
+                record.attention = Some(UNDECRYPTABLE.to_string());
+                None
+            }
+        };
         Ok(Instance { record, password, host: self.config.advertise_host.clone() })
     }
 
+    /// The record's password, for dbroker's own use: an operation on an instance whose password
+    /// cannot be decrypted is refused, saying why.
     fn password_of(&self, record: &InstanceRecord) -> Result<Secret, ProvisionError> {
-        self.key.decrypt(&record.password_enc).map_err(|e| ProvisionError::Internal(e.into()))
+        self.key.decrypt(&record.password_enc).map_err(|_| ProvisionError::Conflict(UNDECRYPTABLE.to_string()))
     }
 
     fn container_name(&self, id: &InstanceId) -> String {

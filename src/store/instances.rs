@@ -371,6 +371,15 @@ impl Store {
         Ok(())
     }
 
+    /// The oldest stored password, if the store holds any: what start-up checks the master key
+    /// against.
+    pub async fn oldest_password(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let password = sqlx::query_scalar("SELECT password_enc FROM instances ORDER BY created_at, id LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(password)
+    }
+
     /// Removes a record, which frees its port and its name.
     pub async fn delete_instance(&self, id: &InstanceId) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM instances WHERE id = ?").bind(id.as_str()).execute(&self.pool).await?;

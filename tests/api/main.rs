@@ -11,6 +11,7 @@ mod helpers;
 mod images;
 mod isolation;
 mod lifecycle;
+mod master_key;
 mod mysql;
 mod operations;
 mod packaging;
