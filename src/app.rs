@@ -2,6 +2,7 @@
 //! `App::build(config)`, then `port()`, then `run_until_stopped(shutdown)`.
 
 use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -33,7 +34,12 @@ impl App {
     /// Opens the store, loads the master key, creates demo users and binds the listener. The
     /// Docker engine need not answer yet: until it does, creates answer 503 and reads still work.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        std::fs::create_dir_all(&config.data_dir)
+        // Only dbroker's user may look into its data directory: the store, the master key.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .and_then(|()| std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700)))
             .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
         let store = Store::open(&config.data_dir).await.context("cannot open the store")?;
         // A new key only for a store with no password yet: one made for a store that holds some

@@ -295,12 +295,17 @@ impl DatabaseName {
     }
 }
 
+/// The databases every PostgreSQL cluster has already: an instance's own database is another.
+const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
+
 impl FromStr for DatabaseName {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
         let first_ok = s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
         let rest_ok = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if first_ok && rest_ok && s.len() <= 63 {
+        if RESERVED_DATABASES.contains(&s) {
+            Err(Invalid(format!("{s:?} is one of PostgreSQL's own databases; choose another name")))
+        } else if first_ok && rest_ok && s.len() <= 63 {
             Ok(Self(s.to_string()))
         } else {
             Err(Invalid(
@@ -625,6 +630,14 @@ mod tests {
             assert!(bad.parse::<DatabaseName>().is_err(), "{bad:?} was accepted");
         }
         assert!("app_2".parse::<DatabaseName>().is_ok());
+    }
+
+    #[test]
+    fn a_database_name_postgresql_keeps_for_itself_is_rejected() {
+        for reserved in ["postgres", "template0", "template1"] {
+            let refused = reserved.parse::<DatabaseName>().unwrap_err();
+            assert!(refused.0.contains("PostgreSQL's own"), "{reserved}: {refused}");
+        }
     }
 
     #[test]

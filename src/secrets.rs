@@ -221,5 +221,4 @@ mod tests {
         assert!(matches!(refused, Err(KeyError::Missing { .. })));
         assert!(!dir.path().join("master.key").exists(), "no new key was written");
     }
-
 }

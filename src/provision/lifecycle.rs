@@ -9,6 +9,7 @@ use super::create::check_memory;
 use super::{Caller, Idempotency, Instance, ProvisionError, Provisioner, Running};
 use crate::engines;
 use crate::model::{EventKind, InstanceId, MemoryMb, OperationKind, Status};
+use crate::runtime::RuntimeError;
 use crate::secrets::Secret;
 use crate::store::{Event, InstanceRecord};
 
@@ -238,10 +239,20 @@ impl Provisioner {
     }
 
     /// The server's last `lines` lines, with the instance's password removed.
+    /// An instance with no container (a failed create, one whose container was removed outside
+    /// dbroker and not yet recreated) has no logs to show: `Conflict`, saying so.
     pub async fn logs(&self, owner_id: i64, id: &InstanceId, lines: usize) -> Result<Vec<String>, ProvisionError> {
         let record = self.owned(owner_id, id).await?;
         let password = self.password_of(&record)?;
-        self.server_logs(&self.container_name(id), lines.min(MAX_LOG_LINES), &[&password]).await
+        match self.runtime.logs_tail(&self.container_name(id), lines.min(MAX_LOG_LINES)).await {
+            Ok(lines) => Ok(lines.into_iter().map(|line| crate::secrets::redact(line, &[&password])).collect()),
+            Err(RuntimeError::NotFound) => Err(ProvisionError::Conflict(format!(
+                "the instance has no container, so no server logs: it is {}{}",
+                record.status,
+                record.status_reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            ))),
+            Err(other) => Err(other.into()),
+        }
     }
 
     /// What happened to the instance, oldest first.

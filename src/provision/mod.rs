@@ -209,9 +209,19 @@ impl Provisioner {
     }
 
     /// Whether the store and the Docker engine answer, each with the reason if not.
-    pub async fn health(&self) -> HashMap<&'static str, Result<(), String>> {
+    /// The reason is a plain word: `/healthz` is open to anyone, so the details (a socket's path,
+    /// a file's) go to the log only.
+    pub async fn health(&self) -> HashMap<&'static str, Result<(), &'static str>> {
         let (store, docker) = tokio::join!(self.store.ping(), self.runtime.ping());
-        HashMap::from([("store", store.map_err(|e| e.to_string())), ("docker", docker.map_err(|e| e.to_string()))])
+        let store = store.map_err(|error| {
+            tracing::warn!(%error, "health: the store does not answer");
+            "unavailable"
+        });
+        let docker = docker.map_err(|error| {
+            tracing::warn!(%error, "health: the Docker engine does not answer");
+            "unreachable"
+        });
+        HashMap::from([("store", store), ("docker", docker)])
     }
 
     async fn owned(&self, owner_id: i64, id: &InstanceId) -> Result<InstanceRecord, ProvisionError> {

@@ -44,6 +44,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Read(#[from] rusqlite::Error),
+    #[error("cannot make the store's files private: {0}")]
+    Private(std::io::Error),
 }
 
 /// How long a writer waits for another (maybe another process's) to finish before giving up.
@@ -62,6 +64,7 @@ impl Store {
     /// Opens (creating if needed) `dbroker.db` in `data_dir` and brings its schema up to date.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join("dbroker.db");
+        keep_private(&path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(&path)
             .create_if_missing(true)
@@ -91,6 +94,28 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// Makes the store's files readable by dbroker's user only: they hold user names, token hashes
+/// and encrypted passwords. A new database file is created with mode 0600 before SQLite opens it,
+/// and SQLite gives its journal files (`-wal`, `-shm`) the database file's mode.
+fn keep_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            for suffix in ["", "-wal", "-shm"] {
+                let file = format!("{}{suffix}", path.display());
+                match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StoreError::Private(e)),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Private(e)),
     }
 }
 

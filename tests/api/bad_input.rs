@@ -99,6 +99,13 @@ async fn every_class_of_bad_input_is_refused_with_a_message_and_creates_nothing(
         ),
         ("/v1/instances", r#"{"engine":"redis","charset":"utf8"}"#, StatusCode::UNPROCESSABLE_ENTITY, "only mysql"),
         (
+            "/v1/instances",
+            r#"{"engine":"postgres","database":"postgres"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PostgreSQL's own",
+        ),
+        ("/postgres", r#"{"database":"template1"}"#, StatusCode::UNPROCESSABLE_ENTITY, "PostgreSQL's own"),
+        (
             "/mysql",
             r#"{"charset":"utf8","collection":"latin1_bin"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -219,3 +219,27 @@ async fn a_stopped_redis_resized_starts_with_the_new_maxmemory() {
         redis::cmd("CONFIG").arg("GET").arg("maxmemory").query_async(&mut conn).await.unwrap();
     assert_eq!(maxmemory, 150 * 1024 * 1024, "75% of the new cap, from the rewritten file");
 }
+
+#[tokio::test]
+async fn the_logs_of_an_instance_without_a_container_are_409_saying_why_not_500() {
+    let app = TestApp::spawn().await;
+    let instance = app.create(ALICE, json!({"engine": "redis"})).await;
+    let container = app.container_of(&instance);
+    // Container and volume removed behind dbroker's back: the reconciler marks it failed.
+    let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build();
+    docker().await.remove_container(&container, Some(options)).await.unwrap();
+    docker()
+        .await
+        .remove_volume(&format!("{container}-data"), None::<bollard::query_parameters::RemoveVolumeOptions>)
+        .await
+        .unwrap();
+    wait_until("the instance to be marked failed", DEADLINE, || async {
+        (app.detail(ALICE, &instance).await["status"] == "failed").then_some(())
+    })
+    .await;
+
+    let (status, body) = app.get(&format!("/v1/instances/{}/logs", instance["id"].as_str().unwrap()), ALICE).await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("no container"), "{body}");
+}

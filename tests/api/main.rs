@@ -18,6 +18,7 @@ mod packaging;
 mod pool;
 mod ports;
 mod postgres;
+mod private_files;
 mod races;
 mod redis;
 mod secrets_in_logs;
