@@ -240,6 +240,15 @@ pub async fn rename_database(engine: Engine, endpoint: &Endpoint<'_>, new: &Data
     }
 }
 
+/// Whether what the running server holds fits a new, smaller memory cap, for engines that keep a
+/// limit of their own (Redis refuses writes past it). `Err` says how much it holds.
+pub async fn check_fits(engine: Engine, endpoint: &Endpoint<'_>, memory: MemoryMb) -> Result<(), String> {
+    match engine {
+        Engine::Mysql | Engine::Postgres => Ok(()),
+        Engine::Redis => with_timeout(redis::check_fits(endpoint.host, endpoint.port, endpoint.password, memory)).await,
+    }
+}
+
 /// Tells the running server about a new memory cap, for engines that keep a limit of their own.
 pub async fn apply_memory(engine: Engine, endpoint: &Endpoint<'_>, memory: MemoryMb) -> Result<(), String> {
     match engine {

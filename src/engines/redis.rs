@@ -92,6 +92,30 @@ pub async fn rotate_password(host: &str, port: u16, old: &Secret, new: &Secret) 
     config_set(host, port, old, "requirepass", new.expose()).await
 }
 
+/// Whether the data the running server holds fits a limit of `memory`: Redis refuses every
+/// write once it uses more than `maxmemory`, so a cap below what it holds would lock its owner
+/// out of writing. `Err` says how much it uses.
+pub async fn check_fits(host: &str, port: u16, password: &Secret, memory: MemoryMb) -> Result<(), String> {
+    let mut conn = connect(host, port, password).await?;
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+    let used = used_memory(&info).ok_or_else(|| "cannot read its memory use".to_string())?;
+    let limit = u64::from(maxmemory_mb(memory)) * 1024 * 1024;
+    if used > limit {
+        return Err(format!(
+            "it holds {} MiB of data, more than the {} MiB Redis may use under a {} MiB cap; delete keys first",
+            used.div_ceil(1024 * 1024),
+            maxmemory_mb(memory),
+            memory.0
+        ));
+    }
+    Ok(())
+}
+
+/// `used_memory` from `INFO memory`, in bytes: what Redis compares with `maxmemory`.
+fn used_memory(info: &str) -> Option<u64> {
+    info.lines().find_map(|line| line.strip_prefix("used_memory:")?.trim().parse().ok())
+}
+
 pub async fn apply_memory(host: &str, port: u16, password: &Secret, memory: MemoryMb) -> Result<(), String> {
     config_set(host, port, password, "maxmemory", &format!("{}mb", maxmemory_mb(memory))).await
 }

@@ -176,19 +176,43 @@ impl Provisioner {
         let resized = InstanceRecord { memory_mb: memory, ..record.clone() };
         let container = self.container_name(&record.id);
         let growing = memory > record.memory_mb;
+        let host = self.probe_host();
+        let endpoint = self.endpoint(record, &host, &password);
+        let running = record.status == Status::Running;
+        if !growing && running {
+            // Nothing is changed for a cap below what the server holds.
+            engines::check_fits(record.engine(), &endpoint, memory).await.map_err(|reason| {
+                ProvisionError::Conflict(format!("cannot shrink the instance to {} MiB: {reason}", memory.0))
+            })?;
+        }
         if growing {
             self.runtime.set_memory(&container, memory.bytes()).await?;
         }
-        if record.status == Status::Running {
-            let host = self.probe_host();
-            engines::apply_memory(record.engine(), &self.endpoint(record, &host, &password), memory).await.map_err(
-                |reason| ProvisionError::ServerRefused(format!("the server did not take the new limit: {reason}")),
-            )?;
+        if running {
+            engines::apply_memory(record.engine(), &endpoint, memory).await.map_err(|reason| {
+                ProvisionError::ServerRefused(format!("the server did not take the new limit: {reason}"))
+            })?;
         } else {
             self.write_config_file(&resized, &password).await?;
         }
-        if !growing {
-            self.runtime.set_memory(&container, memory.bytes()).await?;
+        if !growing && let Err(error) = self.runtime.set_memory(&container, memory.bytes()).await {
+            // Docker refuses a cap below what the container uses now: the server gets its old
+            // limit back, and the instance is as it was.
+            let restored = if running {
+                engines::apply_memory(record.engine(), &endpoint, record.memory_mb).await.map_err(|e| e.to_string())
+            } else {
+                self.write_config_file(record, &password).await.map_err(|e| e.to_string())
+            };
+            if let Err(reason) = restored {
+                tracing::error!(%reason, "could not give the server its old memory limit back");
+            }
+            return Err(match error {
+                RuntimeError::Refused(reason) => ProvisionError::Conflict(format!(
+                    "cannot shrink the instance to {} MiB: Docker refused ({reason}); nothing was changed",
+                    memory.0
+                )),
+                other => other.into(),
+            });
         }
         self.store.set_memory(&record.id, memory).await?;
         let detail = format!("{} MiB to {} MiB", record.memory_mb.0, memory.0);

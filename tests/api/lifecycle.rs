@@ -243,3 +243,29 @@ async fn the_logs_of_an_instance_without_a_container_are_409_saying_why_not_500(
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("no container"), "{body}");
 }
+
+#[tokio::test]
+async fn a_shrink_below_what_redis_holds_is_409_with_its_usage_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let instance = app.create(ALICE, json!({"engine": "redis", "memory_mb": 64})).await;
+    let (port, password) = port_and_password(&instance);
+    let mut conn = redis_connect(port, &password).await.unwrap();
+    let megabyte = "x".repeat(1024 * 1024);
+    for key in 0..34 {
+        let _: () = redis::cmd("SET").arg(format!("k{key}")).arg(&megabyte).query_async(&mut conn).await.unwrap();
+    }
+    let maxmemory_before: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory").query_async(&mut conn).await.unwrap();
+
+    let id = instance["id"].as_str().unwrap();
+    let (status, body) = app.patch(&format!("/v1/instances/{id}"), ALICE, json!({"memory_mb": 16})).await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("MiB of data"), "it says how much it holds: {body}");
+    let maxmemory_after: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory").query_async(&mut conn).await.unwrap();
+    assert_eq!(maxmemory_after, maxmemory_before, "Redis's own limit is unchanged");
+    let _: () = redis::cmd("SET").arg("still").arg("writable").query_async(&mut conn).await.unwrap();
+    assert_eq!(app.detail(ALICE, &instance).await["memory_mb"], 64);
+    assert_eq!(memory_cap(&app.container_of(&instance)).await, Some(64 * 1024 * 1024));
+}
