@@ -20,3 +20,4 @@ mod races;
 mod redis;
 mod secrets_in_logs;
 mod templates;
+mod users;
