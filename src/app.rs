@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::model::UserName;
 use crate::provision::{Provisioner, Reconciler};
 use crate::runtime::Runtime;
 use crate::secrets::MasterKey;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// The log filter: `RUST_LOG`, else `info`. bollard logs the bodies of its requests at debug
 /// and trace level, and a container's body holds its password, so bollard never logs below info,
@@ -25,14 +26,17 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
         .add_directive("bollard=info".parse().expect("a valid directive"))
 }
 
+/// The service, built and listening, not yet serving.
 pub struct App {
     listener: TcpListener,
     state: AppState,
 }
 
 impl App {
-    /// Opens the store, loads the master key, creates demo users and binds the listener. The
-    /// Docker engine need not answer yet: until it does, creates answer 503 and reads still work.
+    /// Opens the store, loads the master key, makes the demo users those of the configuration and
+    /// binds the listener. The Docker engine need not answer yet: until it does, creates answer 503
+    /// and reads still work. A demo user's name that belongs to a real user is an error, and then
+    /// no user is changed.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         // Only dbroker's user may look into its data directory: the store, the master key.
         std::fs::DirBuilder::new()
@@ -57,16 +61,7 @@ impl App {
             );
         }
 
-        if !config.demo_users.is_empty() {
-            // Counted, not named: a demo user's name is its token.
-            tracing::warn!(
-                count = config.demo_users.len(),
-                "demo users enabled: their token is their name. For trials only, never in production"
-            );
-            for user in &config.demo_users {
-                store.ensure_user(user, user.as_str()).await?;
-            }
-        }
+        sync_demo_users(&store, &config.demo_users).await?;
 
         let runtime = Runtime::new(config.docker_host.clone());
         if let Err(error) = runtime.ping().await {
@@ -117,4 +112,36 @@ impl App {
         tracing::info!("dbroker stopped");
         Ok(())
     }
+}
+
+/// Makes the enabled demo users exactly those of `--demo-users` (see `Store::sync_demo_users`),
+/// on every start, with or without the flag: a trial token must stop working once the flag is
+/// gone. Logs counts, not names, where a name is a token that works.
+async fn sync_demo_users(store: &Store, names: &[UserName]) -> anyhow::Result<()> {
+    let demo = match store.sync_demo_users(names).await {
+        Ok(demo) => demo,
+        Err(StoreError::NotADemoUser(name)) => anyhow::bail!(
+            "--demo-users names {name}, who is a real user with a token of their own; take {name} out of \
+             --demo-users (DBROKER_DEMO_USERS, demo_users in the configuration file): a demo user's token \
+             is its name, which dbroker never gives a real user"
+        ),
+        Err(error) => return Err(anyhow::Error::new(error).context("cannot set up the demo users")),
+    };
+    if demo.named > 0 {
+        tracing::warn!(
+            count = demo.named,
+            "demo users enabled: their token is their name. For trials only, never in production"
+        );
+    }
+    if demo.disabled > 0 {
+        tracing::info!(count = demo.disabled, "demo users no longer in --demo-users disabled");
+    }
+    for name in &demo.admins_disabled {
+        tracing::warn!(
+            user = %name,
+            "an admin's token was their name (an older dbroker's --demo-users gave it them): disabled. \
+             Give them a token of their own with `dbroker user rotate-token {name}`, then `dbroker user enable {name}`"
+        );
+    }
+    Ok(())
 }

@@ -1,5 +1,5 @@
-//! The command line: `dbroker serve` and `dbroker user add|list|remove`. Every flag also reads
-//! an environment variable, `DBROKER_` and the flag's name in capitals.
+//! The command line: `dbroker serve` and `dbroker user add|list|remove|rotate-token|disable|enable`.
+//! Every flag also reads an environment variable, `DBROKER_` and the flag's name in capitals.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -44,6 +44,25 @@ pub enum UserCommand {
     },
     /// Remove a user who owns no instances.
     Remove {
+        name: UserName,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Give a user a new token and print it, once; the old one stops working. Their instances
+    /// are left as they are.
+    RotateToken {
+        name: UserName,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Refuse a user's token, keeping it and their instances, until `enable`.
+    Disable {
+        name: UserName,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Accept a disabled user's token again.
+    Enable {
         name: UserName,
         #[command(flatten)]
         store: StoreArgs,

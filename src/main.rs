@@ -20,6 +20,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// `dbroker user ...`: straight on the store, which a running dbroker shares (it sees a change
+/// within `AUTH_CACHE_TTL`). A token is printed on stdout, once; everything else goes to stderr.
 async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
     let open = |dir: &std::path::Path| {
         let dir = dir.to_path_buf();
@@ -45,7 +47,9 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
         UserCommand::List { store } => {
             for user in open(&store.data_dir).await?.list_users().await? {
                 let role = if user.is_admin { "admin" } else { "user" };
-                println!("{}\t{role}\t{}", user.name, user.created_at);
+                let kind = if user.is_demo { "demo" } else { "real" };
+                let state = if user.is_disabled() { "disabled" } else { "enabled" };
+                println!("{}\t{role}\t{kind}\t{state}\t{}", user.name, user.created_at);
             }
             Ok(())
         }
@@ -56,6 +60,56 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
             }
             Ok(Some(count)) => {
                 anyhow::bail!("{name} still owns {count} instance(s); delete them first")
+            }
+            Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
+            Err(e) => Err(e.into()),
+        },
+        UserCommand::RotateToken { name, store } => {
+            let store = open(&store.data_dir).await?;
+            let token = generate_token();
+            match store.rotate_token(&name, token.expose()).await {
+                Ok(before) => {
+                    eprintln!(
+                        "{name}'s token replaced; the old one stops working within a second. The new one (shown only now):"
+                    );
+                    println!("{}", token.expose());
+                    if before.is_demo {
+                        eprintln!(
+                            "{name} was a demo user and, with a token of its own, is now a real one: take {name} out \
+                             of --demo-users, or dbroker refuses to start"
+                        );
+                    }
+                    if before.is_disabled() {
+                        eprintln!("{name} is disabled: the new token works once `dbroker user enable {name}` has run");
+                    }
+                    Ok(())
+                }
+                Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
+                Err(e) => Err(e.into()),
+            }
+        }
+        UserCommand::Disable { name, store } => match open(&store.data_dir).await?.disable_user(&name).await {
+            Ok(user) => {
+                eprintln!(
+                    "user {name} disabled: their token is refused within a second; their instances are left as they are"
+                );
+                if user.is_demo {
+                    eprintln!("{name} is a demo user: a dbroker started with {name} in --demo-users enables it again");
+                }
+                Ok(())
+            }
+            Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
+            Err(e) => Err(e.into()),
+        },
+        UserCommand::Enable { name, store } => match open(&store.data_dir).await?.enable_user(&name).await {
+            Ok(user) => {
+                eprintln!("user {name} enabled: their token works again");
+                if user.is_demo {
+                    eprintln!(
+                        "{name} is a demo user: a dbroker started without {name} in --demo-users disables it again"
+                    );
+                }
+                Ok(())
             }
             Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
             Err(e) => Err(e.into()),

@@ -14,8 +14,9 @@ use crate::secrets::hash_token;
 use crate::store::User;
 
 /// How long a known token is taken on trust before the store is asked again. Every request used
-/// to cost a store query for its token, half of all the store work on the read path; a removed
-/// user's token keeps working for at most this long.
+/// to cost a store query for its token, half of all the store work on the read path; a removed or
+/// disabled user's token, or one replaced by `dbroker user rotate-token`, keeps working for at most
+/// this long (and an enabled user's stays refused as long).
 pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// Tokens past this many are forgotten all at once: a bound on memory, not an eviction policy.
@@ -65,16 +66,23 @@ impl FromRequestParts<AppState> for CurrentUser {
             return Err(ApiError::Unauthorized("the Authorization header holds no token"));
         }
         let token_hash = hash_token(token);
-        if let Some(user) = state.auth_cache.get(&token_hash) {
-            return Ok(CurrentUser(user));
+        let user = match state.auth_cache.get(&token_hash) {
+            Some(user) => user,
+            None => {
+                let user = state
+                    .store
+                    .user_by_token_hash(&token_hash)
+                    .await
+                    .map_err(|e| ApiError::Internal(e.into()))?
+                    .ok_or(ApiError::Unauthorized("unknown token"))?;
+                // Disabled users are cached too: there are only as many as there are users.
+                state.auth_cache.put(token_hash, user.clone());
+                user
+            }
+        };
+        if user.is_disabled() {
+            return Err(ApiError::Unauthorized("the user of this token is disabled"));
         }
-        let user = state
-            .store
-            .user_by_token_hash(&token_hash)
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?
-            .ok_or(ApiError::Unauthorized("unknown token"))?;
-        state.auth_cache.put(token_hash, user.clone());
         Ok(CurrentUser(user))
     }
 }

@@ -20,7 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use events::{Event, Quarantined};
 pub use instances::{InstanceRecord, NewInstanceRecord};
 pub use operations::{NewOperation, OperationRecord, Step};
-pub use users::User;
+pub use users::{DemoUsers, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,6 +30,9 @@ pub enum StoreError {
     PortTaken,
     #[error("the name is already used")]
     NameTaken,
+    /// A demo user was asked for under a name that belongs to a real user (the name).
+    #[error("{0} is a real user, not a demo user")]
+    NotADemoUser(String),
     /// Another operation is in flight on the instance (its id, when it could be read).
     #[error("another operation is in flight on the instance")]
     OperationInFlight,

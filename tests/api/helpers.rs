@@ -625,3 +625,48 @@ pub fn step_names(operation: &Value) -> Vec<String> {
         .map(|s| s["step"].as_str().unwrap_or_else(|| panic!("a step name in {operation}")).to_string())
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Users: restarts with other demo users, and `dbroker user ...` beside a running dbroker.
+
+/// How long a change to a user may take to reach a running dbroker: `AUTH_CACHE_TTL` (a second),
+/// with room for a busy machine.
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(30);
+
+impl TestApp {
+    /// Stops dbroker gracefully, lets `adjust` change its configuration, and starts it again on the
+    /// same data directory, as an operator restarting it with other flags would.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
+        self.stop().await;
+        adjust(&mut self.config);
+        self.start().await;
+    }
+
+    /// The real `dbroker user ARGS --data-dir DIR` on this app's data directory, run to its end.
+    pub fn dbroker_user(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dbroker"))
+            .arg("user")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.config.data_dir)
+            .output()
+            .expect("dbroker runs")
+    }
+
+    /// Polls `GET /v1/instances` as `token` until it answers `expected`, within `AUTH_DEADLINE`,
+    /// and returns the body.
+    pub async fn wait_for_token(&self, token: &str, expected: StatusCode) -> Value {
+        // The token itself stays out of the message: it is a secret.
+        wait_until(&format!("a token to get {expected}"), AUTH_DEADLINE, || async {
+            let (status, body) = self.get("/v1/instances", &format!("Bearer {token}")).await;
+            (status == expected).then_some(body)
+        })
+        .await
+    }
+}
+
+/// What a `dbroker user ...` printed on stdout (a token, a listing), trimmed; insists it succeeded.
+pub fn succeeded(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "dbroker user failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}

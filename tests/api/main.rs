@@ -23,3 +23,4 @@ mod races;
 mod redis;
 mod secrets_in_logs;
 mod templates;
+mod users;
