@@ -25,7 +25,7 @@ use axum::body::Body;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -115,9 +115,24 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
     }
 }
 
-/// Answers a connection past the cap, and closes it.
+/// How long a connection past the cap may take to send its request's head, and how much of it
+/// is read: an answer written before the request arrived is one that no client reads.
+const TURN_AWAY_READ: Duration = Duration::from_secs(1);
+const TURN_AWAY_HEAD_BYTES: usize = 16 * 1024;
+
+/// Answers a connection past the cap once its request's head has arrived, and closes it.
 async fn turn_away(mut stream: TcpStream) {
     tracing::warn!("too many connections: turning one away");
+    let read_head = async {
+        let (mut head, mut buffer) = (Vec::new(), [0u8; 1024]);
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < TURN_AWAY_HEAD_BYTES {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buffer[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(TURN_AWAY_READ, read_head).await;
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nRetry-After: 1\r\n\
          Connection: close\r\nContent-Length: {}\r\n\r\n{TOO_MANY_CONNECTIONS}",
