@@ -112,7 +112,7 @@ impl Provisioner {
             }
             other => other.into(),
         })?;
-        let template = self.template_for(engine, flavor, &image, &image_id).await?;
+        let template = self.template_for(engine, flavor, &image, &image_id, progress.operation_id()).await?;
         progress.step("image ready").await;
 
         let password = Secret::generate_password();

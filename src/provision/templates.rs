@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use super::{ProvisionError, Provisioner};
 use crate::engines::{self, Endpoint, Settings, TEMPLATE_DATA_PATH};
+use crate::model::OperationId;
 use crate::model::{Engine, Flavor};
-use crate::runtime::ContainerState;
+use crate::runtime::{ContainerState, Throwaway};
 use crate::secrets::Secret;
 
 /// Labels of a template image: the image it was made from, and its superuser password.
@@ -45,6 +46,7 @@ impl Provisioner {
         flavor: Flavor,
         source_image: &str,
         source_id: &str,
+        operation: &OperationId,
     ) -> Result<Option<Template>, ProvisionError> {
         if !engines::uses_templates(engine, flavor) {
             return Ok(None);
@@ -61,7 +63,7 @@ impl Provisioner {
             let password = Secret::new(password.clone());
             return Ok(Some(Template { image_id, password }));
         }
-        match self.build_template(engine, source_image, source_id, &reference).await {
+        match self.build_template(engine, source_image, source_id, &reference, operation).await {
             Ok(template) => Ok(Some(template)),
             // A server that does not start within the ready timeout would not for the create either.
             Err(error @ (ProvisionError::EngineUnreachable(_) | ProvisionError::NotReady { .. })) => Err(error),
@@ -79,6 +81,7 @@ impl Provisioner {
         source_image: &str,
         source_id: &str,
         reference: &str,
+        operation: &OperationId,
     ) -> Result<Template, ProvisionError> {
         let started = Instant::now();
         let password = Secret::generate_password();
@@ -91,12 +94,26 @@ impl Provisioner {
                 data_path: TEMPLATE_DATA_PATH,
             },
         );
-        let name = format!("dbroker-template-build-{}", hex::encode(rand::random::<[u8; 6]>()));
+        // Named for the operation that builds it, not labelled: Docker's commit merges the build
+        // container's labels into the template image, and so into every copy of it. If its process
+        // dies, the reconciler finds it by its name and removes it once that operation is no longer
+        // in flight.
+        let name = build_container_name(&self.config.instance_prefix, operation);
+        let labels = HashMap::from([
+            (super::LABEL_PREFIX.to_string(), self.config.instance_prefix.clone()),
+            (super::LABEL_DEPLOYMENT.to_string(), self.store.deployment_id().to_string()),
+        ]);
+        let throwaway = Throwaway {
+            name: name.clone(),
+            image: source_image.to_string(),
+            env: launch.env,
+            args: launch.args,
+            container_port: engines::profile(engine).port,
+            labels,
+            memory_bytes: self.config.catalogue.engine(engine).memory.default.bytes(),
+        };
         let built = async {
-            let port = self
-                .runtime
-                .run_throwaway(&name, source_image, launch.env, launch.args, engines::profile(engine).port)
-                .await?;
+            let port = self.runtime.run_throwaway(throwaway).await?;
             let endpoint = Endpoint { host: "127.0.0.1", port, password: &password, database: None };
             let deadline = Instant::now() + self.config.ready_timeout;
             while let Err(reason) = engines::probe(engine, &endpoint).await {
@@ -128,4 +145,20 @@ impl Provisioner {
         tracing::info!(reference, elapsed = ?started.elapsed(), "built a data-directory template");
         Ok(Template { image_id, password })
     }
+}
+
+/// What the name of a template's build container starts with: `PREFIX-template-build-`, then the
+/// id of the operation that builds it and a random tail.
+pub(super) fn build_container_prefix(instance_prefix: &str) -> String {
+    format!("{instance_prefix}-template-build-")
+}
+
+fn build_container_name(instance_prefix: &str, operation: &OperationId) -> String {
+    format!("{}{operation}-{}", build_container_prefix(instance_prefix), hex::encode(rand::random::<[u8; 3]>()))
+}
+
+/// The operation a build container of this deployment was made for, read from its name.
+pub(super) fn build_operation(instance_prefix: &str, container: &str) -> Option<OperationId> {
+    let rest = container.strip_prefix(&build_container_prefix(instance_prefix))?;
+    rest.split('-').next()?.parse().ok()
 }

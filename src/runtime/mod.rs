@@ -98,6 +98,19 @@ impl std::fmt::Debug for SpecFile {
     }
 }
 
+/// A one-off container (see `Runtime::run_throwaway`): labelled so that whoever made it can be
+/// told and it can be found and removed if its maker dies, and memory-capped like an instance.
+#[derive(Debug)]
+pub struct Throwaway {
+    pub name: String,
+    pub image: String,
+    pub env: Vec<String>,
+    pub args: Vec<String>,
+    pub container_port: u16,
+    pub labels: HashMap<String, String>,
+    pub memory_bytes: i64,
+}
+
 /// A container as a listing shows it. A listing carries no exit code or restart count, so those
 /// read as 0: a hint of what to look at closer, with `state`.
 #[derive(Debug, Clone)]
@@ -239,26 +252,25 @@ impl Runtime {
     /// Starts `image` as a throwaway container `name`, with `container_port` published on a
     /// loopback port Docker picks, and returns that port: for one-off jobs such as initialising a
     /// data-directory template. The caller stops and removes it.
-    pub async fn run_throwaway(
-        &self,
-        name: &str,
-        image: &str,
-        env: Vec<String>,
-        args: Vec<String>,
-        container_port: u16,
-    ) -> Result<u16, RuntimeError> {
+    pub async fn run_throwaway(&self, throwaway: Throwaway) -> Result<u16, RuntimeError> {
         let docker = self.docker().await?;
+        let Throwaway { name, image, env, args, container_port, labels, memory_bytes } = throwaway;
+        let name = name.as_str();
         let port_key = format!("{container_port}/tcp");
         let body = ContainerCreateBody {
-            image: Some(image.to_string()),
+            image: Some(image),
             env: Some(env),
             cmd: (!args.is_empty()).then_some(args),
+            labels: Some(labels),
             exposed_ports: Some(vec![port_key.clone()]),
             host_config: Some(HostConfig {
                 port_bindings: Some(HashMap::from([(
                     port_key,
                     Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
                 )])),
+                // The same limits as an instance's: a build is a server's first start.
+                memory: Some(memory_bytes),
+                memory_swap: Some(memory_bytes),
                 security_opt: Some(vec!["no-new-privileges".into()]),
                 pids_limit: Some(PIDS_LIMIT),
                 ..Default::default()

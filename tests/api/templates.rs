@@ -15,8 +15,8 @@ use serde_json::json;
 use sqlx::Row;
 
 use crate::helpers::{
-    ALICE, BOB, TestApp, docker, memory_cap, mysql_connect, port_and_password, postgres_connect, postgres_databases,
-    wait_until, write_mysql_row,
+    ALICE, BOB, ContainerGuard, TestApp, docker, image, memory_cap, mysql_connect, port_and_password, postgres_connect,
+    postgres_databases, wait_until, write_mysql_row,
 };
 
 #[tokio::test]
@@ -196,4 +196,35 @@ async fn postgres_instances_made_from_a_template_have_their_own_identity_passwor
     assert_eq!(row, "row");
     sqlx::Connection::close(conn).await.ok();
     assert!(postgres_connect(port, &template_password, "shop").await.is_err(), "not after a restart either");
+}
+
+#[tokio::test]
+async fn a_template_build_left_by_a_process_that_died_is_removed_and_another_deployments_is_left_be() {
+    let app = TestApp::spawn().await;
+    let deployment = dbroker::store::Store::open(&app.config.data_dir).await.unwrap().deployment_id().to_string();
+    let prefix = &app.config.instance_prefix;
+    // Build containers as a dbroker that died mid-build leaves them: named for an operation that
+    // is not in flight.
+    let build = |name: String, deployment: String| async move {
+        let labels = HashMap::from([
+            ("dbroker.prefix".to_string(), prefix.clone()),
+            ("dbroker.deployment".to_string(), deployment),
+        ]);
+        let body = ContainerCreateBody { image: Some(image("redis")), labels: Some(labels), ..Default::default() };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        docker().await.create_container(Some(options), body).await.unwrap();
+        ContainerGuard(name)
+    };
+    let ours = build(format!("{prefix}-template-build-0123456789abcdef-aaaaaa"), deployment).await;
+    let theirs = build(format!("{prefix}-template-build-0123456789abcdef-bbbbbb"), "another".to_string()).await;
+
+    wait_until("the abandoned build to be removed", Duration::from_secs(60), || async {
+        (!app.containers().await.iter().any(|c| c.ends_with(&ours.0))).then_some(())
+    })
+    .await;
+
+    assert!(
+        app.containers().await.iter().any(|c| c.ends_with(&theirs.0)),
+        "another deployment's build is never touched"
+    );
 }

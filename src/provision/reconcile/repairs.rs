@@ -18,6 +18,7 @@ use std::time::Duration;
 use super::Reconciler;
 use crate::model::{EventKind, InstanceId, OperationKind, Status};
 use crate::provision::operations::Begin;
+use crate::provision::templates;
 use crate::provision::{
     LABEL_DEPLOYMENT, LABEL_ENGINE, LABEL_INSTANCE, LABEL_OWNER, LABEL_PREFIX, ProvisionError, SYSTEM_ACTOR,
 };
@@ -86,6 +87,7 @@ impl Reconciler {
                 self.spawn_repair(record.id.clone(), record.owner_id, Repair::Drift);
             }
         }
+        self.remove_abandoned_template_builds(&containers).await;
         // A quarantined container stays as it is until an admin decides: nothing to look at.
         let quarantined: HashSet<String> =
             self.service.store.quarantined().await?.into_iter().map(|q| q.container).collect();
@@ -97,6 +99,36 @@ impl Reconciler {
             }
         }
         Ok(())
+    }
+
+    /// Removes this deployment's template build containers whose operation is no longer in
+    /// flight: their process died during the build (a live build's operation is in flight).
+    async fn remove_abandoned_template_builds(&self, containers: &[ContainerSummary]) {
+        let deployment = self.service.store.deployment_id();
+        for container in containers {
+            let prefix = &self.service.config.instance_prefix;
+            let Some(operation) = templates::build_operation(prefix, &container.name) else { continue };
+            if container.labels.get(LABEL_DEPLOYMENT).map(String::as_str) != Some(deployment) {
+                continue;
+            }
+            let in_flight = match self.service.store.operation(&operation).await {
+                Ok(found) => found.is_some_and(|o| o.state.in_flight()),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look up a template build's operation");
+                    continue;
+                }
+            };
+            if in_flight {
+                continue;
+            }
+            match self.service.runtime.remove_container(&container.name).await {
+                Ok(()) => {
+                    tracing::warn!(container = %container.name, "removed a template build left by a process that died");
+                    self.state.count("remove_template_build");
+                }
+                Err(error) => tracing::warn!(container = %container.name, %error, "cannot remove a template build"),
+            }
+        }
     }
 
     /// Starts a repair of `id` in the background, if a slot is free (else the next pass will).
