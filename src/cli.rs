@@ -118,6 +118,9 @@ pub struct ServeArgs {
     /// operation whose process died [default: 15].
     #[arg(long, env = "DBROKER_OPERATION_LEASE")]
     pub operation_lease: Option<u64>,
+    /// Days instances' events and ended operations are kept, at least 1 [default: 90].
+    #[arg(long, env = "DBROKER_HISTORY_RETENTION_DAYS")]
+    pub history_retention_days: Option<u64>,
     /// Users whose token is their own name, as the old tool had (user1,user2,user3): trials only.
     #[arg(long, env = "DBROKER_DEMO_USERS", value_delimiter = ',')]
     pub demo_users: Option<Vec<UserName>>,
@@ -175,6 +178,14 @@ impl ServeArgs {
             ),
             operation_lease: Duration::from_secs(
                 self.operation_lease.or(file.operation_lease).unwrap_or(defaults::OPERATION_LEASE_SECS).max(1),
+            ),
+            history_retention: Duration::from_secs(
+                86_400
+                    * self
+                        .history_retention_days
+                        .or(file.history_retention_days)
+                        .unwrap_or(defaults::HISTORY_RETENTION_DAYS)
+                        .max(1),
             ),
             docker_host: std::env::var("DOCKER_HOST").ok(),
         })

@@ -170,6 +170,9 @@ pub struct Config {
     /// How long an operation's lease holds: its process renews it every third of this while the
     /// operation runs; once it has expired (the process died), another process takes it over.
     pub operation_lease: Duration,
+    /// How long instances' events and ended operations are kept (idempotency keys answer for at
+    /// most as long).
+    pub history_retention: Duration,
     /// The Docker engine (`unix://…`, `tcp://…`); `None` for `DOCKER_HOST` or the local socket.
     pub docker_host: Option<String>,
 }
@@ -184,6 +187,7 @@ pub mod defaults {
     pub const READY_TIMEOUT_SECS: u64 = 120;
     pub const RECONCILE_INTERVAL_SECS: u64 = 30;
     pub const OPERATION_LEASE_SECS: u64 = 15;
+    pub const HISTORY_RETENTION_DAYS: u64 = 90;
     pub const INSTANCE_PREFIX: &str = "dbroker";
 }
 
@@ -200,6 +204,7 @@ pub struct FileConfig {
     pub ready_timeout: Option<u64>,
     pub reconcile_interval: Option<u64>,
     pub operation_lease: Option<u64>,
+    pub history_retention_days: Option<u64>,
     pub demo_users: Option<Vec<String>>,
     pub instance_prefix: Option<String>,
     #[serde(default)]

@@ -71,6 +71,13 @@ struct LogsQuery {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct EventsQuery {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OperationsQuery {
     limit: Option<u32>,
     before: Option<OperationId>,
@@ -78,6 +85,10 @@ struct OperationsQuery {
 
 /// How many log lines `GET …/logs` returns when the caller does not say.
 const DEFAULT_LOG_LINES: usize = 100;
+
+/// How many events a page holds when the caller does not say, and at most.
+const DEFAULT_EVENTS_PAGE: u32 = 100;
+const MAX_EVENTS_PAGE: u32 = 1000;
 
 /// How many operations a page holds when the caller does not say, and at most.
 const DEFAULT_OPERATIONS_PAGE: u32 = 20;
@@ -484,13 +495,31 @@ async fn instance_logs(
     Ok(axum::Json(serde_json::json!({ "lines": lines })).into_response())
 }
 
+/// `GET /v1/instances/{id}/events?limit=&before=`: the latest `limit` events (older than event
+/// `before`), oldest first; `next` is the `before` of the page of older ones, `null` on the first.
 async fn instance_events(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let events = state.provisioner.events(user.0.id, &parse_id(&id)?).await?;
-    Ok(axum::Json(serde_json::json!({ "events": events })).into_response())
+    let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_EVENTS_PAGE);
+    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!("limit: a page holds 1 to {MAX_EVENTS_PAGE} events")));
+    }
+    // One more than asked for tells whether there are older ones.
+    let mut events = state.provisioner.events(user.0.id, &parse_id(&id)?, query.before, limit + 1).await?;
+    let next = (events.len() > limit as usize).then(|| {
+        events.remove(0);
+        events[0].id
+    });
+    #[derive(Serialize)]
+    struct Page {
+        events: Vec<crate::store::Event>,
+        next: Option<i64>,
+    }
+    Ok(axum::Json(Page { events, next }).into_response())
 }
 
 /// The catalogue: each engine's versions (and their images), default version, memory bounds in

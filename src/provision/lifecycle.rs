@@ -280,9 +280,17 @@ impl Provisioner {
     }
 
     /// What happened to the instance, oldest first.
-    pub async fn events(&self, owner_id: i64, id: &InstanceId) -> Result<Vec<Event>, ProvisionError> {
+    /// What happened to the instance: the `limit` latest events older than `before` (or the
+    /// latest `limit`), oldest first.
+    pub async fn events(
+        &self,
+        owner_id: i64,
+        id: &InstanceId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Event>, ProvisionError> {
         self.owned(owner_id, id).await?;
-        Ok(self.store.events(id).await?)
+        Ok(self.store.events(id, before, limit).await?)
     }
 
     /// Rewrites the engine's configuration file in a stopped container from the record, for the

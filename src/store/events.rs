@@ -8,6 +8,8 @@ use crate::model::{EventKind, InstanceId};
 /// One entry of an instance's history.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Event {
+    /// Its place in the history: what `before` pages by.
+    pub id: i64,
     pub at: String,
     pub kind: EventKind,
     pub actor: String,
@@ -44,15 +46,22 @@ impl Store {
         Ok(())
     }
 
-    /// An instance's history, oldest first.
-    pub async fn events(&self, id: &InstanceId) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query("SELECT at, kind, actor, detail FROM events WHERE instance_id = ? ORDER BY id")
-            .bind(id.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+    /// An instance's history: the `limit` latest events older than event `before` (or the latest
+    /// `limit`), oldest first.
+    pub async fn events(&self, id: &InstanceId, before: Option<i64>, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, actor, detail FROM (SELECT * FROM events WHERE instance_id = ?1 \
+             AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3) ORDER BY id",
+        )
+        .bind(id.as_str())
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(Event {
+                    id: r.get("id"),
                     at: r.get("at"),
                     kind: r
                         .get::<String, _>("kind")
@@ -63,6 +72,24 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Forgets the history older than `age`: events, and operations that have ended (an
+    /// operation in flight is kept, however old). Returns how many rows went.
+    pub async fn prune_history(&self, age: std::time::Duration) -> Result<u64, StoreError> {
+        let cutoff = time::OffsetDateTime::now_utc() - age;
+        let cutoff = cutoff
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // Stored times are RFC 3339 in UTC, which sort as text.
+        let events = sqlx::query("DELETE FROM events WHERE at < ?").bind(&cutoff).execute(&self.pool).await?;
+        let operations = sqlx::query(
+            "DELETE FROM operations WHERE state IN ('succeeded', 'failed') AND coalesce(finished_at, updated_at) < ?",
+        )
+        .bind(&cutoff)
+        .execute(&self.pool)
+        .await?;
+        Ok(events.rows_affected() + operations.rows_affected())
     }
 
     /// Adds a container to the quarantine; `false` if it was there already.

@@ -165,6 +165,7 @@ impl TestApp {
             reconcile_interval: RECONCILE_INTERVAL,
             docker_host: None,
             operation_lease: Duration::from_secs(2),
+            history_retention: Duration::from_secs(90 * 86_400),
         };
         adjust(&mut config);
         let mut app = TestApp {

@@ -269,3 +269,44 @@ async fn a_shrink_below_what_redis_holds_is_409_with_its_usage_and_changes_nothi
     assert_eq!(app.detail(ALICE, &instance).await["memory_mb"], 64);
     assert_eq!(memory_cap(&app.container_of(&instance)).await, Some(64 * 1024 * 1024));
 }
+
+#[tokio::test]
+async fn events_are_paged_with_limit_and_before_oldest_first_within_a_page() {
+    let app = TestApp::spawn().await;
+    let instance = app.create(ALICE, json!({"engine": "redis"})).await;
+    for verb in ["stop", "start", "rotate-password"] {
+        action(&app, &instance, verb).await;
+    }
+    let events = format!("/v1/instances/{}/events", instance["id"].as_str().unwrap());
+    let kinds = |page: &Value| -> Vec<String> {
+        page["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect()
+    };
+
+    let (_, latest) = app.get(&format!("{events}?limit=2"), ALICE).await;
+    let (_, older) = app.get(&format!("{events}?limit=2&before={}", latest["next"]), ALICE).await;
+    let (_, oldest) = app.get(&format!("{events}?limit=2&before={}", older["next"]), ALICE).await;
+    let (too_many, refused) = app.get(&format!("{events}?limit=100000"), ALICE).await;
+
+    assert_eq!(kinds(&latest), ["started", "rotated"], "{latest}");
+    assert_eq!(kinds(&older), ["ready", "stopped"], "{older}");
+    assert_eq!(kinds(&oldest), ["created"], "{oldest}");
+    assert!(oldest["next"].is_null(), "the first page of the history has no older one: {oldest}");
+    assert_eq!(too_many, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+}
+
+#[tokio::test]
+async fn events_and_ended_operations_past_the_retention_are_forgotten() {
+    let app = TestApp::spawn_with(|c| c.history_retention = Duration::from_secs(2)).await;
+    let instance = app.create(ALICE, json!({"engine": "redis"})).await;
+    let id = instance["id"].as_str().unwrap();
+
+    wait_until("the history to be forgotten", DEADLINE, || async {
+        let (_, events) = app.get(&format!("/v1/instances/{id}/events"), ALICE).await;
+        let (_, operations) = app.get(&format!("/v1/instances/{id}/operations"), ALICE).await;
+        let forgotten = events["events"] == json!([]) && operations["operations"] == json!([]);
+        forgotten.then_some(())
+    })
+    .await;
+
+    assert_eq!(app.detail(ALICE, &instance).await["status"], "running", "the instance itself is kept");
+}

@@ -33,6 +33,9 @@ use repairs::Repair;
 /// The lease of the process that leads the repairs.
 const LEADER_LEASE: &str = "reconciler";
 
+/// How often the history past its retention is forgotten, at most.
+const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// How many repairs run at once: enough that a stuck one delays nobody, few enough that repairs
 /// after a crash do not compete with users' creates for the host.
 const REPAIR_CONCURRENCY: usize = 4;
@@ -55,6 +58,8 @@ struct ReconcilerState {
     slots: Arc<Semaphore>,
     /// Whether a refill of the warm pool is under way.
     filling: AtomicBool,
+    /// When the history was last pruned.
+    pruned: Mutex<Option<std::time::Instant>>,
 }
 
 impl Default for ReconcilerState {
@@ -65,6 +70,7 @@ impl Default for ReconcilerState {
             repairs: Mutex::new(BTreeMap::new()),
             slots: Arc::new(Semaphore::new(REPAIR_CONCURRENCY)),
             filling: AtomicBool::new(false),
+            pruned: Mutex::new(None),
         }
     }
 }
@@ -128,6 +134,7 @@ impl Reconciler {
                 watcher = Some(stop);
             }
             if pass {
+                self.prune_history().await;
                 match self.reconcile_once().await {
                     Ok(()) => {}
                     Err(super::ProvisionError::EngineUnreachable(reason)) => {
@@ -149,6 +156,24 @@ impl Reconciler {
             leader: self.state.leader.load(Ordering::Relaxed),
             passes: self.state.passes.load(Ordering::Relaxed),
             repairs: self.state.repairs.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// Forgets events and ended operations past the retention, at most every `PRUNE_INTERVAL` (a
+    /// full scan of the history), or as often as the retention, if that is shorter.
+    async fn prune_history(&self) {
+        let retention = self.service.config.history_retention;
+        {
+            let mut pruned = self.state.pruned.lock().unwrap_or_else(|e| e.into_inner());
+            if pruned.is_some_and(|at| at.elapsed() < PRUNE_INTERVAL.min(retention)) {
+                return;
+            }
+            *pruned = Some(std::time::Instant::now());
+        }
+        match self.service.store.prune_history(retention).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, ?retention, "forgot history past its retention"),
+            Err(error) => tracing::warn!(%error, "could not prune the history"),
         }
     }
 
