@@ -19,6 +19,15 @@ pub const MAX_LOG_LINES: usize = 10_000;
 /// The statuses in which an instance's server can be stopped, started or resized.
 const SERVING_OR_STOPPED: &[Status] = &[Status::Running, Status::Exited, Status::Stopped];
 
+/// A day-to-day change: its kind and input, the statuses it makes sense in, and how to say it in
+/// a refusal ("cannot stop an instance that is failed").
+struct Verb {
+    kind: OperationKind,
+    input: serde_json::Value,
+    allowed: &'static [Status],
+    what: &'static str,
+}
+
 /// How a stopped or running server is brought (back) up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum StartMode {
@@ -50,11 +59,9 @@ impl Provisioner {
         id: &InstanceId,
         idempotency: Option<&Idempotency>,
     ) -> Result<Running<Instance>, ProvisionError> {
-        let actor = caller.name.clone();
-        self.change(caller, id, OperationKind::Stop, json!({}), idempotency, |this, record, _| async move {
-            require_status(&record, SERVING_OR_STOPPED, "stop")?;
-            this.stop_now(&record, &actor).await?;
-            this.reveal_current(&record.id).await
+        let change = Verb { kind: OperationKind::Stop, input: json!({}), allowed: SERVING_OR_STOPPED, what: "stop" };
+        self.day_to_day(caller, id, change, idempotency, |this, record, actor| async move {
+            this.stop_now(&record, &actor).await
         })
         .await
     }
@@ -86,11 +93,9 @@ impl Provisioner {
         mode: StartMode,
         idempotency: Option<&Idempotency>,
     ) -> Result<Running<Instance>, ProvisionError> {
-        let actor = caller.name.clone();
-        self.change(caller, id, mode.operation(), json!({}), idempotency, move |this, record, _| async move {
-            require_status(&record, SERVING_OR_STOPPED, "start")?;
-            this.start_now(&record, mode, &actor).await?;
-            this.reveal_current(&record.id).await
+        let change = Verb { kind: mode.operation(), input: json!({}), allowed: SERVING_OR_STOPPED, what: "start" };
+        self.day_to_day(caller, id, change, idempotency, move |this, record, actor| async move {
+            this.start_now(&record, mode, &actor).await
         })
         .await
     }
@@ -104,31 +109,58 @@ impl Provisioner {
         memory: MemoryMb,
         idempotency: Option<&Idempotency>,
     ) -> Result<Running<Instance>, ProvisionError> {
-        let actor = caller.name.clone();
         let input = json!({ "memory_mb": memory.0 });
-        self.change(caller, id, OperationKind::Resize, input, idempotency, move |this, record, _| async move {
-            require_status(&record, SERVING_OR_STOPPED, "resize")?;
-            this.resize_now(&record, memory, &actor).await?;
-            this.reveal_current(&record.id).await
+        let change = Verb { kind: OperationKind::Resize, input, allowed: SERVING_OR_STOPPED, what: "resize" };
+        self.day_to_day(caller, id, change, idempotency, move |this, record, actor| async move {
+            this.resize_now(&record, memory, &actor).await
         })
         .await
     }
 
-    /// Gives the instance a new password: it works at once, and the old one is refused.
+    /// Gives the instance a new password: it works at once, and the old one is refused. The
+    /// server must run: only it can change its password, and the old one must stop working now.
     pub async fn rotate_password(
         &self,
         caller: &Caller,
         id: &InstanceId,
         idempotency: Option<&Idempotency>,
     ) -> Result<Running<Instance>, ProvisionError> {
-        let actor = caller.name.clone();
-        self.change(caller, id, OperationKind::Rotate, json!({}), idempotency, |this, record, _| async move {
-            // The server must run: only it can change its password, and the old one must stop
-            // working now.
-            require_status(&record, &[Status::Running], "rotate the password of")?;
+        let change = Verb {
+            kind: OperationKind::Rotate,
+            input: json!({}),
+            allowed: &[Status::Running],
+            what: "rotate the password of",
+        };
+        self.day_to_day(caller, id, change, idempotency, |this, record, actor| async move {
             this.rotate_now(&record).await?;
             this.store.add_event(&record.id, EventKind::Rotated, &actor, None).await?;
-            this.reveal_current(&record.id).await
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs a day-to-day change as an operation (see `change`): refused unless the instance is in
+    /// one of the change's statuses, then `step` (with the caller's name, for the history); its
+    /// outcome is the instance as the change leaves it.
+    async fn day_to_day<F, Fut>(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        change: Verb,
+        idempotency: Option<&Idempotency>,
+        step: F,
+    ) -> Result<Running<Instance>, ProvisionError>
+    where
+        F: FnOnce(Provisioner, InstanceRecord, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), ProvisionError>> + Send + 'static,
+    {
+        let actor = caller.name.clone();
+        let Verb { kind, input, allowed, what } = change;
+        self.change(caller, id, kind, input, idempotency, move |this, record, _| async move {
+            require_status(&record, allowed, what)?;
+            let id = record.id.clone();
+            step(this.clone(), record, actor).await?;
+            this.reveal_current(&id).await
         })
         .await
     }
