@@ -178,7 +178,8 @@ fn accepted(operation: &OperationRecord) -> Response {
 /// the first request answered, with the instance as it is now.
 async fn replayed(state: &AppState, user: &CurrentUser, operation: &OperationRecord) -> Result<Response, ApiError> {
     if let Some(error) = &operation.error {
-        let report: ErrorReport = serde_json::from_value(error.clone()).map_err(|e| ApiError::Internal(e.into()))?;
+        let report =
+            report_of(error).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("an unreadable error report")))?;
         return Err(ApiError::Reported(report));
     }
     let status = match operation.kind {
@@ -188,6 +189,11 @@ async fn replayed(state: &AppState, user: &CurrentUser, operation: &OperationRec
     };
     let instance = state.provisioner.get(user.0.id, &operation.instance_id).await?;
     Ok(instance_response(status, instance))
+}
+
+/// A failed operation's error as the store keeps it (see `ProvisionError::report`).
+fn report_of(error: &serde_json::Value) -> Option<ErrorReport> {
+    serde_json::from_value(error.clone()).ok()
 }
 
 /// An operation as the API shows it.
@@ -210,10 +216,10 @@ struct OperationView {
 
 impl From<&OperationRecord> for OperationView {
     fn from(operation: &OperationRecord) -> Self {
-        let error = operation.error.as_ref().map(|error| match serde_json::from_value::<ErrorReport>(error.clone()) {
-            Ok(report) => reported_problem(&report),
-            Err(_) => error.clone(),
-        });
+        let error = operation
+            .error
+            .as_ref()
+            .map(|error| report_of(error).map_or_else(|| error.clone(), |r| reported_problem(&r)));
         OperationView {
             id: operation.id.clone(),
             instance_id: operation.instance_id.clone(),
@@ -464,23 +470,22 @@ async fn instance_operations(
     query: Result<Query<OperationsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_OPERATIONS_PAGE);
-    if !(1..=MAX_OPERATIONS_PAGE).contains(&limit) {
-        return Err(ApiError::Unprocessable(format!("limit: a page holds 1 to {MAX_OPERATIONS_PAGE} operations")));
-    }
+    let limit = page_size(query.limit, DEFAULT_OPERATIONS_PAGE, MAX_OPERATIONS_PAGE, "operations")?;
     // One more than asked for tells whether there is a next page.
     let mut operations =
         state.provisioner.operations(user.0.id, &parse_id(&id)?, query.before.as_ref(), limit + 1).await?;
-    let next = (operations.len() > limit as usize).then(|| {
+    let next = if operations.len() > limit as usize {
         operations.truncate(limit as usize);
         operations.last().map(|o| o.id.clone())
-    });
+    } else {
+        None
+    };
     #[derive(Serialize)]
     struct Page {
         operations: Vec<OperationView>,
         next: Option<OperationId>,
     }
-    let page = Page { operations: operations.iter().map(OperationView::from).collect(), next: next.flatten() };
+    let page = Page { operations: operations.iter().map(OperationView::from).collect(), next };
     Ok(axum::Json(page).into_response())
 }
 
@@ -504,10 +509,7 @@ async fn instance_events(
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_EVENTS_PAGE);
-    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
-        return Err(ApiError::Unprocessable(format!("limit: a page holds 1 to {MAX_EVENTS_PAGE} events")));
-    }
+    let limit = page_size(query.limit, DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE, "events")?;
     // One more than asked for tells whether there are older ones.
     let mut events = state.provisioner.events(user.0.id, &parse_id(&id)?, query.before, limit + 1).await?;
     let next = (events.len() > limit as usize).then(|| {
@@ -545,6 +547,14 @@ async fn list_engines(State(state): State<AppState>, _user: CurrentUser) -> Resp
         })
         .collect();
     axum::Json(serde_json::json!({ "engines": engines })).into_response()
+}
+
+/// A page's size: the one asked for, within 1 and `max`, or `default`.
+fn page_size(asked: Option<u32>, default: u32, max: u32, what: &str) -> Result<u32, ApiError> {
+    match asked.unwrap_or(default) {
+        size @ 1.. if size <= max => Ok(size),
+        _ => Err(ApiError::Unprocessable(format!("limit: a page holds 1 to {max} {what}"))),
+    }
 }
 
 /// An id that cannot exist is simply not found, as any id the caller does not own.

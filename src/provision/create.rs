@@ -41,44 +41,37 @@ impl Provisioner {
         request: NewInstance,
         idempotency: Option<&Idempotency>,
     ) -> Result<Running<Instance>, ProvisionError> {
-        let plan = plan(&self.config.catalogue, &request)?;
-        let id = InstanceId::random();
         let input = serde_json::to_value(&request).unwrap_or_default();
-        let begin = Begin {
-            instance_id: id.clone(),
-            kind: OperationKind::Create,
-            caller: Some(caller.clone()),
-            owner_id: Some(caller.user_id),
-            input,
-            idempotency: idempotency.cloned(),
-        };
-        let (this, caller) = (self.clone(), caller.clone());
-        self.ops
-            .start(
-                begin,
-                move |progress| async move { this.create_now(Some(&caller), id, request, plan, &progress).await },
-            )
-            .await
+        self.start_create(Some(caller), request, input, idempotency).await
     }
 
     /// Starts one member of the warm pool, as an operation of dbroker's own, and waits for it.
     pub(super) async fn create_pool_member(&self, request: NewInstance) -> Result<(), ProvisionError> {
+        let input = serde_json::json!({ "for": "the warm pool" });
+        self.start_create(None, request, input, None).await?.outcome().await.map(drop)
+    }
+
+    /// Plans a create for `owner` (the warm pool's if `None`), records its operation and runs it.
+    async fn start_create(
+        &self,
+        owner: Option<&Caller>,
+        request: NewInstance,
+        input: serde_json::Value,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<Instance>, ProvisionError> {
         let plan = plan(&self.config.catalogue, &request)?;
         let id = InstanceId::random();
         let begin = Begin {
             instance_id: id.clone(),
             kind: OperationKind::Create,
-            caller: None,
-            owner_id: None,
-            input: serde_json::json!({ "for": "the warm pool" }),
-            idempotency: None,
+            caller: owner.cloned(),
+            owner_id: owner.map(|o| o.user_id),
+            input,
+            idempotency: idempotency.cloned(),
         };
-        let this = self.clone();
-        let running = self
-            .ops
-            .start(begin, move |progress| async move { this.create_now(None, id, request, plan, &progress).await })
-            .await?;
-        running.outcome().await.map(drop)
+        let (this, owner) = (self.clone(), owner.cloned());
+        let work = move |progress| async move { this.create_now(owner.as_ref(), id, request, plan, &progress).await };
+        self.ops.start(begin, work).await
     }
 
     /// Creates instance `id` for `owner`, or for the warm pool when `owner` is `None`, within its

@@ -177,7 +177,7 @@ fn map_unique_violation(error: sqlx::Error) -> StoreError {
 }
 
 /// Now, in Unix milliseconds: what lease expiries are compared with.
-fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos().div_euclid(1_000_000) as i64
 }
 

@@ -69,11 +69,12 @@ impl Store {
     pub async fn insert_operation(&self, new: &NewOperation<'_>) -> Result<OperationRecord, StoreError> {
         let now = now_rfc3339();
         let (key, hash) = new.idempotency.unzip();
-        sqlx::query(
+        let row = sqlx::query(concat!(
             "INSERT INTO operations (id, instance_id, kind, state, requested_by, owner_id, holder, lease_until, \
              input, idempotency_key, request_hash, created_at, updated_at) \
-             VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+             VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
+            op_columns!()
+        ))
         .bind(new.id.as_str())
         .bind(new.instance_id.as_str())
         .bind(new.kind.as_str())
@@ -86,10 +87,10 @@ impl Store {
         .bind(hash)
         .bind(&now)
         .bind(&now)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(map_unique_violation)?;
-        self.operation(new.id).await?.ok_or(StoreError::NotFound)
+        operation_from_row(&row)
     }
 
     pub async fn operation(&self, id: &OperationId) -> Result<Option<OperationRecord>, StoreError> {

@@ -76,7 +76,7 @@ impl Reconciler {
             .filter_map(|c| c.labels.get(LABEL_INSTANCE).map(|id| (id.as_str(), c)))
             .collect();
 
-        let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+        let now = crate::store::now_millis();
         for record in &records {
             let backing_off = record.repair_after.is_some_and(|after| after > now);
             if record.running_operation.is_some() || backing_off {
