@@ -18,6 +18,22 @@ sql_quote() { local v=${1//\\/\\\\}; printf "'%s'" "${v//\'/\'\'}"; }
 # Quote a name as an SQL identifier.
 sql_ident() { printf '`%s`' "${1//\`/\`\`}"; }
 
+# As the official image: VAR_FILE names a file that holds VAR's value, so a secret need not be in
+# the container's environment.
+file_env() {
+  local var=$1 file_var="${1}_FILE"
+  if [ -n "${!var:-}" ] && [ -n "${!file_var:-}" ]; then
+    echo >&2 "error: both $var and $file_var are set (but are exclusive)"
+    exit 1
+  fi
+  if [ -n "${!file_var:-}" ]; then
+    export "$var"="$(<"${!file_var}")"
+    unset "$file_var"
+  fi
+}
+file_env MYSQL_ROOT_PASSWORD
+file_env MYSQL_PASSWORD
+
 mkdir -p /run/mysqld "$DATADIR" && chown mysql:mysql /run/mysqld "$DATADIR"
 
 if [ ! -d "$DATADIR/mysql" ]; then
@@ -59,5 +75,7 @@ if [ ! -d "$DATADIR/mysql" ]; then
   wait "$pid" || true
   echo 'Database initialized; starting the server'
 fi
+# The server needs no password of its environment.
+unset MYSQL_ROOT_PASSWORD MYSQL_PASSWORD
 
 exec gosu mysql mariadbd "$@"

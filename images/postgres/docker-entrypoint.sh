@@ -9,6 +9,21 @@ if [ "$1" != 'postgres' ]; then exec "$@"; fi
 : "${POSTGRES_DB:=$POSTGRES_USER}"
 export PGDATA
 
+# As the official image: VAR_FILE names a file that holds VAR's value, so a secret need not be in
+# the container's environment.
+file_env() {
+  local var=$1 file_var="${1}_FILE"
+  if [ -n "${!var:-}" ] && [ -n "${!file_var:-}" ]; then
+    echo >&2 "error: both $var and $file_var are set (but are exclusive)"
+    exit 1
+  fi
+  if [ -n "${!file_var:-}" ]; then
+    export "$var"="$(<"${!file_var}")"
+    unset "$file_var"
+  fi
+}
+file_env POSTGRES_PASSWORD
+
 mkdir -p "$PGDATA" /var/run/postgresql
 chown postgres:postgres "$PGDATA" /var/run/postgresql
 chmod 700 "$PGDATA"
@@ -37,4 +52,6 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo 'PostgreSQL init process complete; ready for start up.'
 fi
 
+# The server needs no password of its environment.
+unset POSTGRES_PASSWORD
 exec gosu postgres "$@"
