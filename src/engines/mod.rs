@@ -1,6 +1,6 @@
 //! What each database engine needs, one file per engine: its container (port, data path,
-//! environment and arguments), its connection URI, its memory bounds, and a readiness probe that
-//! logs in with a real client. [`Engine`] dispatches with `match`, so a new engine is one file and
+//! environment, arguments and the file that holds its password), its connection URI, its memory
+//! bounds, and a readiness probe that logs in with a real client. [`Engine`] dispatches with `match`, so a new engine is one file and
 //! the arms the compiler points to.
 
 mod mysql;
@@ -26,17 +26,21 @@ pub struct Settings<'a> {
 }
 
 /// A container's environment, the arguments after its image, and a configuration file that goes
-/// into the container before it starts.
+/// into the container before it starts. The password is only ever in the file: a container's
+/// environment, arguments and labels are what `docker inspect` shows to anyone who can reach the
+/// engine, and what monitoring agents collect.
 pub struct Launch {
     pub env: Vec<String>,
     pub args: Vec<String>,
-    pub config_file: Option<ConfigFile>,
+    pub config_file: ConfigFile,
 }
 
-/// A file in the instance's container, written by dbroker from the instance's record before the
-/// server's first start. The server keeps it up to date itself afterwards (Redis's
-/// `CONFIG REWRITE`), so its directory and the file are writable by the server's user, whose
-/// uid differs from image to image: by everyone in the container, where only the server runs.
+/// A file in the instance's container (`/etc/dbroker/…`, in the container's own filesystem, not
+/// the volume), written by dbroker from the instance's record before the server's first start:
+/// Redis's configuration, or the password file the MySQL and PostgreSQL images read through their
+/// `*_FILE` variables. It holds the current password, so it is also where an adopt finds it.
+/// After a change, either the server rewrites it itself (Redis's `CONFIG REWRITE`) or dbroker does
+/// (see `Profile::server_rewrites_config`).
 pub struct ConfigFile {
     pub dir: &'static str,
     pub name: &'static str,
@@ -44,8 +48,30 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    pub const MODE: u32 = 0o666;
-    pub const DIR_MODE: u32 = 0o777;
+    /// The modes of the file and its directory: readable by the server's user, whose uid differs
+    /// from image to image, so by everyone in the container, where only the server runs; and
+    /// writable by it too where the server rewrites the file through a temporary one beside it.
+    pub fn modes(engine: Engine) -> (u32, u32) {
+        if profile(engine).server_rewrites_config { (0o666, 0o777) } else { (0o644, 0o755) }
+    }
+}
+
+/// Where the MySQL and PostgreSQL images find their password: `/etc/dbroker/password`, named by
+/// `MYSQL_ROOT_PASSWORD_FILE` or `POSTGRES_PASSWORD_FILE`.
+const PASSWORD_DIR: &str = "/etc/dbroker";
+const PASSWORD_FILE: &str = "password";
+const PASSWORD_PATH: &str = "/etc/dbroker/password";
+
+/// The password file of an instance whose image reads it through a `*_FILE` variable.
+fn password_file(password: &Secret) -> ConfigFile {
+    ConfigFile { dir: PASSWORD_DIR, name: PASSWORD_FILE, contents: password.expose().to_string() }
+}
+
+/// The password in a password file (see `password_file`), or, for a container that an older
+/// dbroker launched with its password in the environment, in the variable `env_var`.
+fn recover_password(launched: &Launched, env_var: &str) -> Option<Secret> {
+    let from_file = launched.config_file.map(str::trim).filter(|p| !p.is_empty());
+    from_file.or_else(|| launched.env_var(env_var)).map(|p| Secret::new(p.to_string()))
 }
 
 /// Where a client reaches an instance, and how it logs in.
@@ -85,8 +111,11 @@ pub struct Profile {
     pub memory: MemoryBounds,
     /// The options it takes beyond engine, name, version and memory, as the request names them.
     pub options: &'static [&'static str],
-    /// The configuration file dbroker writes into its container, if it has one: its path.
-    pub config_path: Option<&'static str>,
+    /// The configuration file dbroker writes into its container (see `ConfigFile`): its path.
+    pub config_path: &'static str,
+    /// Whether the server keeps that file up to date itself when dbroker changes a setting live;
+    /// if not, dbroker writes it again after a rotation.
+    pub server_rewrites_config: bool,
     /// The database a fresh cluster holds (so does a data-directory template), where it has any.
     pub default_database: Option<&'static str>,
 }

@@ -1,10 +1,11 @@
-//! MySQL, on the official `mysql` image or anything with its run-time contract (the MariaDB-based
-//! offline image): the root password in `MYSQL_ROOT_PASSWORD`, server options as arguments.
+//! MySQL, on the official `mysql` or `mariadb` image or anything with their run-time contract (the
+//! MariaDB-based offline image): the root password in the file `MYSQL_ROOT_PASSWORD_FILE` names,
+//! server options as arguments.
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{Launch, Launched, MemoryBounds, Profile, Recovered, Settings};
+use super::{Launch, Launched, MemoryBounds, PASSWORD_PATH, Profile, Recovered, Settings};
 use crate::model::{EngineSettings, MemoryMb};
 use crate::secrets::Secret;
 
@@ -17,7 +18,8 @@ pub const PROFILE: Profile = Profile {
     user: Some(USER),
     memory: MemoryBounds { min: MemoryMb(256), max: MemoryMb(65536), default: MemoryMb(1024) },
     options: &["charset", "collation"],
-    config_path: None,
+    config_path: PASSWORD_PATH,
+    server_rewrites_config: false,
     default_database: None,
 };
 
@@ -35,18 +37,25 @@ pub fn launch(settings: &Settings) -> Launch {
         args.push(format!("--collation-server={}", collation.as_str()));
     }
     // The root password only matters to the first start, which initialises the data directory;
-    // after that it lives in the server's own tables, where a rotation changes it.
-    Launch { env: vec![format!("MYSQL_ROOT_PASSWORD={}", settings.password.expose())], args, config_file: None }
+    // after that it lives in the server's own tables, where a rotation changes it (and dbroker
+    // writes the file again, for an adopt to find).
+    Launch {
+        env: vec![format!("{PASSWORD_VARIABLE}_FILE={PASSWORD_PATH}")],
+        args,
+        config_file: super::password_file(settings.password),
+    }
 }
 
-/// The inverse of `launch`: the root password (from the first start's environment: a rotation
-/// after it is not seen here) and the server options.
+/// The variable the images read the root password from, or with `_FILE`, the file that holds it.
+const PASSWORD_VARIABLE: &str = "MYSQL_ROOT_PASSWORD";
+
+/// The inverse of `launch`: the root password and the server options.
 pub fn recover(launched: &Launched) -> Option<Recovered> {
     let settings = EngineSettings::Mysql {
         charset: launched.arg("--character-set-server=").map(str::parse).transpose().ok()?,
         collation: launched.arg("--collation-server=").map(str::parse).transpose().ok()?,
     };
-    Some(Recovered { password: Secret::new(launched.env_var("MYSQL_ROOT_PASSWORD")?.to_string()), settings })
+    Some(Recovered { password: super::recover_password(launched, PASSWORD_VARIABLE)?, settings })
 }
 
 pub fn uri(host: &str, port: u16, password: &Secret) -> String {

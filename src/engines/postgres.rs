@@ -1,10 +1,10 @@
 //! PostgreSQL, on the official `postgres` image or anything with its run-time contract:
-//! `POSTGRES_PASSWORD`, `POSTGRES_USER`, `POSTGRES_DB`, `PGDATA`, first-run `initdb`.
+//! `POSTGRES_PASSWORD_FILE`, `POSTGRES_USER`, `POSTGRES_DB`, `PGDATA`, first-run `initdb`.
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{IdentityEdit, Launch, Launched, MemoryBounds, Profile, Recovered, Settings};
+use super::{IdentityEdit, Launch, Launched, MemoryBounds, PASSWORD_PATH, Profile, Recovered, Settings};
 use crate::model::{DatabaseName, EngineSettings, MemoryMb};
 use crate::secrets::Secret;
 
@@ -27,28 +27,34 @@ pub const PROFILE: Profile = Profile {
     user: Some(USER),
     memory: MemoryBounds { min: MemoryMb(128), max: MemoryMb(65536), default: MemoryMb(512) },
     options: &["database"],
-    config_path: None,
+    config_path: PASSWORD_PATH,
+    server_rewrites_config: false,
     default_database: Some(DEFAULT_DATABASE),
 };
 
 pub fn launch(settings: &Settings) -> Launch {
+    // The superuser's password only matters to `initdb`; after that it lives in the cluster,
+    // where a rotation changes it (and dbroker writes the file again, for an adopt to find).
     let env = vec![
-        format!("POSTGRES_PASSWORD={}", settings.password.expose()),
+        format!("{PASSWORD_VARIABLE}_FILE={PASSWORD_PATH}"),
         format!("POSTGRES_USER={USER}"),
         format!("POSTGRES_DB={}", settings.instance.database().map_or(DEFAULT_DATABASE, DatabaseName::as_str)),
         format!("PGDATA={}", pgdata(settings.data_path)),
     ];
-    Launch { env, args: Vec::new(), config_file: None }
+    Launch { env, args: Vec::new(), config_file: super::password_file(settings.password) }
 }
 
-/// The inverse of `launch`: the superuser's password (from the first start's environment: a
-/// rotation after it is not seen here) and the database.
+/// The variable the image reads the superuser's password from, or with `_FILE`, the file that
+/// holds it.
+const PASSWORD_VARIABLE: &str = "POSTGRES_PASSWORD";
+
+/// The inverse of `launch`: the superuser's password and the database.
 pub fn recover(launched: &Launched) -> Option<Recovered> {
     let database = match launched.env_var("POSTGRES_DB") {
         Some(database) => database.parse().ok()?,
         None => default_database(),
     };
-    let password = Secret::new(launched.env_var("POSTGRES_PASSWORD")?.to_string());
+    let password = super::recover_password(launched, PASSWORD_VARIABLE)?;
     Some(Recovered { password, settings: EngineSettings::Postgres { database } })
 }
 

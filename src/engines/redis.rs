@@ -14,7 +14,8 @@ pub const PROFILE: Profile = Profile {
     user: None,
     memory: MemoryBounds { min: MemoryMb(16), max: MemoryMb(65536), default: MemoryMb(500) },
     options: &[],
-    config_path: Some(CONFIG_PATH),
+    config_path: CONFIG_PATH,
+    server_rewrites_config: true,
     default_database: None,
 };
 
@@ -51,7 +52,7 @@ pub fn launch(settings: &Settings) -> Launch {
     Launch {
         env: Vec::new(),
         args: vec!["redis-server".into(), CONFIG_PATH.into()],
-        config_file: Some(ConfigFile { dir: CONFIG_DIR, name: CONFIG_FILE, contents }),
+        config_file: ConfigFile { dir: CONFIG_DIR, name: CONFIG_FILE, contents },
     }
 }
 

@@ -132,7 +132,7 @@ impl Provisioner {
             what: "rotate the password of",
         };
         self.day_to_day(caller, id, change, idempotency, |this, record, actor| async move {
-            this.rotate_now(&record).await?;
+            this.rotate_now(&record, PasswordFile::Written).await?;
             this.store.add_event(&record.id, EventKind::Rotated, &actor, None).await?;
             Ok(())
         })
@@ -253,9 +253,14 @@ impl Provisioner {
     }
 
     /// Changes the server's password, crash-safe: the new password is stored as pending before
-    /// the server gets it, and becomes the password once the server has it. If the change fails
-    /// half way (a timeout, a crash), `settle_password` finds out which of the two the server has.
-    pub(super) async fn rotate_now(&self, record: &InstanceRecord) -> Result<Secret, ProvisionError> {
+    /// the server gets it, and becomes the password once the server has it and its container's
+    /// password file holds it. If the change fails half way (a timeout, a crash),
+    /// `settle_password` finds out which of the two the server has.
+    pub(super) async fn rotate_now(
+        &self,
+        record: &InstanceRecord,
+        file: PasswordFile,
+    ) -> Result<Secret, ProvisionError> {
         let old = self.password_of(record)?;
         let new = Secret::generate_password();
         self.store.set_pending_password(&record.id, &self.key.encrypt(&new)).await?;
@@ -267,8 +272,38 @@ impl Provisioner {
             self.settle_password(&record).await?;
             return Err(ProvisionError::ServerRefused(format!("the server did not take the new password: {reason}")));
         }
+        match file {
+            PasswordFile::Written => self.write_password_file(record, &new).await?,
+            PasswordFile::WrittenLater => {
+                let (this, id) = (self.clone(), record.id.clone());
+                tokio::spawn(async move { this.refresh_password_file(&id).await });
+            }
+        }
         self.store.set_password(&record.id, &self.key.encrypt(&new)).await?;
         Ok(new)
+    }
+
+    /// Writes `password` into the instance's password file, for engines whose server does not keep
+    /// that file up to date itself (see `Profile::server_rewrites_config`): it is where an adopt
+    /// finds the password if the record is ever lost.
+    async fn write_password_file(&self, record: &InstanceRecord, password: &Secret) -> Result<(), ProvisionError> {
+        if engines::profile(record.engine()).server_rewrites_config {
+            return Ok(());
+        }
+        self.write_config_file(record, password).await
+    }
+
+    /// Writes the stored password into the instance's password file, after a rotation that could
+    /// not wait for it (see `PasswordFile::WrittenLater`). Reads the record when it writes, so a
+    /// rotation in between is not undone.
+    async fn refresh_password_file(&self, id: &InstanceId) {
+        let written = async {
+            let record = self.store.instance(id).await?.ok_or(ProvisionError::NotFound)?;
+            self.write_password_file(&record, &self.password_of(&record)?).await
+        };
+        if let Err(error) = written.await {
+            tracing::warn!(instance_id = %id, %error, "could not write the password file; an adopt would not find the password");
+        }
     }
 
     /// Resolves a pending password (see `rotate_now`): whichever of the stored and the pending one
@@ -288,6 +323,7 @@ impl Provisioner {
         }
         if engines::probe(record.engine(), &endpoint(&pending)).await.is_ok() {
             tracing::warn!(instance_id = %record.id, "the server had the pending password; it is now the stored one");
+            self.write_password_file(record, &pending).await?;
             self.store.set_password(&record.id, pending_enc).await?;
             return Ok(true);
         }
@@ -382,4 +418,14 @@ fn require_status(record: &InstanceRecord, allowed: &[Status], operation: &str) 
     } else {
         Err(ProvisionError::Conflict(format!("cannot {operation} an instance that is {}", record.status.as_str())))
     }
+}
+
+/// When a rotation writes the new password into the container's password file (an upload through
+/// Docker, about 50 ms on a running container).
+pub(super) enum PasswordFile {
+    /// Before the rotation ends: a rotation asked for.
+    Written,
+    /// Just after: a claim from the warm pool, which answers in milliseconds. A crash in between
+    /// leaves the file with the pool's password, which only an adopt would notice.
+    WrittenLater,
 }

@@ -107,14 +107,15 @@ pub struct Provisioner {
     ops: Operations,
     /// Wakes the leader to refill the warm pool after a claim.
     pool_wanted: Arc<tokio::sync::Notify>,
-    /// Held while a data-directory template is looked up or built (see `templates`).
-    template_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Held while a data-directory template is looked up or built: the passwords of the
+    /// templates this process has read, by image id (see `templates`).
+    templates: Arc<tokio::sync::Mutex<HashMap<String, Secret>>>,
 }
 
 impl Provisioner {
     pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>) -> Self {
         let ops = Operations::new(store.clone(), config.operation_lease, TaskTracker::new());
-        Self { store, runtime, key, config, ops, pool_wanted: Default::default(), template_lock: Default::default() }
+        Self { store, runtime, key, config, ops, pool_wanted: Default::default(), templates: Default::default() }
     }
 
     /// The tasks operations run on: shutdown waits for them.
@@ -307,17 +308,7 @@ impl Provisioner {
             engine,
             &Settings { password, memory: record.memory_mb, instance: &record.settings, data_path },
         );
-        let files = launch
-            .config_file
-            .into_iter()
-            .map(|file| SpecFile {
-                dir: file.dir.to_string(),
-                name: file.name.to_string(),
-                contents: file.contents.into_bytes(),
-                mode: engines::ConfigFile::MODE,
-                dir_mode: Some(engines::ConfigFile::DIR_MODE),
-            })
-            .collect();
+        let files = vec![spec_file(engine, launch.config_file)];
         ContainerSpec {
             name: self.container_name(&record.id),
             image,
@@ -353,5 +344,17 @@ impl Provisioner {
             ip if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]).to_string(),
             ip => ip.to_string(),
         }
+    }
+}
+
+/// The file an engine's launch asks for, as the runtime writes it: one upload per container.
+pub(super) fn spec_file(engine: engines::Engine, file: engines::ConfigFile) -> SpecFile {
+    let (mode, dir_mode) = engines::ConfigFile::modes(engine);
+    SpecFile {
+        dir: file.dir.to_string(),
+        name: file.name.to_string(),
+        contents: file.contents.into_bytes(),
+        mode,
+        dir_mode: Some(dir_mode),
     }
 }

@@ -3,6 +3,7 @@
 //! start. Sizes are per engine version (`pool` in the catalogue); the leader refills in the
 //! background after each claim and at every reconciler pass.
 
+use super::lifecycle::PasswordFile;
 use super::{Caller, Instance, NewInstance, Progress, ProvisionError, Provisioner, SYSTEM_ACTOR};
 use crate::engines;
 use crate::model::{EngineSettings, EventKind, InstanceId, MemoryMb, Status};
@@ -63,7 +64,7 @@ impl Provisioner {
         let host = self.probe_host();
         let refused = |what: &str, reason: String| ProvisionError::ServerRefused(format!("{what}: {reason}"));
         // A rotation like any other: crash-safe, the new password pending until the server has it.
-        let password = self.rotate_now(&record).await?;
+        let password = self.rotate_now(&record, PasswordFile::WrittenLater).await?;
         if memory != record.memory_mb {
             self.runtime.set_memory(&self.container_name(&record.id), memory.bytes()).await?;
             engines::apply_memory(record.engine(), &self.endpoint(&record, &host, &password), memory)

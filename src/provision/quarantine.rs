@@ -85,10 +85,7 @@ impl Provisioner {
         let engine: Engine =
             entry.engine.as_deref().unwrap_or_default().parse().map_err(|_| unadoptable("unknown engine"))?;
         let port = details.host_port.ok_or_else(|| unadoptable("it publishes no port"))?;
-        let config_file = match engines::profile(engine).config_path {
-            Some(path) => self.runtime.read_file(container, path).await?,
-            None => None,
-        };
+        let config_file = self.runtime.read_file(container, engines::profile(engine).config_path).await?;
         let config_file = config_file.map(|f| String::from_utf8_lossy(&f).into_owned());
         let launched = Launched { env: &details.env, args: &details.args, config_file: config_file.as_deref() };
         let recovered = engines::recover(engine, &launched)

@@ -5,27 +5,29 @@
 //! `dbroker-template/ENGINE:SOURCE-ID`. An instance made from it mounts its new, empty volume at
 //! that path, and Docker copies the template into it when the container is created; the server
 //! then only has to start. Files that hold a server's identity are set aside in the template and
-//! each copy gets its own before it starts (see `identity`). The template's superuser password (an image label: everyone who can
-//! read it can read any container's environment too) is replaced by the instance's own as soon as
-//! the server answers. A changed image has another id, so it gets a new template.
+//! each copy gets its own before it starts (see `identity`). The template's superuser password is
+//! in its password file (the engine's `config_path`, committed with the build container, never in
+//! a label: a container shows its image's labels); a copy's file holds the instance's own, which
+//! replaces the template's on the server as soon as it answers. A changed image has another id,
+//! so it gets a new template.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::{ProvisionError, Provisioner};
-use crate::engines::{self, Endpoint, Settings, TEMPLATE_DATA_PATH};
+use crate::engines::{self, Endpoint, Launched, Settings, TEMPLATE_DATA_PATH};
 use crate::model::OperationId;
 use crate::model::{Engine, Flavor};
 use crate::runtime::{ContainerState, Throwaway};
 use crate::secrets::Secret;
 
-/// Labels of a template image: the image it was made from, and its superuser password.
+/// Labels of a template image: the image it was made from.
 pub const LABEL_TEMPLATE_OF: &str = "dbroker.template-of";
-const LABEL_TEMPLATE_PASSWORD: &str = "dbroker.template-password";
 /// How a template is laid out: templates of another format (older dbrokers') are built again.
-/// Format 2 has its identity files set aside (see `identity`).
+/// Format 2 has its identity files set aside (see `identity`); format 3 keeps its password in its
+/// password file rather than in a label.
 const LABEL_TEMPLATE_FORMAT: &str = "dbroker.template-format";
-const TEMPLATE_FORMAT: &str = "2";
+const TEMPLATE_FORMAT: &str = "3";
 
 /// How often a template's first start is polled for readiness.
 const BUILD_POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -52,19 +54,21 @@ impl Provisioner {
             return Ok(None);
         }
         // One build at a time: creates that arrive during a build wait for it and then reuse it.
-        let _building = self.template_lock.lock().await;
+        let mut known = self.templates.lock().await;
         let short_id = source_id.trim_start_matches("sha256:").chars().take(16).collect::<String>();
         let reference = format!("dbroker-template/{engine}:{short_id}");
         if let Some((image_id, labels)) = self.runtime.image(&reference).await?
             && labels.get(LABEL_TEMPLATE_OF).map(String::as_str) == Some(source_id)
             && labels.get(LABEL_TEMPLATE_FORMAT).map(String::as_str) == Some(TEMPLATE_FORMAT)
-            && let Some(password) = labels.get(LABEL_TEMPLATE_PASSWORD)
+            && let Some(password) = self.template_password(&mut known, engine, &image_id, operation).await?
         {
-            let password = Secret::new(password.clone());
             return Ok(Some(Template { image_id, password }));
         }
         match self.build_template(engine, source_image, source_id, &reference, operation).await {
-            Ok(template) => Ok(Some(template)),
+            Ok(template) => {
+                known.insert(template.image_id.clone(), template.password.clone());
+                Ok(Some(template))
+            }
             // A server that does not start within the ready timeout would not for the create either.
             Err(error @ (ProvisionError::EngineUnreachable(_) | ProvisionError::NotReady { .. })) => Err(error),
             Err(error) => {
@@ -72,6 +76,46 @@ impl Provisioner {
                 Ok(None)
             }
         }
+    }
+
+    /// The password of template `image_id`: known already, or read from its password file once per
+    /// process. `None` if the template has none (it is built again).
+    async fn template_password(
+        &self,
+        known: &mut HashMap<String, Secret>,
+        engine: Engine,
+        image_id: &str,
+        operation: &OperationId,
+    ) -> Result<Option<Secret>, ProvisionError> {
+        if let Some(password) = known.get(image_id) {
+            return Ok(Some(password.clone()));
+        }
+        let name = build_container_name(&self.config.instance_prefix, operation);
+        let file = self
+            .runtime
+            .read_image_file(image_id, engines::profile(engine).config_path, &name, self.build_labels())
+            .await?;
+        let password = file
+            .and_then(|contents| {
+                engines::recover(
+                    engine,
+                    &Launched { env: &[], args: &[], config_file: std::str::from_utf8(&contents).ok() },
+                )
+            })
+            .map(|recovered| recovered.password);
+        if let Some(password) = &password {
+            known.insert(image_id.to_string(), password.clone());
+        }
+        Ok(password)
+    }
+
+    /// The labels of a template's build container, and of one that reads a template's file: whose
+    /// it is. (Not what it is for: see `build_container_name`.)
+    fn build_labels(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (super::LABEL_PREFIX.to_string(), self.config.instance_prefix.clone()),
+            (super::LABEL_DEPLOYMENT.to_string(), self.store.deployment_id().to_string()),
+        ])
     }
 
     #[tracing::instrument(skip_all, fields(%engine, source_image))]
@@ -99,18 +143,16 @@ impl Provisioner {
         // dies, the reconciler finds it by its name and removes it once that operation is no longer
         // in flight.
         let name = build_container_name(&self.config.instance_prefix, operation);
-        let labels = HashMap::from([
-            (super::LABEL_PREFIX.to_string(), self.config.instance_prefix.clone()),
-            (super::LABEL_DEPLOYMENT.to_string(), self.store.deployment_id().to_string()),
-        ]);
         let throwaway = Throwaway {
             name: name.clone(),
             image: source_image.to_string(),
             env: launch.env,
             args: launch.args,
             container_port: engines::profile(engine).port,
-            labels,
+            labels: self.build_labels(),
             memory_bytes: self.config.catalogue.engine(engine).memory.default.bytes(),
+            // Committed with the template: where a process that did not build it finds its password.
+            files: vec![super::spec_file(engine, launch.config_file)],
         };
         let built = async {
             let port = self.runtime.run_throwaway(throwaway).await?;
@@ -133,7 +175,6 @@ impl Provisioner {
             let labels = HashMap::from([
                 (LABEL_TEMPLATE_OF.to_string(), source_id.to_string()),
                 (LABEL_TEMPLATE_FORMAT.to_string(), TEMPLATE_FORMAT.to_string()),
-                (LABEL_TEMPLATE_PASSWORD.to_string(), password.expose().to_string()),
             ]);
             Ok(self.runtime.commit(&name, reference, source_image, labels).await?)
         }

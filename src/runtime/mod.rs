@@ -109,6 +109,8 @@ pub struct Throwaway {
     pub container_port: u16,
     pub labels: HashMap<String, String>,
     pub memory_bytes: i64,
+    /// Files written into it before it starts (see `ContainerSpec::files`).
+    pub files: Vec<SpecFile>,
 }
 
 /// A container as a listing shows it. A listing carries no exit code or restart count, so those
@@ -254,7 +256,7 @@ impl Runtime {
     /// data-directory template. The caller stops and removes it.
     pub async fn run_throwaway(&self, throwaway: Throwaway) -> Result<u16, RuntimeError> {
         let docker = self.docker().await?;
-        let Throwaway { name, image, env, args, container_port, labels, memory_bytes } = throwaway;
+        let Throwaway { name, image, env, args, container_port, labels, memory_bytes, files } = throwaway;
         let name = name.as_str();
         let port_key = format!("{container_port}/tcp");
         let body = ContainerCreateBody {
@@ -279,6 +281,9 @@ impl Runtime {
         };
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         docker.create_container(Some(options), body).await?;
+        for file in &files {
+            self.write_file(name, file).await?;
+        }
         docker.start_container(name, None).await?;
         // The port Docker picked is in the network settings, not in the host config asked for.
         let inspect = docker.inspect_container(name, None::<InspectContainerOptions>).await?;
@@ -288,6 +293,23 @@ impl Runtime {
             .and_then(|ports| ports.into_values().flatten().flatten().next())
             .and_then(|binding| binding.host_port?.parse().ok())
             .ok_or_else(|| RuntimeError::Refused("no port was published".into()))
+    }
+
+    /// Reads file `path` of `image` through a container `name` that is created for it, never
+    /// started, and removed again; `None` if the image has no such file.
+    pub async fn read_image_file(
+        &self,
+        image: &str,
+        path: &str,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Option<Vec<u8>>, RuntimeError> {
+        let body = ContainerCreateBody { image: Some(image.to_string()), labels: Some(labels), ..Default::default() };
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        self.docker().await?.create_container(Some(options), body).await?;
+        let contents = self.read_file(name, path).await;
+        self.remove_container(name).await?;
+        contents
     }
 
     /// Commits a stopped container as image `reference` with extra labels, keeping the

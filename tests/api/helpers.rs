@@ -486,6 +486,53 @@ pub async fn memory_cap(container: &str) -> Option<i64> {
     host.memory
 }
 
+/// Everything `docker inspect` shows of a container, as JSON: environment, command, labels and all.
+pub async fn inspect_json(container: &str) -> String {
+    let inspect = docker().await.inspect_container(container, None::<InspectContainerOptions>).await.unwrap();
+    serde_json::to_string(&inspect).unwrap()
+}
+
+/// Asserts that `docker inspect` of `container` holds none of `secrets` anywhere.
+pub async fn assert_inspect_holds_none_of(container: &str, secrets: &[&str]) {
+    let shown = inspect_json(container).await;
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        assert!(!shown.contains(secret), "docker inspect of {container} shows a password: {shown}");
+    }
+}
+
+/// A file of a container, running or not; `None` if it has no such file.
+pub async fn container_file(container: &str, path: &str) -> Option<String> {
+    use futures_util::TryStreamExt;
+    let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default().path(path).build();
+    let chunks: Vec<_> = docker().await.download_from_container(container, Some(options)).try_collect().await.ok()?;
+    let tarball = chunks.concat();
+    let mut archive = tar::Archive::new(tarball.as_slice());
+    let mut entry = archive.entries().unwrap().next()?.unwrap();
+    let mut contents = String::new();
+    std::io::Read::read_to_string(&mut entry, &mut contents).unwrap();
+    Some(contents)
+}
+
+/// A file of an image, read through a container that is created for it and never started.
+pub async fn image_file(image: &str, path: &str) -> Option<String> {
+    let name = unique_name("dbt-image-file");
+    let _guard = ContainerGuard(name.clone());
+    let body = bollard::models::ContainerCreateBody { image: Some(image.to_string()), ..Default::default() };
+    let options = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&name).build();
+    docker().await.create_container(Some(options), body).await.unwrap();
+    container_file(&name, path).await
+}
+
+/// The password of the data-directory template an instance's container was made from: in the
+/// template's password file, as dbroker reads it.
+pub async fn template_password(container: &str) -> String {
+    let inspect = docker().await.inspect_container(container, None::<InspectContainerOptions>).await.unwrap();
+    let labels = inspect.config.unwrap().labels.unwrap_or_default();
+    assert!(labels.contains_key("dbroker.template-of"), "made from a template");
+    image_file(&inspect.image.unwrap(), "/etc/dbroker/password").await.expect("a template has a password file")
+}
+
 /// Writes a row into a new database of a MySQL instance, to find it again after some ordeal.
 pub async fn write_mysql_row(port: u16, password: &str) {
     let mut conn = mysql_connect(port, "root", password).await.unwrap();

@@ -21,6 +21,7 @@ mod postgres;
 mod private_files;
 mod races;
 mod redis;
+mod secrets_in_containers;
 mod secrets_in_logs;
 mod templates;
 mod users;

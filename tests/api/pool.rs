@@ -130,11 +130,14 @@ async fn concurrent_creates_never_get_the_same_pool_member() {
 }
 
 #[tokio::test]
-async fn a_postgres_instance_from_the_pool_gets_the_database_asked_for_and_its_own_password() {
+async fn a_postgres_instance_from_the_pool_gets_the_database_asked_for_and_its_own_password_shown_nowhere() {
     let app = TestApp::spawn_with(|c| c.catalogue = catalogue_with_pool(&[Engine::Postgres], 1)).await;
     let admin = app.add_admin("root").await;
     let members = wait_for_pool(&app, &admin, "postgres", 1).await;
     let pool_password = pool_password(&app, members[0]["id"].as_str().unwrap()).await;
+    let container = format!("{}-{}", app.config.instance_prefix, members[0]["id"].as_str().unwrap());
+    let template_password = crate::helpers::template_password(&container).await;
+    crate::helpers::assert_inspect_holds_none_of(&container, &[&pool_password, &template_password]).await;
 
     let instance = app.create(ALICE, json!({"engine": "postgres", "database": "shop"})).await;
 
@@ -145,4 +148,11 @@ async fn a_postgres_instance_from_the_pool_gets_the_database_asked_for_and_its_o
     assert_eq!(postgres_databases(&mut conn).await, ["postgres", "shop"], "the one asked for, and no other");
     sqlx::Connection::close(conn).await.ok();
     assert!(postgres_connect(port, &pool_password, "shop").await.is_err(), "the pool's password is refused");
+    crate::helpers::assert_inspect_holds_none_of(&container, &[&password]).await;
+    // The password file follows the claim's rotation, just after it: where an adopt finds it.
+    wait_until("the password file to hold the new password", DEADLINE, || async {
+        let file = crate::helpers::container_file(&container, "/etc/dbroker/password").await?;
+        (file == password).then_some(())
+    })
+    .await;
 }

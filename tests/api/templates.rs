@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bollard::models::{ContainerConfig, ContainerCreateBody};
 use bollard::query_parameters::{
-    CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, InspectContainerOptions, RemoveImageOptionsBuilder,
-    RestartContainerOptions,
+    CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, RemoveImageOptionsBuilder, RestartContainerOptions,
 };
 use dbroker::model::Engine;
 use serde_json::json;
@@ -27,9 +27,7 @@ async fn mariadb_instances_made_from_a_template_have_their_own_password_charset_
     let second = app.create(BOB, json!({"engine": "mysql"})).await;
 
     let container = app.container_of(&first);
-    let inspect = docker().await.inspect_container(&container, None::<InspectContainerOptions>).await.unwrap();
-    let labels = inspect.config.unwrap().labels.unwrap_or_default();
-    let template_password = labels.get("dbroker.template-password").expect("made from a template").clone();
+    let template_password = crate::helpers::template_password(&container).await;
     let (port, password) = port_and_password(&first);
     let (other_port, other_password) = port_and_password(&second);
     assert_ne!(password, template_password);
@@ -141,9 +139,8 @@ async fn postgres_instances_made_from_a_template_have_their_own_identity_passwor
     let second = app.create(BOB, json!({"engine": "postgres"})).await;
 
     let (container, other_container) = (app.container_of(&first), app.container_of(&second));
+    let template_password = crate::helpers::template_password(&container).await;
     let inspect = docker().await.inspect_container(&container, None::<InspectContainerOptions>).await.unwrap();
-    let labels = inspect.config.unwrap().labels.unwrap_or_default();
-    let template_password = labels.get("dbroker.template-password").expect("made from a template").clone();
     let template_image = inspect.image.unwrap();
     let (port, password) = port_and_password(&first);
     let (other_port, other_password) = port_and_password(&second);
@@ -227,4 +224,50 @@ async fn a_template_build_left_by_a_process_that_died_is_removed_and_another_dep
         app.containers().await.iter().any(|c| c.ends_with(&theirs.0)),
         "another deployment's build is never touched"
     );
+}
+
+#[tokio::test]
+async fn a_template_build_container_and_the_template_show_no_password() {
+    // A template built by this test, and its build container watched while it runs.
+    let changed = ChangedImage::of(Engine::Postgres).await;
+    let app = TestApp::spawn_with(|c| c.catalogue.set_default_image(Engine::Postgres, changed.reference.clone())).await;
+    let build_prefix = format!("{}-template-build-", app.config.instance_prefix);
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = tokio::spawn({
+        let watching = watching.clone();
+        async move {
+            let mut seen = HashMap::new();
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                let options = ListContainersOptionsBuilder::default().all(true).build();
+                for container in docker().await.list_containers(Some(options)).await.unwrap() {
+                    let Some(name) = container.names.and_then(|n| n.first().cloned()) else { continue };
+                    let name = name.trim_start_matches('/').to_string();
+                    if name.starts_with(&build_prefix) && !seen.contains_key(&name) {
+                        if let Ok(inspect) =
+                            docker().await.inspect_container(&name, None::<InspectContainerOptions>).await
+                        {
+                            seen.insert(name, serde_json::to_string(&inspect).unwrap());
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        }
+    });
+
+    let instance = app.create(ALICE, json!({"engine": "postgres"})).await;
+
+    watching.store(false, std::sync::atomic::Ordering::SeqCst);
+    let build_containers = watcher.await.unwrap();
+    assert!(!build_containers.is_empty(), "the build container was seen while it ran");
+    let template_password = crate::helpers::template_password(&app.container_of(&instance)).await;
+    for (name, shown) in &build_containers {
+        assert!(!shown.contains(&template_password), "docker inspect of {name} shows the template's password");
+        assert!(shown.contains("POSTGRES_PASSWORD_FILE=/etc/dbroker/password"), "{shown}");
+    }
+    let short_id = changed.id.trim_start_matches("sha256:").chars().take(16).collect::<String>();
+    let template = docker().await.inspect_image(&format!("dbroker-template/postgres:{short_id}")).await.unwrap();
+    let shown = serde_json::to_string(&template).unwrap();
+    assert!(!shown.contains(&template_password), "the template image's labels and environment hold no password");
 }
