@@ -13,8 +13,8 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::{
-    ALICE, PrefixGuard, dbroker_serve, free_port, image, port_and_password, redis_connect, unique_name,
-    wait_for_api, wait_until,
+    ALICE, PrefixGuard, dbroker_serve, free_port, image, port_and_password, redis_connect, unique_name, wait_for_api,
+    wait_until,
 };
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/run");
@@ -28,7 +28,7 @@ const RUN_DEADLINE: Duration = Duration::from_secs(600);
 
 /// The lines a child writes on stderr, collected as they come (so that its pipe never fills),
 /// for a test to wait for one.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Stderr(Arc<Mutex<Vec<String>>>);
 
 impl Stderr {
@@ -111,8 +111,9 @@ async fn scripts_run_serves_a_dbroker_whose_creates_work_on_this_host() {
         .await
         .unwrap();
 
-    assert_eq!(response.status(), StatusCode::CREATED);
+    let status = response.status();
     let instance: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{instance}");
     let redis = stderr.line_with("catalogue: redis 7.2 (default) →", LOG_DEADLINE).await;
     assert!(redis.ends_with("(present)"), "the script made Redis's image available: {redis}");
     assert!(redis.contains(&format!("→ {} (", instance["image"].as_str().unwrap())), "{redis} vs {instance}");
