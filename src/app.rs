@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{Catalogue, Config};
 use crate::model::UserName;
 use crate::provision::{Provisioner, Reconciler};
 use crate::runtime::Runtime;
@@ -64,9 +64,14 @@ impl App {
         sync_demo_users(&store, &config.demo_users).await?;
 
         let runtime = Runtime::new(config.docker_host.clone());
-        if let Err(error) = runtime.ping().await {
-            tracing::warn!(%error, "the Docker engine does not answer yet; creates will fail until it does");
-        }
+        let engine_answers = match runtime.ping().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "the Docker engine does not answer yet; creates will fail until it does");
+                false
+            }
+        };
+        log_catalogue(&runtime, &config.catalogue, engine_answers).await;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let config = Arc::new(config);
@@ -111,6 +116,28 @@ impl App {
         let _ = leases.await;
         tracing::info!("dbroker stopped");
         Ok(())
+    }
+}
+
+/// Says which image each engine version runs and whether this host has it, one line each, so
+/// that whoever starts dbroker sees what its creates will run (and, on a host that reaches no
+/// registry, which of them would fail) before the first create. It only looks: an image is pulled
+/// when first needed, and a missing one never stops start-up.
+async fn log_catalogue(runtime: &Runtime, catalogue: &Catalogue, engine_answers: bool) {
+    for (engine, entry) in catalogue.engines() {
+        for (version, spec) in &entry.versions {
+            let default = if *version == entry.default_version { " (default)" } else { "" };
+            let presence = if !engine_answers {
+                "unknown: the Docker engine does not answer".to_string()
+            } else {
+                match runtime.image(&spec.image).await {
+                    Ok(Some(_)) => "present".to_string(),
+                    Ok(None) => "not on this host: pulled on first use".to_string(),
+                    Err(error) => format!("unknown: {error}"),
+                }
+            };
+            tracing::info!("catalogue: {engine} {version}{default} → {} ({presence})", spec.image);
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod catalogue;
 mod connections;
 mod failures;
+mod first_run;
 mod healing;
 mod helpers;
 mod images;
