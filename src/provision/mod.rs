@@ -9,6 +9,7 @@ mod lifecycle;
 mod operations;
 mod pool;
 mod quarantine;
+mod quotas;
 mod reconcile;
 mod templates;
 
@@ -109,12 +110,24 @@ pub struct Provisioner {
     pool_wanted: Arc<tokio::sync::Notify>,
     /// Held while a data-directory template is looked up or built (see `templates`).
     template_lock: Arc<tokio::sync::Mutex<()>>,
+    /// What creates, resizes, claims and adopts are checked against (see `quotas`).
+    quotas: quotas::Quotas,
 }
 
 impl Provisioner {
     pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>) -> Self {
         let ops = Operations::new(store.clone(), config.operation_lease, TaskTracker::new());
-        Self { store, runtime, key, config, ops, pool_wanted: Default::default(), template_lock: Default::default() }
+        let quotas = quotas::Quotas::new(config.quotas);
+        Self {
+            store,
+            runtime,
+            key,
+            config,
+            ops,
+            pool_wanted: Default::default(),
+            template_lock: Default::default(),
+            quotas,
+        }
     }
 
     /// The tasks operations run on: shutdown waits for them.
@@ -336,6 +349,8 @@ impl Provisioner {
             publish_ip: self.config.publish_ip,
             host_port,
             memory_bytes: record.memory_mb.bytes(),
+            cpu_shares: self.config.catalogue.engine(engine).cpu_shares,
+            nano_cpus: self.config.catalogue.engine(engine).nano_cpus,
             files,
         }
     }

@@ -19,6 +19,7 @@ mod pool;
 mod ports;
 mod postgres;
 mod private_files;
+mod quotas;
 mod races;
 mod redis;
 mod secrets_in_logs;
