@@ -280,4 +280,21 @@ mod tests {
             "the flag sets the default version's image"
         );
     }
+
+    #[test]
+    fn quotas_come_from_a_flag_the_file_or_the_default_and_a_host_share_beyond_100_percent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dbroker.toml");
+        std::fs::write(&file, "[quotas]\ninstances = 3\nmemory_mb = 2048\n").unwrap();
+        let file = file.to_str().unwrap();
+
+        let from_file = serve(&["--config", file, "--quota-memory-mb", "4096"]).unwrap();
+        let beyond = serve(&["--host-memory-percent", "101"]).unwrap_err();
+
+        assert_eq!(
+            from_file.quotas,
+            Quotas { instances: 3, memory_mb: 4096, host_memory_percent: defaults::HOST_MEMORY_PERCENT }
+        );
+        assert!(beyond.contains("host_memory_percent") && beyond.contains("101"), "{beyond}");
+    }
 }
