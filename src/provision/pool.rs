@@ -11,9 +11,9 @@ use crate::store::{InstanceRecord, PoolClaim, StoreError};
 impl Provisioner {
     /// Claims a pool member of the request's engine and version for `caller`, if there is one,
     /// and makes it theirs: a fresh password (the pool's stops working), their memory cap and
-    /// database. The claim is checked against the caller's quota as it is made. A
-    /// member that cannot be made theirs is removed, and the create goes on without the pool
-    /// (`None`), as instance `own_id` again.
+    /// database. The claim is checked against the caller's quota as it is made. A member that
+    /// cannot be made theirs is removed, and the create goes on without the pool (`None`), as
+    /// instance `own_id` again.
     pub(super) async fn claim_from_pool(
         &self,
         caller: &Caller,

@@ -196,9 +196,9 @@ impl Store {
         Ok(())
     }
 
-    /// Raises an instance's memory cap from `from` to `to` if the increase fits within `limits`
-    /// (its owner's quota, the host's memory budget), in one transaction: `OverLimit` if it does
-    /// not. `NotFound` if its cap is no longer `from`.
+    /// Raises an instance's memory cap from the record's to `to` if the increase fits within
+    /// `limits` (its owner's quota, the host's memory budget), in one transaction: `OverLimit` if
+    /// it does not, `NotFound` if the stored cap is no longer the record's.
     pub async fn grow_memory(&self, record: &InstanceRecord, to: MemoryMb, limits: &Limits) -> Result<(), StoreError> {
         let more = i64::from(to.0) - i64::from(record.memory_mb.0);
         let need = Need { owner_id: record.owner_id, instances: 0, owner_memory_mb: more, host_memory_mb: more };
@@ -336,12 +336,12 @@ impl Store {
     }
 
     /// Hands one running warm-pool member of the claim's engine and version to its owner, renamed
-    /// and capped as it asks, and points the create's operation at it, in one
-    /// transaction: two creates (in one process or several) never get the same member, a member
-    /// with a repair in flight is never handed out, and the member counts against the owner's
-    /// quota from the moment it is theirs. Returns it with the memory cap it had in the pool (its
-    /// container's until the caller changes it). `None` if the pool is empty; `NameTaken` if the
-    /// owner has an instance of that name; `OverLimit` if it does not fit within `limits`.
+    /// and capped as it asks, and points the create's operation at it, in one transaction: two
+    /// creates (in one process or several) never get the same member, a member with a repair in
+    /// flight is never handed out, and the member counts against the owner's quota from the
+    /// moment it is theirs. Returns it with the memory cap it had in the pool (its container's
+    /// until the caller changes it). `None` if the pool is empty; `NameTaken` if the owner has an
+    /// instance of that name; `OverLimit` if it does not fit within `limits`.
     pub async fn claim_pool_member(
         &self,
         claim: &PoolClaim<'_>,
