@@ -124,6 +124,8 @@ impl Dbroker {
             .env("DBROKER_INSTANCE_PREFIX", prefix)
             .env("DBROKER_PORT_RANGE", "31000-31999")
             .env("DBROKER_RECONCILE_INTERVAL", reconcile_interval)
+            // The burst is one user's: more than a user's default quota of instances.
+            .env("DBROKER_QUOTA_INSTANCES", "1000")
             .env("RUST_LOG", "warn")
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,4 +1,5 @@
-//! The command line: `dbroker serve` and `dbroker user add|list|remove|rotate-token|disable|enable`.
+//! The command line: `dbroker serve` and
+//! `dbroker user add|list|remove|rotate-token|disable|enable|quota`.
 //! Every flag also reads an environment variable, `DBROKER_` and the flag's name in capitals.
 
 use std::net::{IpAddr, SocketAddr};
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Catalogue, Config, FileConfig, PortRange, defaults};
+use crate::config::{Catalogue, Config, FileConfig, PortRange, Quotas, defaults};
 use crate::model::{Engine, UserName};
 
 #[derive(Debug, Parser)]
@@ -64,6 +65,24 @@ pub enum UserCommand {
     /// Accept a disabled user's token again.
     Enable {
         name: UserName,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Give a user a quota of their own (instead of `[quotas]` of the configuration): the next
+    /// create, resize or claim of a running dbroker is checked against it. Their instances are
+    /// left as they are, even beyond it.
+    #[command(group = clap::ArgGroup::new("limit").required(true).multiple(true))]
+    Quota {
+        name: UserName,
+        /// How many instances they may hold.
+        #[arg(long, group = "limit")]
+        instances: Option<u32>,
+        /// The MiB of memory caps they may hold in all.
+        #[arg(long, group = "limit")]
+        memory_mb: Option<u64>,
+        /// Back to the configuration's default quota.
+        #[arg(long, group = "limit", conflicts_with_all = ["instances", "memory_mb"])]
+        default: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -127,6 +146,17 @@ pub struct ServeArgs {
     /// Prefix of container and volume names, and the value of their `dbroker.prefix` label [default: dbroker].
     #[arg(long, env = "DBROKER_INSTANCE_PREFIX")]
     pub instance_prefix: Option<String>,
+    /// How many instances a user may hold, unless `dbroker user quota` says otherwise [default: 10].
+    #[arg(long, env = "DBROKER_QUOTA_INSTANCES")]
+    pub quota_instances: Option<u32>,
+    /// The MiB of memory caps a user may hold in all, unless `dbroker user quota` says otherwise
+    /// [default: 8192].
+    #[arg(long, env = "DBROKER_QUOTA_MEMORY_MB")]
+    pub quota_memory_mb: Option<u64>,
+    /// The share of the Docker host's memory, in percent, that all instances' memory caps may add
+    /// up to [default: 90].
+    #[arg(long, env = "DBROKER_HOST_MEMORY_PERCENT")]
+    pub host_memory_percent: Option<u8>,
 }
 
 impl ServeArgs {
@@ -154,6 +184,20 @@ impl ServeArgs {
                 .collect::<Result<_, _>>()?,
             (None, None) => Vec::new(),
         };
+        let quotas = Quotas {
+            instances: self.quota_instances.or(file.quotas.instances).unwrap_or(defaults::QUOTA_INSTANCES),
+            memory_mb: self.quota_memory_mb.or(file.quotas.memory_mb).unwrap_or(defaults::QUOTA_MEMORY_MB),
+            host_memory_percent: self
+                .host_memory_percent
+                .or(file.quotas.host_memory_percent)
+                .unwrap_or(defaults::HOST_MEMORY_PERCENT),
+        };
+        if !(1..=100).contains(&quotas.host_memory_percent) {
+            return Err(format!(
+                "host_memory_percent (--host-memory-percent, [quotas] in the file): {} is not 1 to 100",
+                quotas.host_memory_percent
+            ));
+        }
         Ok(Config {
             listen: self.listen.or(file.listen).unwrap_or_else(|| parse_default(defaults::LISTEN)),
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| defaults::DATA_DIR.into()),
@@ -188,6 +232,7 @@ impl ServeArgs {
                         .max(1),
             ),
             docker_host: std::env::var("DOCKER_HOST").ok(),
+            quotas,
         })
     }
 }
@@ -234,5 +279,22 @@ mod tests {
             ("6.2", "my/redis:6"),
             "the flag sets the default version's image"
         );
+    }
+
+    #[test]
+    fn quotas_come_from_a_flag_the_file_or_the_default_and_a_host_share_beyond_100_percent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dbroker.toml");
+        std::fs::write(&file, "[quotas]\ninstances = 3\nmemory_mb = 2048\n").unwrap();
+        let file = file.to_str().unwrap();
+
+        let from_file = serve(&["--config", file, "--quota-memory-mb", "4096"]).unwrap();
+        let beyond = serve(&["--host-memory-percent", "101"]).unwrap_err();
+
+        assert_eq!(
+            from_file.quotas,
+            Quotas { instances: 3, memory_mb: 4096, host_memory_percent: defaults::HOST_MEMORY_PERCENT }
+        );
+        assert!(beyond.contains("host_memory_percent") && beyond.contains("101"), "{beyond}");
     }
 }

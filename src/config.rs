@@ -73,12 +73,17 @@ fn is_default_flavor(flavor: &Flavor) -> bool {
     *flavor == Flavor::default()
 }
 
-/// What one engine offers: its named versions, the default one, and its memory bounds.
+/// What one engine offers: its named versions, the default one, its memory bounds, and the CPU
+/// its instances get.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineCatalogue {
     pub default_version: String,
     pub versions: BTreeMap<String, VersionSpec>,
     pub memory: MemoryBounds,
+    /// Each instance's weight when the host's CPUs are contended (1024: equal to any other).
+    pub cpu_shares: i64,
+    /// The most CPU time each instance may take, in billionths of a CPU; `None` for no cap.
+    pub nano_cpus: Option<i64>,
 }
 
 /// Every engine's versions and bounds. The built-in one names the official images; a
@@ -98,6 +103,8 @@ impl Catalogue {
                 })
                 .collect(),
             memory: engines::profile(engine).memory,
+            cpu_shares: crate::runtime::EQUAL_CPU_SHARES,
+            nano_cpus: None,
         };
         Catalogue(BTreeMap::from([
             (Engine::Mysql, official(Engine::Mysql, &["8.0", "8.4"])),
@@ -175,6 +182,28 @@ pub struct Config {
     pub history_retention: Duration,
     /// The Docker engine (`unix://…`, `tcp://…`); `None` for `DOCKER_HOST` or the local socket.
     pub docker_host: Option<String>,
+    pub quotas: Quotas,
+}
+
+/// `[quotas]`: what each user may hold unless `dbroker user quota` gives them their own, and the
+/// share of the host's memory that all instances together may be capped at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub instances: u32,
+    /// The sum of a user's memory caps, MiB.
+    pub memory_mb: u64,
+    /// 1 to 100.
+    pub host_memory_percent: u8,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            instances: defaults::QUOTA_INSTANCES,
+            memory_mb: defaults::QUOTA_MEMORY_MB,
+            host_memory_percent: defaults::HOST_MEMORY_PERCENT,
+        }
+    }
 }
 
 /// Built-in defaults, where neither a flag, the environment nor the file says otherwise.
@@ -189,6 +218,11 @@ pub mod defaults {
     pub const OPERATION_LEASE_SECS: u64 = 15;
     pub const HISTORY_RETENTION_DAYS: u64 = 90;
     pub const INSTANCE_PREFIX: &str = "dbroker";
+    /// Ten instances, 8 GiB of caps: eight MySQLs at their default, or many small Redises.
+    pub const QUOTA_INSTANCES: u32 = 10;
+    pub const QUOTA_MEMORY_MB: u64 = 8192;
+    /// What is left is for the host itself, the Docker engine and dbroker.
+    pub const HOST_MEMORY_PERCENT: u8 = 90;
 }
 
 /// The configuration file: every serve setting, and the engine catalogue. Every key is optional;
@@ -208,7 +242,18 @@ pub struct FileConfig {
     pub demo_users: Option<Vec<String>>,
     pub instance_prefix: Option<String>,
     #[serde(default)]
+    pub quotas: FileQuotas,
+    #[serde(default)]
     pub engines: BTreeMap<Engine, FileEngine>,
+}
+
+/// `[quotas]` in the file: each key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuotas {
+    pub instances: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub host_memory_percent: Option<u8>,
 }
 
 /// `[engines.NAME]`: replaces the built-in versions if it lists any, and each other key it sets.
@@ -218,6 +263,10 @@ pub struct FileEngine {
     pub default_version: Option<toml::Spanned<String>>,
     pub versions: Option<BTreeMap<String, VersionSpec>>,
     pub memory: Option<toml::Spanned<MemoryBounds>>,
+    /// Each instance's CPU weight (2 to 262144; 1024 is equal to any other container's).
+    pub cpu_shares: Option<toml::Spanned<i64>>,
+    /// The most CPUs each instance may use (1.5: one and a half); no cap if absent.
+    pub cpus: Option<toml::Spanned<f64>>,
 }
 
 impl FileConfig {
@@ -262,6 +311,22 @@ impl FileConfig {
                     ));
                 }
                 entry.memory = bounds;
+            }
+            if let Some(shares) = &changes.cpu_shares {
+                if !(2..=262_144).contains(shares.get_ref()) {
+                    return Err(format!(
+                        "engines.{engine}.cpu_shares, line {}: need 2 to 262144",
+                        line_of(shares.span())
+                    ));
+                }
+                entry.cpu_shares = *shares.get_ref();
+            }
+            if let Some(cpus) = &changes.cpus {
+                let cpus_ok = cpus.get_ref().is_finite() && (0.01..=1024.0).contains(cpus.get_ref());
+                if !cpus_ok {
+                    return Err(format!("engines.{engine}.cpus, line {}: need 0.01 to 1024", line_of(cpus.span())));
+                }
+                entry.nano_cpus = Some((cpus.get_ref() * 1e9) as i64);
             }
         }
         Ok(catalogue)

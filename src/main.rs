@@ -4,7 +4,7 @@ use clap::Parser;
 use dbroker::app::App;
 use dbroker::cli::{Cli, Command, UserCommand};
 use dbroker::secrets::generate_token;
-use dbroker::store::{Store, StoreError};
+use dbroker::store::{QuotaOverride, Store, StoreError};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -49,7 +49,14 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
                 let role = if user.is_admin { "admin" } else { "user" };
                 let kind = if user.is_demo { "demo" } else { "real" };
                 let state = if user.is_disabled() { "disabled" } else { "enabled" };
-                println!("{}\t{role}\t{kind}\t{state}\t{}", user.name, user.created_at);
+                // An override, or "default": the default itself is the serving configuration's.
+                let own = |limit: Option<u64>| limit.map_or("default".to_string(), |n| n.to_string());
+                let instances = own(user.quota.instances.map(u64::from));
+                let memory = own(user.quota.memory_mb);
+                println!(
+                    "{}\t{role}\t{kind}\t{state}\t{}\tinstances={instances}\tmemory_mb={memory}",
+                    user.name, user.created_at
+                );
             }
             Ok(())
         }
@@ -114,6 +121,25 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
             Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
             Err(e) => Err(e.into()),
         },
+        UserCommand::Quota { name, instances, memory_mb, default, store } => {
+            let store = open(&store.data_dir).await?;
+            let changed = if default {
+                store.clear_quota(&name).await
+            } else {
+                store.set_quota(&name, QuotaOverride { instances, memory_mb }).await
+            };
+            match changed {
+                Ok(()) => {
+                    eprintln!(
+                        "{name}'s quota changed: the next create, resize or claim is checked against it; \
+                         their instances are left as they are"
+                    );
+                    Ok(())
+                }
+                Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
+                Err(e) => Err(e.into()),
+            }
+        }
     }
 }
 

@@ -60,9 +60,21 @@ impl ApiError {
             ApiError::Provision(ProvisionError::NotReady { last_logs, .. }) => json!({ "last_logs": last_logs }),
             ApiError::Reported(report) if !report.last_logs.is_empty() => json!({ "last_logs": report.last_logs }),
             ApiError::Provision(ProvisionError::Busy { operation: Some((id, _)) }) => json!({ "operation": id }),
+            ApiError::Provision(error) if error.exceeded().is_some() => limit_extra(error.code(), error.exceeded()),
+            ApiError::Reported(report) if report.exceeded.is_some() => limit_extra(&report.code, report.exceeded),
             _ => json!({}),
         }
     }
+}
+
+/// What a problem says of a limit a change would have passed: its code, which limit (`instances`,
+/// `memory`, `host_memory`), the limit, what is in use and what was asked (instances, or MiB).
+fn limit_extra(code: &str, exceeded: Option<crate::store::Exceeded>) -> Value {
+    let mut extra = serde_json::to_value(exceeded).unwrap_or_default();
+    if let Some(extra) = extra.as_object_mut() {
+        extra.insert("code".into(), json!(code));
+    }
+    extra
 }
 
 /// The HTTP status of a provisioning error, by its code (see `ProvisionError::code`): one table
@@ -70,9 +82,12 @@ impl ApiError {
 fn status_of(code: &str) -> StatusCode {
     match code {
         "not_found" => StatusCode::NOT_FOUND,
+        "quota_exceeded" => StatusCode::FORBIDDEN,
         "invalid" | "idempotency_key_reused" => StatusCode::UNPROCESSABLE_ENTITY,
         "name_taken" | "busy" | "conflict" => StatusCode::CONFLICT,
-        "ports_exhausted" | "engine_unreachable" | "image_missing" => StatusCode::SERVICE_UNAVAILABLE,
+        "ports_exhausted" | "engine_unreachable" | "image_missing" | "host_memory_exhausted" => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         // The database server, dbroker's upstream, failed to come up or refused.
         "not_ready" | "server_refused" => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,5 +1,6 @@
-//! Creating an instance: validate, lease a port, write the record, start the container, wait until
-//! a real client logs in, and undo everything if any step fails.
+//! Creating an instance: validate, check the quotas, lease a port and write the record (within the
+//! quotas), start the container, wait until a real client logs in, and undo everything if any step
+//! fails.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, TcpListener};
@@ -14,7 +15,7 @@ use crate::model::{
 };
 use crate::runtime::{ContainerState, RuntimeError};
 use crate::secrets::{Secret, redact};
-use crate::store::{InstanceRecord, NewInstanceRecord, StoreError};
+use crate::store::{InstanceRecord, Need, NewInstanceRecord, StoreError};
 
 /// How often readiness is polled. Each poll is a real login, which a server that is not listening
 /// yet refuses at once, so a short interval costs little and keeps the wait within 20 ms of the
@@ -60,6 +61,17 @@ impl Provisioner {
         idempotency: Option<&Idempotency>,
     ) -> Result<Running<Instance>, ProvisionError> {
         let plan = plan(&self.config.catalogue, &request)?;
+        // A user beyond their quota is told so before anything is recorded; the create checks
+        // again as it writes its record (or claims a pool member), which settles races.
+        if let Some(owner) = owner {
+            let need = Need {
+                owner_id: Some(owner.user_id),
+                instances: 1,
+                owner_memory_mb: plan.memory.0.into(),
+                host_memory_mb: 0,
+            };
+            self.store.check_room(&need, &self.quotas.users()).await?;
+        }
         let id = InstanceId::random();
         let begin = Begin {
             instance_id: id.clone(),
@@ -151,13 +163,15 @@ impl Provisioner {
         }
     }
 
-    /// Writes the record with the lowest free port of the range. The store's UNIQUE constraint
-    /// settles races between concurrent creates, in this process or another: the loser tries the
-    /// next port.
+    /// Writes the record with the lowest free port of the range, if it fits within its owner's
+    /// quota and the host's memory budget (checked as it is written, so concurrent creates never
+    /// pass them together). The store's UNIQUE constraint settles races between concurrent
+    /// creates, in this process or another: the loser tries the next port.
     async fn lease_port(&self, mut new: NewInstanceRecord<'_>) -> Result<InstanceRecord, ProvisionError> {
+        let limits = self.quotas.limits(&self.runtime).await?;
         loop {
             new.port = self.free_port(&HashSet::new()).await?;
-            match self.store.insert_instance(&new).await {
+            match self.store.insert_instance_within(&new, &limits).await {
                 Ok(record) => return Ok(record),
                 Err(StoreError::PortTaken) => continue,
                 Err(StoreError::NameTaken) => return Err(ProvisionError::NameTaken(new.name.as_str().to_string())),

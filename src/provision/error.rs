@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::PortRange;
 use crate::model::{OperationId, OperationKind};
 use crate::runtime::RuntimeError;
-use crate::store::{OperationRecord, StoreError};
+use crate::store::{Exceeded, LimitKind, OperationRecord, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -31,6 +31,12 @@ pub enum ProvisionError {
     /// The database server refused what dbroker asked of it.
     #[error("{0}")]
     ServerRefused(String),
+    /// A user's quota (of instances, or of memory) would be passed.
+    #[error("{}", limit_message(.0))]
+    QuotaExceeded(Exceeded),
+    /// All instances' memory caps together would pass the host's memory budget.
+    #[error("{}", limit_message(.0))]
+    HostMemoryExhausted(Exceeded),
     #[error("every port of the range {0} is in use; delete instances or widen --port-range")]
     PortsExhausted(PortRange),
     #[error("the Docker engine is unreachable ({0}); try again when it is back")]
@@ -55,6 +61,25 @@ fn busy_message(operation: &Option<(OperationId, OperationKind)>) -> String {
     }
 }
 
+/// What a change beyond a limit is told: which limit, and what to do.
+fn limit_message(exceeded: &Exceeded) -> String {
+    let Exceeded { quota, limit, in_use, requested } = exceeded;
+    match quota {
+        LimitKind::Instances => format!(
+            "the quota of {limit} instances is reached ({in_use} in use): delete an instance, or ask an admin to \
+             raise the quota"
+        ),
+        LimitKind::Memory => format!(
+            "the memory quota of {limit} MiB would be passed ({in_use} MiB in use, {requested} MiB more asked): \
+             ask for less memory, delete or shrink an instance, or ask an admin to raise the quota"
+        ),
+        LimitKind::HostMemory => format!(
+            "the host's memory budget for instances, {limit} MiB, would be passed ({in_use} MiB in use, \
+             {requested} MiB more asked): ask for less memory, or try again once instances are deleted"
+        ),
+    }
+}
+
 /// An error as a failed operation keeps it: what kind of error (the variant, which the API maps
 /// to an HTTP status), its message and the server's last log lines if it did not start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +88,9 @@ pub struct ErrorReport {
     pub detail: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_logs: Vec<String>,
+    /// The limit a change would have passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exceeded: Option<Exceeded>,
 }
 
 impl ProvisionError {
@@ -77,6 +105,8 @@ impl ProvisionError {
             ProvisionError::Replay(_) => "replay",
             ProvisionError::IdempotencyKeyReused => "idempotency_key_reused",
             ProvisionError::ServerRefused(_) => "server_refused",
+            ProvisionError::QuotaExceeded(_) => "quota_exceeded",
+            ProvisionError::HostMemoryExhausted(_) => "host_memory_exhausted",
             ProvisionError::PortsExhausted(_) => "ports_exhausted",
             ProvisionError::EngineUnreachable(_) => "engine_unreachable",
             ProvisionError::ImageMissing { .. } => "image_missing",
@@ -98,7 +128,15 @@ impl ProvisionError {
             ProvisionError::NotReady { last_logs, .. } => last_logs.clone(),
             _ => Vec::new(),
         };
-        ErrorReport { code: self.code().to_string(), detail, last_logs }
+        ErrorReport { code: self.code().to_string(), detail, last_logs, exceeded: self.exceeded() }
+    }
+
+    /// The limit the change would have passed, if that is the error.
+    pub fn exceeded(&self) -> Option<Exceeded> {
+        match self {
+            ProvisionError::QuotaExceeded(exceeded) | ProvisionError::HostMemoryExhausted(exceeded) => Some(*exceeded),
+            _ => None,
+        }
     }
 }
 
@@ -112,6 +150,10 @@ impl From<StoreError> for ProvisionError {
             StoreError::OperationInFlight => ProvisionError::Busy { operation: None },
             StoreError::NameTaken => ProvisionError::Conflict("that name is in use already; choose another".into()),
             StoreError::NotFound => ProvisionError::NotFound,
+            StoreError::OverLimit(exceeded) if exceeded.quota == LimitKind::HostMemory => {
+                ProvisionError::HostMemoryExhausted(exceeded)
+            }
+            StoreError::OverLimit(exceeded) => ProvisionError::QuotaExceeded(exceeded),
             other => ProvisionError::Internal(other.into()),
         }
     }

@@ -194,9 +194,9 @@ impl Provisioner {
         Ok(())
     }
 
-    /// Growing: the container first, so the server never has more than its cap allows.
-    /// Shrinking: the server first, so it is within the new cap before the cap tightens. Both
-    /// steps are idempotent, so an interrupted resize is simply done again.
+    /// Growing takes its room in the store first, within the owner's quota and the host's memory
+    /// budget, so that concurrent changes never pass them together; a resize that then fails
+    /// gives the room back.
     pub(super) async fn resize_now(
         &self,
         record: &InstanceRecord,
@@ -204,6 +204,29 @@ impl Provisioner {
         actor: &str,
     ) -> Result<(), ProvisionError> {
         let memory = check_memory(&self.config.catalogue, record.engine(), Some(memory))?;
+        if memory <= record.memory_mb {
+            return self.change_memory(record, memory, actor).await;
+        }
+        let limits = self.quotas.limits(&self.runtime).await?;
+        self.store.grow_memory(record, memory, &limits).await?;
+        let changed = self.change_memory(record, memory, actor).await;
+        if changed.is_err()
+            && let Err(error) = self.store.set_memory(&record.id, record.memory_mb).await
+        {
+            tracing::error!(instance_id = %record.id, %error, "could not give back the room of a failed resize");
+        }
+        changed
+    }
+
+    /// Growing: the container first, so the server never has more than its cap allows.
+    /// Shrinking: the server first, so it is within the new cap before the cap tightens. Both
+    /// steps are idempotent, so an interrupted resize is simply done again.
+    async fn change_memory(
+        &self,
+        record: &InstanceRecord,
+        memory: MemoryMb,
+        actor: &str,
+    ) -> Result<(), ProvisionError> {
         let password = self.password_of(record)?;
         let resized = InstanceRecord { memory_mb: memory, ..record.clone() };
         let container = self.container_name(&record.id);

@@ -9,6 +9,7 @@ mod lifecycle;
 mod operations;
 mod pool;
 mod quarantine;
+mod quotas;
 mod reconcile;
 mod templates;
 
@@ -110,12 +111,24 @@ pub struct Provisioner {
     /// Held while a data-directory template is looked up or built: the passwords of the
     /// templates this process has read, by image id (see `templates`).
     templates: Arc<tokio::sync::Mutex<HashMap<String, Secret>>>,
+    /// What creates, resizes, claims and adopts are checked against (see `quotas`).
+    quotas: quotas::Quotas,
 }
 
 impl Provisioner {
     pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>) -> Self {
         let ops = Operations::new(store.clone(), config.operation_lease, TaskTracker::new());
-        Self { store, runtime, key, config, ops, pool_wanted: Default::default(), templates: Default::default() }
+        let quotas = quotas::Quotas::new(config.quotas);
+        Self {
+            store,
+            runtime,
+            key,
+            config,
+            ops,
+            pool_wanted: Default::default(),
+            templates: Default::default(),
+            quotas,
+        }
     }
 
     /// The tasks operations run on: shutdown waits for them.
@@ -327,6 +340,8 @@ impl Provisioner {
             publish_ip: self.config.publish_ip,
             host_port,
             memory_bytes: record.memory_mb.bytes(),
+            cpu_shares: self.config.catalogue.engine(engine).cpu_shares,
+            nano_cpus: self.config.catalogue.engine(engine).nano_cpus,
             files,
         }
     }

@@ -7,13 +7,14 @@ use super::lifecycle::PasswordFile;
 use super::{Caller, Instance, NewInstance, Progress, ProvisionError, Provisioner, SYSTEM_ACTOR};
 use crate::engines;
 use crate::model::{EngineSettings, EventKind, InstanceId, MemoryMb, Status};
-use crate::store::{InstanceRecord, StoreError};
+use crate::store::{InstanceRecord, PoolClaim, StoreError};
 
 impl Provisioner {
     /// Claims a pool member of the request's engine and version for `caller`, if there is one,
     /// and makes it theirs: a fresh password (the pool's stops working), their memory cap and
-    /// database. A member that cannot be made theirs is removed, and the create goes on without
-    /// the pool (`None`), as instance `own_id` again.
+    /// database. The claim is checked against the caller's quota as it is made. A member that
+    /// cannot be made theirs is removed, and the create goes on without the pool (`None`), as
+    /// instance `own_id` again.
     pub(super) async fn claim_from_pool(
         &self,
         caller: &Caller,
@@ -26,10 +27,12 @@ impl Provisioner {
         let name = request.name.as_ref();
         // The create's operation moves to the member with it: from here on it holds the member.
         let operation = progress.operation_id();
-        let claimed = self.store.claim_pool_member(request.engine, version, caller.user_id, name, operation).await;
+        let claim = PoolClaim { engine: request.engine, version, owner_id: caller.user_id, name, memory, operation };
+        let limits = self.quotas.limits(&self.runtime).await?;
+        let claimed = self.store.claim_pool_member(&claim, &limits).await;
         self.pool_wanted.notify_one();
-        let record = match claimed {
-            Ok(Some(record)) => record,
+        let (record, pool_memory) = match claimed {
+            Ok(Some(claimed)) => claimed,
             Ok(None) => return Ok(None),
             Err(StoreError::NameTaken) => {
                 return Err(ProvisionError::NameTaken(name.map(|n| n.as_str().to_string()).unwrap_or_default()));
@@ -38,7 +41,7 @@ impl Provisioner {
         };
         tracing::Span::current().record("instance_id", tracing::field::display(&record.id));
         progress.step("claimed from the warm pool").await;
-        match self.make_own(caller, record.clone(), request, memory).await {
+        match self.make_own(caller, record.clone(), request, pool_memory).await {
             Ok(instance) => {
                 progress.step("ready").await;
                 Ok(Some(instance))
@@ -54,24 +57,25 @@ impl Provisioner {
         }
     }
 
+    /// Makes a claimed member the caller's. Its record holds the cap asked for already (the claim
+    /// set it); its container and server still have `pool_memory`'s.
     async fn make_own(
         &self,
         caller: &Caller,
         mut record: InstanceRecord,
         request: &NewInstance,
-        memory: MemoryMb,
+        pool_memory: MemoryMb,
     ) -> Result<Instance, ProvisionError> {
+        let memory = record.memory_mb;
         let host = self.probe_host();
         let refused = |what: &str, reason: String| ProvisionError::ServerRefused(format!("{what}: {reason}"));
         // A rotation like any other: crash-safe, the new password pending until the server has it.
         let password = self.rotate_now(&record, PasswordFile::WrittenLater).await?;
-        if memory != record.memory_mb {
+        if memory != pool_memory {
             self.runtime.set_memory(&self.container_name(&record.id), memory.bytes()).await?;
             engines::apply_memory(record.engine(), &self.endpoint(&record, &host, &password), memory)
                 .await
                 .map_err(|e| refused("memory limit", e))?;
-            self.store.set_memory(&record.id, memory).await?;
-            record.memory_mb = memory;
         }
         if let Some(database) = &request.database
             && record.settings.database() != Some(database)

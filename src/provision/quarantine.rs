@@ -28,8 +28,9 @@ impl Provisioner {
 
     /// Gives a quarantined container a record again, owned by `owner`, with the credentials its
     /// server already has (read back from the container by its engine), checked by a real login.
-    /// An operation on its instance id; the record is written only once the server answered, so
-    /// an adopt that fails leaves the quarantine as it was.
+    /// An operation on its instance id; the record is written only once the server answered, and
+    /// only within the owner's quota and the host's memory budget, so an adopt that fails (beyond
+    /// them too) leaves the quarantine as it was.
     pub async fn adopt_quarantined(
         &self,
         admin: &Caller,
@@ -118,25 +119,29 @@ impl Provisioner {
             .unwrap_or_else(|| "unknown".into());
         let name = format!("{engine}-{id}").parse().map_err(|_| unadoptable("its id makes no name"))?;
         let password_enc = self.key.encrypt(&recovered.password);
+        let limits = self.quotas.limits(&self.runtime).await?;
         self.store
-            .insert_instance(&NewInstanceRecord {
-                id,
-                owner_id: Some(owner.user_id),
-                name: &name,
-                settings: &recovered.settings,
-                version: &version,
-                image: &details.image,
-                memory_mb: memory,
-                port,
-                username: engines::profile(engine).user,
-                password_enc: &password_enc,
-                status: Status::Running,
-                // A container made from a template carries the template image's labels.
-                template_image: details
-                    .labels
-                    .contains_key(super::templates::LABEL_TEMPLATE_OF)
-                    .then_some(details.image.as_str()),
-            })
+            .insert_instance_within(
+                &NewInstanceRecord {
+                    id,
+                    owner_id: Some(owner.user_id),
+                    name: &name,
+                    settings: &recovered.settings,
+                    version: &version,
+                    image: &details.image,
+                    memory_mb: memory,
+                    port,
+                    username: engines::profile(engine).user,
+                    password_enc: &password_enc,
+                    status: Status::Running,
+                    // A container made from a template carries the template image's labels.
+                    template_image: details
+                        .labels
+                        .contains_key(super::templates::LABEL_TEMPLATE_OF)
+                        .then_some(details.image.as_str()),
+                },
+                &limits,
+            )
             .await
             .map_err(|e| match e {
                 StoreError::PortTaken => unadoptable("its port is leased to another instance"),

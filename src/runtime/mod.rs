@@ -9,8 +9,8 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::ContainerUpdateBody;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, HostConfig, Mount, MountType,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, HostConfig, HostConfigLogConfig, Mount,
+    MountType, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
@@ -75,6 +75,10 @@ pub struct ContainerSpec {
     pub publish_ip: IpAddr,
     pub host_port: u16,
     pub memory_bytes: i64,
+    /// The container's weight when CPUs are contended (`EQUAL_CPU_SHARES` for all alike), and
+    /// the most CPU time it may take, in billionths of a CPU, if it is capped.
+    pub cpu_shares: i64,
+    pub nano_cpus: Option<i64>,
     /// Files written into the container's own filesystem after it is created and before it starts.
     pub files: Vec<SpecFile>,
 }
@@ -155,6 +159,26 @@ pub struct ContainerDetails {
 /// Containers get no more processes than this: enough for any database server, not for a fork bomb.
 const PIDS_LIMIT: i64 = 1024;
 
+/// Docker's weight of a container that asks for none: given explicitly to every container
+/// dbroker makes, so that under contention each gets an equal share of the CPUs.
+pub const EQUAL_CPU_SHARES: i64 = 1024;
+
+/// Every container's output is kept in at most this many files of at most this size each
+/// (Docker's json-file driver rotates them), so a chatty server cannot fill the host's disk.
+const LOG_MAX_SIZE: &str = "10m";
+const LOG_MAX_FILES: &str = "3";
+
+/// The rotated json-file logging of every container dbroker makes (see `LOG_MAX_SIZE`).
+fn rotated_logs() -> HostConfigLogConfig {
+    HostConfigLogConfig {
+        typ: Some("json-file".into()),
+        config: Some(HashMap::from([
+            ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+            ("max-file".to_string(), LOG_MAX_FILES.to_string()),
+        ])),
+    }
+}
+
 /// What a container is doing, in the terms dbroker decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContainerState {
@@ -217,6 +241,13 @@ impl Runtime {
         Ok(())
     }
 
+    /// The memory of the engine's host in bytes (`MemTotal` of `docker info`): where the
+    /// containers run, which need not be where dbroker runs.
+    pub async fn host_memory_bytes(&self) -> Result<i64, RuntimeError> {
+        let info = self.docker().await?.info().await?;
+        info.mem_total.filter(|bytes| *bytes > 0).ok_or_else(|| RuntimeError::Refused("no MemTotal in its info".into()))
+    }
+
     /// Makes sure `image` is on the host, pulling it if it is not.
     /// Returns the image's id.
     pub async fn ensure_image(&self, image: &str) -> Result<String, RuntimeError> {
@@ -275,6 +306,8 @@ impl Runtime {
                 memory_swap: Some(memory_bytes),
                 security_opt: Some(vec!["no-new-privileges".into()]),
                 pids_limit: Some(PIDS_LIMIT),
+                cpu_shares: Some(EQUAL_CPU_SHARES),
+                log_config: Some(rotated_logs()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -582,6 +615,9 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
         memory: Some(spec.memory_bytes),
         memory_swap: Some(spec.memory_bytes),
         pids_limit: Some(PIDS_LIMIT),
+        cpu_shares: Some(spec.cpu_shares),
+        nano_cpus: spec.nano_cpus,
+        log_config: Some(rotated_logs()),
         restart_policy: Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
             maximum_retry_count: None,

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use rusqlite::OptionalExtension;
 use sqlx::Row;
 
+use super::quotas::{self, Limits, Need};
 use super::{Store, StoreError, map_unique_violation, now_rfc3339};
 use crate::model::{
     Charset, Collation, DatabaseName, Engine, EngineSettings, InstanceId, InstanceName, MemoryMb, OperationId, Status,
@@ -63,6 +64,19 @@ pub struct NewInstanceRecord<'a> {
     pub template_image: Option<&'a str>,
 }
 
+/// A create's claim of a warm-pool member (see `Store::claim_pool_member`).
+#[derive(Clone, Copy)]
+pub struct PoolClaim<'a> {
+    pub engine: Engine,
+    pub version: &'a str,
+    pub owner_id: i64,
+    /// The name asked for; `ENGINE-ID` if none.
+    pub name: Option<&'a InstanceName>,
+    pub memory: MemoryMb,
+    /// The create's operation, which moves to the member.
+    pub operation: &'a OperationId,
+}
+
 /// The columns of an instance row (`i`), with the id of its operation in flight (`o`), in the
 /// order `record_from_row` reads them; and the join they are read from. Macros, so queries stay
 /// `&'static str` built with `concat!`: sqlx refuses SQL strings assembled at run time.
@@ -92,33 +106,27 @@ impl InstanceRecord {
 }
 
 impl Store {
-    /// Writes a new record, which also leases its port: `PortTaken` if another instance holds the
-    /// port (the caller tries another), `NameTaken` if the owner already has that name.
+    /// Writes a new record, which also leases its port, if it fits within `limits` (its owner's
+    /// quota, the host's memory budget; checked in the same transaction): `OverLimit` if it does
+    /// not, `PortTaken` if another instance holds the port (the caller tries another), `NameTaken`
+    /// if the owner already has that name.
+    pub async fn insert_instance_within(
+        &self,
+        new: &NewInstanceRecord<'_>,
+        limits: &Limits,
+    ) -> Result<InstanceRecord, StoreError> {
+        let memory = i64::from(new.memory_mb.0);
+        let need = Need { owner_id: new.owner_id, instances: 1, owner_memory_mb: memory, host_memory_mb: memory };
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        quotas::check_room(&mut transaction, &need, limits).await?;
+        insert(&mut *transaction, new).await?;
+        transaction.commit().await?;
+        self.instance(new.id).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// Writes a new record with no limit: for tools and tests that fill a store themselves.
     pub async fn insert_instance(&self, new: &NewInstanceRecord<'_>) -> Result<InstanceRecord, StoreError> {
-        sqlx::query(
-            "INSERT INTO instances (id, owner_id, name, engine, version, image, status, \
-             memory_mb, charset, collation, database, port, username, password_enc, created_at, template_image) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(new.id.as_str())
-        .bind(new.owner_id)
-        .bind(new.name.as_str())
-        .bind(new.settings.engine().as_str())
-        .bind(new.version)
-        .bind(new.image)
-        .bind(new.status.as_str())
-        .bind(new.memory_mb.0)
-        .bind(new.settings.charset().map(Charset::as_str))
-        .bind(new.settings.collation().map(Collation::as_str))
-        .bind(new.settings.database().map(DatabaseName::as_str))
-        .bind(new.port)
-        .bind(new.username)
-        .bind(new.password_enc)
-        .bind(now_rfc3339())
-        .bind(new.template_image)
-        .execute(&self.pool)
-        .await
-        .map_err(map_unique_violation)?;
+        insert(&self.pool, new).await?;
         self.instance(new.id).await?.ok_or(StoreError::NotFound)
     }
 
@@ -185,6 +193,27 @@ impl Store {
             .bind(id.as_str())
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Raises an instance's memory cap from the record's to `to` if the increase fits within
+    /// `limits` (its owner's quota, the host's memory budget), in one transaction: `OverLimit` if
+    /// it does not, `NotFound` if the stored cap is no longer the record's.
+    pub async fn grow_memory(&self, record: &InstanceRecord, to: MemoryMb, limits: &Limits) -> Result<(), StoreError> {
+        let more = i64::from(to.0) - i64::from(record.memory_mb.0);
+        let need = Need { owner_id: record.owner_id, instances: 0, owner_memory_mb: more, host_memory_mb: more };
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        quotas::check_room(&mut transaction, &need, limits).await?;
+        let done = sqlx::query("UPDATE instances SET memory_mb = ? WHERE id = ? AND memory_mb = ?")
+            .bind(to.0)
+            .bind(record.id.as_str())
+            .bind(record.memory_mb.0)
+            .execute(&mut *transaction)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -306,36 +335,50 @@ impl Store {
         })
     }
 
-    /// Hands one running warm-pool member of `engine` at `version` to `owner_id`, renamed `name`,
-    /// and points the create's operation `operation` at it, in one transaction: two creates (in
-    /// one process or several) never get the same member, and a member with a repair in flight is
-    /// never handed out. `None` if the pool is empty; `NameTaken` if the owner has an instance of
-    /// that name.
+    /// Hands one running warm-pool member of the claim's engine and version to its owner, renamed
+    /// and capped as it asks, and points the create's operation at it, in one transaction: two
+    /// creates (in one process or several) never get the same member, a member with a repair in
+    /// flight is never handed out, and the member counts against the owner's quota from the
+    /// moment it is theirs. Returns it with the memory cap it had in the pool (its container's
+    /// until the caller changes it). `None` if the pool is empty; `NameTaken` if the owner has an
+    /// instance of that name; `OverLimit` if it does not fit within `limits`.
     pub async fn claim_pool_member(
         &self,
-        engine: Engine,
-        version: &str,
-        owner_id: i64,
-        name: Option<&InstanceName>,
-        operation: &OperationId,
-    ) -> Result<Option<InstanceRecord>, StoreError> {
-        let mut transaction = self.pool.begin().await?;
-        let claimed: Option<String> = sqlx::query_scalar(
-            "UPDATE instances SET owner_id = ?1, name = coalesce(?2, engine || '-' || id) \
-             WHERE id = (SELECT id FROM instances WHERE owner_id IS NULL AND engine = ?3 AND version = ?4 \
-                         AND status = 'running' AND NOT EXISTS (SELECT 1 FROM operations \
-                             WHERE instance_id = instances.id AND state IN ('pending', 'running')) \
-                         ORDER BY created_at LIMIT 1) \
-             AND owner_id IS NULL RETURNING id",
+        claim: &PoolClaim<'_>,
+        limits: &Limits,
+    ) -> Result<Option<(InstanceRecord, MemoryMb)>, StoreError> {
+        let PoolClaim { engine, version, owner_id, name, memory, operation } = *claim;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let member: Option<(String, u32)> = sqlx::query_as(
+            "SELECT id, memory_mb FROM instances WHERE owner_id IS NULL AND engine = ?1 AND version = ?2 \
+             AND status = 'running' AND NOT EXISTS (SELECT 1 FROM operations \
+                 WHERE instance_id = instances.id AND state IN ('pending', 'running')) \
+             ORDER BY created_at LIMIT 1",
         )
-        .bind(owner_id)
-        .bind(name.map(InstanceName::as_str))
         .bind(engine.as_str())
         .bind(version)
         .fetch_optional(&mut *transaction)
+        .await?;
+        let Some((id, pool_memory)) = member else { return Ok(None) };
+        // The member counts on the host already: only a larger cap takes more of it.
+        let need = Need {
+            owner_id: Some(owner_id),
+            instances: 1,
+            owner_memory_mb: memory.0.into(),
+            host_memory_mb: i64::from(memory.0) - i64::from(pool_memory),
+        };
+        quotas::check_room(&mut transaction, &need, limits).await?;
+        sqlx::query(
+            "UPDATE instances SET owner_id = ?1, name = coalesce(?2, engine || '-' || id), memory_mb = ?3 \
+             WHERE id = ?4 AND owner_id IS NULL",
+        )
+        .bind(owner_id)
+        .bind(name.map(InstanceName::as_str))
+        .bind(memory.0)
+        .bind(&id)
+        .execute(&mut *transaction)
         .await
         .map_err(map_unique_violation)?;
-        let Some(id) = claimed else { return Ok(None) };
         sqlx::query("UPDATE operations SET instance_id = ?, owner_id = ? WHERE id = ?")
             .bind(&id)
             .bind(owner_id)
@@ -344,7 +387,8 @@ impl Store {
             .await
             .map_err(map_unique_violation)?;
         transaction.commit().await?;
-        self.instance(&id.parse().map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))?).await
+        let id = id.parse().map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))?;
+        Ok(self.instance(&id).await?.map(|record| (record, MemoryMb(pool_memory))))
     }
 
     /// The warm pool's members, oldest first.
@@ -385,6 +429,35 @@ impl Store {
         sqlx::query("DELETE FROM instances WHERE id = ?").bind(id.as_str()).execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// The INSERT of a new record; `PortTaken` or `NameTaken` when a constraint stands in the way.
+async fn insert<'e>(executor: impl sqlx::SqliteExecutor<'e>, new: &NewInstanceRecord<'_>) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO instances (id, owner_id, name, engine, version, image, status, \
+         memory_mb, charset, collation, database, port, username, password_enc, created_at, template_image) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(new.id.as_str())
+    .bind(new.owner_id)
+    .bind(new.name.as_str())
+    .bind(new.settings.engine().as_str())
+    .bind(new.version)
+    .bind(new.image)
+    .bind(new.status.as_str())
+    .bind(new.memory_mb.0)
+    .bind(new.settings.charset().map(Charset::as_str))
+    .bind(new.settings.collation().map(Collation::as_str))
+    .bind(new.settings.database().map(DatabaseName::as_str))
+    .bind(new.port)
+    .bind(new.username)
+    .bind(new.password_enc)
+    .bind(now_rfc3339())
+    .bind(new.template_image)
+    .execute(executor)
+    .await
+    .map_err(map_unique_violation)?;
+    Ok(())
 }
 
 /// An instance row, read by position in `columns!`'s order: looking columns up by name was a

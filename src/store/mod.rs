@@ -8,6 +8,7 @@ mod events;
 mod instances;
 mod leases;
 mod operations;
+mod quotas;
 mod reads;
 mod users;
 
@@ -18,8 +19,9 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use events::{Event, Quarantined};
-pub use instances::{InstanceRecord, NewInstanceRecord};
+pub use instances::{InstanceRecord, NewInstanceRecord, PoolClaim};
 pub use operations::{NewOperation, OperationRecord, Step};
+pub use quotas::{Exceeded, LimitKind, Limits, Need, Quota, QuotaOverride};
 pub use users::{DemoUsers, User};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,9 @@ pub enum StoreError {
     /// The user sent this idempotency key before.
     #[error("the idempotency key was used before")]
     IdempotencyKeyUsed,
+    /// The change would pass a user's quota or the host's memory budget.
+    #[error("the change would pass a limit: {0:?}")]
+    OverLimit(Exceeded),
     #[error("a stored value is invalid: {0}")]
     Corrupt(String),
     #[error(transparent)]

@@ -1,8 +1,9 @@
-//! Users and their API tokens (kept as hashes); demo users, and disabled users.
+//! Users and their API tokens (kept as hashes); demo users, disabled users, and their quota
+//! overrides (set in `quotas`).
 
 use sqlx::Row;
 
-use super::{Store, StoreError, map_unique_violation, now_rfc3339};
+use super::{QuotaOverride, Store, StoreError, map_unique_violation, now_rfc3339};
 use crate::model::UserName;
 use crate::secrets::hash_token;
 
@@ -17,6 +18,8 @@ pub struct User {
     /// When the user was disabled (RFC 3339); `None` while their token works.
     pub disabled_at: Option<String>,
     pub created_at: String,
+    /// Their own quota, where it differs from the configuration's default.
+    pub quota: QuotaOverride,
 }
 
 impl User {
@@ -44,7 +47,7 @@ pub struct DemoUsers {
 /// `concat!` keeps each query a constant string.
 macro_rules! user_columns {
     () => {
-        "id, name, is_admin, is_demo, disabled_at, created_at"
+        "id, name, is_admin, is_demo, disabled_at, created_at, quota_instances, quota_memory_mb"
     };
 }
 
@@ -62,7 +65,15 @@ impl Store {
                 .await
                 .map_err(map_unique_violation)?
                 .get(0);
-        Ok(User { id, name: name.to_string(), is_admin, is_demo: false, disabled_at: None, created_at })
+        Ok(User {
+            id,
+            name: name.to_string(),
+            is_admin,
+            is_demo: false,
+            disabled_at: None,
+            created_at,
+            quota: QuotaOverride::default(),
+        })
     }
 
     /// Makes the enabled demo users exactly those `names`, at start-up: each is added (its token its
@@ -251,5 +262,9 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> User {
         is_demo: row.get("is_demo"),
         disabled_at: row.get("disabled_at"),
         created_at: row.get("created_at"),
+        quota: QuotaOverride {
+            instances: row.get::<Option<i64>, _>("quota_instances").map(|n| n as u32),
+            memory_mb: row.get::<Option<i64>, _>("quota_memory_mb").map(|n| n as u64),
+        },
     }
 }

@@ -109,6 +109,11 @@ async fn get_engines_shows_the_catalogue_of_the_example_configuration_file() {
 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(file.port_range.unwrap().to_string(), "20000-29999");
+    assert_eq!(
+        (file.quotas.instances, file.quotas.memory_mb, file.quotas.host_memory_percent),
+        (Some(10), Some(8192), Some(90))
+    );
+    assert_eq!(catalogue.engine(dbroker::model::Engine::Mysql).cpu_shares, 1024);
     let mysql = body["engines"].as_array().unwrap().iter().find(|e| e["engine"] == "mysql").unwrap();
     assert_eq!(mysql["default_version"], "8.0");
     assert_eq!(mysql["memory_mb"], json!({"min": 256, "max": 65536, "default": 1024}));
@@ -139,6 +144,9 @@ fn a_configuration_file_with_an_error_is_refused_with_its_line_number() {
         ("listen = \"127.0.0.1:5000\"\n\nlisten_adress = \"x\"\n", "line 3"),
         ("[engines.redis]\nversions = { \"7\" = { image = \"redis:7\" } }\ndefault_version = \"6\"\n", "line 3"),
         ("[engines.postgres]\nmemory = { min = 512, max = 256, default = 300 }\n", "line 2"),
+        ("[engines.redis]\n\ncpu_shares = 1\n", "line 3"),
+        ("[engines.mysql]\ncpus = 0\n", "line 2"),
+        ("[quotas]\ninstances = 1\nmemory = 5\n", "line 3"),
     ];
     for (text, line) in cases {
         let path = dir.path().join("broken.toml");

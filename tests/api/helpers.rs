@@ -166,6 +166,7 @@ impl TestApp {
             docker_host: None,
             operation_lease: Duration::from_secs(2),
             history_retention: Duration::from_secs(90 * 86_400),
+            quotas: Default::default(),
         };
         adjust(&mut config);
         let mut app = TestApp {

@@ -20,6 +20,7 @@ mod pool;
 mod ports;
 mod postgres;
 mod private_files;
+mod quotas;
 mod races;
 mod redis;
 mod secrets_in_containers;

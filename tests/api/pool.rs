@@ -21,7 +21,7 @@ use crate::helpers::{
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The offline catalogue with a warm pool of `size` for each of `engines`' default version.
-fn catalogue_with_pool(engines: &[Engine], size: u32) -> Catalogue {
+pub fn catalogue_with_pool(engines: &[Engine], size: u32) -> Catalogue {
     let versions =
         [(Engine::Mysql, "10.11", "flavor = \"mariadb\", "), (Engine::Redis, "7.0", ""), (Engine::Postgres, "15", "")];
     let mut toml = String::new();
@@ -39,7 +39,7 @@ fn catalogue_with_pool(engines: &[Engine], size: u32) -> Catalogue {
 }
 
 /// Waits until the pool has `count` running members of `engine`, and returns them as admins see them.
-async fn wait_for_pool(app: &TestApp, admin: &str, engine: &str, count: usize) -> Vec<Value> {
+pub async fn wait_for_pool(app: &TestApp, admin: &str, engine: &str, count: usize) -> Vec<Value> {
     wait_until(&format!("{count} running {engine} pool members"), DEADLINE, || async {
         let (_, body) = app.get("/v1/admin/pool", admin).await;
         let members: Vec<Value> = body["members"]

@@ -12,7 +12,8 @@ use crate::helpers::{ALICE, TestApp, port_and_password, redis_connect};
 
 #[tokio::test]
 async fn twenty_concurrent_redis_creates_are_all_ready_on_distinct_ports() {
-    let app = TestApp::spawn().await;
+    // Twenty of one user's: more than the default quota of instances.
+    let app = TestApp::spawn_with(|c| c.quotas.instances = 20).await;
 
     let creates = (0..20).map(|_| app.post("/v1/instances", ALICE, json!({"engine": "redis", "memory_mb": 32})));
     let answers = futures_util::future::join_all(creates).await;

@@ -452,7 +452,11 @@ async fn sigkill_at_each_step_of_a_create_then_a_restart_leaves_no_orphan() {
 
 #[tokio::test]
 async fn a_create_that_finishes_during_a_slow_repair_is_never_touched() {
-    let app = TestApp::spawn_with(|c| c.ready_timeout = Duration::from_secs(20)).await;
+    let app = TestApp::spawn_with(|c| {
+        c.ready_timeout = Duration::from_secs(20);
+        c.quotas.instances = 16; // one user's 1 + 15: more than the default quota
+    })
+    .await;
     let admin = app.add_admin("root").await;
     let broken = app.create(ALICE, json!({"engine": "redis", "memory_mb": 32})).await;
     let broken_id = id_of(&broken).to_string();

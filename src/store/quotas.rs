@@ -1,0 +1,155 @@
+//! Quotas: how many instances and how much memory (the sum of memory caps) each user may hold, and
+//! how much memory all instances together (every user's and the warm pool's) may be capped at on
+//! the host. A change that needs room is checked inside the write transaction that makes it
+//! (`BEGIN IMMEDIATE`, so what is read is still true when it is written on): concurrent creates,
+//! in one process or several sharing the store, never pass a limit together.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, SqliteConnection};
+
+use super::{Store, StoreError};
+use crate::model::UserName;
+
+/// How many instances, and how many MiB of memory caps in all, a user may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub instances: u32,
+    pub memory_mb: u64,
+}
+
+/// A user's own quota, where it differs from the default (`None`: the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaOverride {
+    pub instances: Option<u32>,
+    pub memory_mb: Option<u64>,
+}
+
+/// What a change is checked against: the configuration's default quota (for users without an
+/// override) and the host's memory budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub default_quota: Quota,
+    /// The most MiB all instances' memory caps may add up to.
+    pub host_memory_mb: u64,
+}
+
+/// What a change adds: instances and memory for its owner (none for the warm pool), and memory on
+/// the host, which differ when a pool member (counted on the host already) is claimed.
+#[derive(Debug, Clone, Copy)]
+pub struct Need {
+    pub owner_id: Option<i64>,
+    pub instances: u32,
+    pub owner_memory_mb: i64,
+    pub host_memory_mb: i64,
+}
+
+/// The limit a change would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    /// The user's number of instances.
+    Instances,
+    /// The sum of the user's memory caps, MiB.
+    Memory,
+    /// The sum of every instance's memory cap on the host, MiB.
+    HostMemory,
+}
+
+/// A limit a change would pass: which, the limit, what is in use, and what the change asked for
+/// (instances, or MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exceeded {
+    pub quota: LimitKind,
+    pub limit: u64,
+    pub in_use: u64,
+    pub requested: u64,
+}
+
+/// What counts against a limit: every record but a failed create's, which holds no container.
+macro_rules! counted {
+    () => {
+        "status != 'failed'"
+    };
+}
+
+/// `Err(OverLimit)` if `need` does not fit within `limits` and the owner's quota, as the store is
+/// now. Run it on the connection of the write transaction that makes the change.
+pub(super) async fn check_room(
+    connection: &mut SqliteConnection,
+    need: &Need,
+    limits: &Limits,
+) -> Result<(), StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT (SELECT coalesce(sum(memory_mb), 0) FROM instances WHERE ",
+        counted!(),
+        "), (SELECT count(*) FROM instances WHERE owner_id = ?1 AND ",
+        counted!(),
+        "), (SELECT coalesce(sum(memory_mb), 0) FROM instances WHERE owner_id = ?1 AND ",
+        counted!(),
+        "), (SELECT quota_instances FROM users WHERE id = ?1), (SELECT quota_memory_mb FROM users WHERE id = ?1)"
+    ))
+    .bind(need.owner_id)
+    .fetch_one(&mut *connection)
+    .await?;
+    let (host_used, owned, owned_memory): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let quota = Quota {
+        instances: row.get::<Option<i64>, _>(3).map_or(limits.default_quota.instances, |n| n as u32),
+        memory_mb: row.get::<Option<i64>, _>(4).map_or(limits.default_quota.memory_mb, |n| n as u64),
+    };
+    let over = |quota: LimitKind, limit: u64, in_use: i64, requested: i64| {
+        // In i128: a limit may be as large as u64 allows.
+        let passed = requested > 0 && i128::from(in_use) + i128::from(requested) > i128::from(limit);
+        passed.then_some(Exceeded { quota, limit, in_use: in_use as u64, requested: requested as u64 })
+    };
+    // The user's own limits first: those are theirs to act on.
+    let exceeded = if need.owner_id.is_some() {
+        over(LimitKind::Instances, quota.instances.into(), owned, need.instances.into())
+            .or_else(|| over(LimitKind::Memory, quota.memory_mb, owned_memory, need.owner_memory_mb))
+    } else {
+        None
+    };
+    match exceeded.or_else(|| over(LimitKind::HostMemory, limits.host_memory_mb, host_used, need.host_memory_mb)) {
+        Some(exceeded) => Err(StoreError::OverLimit(exceeded)),
+        None => Ok(()),
+    }
+}
+
+impl Store {
+    /// Whether `need` fits as the store is now: a check before a change is recorded, so that a
+    /// request that cannot be served records nothing. Only a hint: the change checks again as it
+    /// writes.
+    pub async fn check_room(&self, need: &Need, limits: &Limits) -> Result<(), StoreError> {
+        check_room(&mut *self.pool.acquire().await?, need, limits).await
+    }
+
+    /// Sets the user's own quota: each limit given replaces their override, each not given stays
+    /// as it is. A running dbroker applies it to the next change. `NotFound` if there is no such
+    /// user.
+    pub async fn set_quota(&self, name: &UserName, quota: QuotaOverride) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE users SET quota_instances = coalesce(?, quota_instances), \
+             quota_memory_mb = coalesce(?, quota_memory_mb) WHERE name = ?",
+        )
+        .bind(quota.instances)
+        .bind(quota.memory_mb.map(|m| m as i64))
+        .bind(name.as_str())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Gives the user the default quota again. `NotFound` if there is no such user.
+    pub async fn clear_quota(&self, name: &UserName) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE users SET quota_instances = NULL, quota_memory_mb = NULL WHERE name = ?")
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
