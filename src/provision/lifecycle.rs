@@ -295,14 +295,15 @@ impl Provisioner {
             self.settle_password(&record).await?;
             return Err(ProvisionError::ServerRefused(format!("the server did not take the new password: {reason}")));
         }
-        match file {
-            PasswordFile::Written => self.write_password_file(record, &new).await?,
-            PasswordFile::WrittenLater => {
-                let (this, id) = (self.clone(), record.id.clone());
-                tokio::spawn(async move { this.refresh_password_file(&id).await });
-            }
+        if let PasswordFile::Written = file {
+            self.write_password_file(record, &new).await?;
         }
         self.store.set_password(&record.id, &self.key.encrypt(&new)).await?;
+        if let PasswordFile::WrittenLater = file {
+            // Once the new password is the stored one: that is what it writes.
+            let (this, id) = (self.clone(), record.id.clone());
+            tokio::spawn(async move { this.refresh_password_file(&id).await });
+        }
         Ok(new)
     }
 
