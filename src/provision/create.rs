@@ -9,9 +9,7 @@ use super::templates::Template;
 use super::{Begin, Caller, Idempotency, Instance, NewInstance, Progress, ProvisionError, Provisioner, Running};
 use crate::config::Catalogue;
 use crate::engines::{self, Endpoint};
-use crate::model::{
-    Engine, EngineSettings, EventKind, Flavor, InstanceId, InstanceName, MemoryMb, OperationKind, Status,
-};
+use crate::model::{Engine, EngineSettings, EventKind, InstanceId, InstanceName, MemoryMb, OperationKind, Status};
 use crate::runtime::{ContainerState, RuntimeError};
 use crate::secrets::{Secret, redact};
 use crate::store::{InstanceRecord, NewInstanceRecord, StoreError};
@@ -86,7 +84,7 @@ impl Provisioner {
         progress: &Progress,
     ) -> Result<Instance, ProvisionError> {
         let engine = request.engine;
-        let Plan { version, image, flavor, memory, pool, settings } = plan;
+        let Plan { version, image, memory, pool, settings } = plan;
         // A started instance of the pool is ready in milliseconds; the pool holds only the
         // engine's defaults, so a MySQL character set of the user's own needs a fresh one.
         if let Some(caller) = owner
@@ -105,7 +103,12 @@ impl Provisioner {
             }
             other => other.into(),
         })?;
-        let template = self.template_for(engine, flavor, &image, &image_id, progress.operation_id()).await?;
+        let operation = progress.operation_id();
+        let flavor = self.flavor_of(engine, &image, &image_id, operation).await?;
+        let template = self.template_for(engine, flavor, &image, &image_id, operation).await?;
+        // Before the record too: a character set or collation the server lacks is the request's
+        // fault, and the server's own list says so (see `image_facts`).
+        self.check_server_has(flavor, &settings, &version, &image, &image_id, operation).await?;
         progress.step("image ready").await;
 
         let password = Secret::generate_password();
@@ -352,7 +355,6 @@ impl Provisioner {
 pub(super) struct Plan {
     version: String,
     image: String,
-    flavor: Flavor,
     memory: MemoryMb,
     /// The version's warm pool size.
     pool: u32,
@@ -361,7 +363,8 @@ pub(super) struct Plan {
 }
 
 /// Checks what depends on the engine and the catalogue, before anything is written or started:
-/// the version, memory bounds, and options that only one engine takes.
+/// the version, memory bounds, options that only one engine takes, and that a collation is named
+/// for its character set. Whether the server has them is checked once the image is there.
 fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionError> {
     let engine = request.engine;
     let invalid = |field: &'static str, reason: String| ProvisionError::Invalid { field, reason };
@@ -382,7 +385,6 @@ fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionE
     match (&request.charset, &request.collation) {
         (Some(charset), Some(collation)) => {
             collation.check_belongs_to(charset).map_err(|e| invalid("collation", e.0))?;
-            collation.check_flavor(spec.flavor).map_err(|e| invalid("collation", e.0))?;
         }
         (None, Some(_)) => return Err(invalid("collation", "a collation needs its charset; give both".into())),
         _ => {}
@@ -397,7 +399,7 @@ fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionE
             None => engines::default_settings(engine),
         },
     };
-    Ok(Plan { version, image: spec.image.clone(), flavor: spec.flavor, memory, pool: spec.pool, settings })
+    Ok(Plan { version, image: spec.image.clone(), memory, pool: spec.pool, settings })
 }
 
 /// The memory cap to use: the one asked for, within the engine's bounds, or the engine's default.

@@ -5,6 +5,7 @@
 mod create;
 mod error;
 mod identity;
+mod image_facts;
 mod lifecycle;
 mod operations;
 mod pool;
@@ -107,7 +108,8 @@ pub struct Provisioner {
     ops: Operations,
     /// Wakes the leader to refill the warm pool after a claim.
     pool_wanted: Arc<tokio::sync::Notify>,
-    /// Held while a data-directory template is looked up or built (see `templates`).
+    /// Held while a data-directory template is looked up or built (see `templates`), or a
+    /// throwaway server lists its collations (see `image_facts`).
     template_lock: Arc<tokio::sync::Mutex<()>>,
 }
 

@@ -43,7 +43,7 @@ impl Provisioner {
     pub(super) async fn template_for(
         &self,
         engine: Engine,
-        flavor: Flavor,
+        flavor: Option<Flavor>,
         source_image: &str,
         source_id: &str,
         operation: &OperationId,
@@ -127,6 +127,7 @@ impl Provisioner {
                 }
                 tokio::time::sleep(BUILD_POLL_INTERVAL).await;
             }
+            self.keep_collations(engine, source_id, &endpoint).await;
             // A clean shutdown, so every copy starts without recovery.
             self.runtime.stop(&name).await?;
             self.set_identity_aside(engine, &name).await?;
@@ -153,7 +154,7 @@ pub(super) fn build_container_prefix(instance_prefix: &str) -> String {
     format!("{instance_prefix}-template-build-")
 }
 
-fn build_container_name(instance_prefix: &str, operation: &OperationId) -> String {
+pub(super) fn build_container_name(instance_prefix: &str, operation: &OperationId) -> String {
     format!("{}{operation}-{}", build_container_prefix(instance_prefix), hex::encode(rand::random::<[u8; 3]>()))
 }
 

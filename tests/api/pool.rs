@@ -22,13 +22,12 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The offline catalogue with a warm pool of `size` for each of `engines`' default version.
 fn catalogue_with_pool(engines: &[Engine], size: u32) -> Catalogue {
-    let versions =
-        [(Engine::Mysql, "10.11", "flavor = \"mariadb\", "), (Engine::Redis, "7.0", ""), (Engine::Postgres, "15", "")];
+    let versions = [(Engine::Mysql, "10.11"), (Engine::Redis, "7.0"), (Engine::Postgres, "15")];
     let mut toml = String::new();
-    for (engine, version, extra) in versions {
+    for (engine, version) in versions {
         let pool = if engines.contains(&engine) { size } else { 0 };
         toml.push_str(&format!(
-            "[engines.{engine}]\ndefault_version = \"{version}\"\nversions = {{ \"{version}\" = {{ image = \"{}\", {extra}pool = {pool} }} }}\n",
+            "[engines.{engine}]\ndefault_version = \"{version}\"\nversions = {{ \"{version}\" = {{ image = \"{}\", pool = {pool} }} }}\n",
             image(engine.as_str())
         ));
     }
