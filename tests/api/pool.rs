@@ -145,3 +145,28 @@ async fn a_postgres_instance_from_the_pool_gets_the_database_asked_for_and_its_o
     sqlx::Connection::close(conn).await.ok();
     assert!(postgres_connect(port, &pool_password, "shop").await.is_err(), "the pool's password is refused");
 }
+
+#[tokio::test]
+async fn a_mysql_charset_never_claims_from_the_pool_and_one_the_server_lacks_leaves_the_pool_as_it_was() {
+    let app = TestApp::spawn_with(|c| c.catalogue = catalogue_with_pool(&[Engine::Mysql], 1)).await;
+    let admin = app.add_admin("root").await;
+    let members = wait_for_pool(&app, &admin, "mysql", 1).await;
+
+    let (refused, body) = app
+        .post(
+            "/v1/instances",
+            ALICE,
+            json!({"engine": "mysql", "charset": "latin2", "collation": "latin2_vietnamese_ci"}),
+        )
+        .await;
+    let own = app.create(ALICE, json!({"engine": "mysql", "charset": "latin2", "collation": "latin2_bin"})).await;
+
+    assert_eq!(refused, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["detail"].as_str().unwrap().starts_with("collation:"), "{body}");
+    assert_ne!(own["id"], members[0]["id"], "a charset of its own starts a fresh server");
+    let after = wait_for_pool(&app, &admin, "mysql", 1).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["id"], members[0]["id"], "the member waits as it was");
+    let (_, list) = app.get("/v1/instances", ALICE).await;
+    assert_eq!(list["instances"].as_array().unwrap().len(), 1, "only the instance that was created");
+}
