@@ -274,6 +274,17 @@ impl Provisioner {
         container: &str,
         endpoint: &Endpoint<'_>,
     ) -> Result<(), ProvisionError> {
+        self.wait_answer(container, &[endpoint.password], || engines::probe(engine, endpoint)).await
+    }
+
+    /// Polls `attempt` (real logins) until it works, the server in `container` exits, or the ready
+    /// timeout passes; `secrets` are kept out of the server's log lines an error carries.
+    async fn wait_answer<T, Attempt: Future<Output = Result<T, String>>>(
+        &self,
+        container: &str,
+        secrets: &[&Secret],
+        mut attempt: impl FnMut() -> Attempt,
+    ) -> Result<T, ProvisionError> {
         let started = Instant::now();
         let deadline = started + self.config.ready_timeout;
         let restarts_before = match self.runtime.state(container).await? {
@@ -283,10 +294,10 @@ impl Provisioner {
         let mut polls = 0u32;
         loop {
             polls += 1;
-            let last_error = match engines::probe(engine, endpoint).await {
-                Ok(()) => {
+            let last_error = match attempt().await {
+                Ok(answer) => {
                     tracing::debug!(elapsed = ?started.elapsed(), "database accepted its credentials");
-                    return Ok(());
+                    return Ok(answer);
                 }
                 Err(e) => e,
             };
@@ -312,12 +323,45 @@ impl Provisioner {
             let timed_out = timed_out
                 .then(|| format!("not ready within {:?} (last attempt: {last_error})", self.config.ready_timeout));
             if let Some(reason) = exited.or(timed_out) {
-                let last_logs =
-                    self.server_logs(container, FAILURE_LOG_LINES, &[endpoint.password]).await.unwrap_or_default();
+                let last_logs = self.server_logs(container, FAILURE_LOG_LINES, secrets).await.unwrap_or_default();
                 return Err(ProvisionError::NotReady { reason, last_logs });
             }
             tokio::time::sleep(READY_POLL_INTERVAL).await;
         }
+    }
+
+    /// Waits until a copy of a template, whose create a crash interrupted, answers: with the
+    /// instance's own password (the create had taken the template over), or still as the
+    /// template, which it then takes over as the create would have. A copy whose template the
+    /// host no longer has can only answer with its own.
+    pub(super) async fn finish_copy(
+        &self,
+        record: &InstanceRecord,
+        template_image: &str,
+    ) -> Result<(), ProvisionError> {
+        let Some(template) = self.template_by_id(template_image).await? else {
+            return self.wait_until_ready(record).await;
+        };
+        let (engine, host, password) = (record.engine(), self.probe_host(), self.password_of(record)?);
+        let own = self.endpoint(record, &host, &password);
+        let database = engines::profile(engine).default_database;
+        let as_template =
+            Endpoint { password: &template.password, database, ..self.endpoint(record, &host, &password) };
+        let container = self.container_name(&record.id);
+        let (own, as_template) = (&own, &as_template);
+        let still_the_template = self
+            .wait_answer(&container, &[&password, &template.password], move || async move {
+                let own_error = match engines::probe(engine, own).await {
+                    Ok(()) => return Ok(false),
+                    Err(e) => e,
+                };
+                engines::probe(engine, as_template).await.map(|()| true).map_err(|_| own_error)
+            })
+            .await?;
+        if still_the_template {
+            self.take_over_template(record, own.port, &template, &password).await?;
+        }
+        Ok(())
     }
 
     /// The server's last log lines with the given secrets removed.

@@ -74,6 +74,14 @@ impl Provisioner {
         }
     }
 
+    /// The template whose image id is `image_id`, if the host still has it: the copy of a template
+    /// whose create a crash interrupted may still answer as the template.
+    pub(super) async fn template_by_id(&self, image_id: &str) -> Result<Option<Template>, ProvisionError> {
+        let Some((image_id, labels)) = self.runtime.image(image_id).await? else { return Ok(None) };
+        let password = labels.get(LABEL_TEMPLATE_PASSWORD).map(|p| Secret::new(p.clone()));
+        Ok(password.map(|password| Template { image_id, password }))
+    }
+
     #[tracing::instrument(skip_all, fields(%engine, source_image))]
     async fn build_template(
         &self,

@@ -288,9 +288,10 @@ impl Reconciler {
     ) -> Result<&'static str, ProvisionError> {
         let state = self.service.runtime.state(&self.service.container_name(&record.id)).await?;
         let outcome = match state {
-            ContainerState::Running { .. } | ContainerState::Restarting { .. } => {
-                self.service.wait_until_ready(record).await
-            }
+            ContainerState::Running { .. } | ContainerState::Restarting { .. } => match &record.template_image {
+                Some(template_image) => self.service.finish_copy(record, template_image).await,
+                None => self.service.wait_until_ready(record).await,
+            },
             _ => Err(ProvisionError::Conflict("its container never started".into())),
         };
         match outcome {
