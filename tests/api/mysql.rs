@@ -2,6 +2,7 @@
 //! dbroker reads from a MySQL image itself: which server it runs, and the collations it has.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions, RestartContainerOptions};
@@ -173,33 +174,47 @@ async fn a_serve_given_only_the_mariadb_image_finds_it_runs_mariadb_and_makes_in
     assert_eq!(labels.get("dbroker.template-of"), Some(&source_id), "the container runs a template of the image");
 }
 
-/// Now, as Docker's events take it: Unix seconds, to the nanosecond.
-fn docker_now() -> String {
-    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-    format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
+/// Now, in Unix nanoseconds: how Docker's events are timed.
+fn now_nanos() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64
 }
 
-/// The names of the containers of `app`'s prefix that Docker created from `since` until now.
-async fn containers_created_since(app: &TestApp, since: &str) -> Vec<String> {
-    let until = docker_now();
+/// The containers of `prefix` that Docker creates from now on, with when (Unix nanoseconds), as
+/// its event stream reports them. Followed live: the engine keeps only its latest events for a
+/// later look back, which other tests' events push out.
+fn watch_created_containers(prefix: &str) -> (Arc<Mutex<Vec<(i64, String)>>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
     let filters = HashMap::from([
         ("type", vec!["container".to_string()]),
         ("event", vec!["create".to_string()]),
-        ("label", vec![format!("dbroker.prefix={}", app.config.instance_prefix)]),
+        ("label", vec![format!("dbroker.prefix={prefix}")]),
     ]);
-    let options = EventsOptionsBuilder::default().since(since).until(&until).filters(&filters).build();
-    let events: Vec<_> = docker().await.events(Some(options)).collect().await;
-    events.into_iter().filter_map(|e| e.ok()?.actor?.attributes?.remove("name")).collect()
+    // From now: what happens before the stream is open is replayed, the rest follows live.
+    let since = now_nanos();
+    let since = format!("{}.{:09}", since / 1_000_000_000, since % 1_000_000_000);
+    let options = EventsOptionsBuilder::default().since(&since).filters(&filters).build();
+    let watcher = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            let mut events = docker().await.events(Some(options));
+            while let Some(Ok(event)) = events.next().await {
+                let name = event.actor.and_then(|a| a.attributes).and_then(|mut a| a.remove("name"));
+                if let (Some(at), Some(name)) = (event.time_nano, name) {
+                    seen.lock().unwrap().push((at, name));
+                }
+            }
+        }
+    });
+    (seen, watcher)
 }
 
 #[tokio::test]
 async fn what_a_mysql_image_is_is_read_once_and_kept_across_a_restart() {
     let mut app = TestApp::spawn().await;
     let one_off = format!("{}-template-build-", app.config.instance_prefix);
-    let start = docker_now();
+    let (seen, watcher) = watch_created_containers(&app.config.instance_prefix);
     app.create(ALICE, json!({"engine": "mysql", "charset": "latin1"})).await;
-    let first = containers_created_since(&app, &start).await;
-    let restarted = docker_now();
+    let restarted = now_nanos();
     app.restart().await;
 
     let instance = app.create(ALICE, json!({"engine": "mysql", "charset": "latin2", "collation": "latin2_bin"})).await;
@@ -207,10 +222,19 @@ async fn what_a_mysql_image_is_is_read_once_and_kept_across_a_restart() {
         .post("/v1/instances", ALICE, json!({"engine": "mysql", "charset": "latin2", "collation": "latin2_x_ci"}))
         .await;
 
+    // Every event up to the last create's has arrived once that one has: the stream is in order.
+    let own = app.container_of(&instance);
+    wait_until("the last create's container in the events", Duration::from_secs(30), || async {
+        seen.lock().unwrap().iter().any(|(_, name)| *name == own).then_some(())
+    })
+    .await;
+    watcher.abort();
+    let seen = seen.lock().unwrap().clone();
+    let (before, after): (Vec<_>, Vec<_>) = seen.into_iter().partition(|(at, _)| *at < restarted);
     // A fresh store: the image is looked into (its server binary), and its server is asked for
     // its collations (a template's build, or a server started for it).
-    assert!(first.iter().any(|name| name.starts_with(&one_off)), "the first create read the image: {first:?}");
-    let second = containers_created_since(&app, &restarted).await;
-    assert_eq!(second, [app.container_of(&instance)], "after the restart, only the instance's own container");
+    assert!(before.iter().any(|(_, name)| name.starts_with(&one_off)), "the first create read the image: {before:?}");
+    let after: Vec<String> = after.into_iter().map(|(_, name)| name).collect();
+    assert_eq!(after, [own], "after the restart, only the instance's own container");
     assert_eq!(refused, StatusCode::UNPROCESSABLE_ENTITY, "the kept list still refuses");
 }
