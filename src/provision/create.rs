@@ -345,8 +345,7 @@ impl Provisioner {
         let (engine, host, password) = (record.engine(), self.probe_host(), self.password_of(record)?);
         let own = self.endpoint(record, &host, &password);
         let database = engines::profile(engine).default_database;
-        let as_template =
-            Endpoint { password: &template.password, database, ..self.endpoint(record, &host, &password) };
+        let as_template = Endpoint { host: &host, port: own.port, password: &template.password, database };
         let container = self.container_name(&record.id);
         let (own, as_template) = (&own, &as_template);
         let still_the_template = self
