@@ -89,7 +89,7 @@ async fn main() {
 const POOL_CATALOGUE: &str = r#"
 [engines.mysql]
 default_version = "10.11"
-versions = { "10.11" = { image = "dbroker-local/mysql:10.11", flavor = "mariadb", pool = 2 } }
+versions = { "10.11" = { image = "dbroker-local/mysql:10.11", pool = 2 } }
 [engines.redis]
 default_version = "7.0"
 versions = { "7.0" = { image = "dbroker-local/redis:7.0", pool = 2 } }

@@ -53,13 +53,15 @@ impl<'de> Deserialize<'de> for PortRange {
     }
 }
 
-/// One version of an engine: the image that runs it, and for MySQL which server it is.
+/// One version of an engine: the image that runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionSpec {
     pub image: String,
-    #[serde(default, skip_serializing_if = "is_default_flavor")]
-    pub flavor: Flavor,
+    /// Deprecated and ignored: which server a MySQL image runs is read from the image (see
+    /// `provision::image_facts`). Still accepted, with a warning, so older files keep loading.
+    #[serde(default, skip_serializing)]
+    pub flavor: Option<Flavor>,
     /// How many instances of this version wait, started, for a create to claim them.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub pool: u32,
@@ -67,10 +69,6 @@ pub struct VersionSpec {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
-}
-
-fn is_default_flavor(flavor: &Flavor) -> bool {
-    *flavor == Flavor::default()
 }
 
 /// What one engine offers: its named versions, the default one, its memory bounds, and the CPU
@@ -99,7 +97,7 @@ impl Catalogue {
                 .iter()
                 .map(|v| {
                     let image = format!("{}:{v}", engine.as_str());
-                    (v.to_string(), VersionSpec { image, flavor: Flavor::Mysql, pool: 0 })
+                    (v.to_string(), VersionSpec { image, flavor: None, pool: 0 })
                 })
                 .collect(),
             memory: engines::profile(engine).memory,
@@ -139,7 +137,7 @@ impl Catalogue {
         catalogue
             .versions
             .entry(default)
-            .or_insert(VersionSpec { image: String::new(), flavor: Flavor::Mysql, pool: 0 })
+            .or_insert(VersionSpec { image: String::new(), flavor: None, pool: 0 })
             .image = image;
     }
 
@@ -299,8 +297,13 @@ impl FileConfig {
                     entry.versions.keys().cloned().collect::<Vec<_>>().join(", ")
                 ));
             }
-            if *engine != Engine::Mysql && entry.versions.values().any(|v| v.flavor != Flavor::default()) {
-                return Err(format!("engines.{engine}.versions: only mysql versions take a flavor"));
+            for (version, spec) in &entry.versions {
+                if spec.flavor.is_some() {
+                    tracing::warn!(
+                        "engines.{engine}.versions.{version:?}.flavor is deprecated and ignored: dbroker reads \
+                         which server an image runs from the image; remove the key"
+                    );
+                }
             }
             if let Some(memory) = &changes.memory {
                 let bounds = *memory.get_ref();

@@ -93,102 +93,80 @@ impl MemoryMb {
     }
 }
 
-/// A MySQL character set that MySQL and MariaDB both know.
+/// A MySQL character set's name: lowercase letters, digits and '_', as every server spells them.
+/// Whether the version's server has it is its own list's to say (see [`ServerCollations`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Charset(String);
 
-/// Character sets common to MySQL 8 and MariaDB 10.11 (`SHOW CHARACTER SET`).
-const KNOWN_CHARSETS: &[&str] = &[
-    "armscii8", "ascii", "big5", "binary", "cp1250", "cp1251", "cp1256", "cp1257", "cp850", "cp852", "cp866", "cp932",
-    "dec8", "eucjpms", "euckr", "gb2312", "gbk", "geostd8", "greek", "hebrew", "hp8", "keybcs2", "koi8r", "koi8u",
-    "latin1", "latin2", "latin5", "latin7", "macce", "macroman", "sjis", "swe7", "tis620", "ucs2", "ujis", "utf16",
-    "utf16le", "utf32", "utf8", "utf8mb3", "utf8mb4",
-];
+/// The longest character set name a server takes (`CHARACTER_SET_NAME` is `varchar(32)`).
+const CHARSET_MAX_LEN: usize = 32;
+/// The longest collation name a server takes (`COLLATION_NAME` is `varchar(64)`).
+const COLLATION_MAX_LEN: usize = 64;
+
+/// Whether `s` is shaped like a character set's or a collation's name: safe as a server argument.
+fn is_charset_word(s: &str, max_len: usize) -> bool {
+    (1..=max_len).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// `utf8` is the old name of `utf8mb3` on MySQL 8 and MariaDB 10.6 and later: their lists of
+/// collations name only `utf8mb3` (`utf8mb3_general_ci`), but both servers take the old names.
+const OLD_UTF8: &str = "utf8";
+const UTF8MB3: &str = "utf8mb3";
 
 impl Charset {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name a server's list gives it: `utf8mb3` for `utf8`, else its own.
+    fn listed_name(&self) -> &str {
+        if self.0 == OLD_UTF8 { UTF8MB3 } else { &self.0 }
     }
 }
 
 impl FromStr for Charset {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
-        if KNOWN_CHARSETS.contains(&s) {
+        if is_charset_word(s, CHARSET_MAX_LEN) {
             Ok(Self(s.to_string()))
         } else {
-            Err(Invalid(format!("unknown character set {s:?}; known ones are {}", KNOWN_CHARSETS.join(", "))))
+            Err(Invalid(format!(
+                "unknown character set {s:?}: a character set's name is lowercase letters, digits and '_', \
+                 like utf8mb4 or latin1"
+            )))
         }
     }
 }
 deserialize_from_str!(Charset);
 
-/// A MySQL collation, checked for shape here and against its character set by [`Collation::check_belongs_to`].
+/// A MySQL collation's name, checked for shape here, against its character set by
+/// [`Collation::check_belongs_to`], and against the server's own list by [`ServerCollations`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Collation(String);
-
-/// The ways a collation name ends, after its character set's name (`utf8mb4` + `_general_ci`).
-/// Language-specific collations follow the same `_<language>_ci` shape.
-const COLLATION_SUFFIXES: &[&str] = &[
-    "general_ci",
-    "general_cs",
-    "bin",
-    "unicode_ci",
-    "unicode_520_ci",
-    "general_mysql500_ci",
-    "swedish_ci",
-    "german1_ci",
-    "german2_ci",
-    "danish_ci",
-    "spanish_ci",
-    "spanish2_ci",
-    "polish_ci",
-    "czech_ci",
-    "estonian_ci",
-    "icelandic_ci",
-    "latvian_ci",
-    "lithuanian_ci",
-    "persian_ci",
-    "roman_ci",
-    "romanian_ci",
-    "sinhala_ci",
-    "slovak_ci",
-    "slovenian_ci",
-    "turkish_ci",
-    "hungarian_ci",
-    "croatian_ci",
-    "vietnamese_ci",
-    "unicode_nopad_ci",
-    "general_nopad_ci",
-    "nopad_bin",
-    "0900_ai_ci",
-    "0900_as_ci",
-    "0900_as_cs",
-    "0900_bin",
-    "uca1400_ai_ci",
-    "uca1400_as_cs",
-    "uca1400_ai_cs",
-    "uca1400_as_ci",
-];
 
 impl Collation {
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// Refuses a collation of another character set (`latin1_swedish_ci` with `utf8mb4`).
+    /// The name a server's list gives it: `utf8mb3_general_ci` for `utf8_general_ci`, else its own.
+    fn listed_name(&self) -> std::borrow::Cow<'_, str> {
+        match self.0.strip_prefix(OLD_UTF8).and_then(|rest| rest.strip_prefix('_')) {
+            Some(rest) => format!("{UTF8MB3}_{rest}").into(),
+            None => self.0.as_str().into(),
+        }
+    }
+
+    /// Refuses a collation of another character set (`latin1_swedish_ci` with `utf8mb4`), by the
+    /// servers' naming rule: a collation's name is its character set's and a suffix (`binary` is
+    /// both). Cheap, before anything runs; the server's list has the last word.
     pub fn check_belongs_to(&self, charset: &Charset) -> Result<(), Invalid> {
-        let belongs = if charset.as_str() == "binary" {
-            self.0 == "binary"
-        } else {
-            self.0
-                .strip_prefix(charset.as_str())
-                .and_then(|rest| rest.strip_prefix('_'))
-                .is_some_and(|suffix| COLLATION_SUFFIXES.contains(&suffix))
+        let names_it = |collation: &str, charset: &str| {
+            collation == charset || collation.strip_prefix(charset).is_some_and(|rest| rest.starts_with('_'))
         };
-        if belongs {
+        if names_it(&self.0, &charset.0) || names_it(&self.listed_name(), charset.listed_name()) {
             Ok(())
         } else {
             Err(Invalid(format!(
@@ -203,23 +181,66 @@ impl Collation {
 impl FromStr for Collation {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
-        let known = s == "binary"
-            || KNOWN_CHARSETS.iter().any(|cs| {
-                s.strip_prefix(cs)
-                    .and_then(|rest| rest.strip_prefix('_'))
-                    .is_some_and(|suffix| COLLATION_SUFFIXES.contains(&suffix))
-            });
-        if known {
+        if is_charset_word(s, COLLATION_MAX_LEN) {
             Ok(Self(s.to_string()))
         } else {
             Err(Invalid(format!(
-                "unknown collation {s:?}; a collation is a character set's name and a suffix, \
-                 for example utf8mb4_general_ci or latin1_bin"
+                "unknown collation {s:?}: a collation's name is lowercase letters, digits and '_', \
+                 like utf8mb4_general_ci or latin1_bin"
             )))
         }
     }
 }
 deserialize_from_str!(Collation);
+
+/// The collations a MySQL or MariaDB server has, each with its character set, as the server
+/// itself lists them: what a requested character set and collation are checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCollations(std::collections::BTreeMap<String, String>);
+
+/// How many of a character set's collations a refusal names as examples.
+const COLLATION_EXAMPLES: usize = 8;
+
+impl ServerCollations {
+    /// From the server's `(collation, character set)` pairs.
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self(pairs.into_iter().collect())
+    }
+
+    /// Refuses a character set the server lacks, or a collation it lacks or has for another
+    /// character set, with the field to blame and what it has instead. `server` says which server
+    /// it is, for the message.
+    pub fn check(
+        &self,
+        server: &str,
+        charset: &Charset,
+        collation: Option<&Collation>,
+    ) -> Result<(), (&'static str, Invalid)> {
+        let is_this_charset = |listed: &str| listed == charset.0 || listed == charset.listed_name();
+        let of_charset: Vec<&str> =
+            self.0.iter().filter(|(_, cs)| is_this_charset(cs)).map(|(name, _)| name.as_str()).collect();
+        if of_charset.is_empty() {
+            let mut charsets: Vec<&str> = self.0.values().map(String::as_str).collect();
+            charsets.sort_unstable();
+            charsets.dedup();
+            let reason = format!("unknown character set {:?}: {server} has {}", charset.0, charsets.join(", "));
+            return Err(("charset", Invalid(reason)));
+        }
+        let Some(collation) = collation else { return Ok(()) };
+        let listed = self.0.get(&collation.0).or_else(|| self.0.get(collation.listed_name().as_ref()));
+        if listed.is_some_and(|cs| is_this_charset(cs)) {
+            return Ok(());
+        }
+        let examples = of_charset.iter().take(COLLATION_EXAMPLES).copied().collect::<Vec<_>>().join(", ");
+        let more = of_charset.len().saturating_sub(COLLATION_EXAMPLES);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let reason = format!(
+            "unknown collation {:?}: {server} has no such collation of {}; it has {examples}{more}",
+            collation.0, charset.0
+        );
+        Err(("collation", Invalid(reason)))
+    }
+}
 
 /// A database engine dbroker can provision. What each needs lives in [`crate::engines`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -255,32 +276,6 @@ impl FromStr for Engine {
 impl fmt::Display for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Which server a MySQL image runs: Oracle's MySQL or MariaDB. Both speak the same protocol and
-/// take the same options dbroker passes, but each has collations the other lacks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Flavor {
-    #[default]
-    Mysql,
-    Mariadb,
-}
-
-impl Collation {
-    /// Refuses a collation the server flavour does not have: MySQL 8's `_0900_` collations on
-    /// MariaDB, MariaDB's `_uca1400_` ones on MySQL.
-    pub fn check_flavor(&self, flavor: Flavor) -> Result<(), Invalid> {
-        let (foreign, server, instead) = match flavor {
-            Flavor::Mariadb => ("_0900_", "MariaDB", "_unicode_520_ci or _uca1400_ai_ci"),
-            Flavor::Mysql => ("_uca1400_", "MySQL", "_unicode_520_ci or _0900_ai_ci"),
-        };
-        if self.0.contains(foreign) {
-            Err(Invalid(format!("{server} has no collation {:?}; use one ending in {instead}", self.0)))
-        } else {
-            Ok(())
-        }
     }
 }
 
@@ -449,6 +444,20 @@ macro_rules! text_enum {
 }
 
 text_enum! {
+    /// Which server a MySQL image runs: Oracle's MySQL or MariaDB. Both speak the same protocol
+    /// and take the same options dbroker passes; a fact of the image, which dbroker reads from it
+    /// (see `provision::image_facts`). Stored as text, with a `CHECK` in the schema.
+    pub enum Flavor {
+        Mysql = "mysql",
+        Mariadb = "mariadb",
+        /// Neither server is where the official images keep it: not a MySQL image, as far as
+        /// dbroker can tell. It gets no template, and no list of collations is read from it: its
+        /// server, if it is one, reports what it lacks when it starts.
+        Unrecognised = "unrecognised",
+    }
+}
+
+text_enum! {
     /// Where an instance is in its life. Stored as text, with a `CHECK` in the schema.
     pub enum Status {
         /// The record exists; its container is being created or is not ready yet.
@@ -606,10 +615,15 @@ mod tests {
     }
 
     #[test]
-    fn a_known_charset_is_accepted_and_an_unknown_one_is_rejected() {
+    fn a_charset_or_collation_that_is_not_a_plain_word_is_rejected() {
         assert!("utf8mb4".parse::<Charset>().is_ok());
-        assert!("utf9".parse::<Charset>().is_err());
-        assert!("utf8; DROP TABLE x".parse::<Charset>().is_err());
+        assert!("utf8mb4_unicode_520_ci".parse::<Collation>().is_ok());
+        for bad in ["utf8; DROP TABLE x", "UTF8", "", "latin1 ", "$(id)", &"a".repeat(33)] {
+            assert!(bad.parse::<Charset>().is_err(), "{bad:?} was accepted");
+        }
+        for bad in ["utf8_general_ci'", "utf8-bin", "", &"a".repeat(65)] {
+            assert!(bad.parse::<Collation>().is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]
@@ -622,6 +636,12 @@ mod tests {
         // utf8mb4_general_ci starts with "utf8" but is not a collation of utf8.
         let mb4: Collation = "utf8mb4_general_ci".parse().unwrap();
         assert!(mb4.check_belongs_to(&utf8).is_err());
+        // utf8 is utf8mb3's old name, either way round.
+        let mb3: Collation = "utf8mb3_bin".parse().unwrap();
+        assert!(mb3.check_belongs_to(&utf8).is_ok());
+        assert!(general.check_belongs_to(&"utf8mb3".parse().unwrap()).is_ok());
+        let binary: Charset = "binary".parse().unwrap();
+        assert!("binary".parse::<Collation>().unwrap().check_belongs_to(&binary).is_ok());
     }
 
     #[test]
@@ -647,19 +667,60 @@ mod tests {
         assert!("../x".parse::<VersionName>().is_err());
     }
 
-    #[test]
-    fn a_collation_of_the_other_flavour_is_rejected() {
-        let mysql_only: Collation = "utf8mb4_0900_ai_ci".parse().unwrap();
-        let mariadb_only: Collation = "utf8mb4_uca1400_ai_ci".parse().unwrap();
-        assert!(mysql_only.check_flavor(Flavor::Mariadb).is_err());
-        assert!(mysql_only.check_flavor(Flavor::Mysql).is_ok());
-        assert!(mariadb_only.check_flavor(Flavor::Mysql).is_err());
-        assert!(mariadb_only.check_flavor(Flavor::Mariadb).is_ok());
+    /// A few rows of MariaDB 10.11's `COLLATION_CHARACTER_SET_APPLICABILITY`.
+    fn mariadb_10_11() -> ServerCollations {
+        let pairs = [
+            ("latin2_general_ci", "latin2"),
+            ("latin2_bin", "latin2"),
+            ("utf8mb3_general_ci", "utf8mb3"),
+            ("utf8mb4_general_ci", "utf8mb4"),
+            ("utf8mb4_uca1400_ai_ci", "utf8mb4"),
+            ("binary", "binary"),
+        ];
+        ServerCollations::new(pairs.map(|(c, cs)| (c.to_string(), cs.to_string())))
+    }
+
+    fn check(list: &ServerCollations, charset: &str, collation: Option<&str>) -> Result<(), &'static str> {
+        let collation = collation.map(|c| c.parse().unwrap());
+        list.check("MariaDB", &charset.parse().unwrap(), collation.as_ref()).map_err(|(field, _)| field)
     }
 
     #[test]
-    fn an_unknown_collation_is_rejected() {
-        assert!("utf8_bogus_ci".parse::<Collation>().is_err());
-        assert!("utf8_general_ci'".parse::<Collation>().is_err());
+    fn a_charset_and_collation_the_server_lists_are_accepted() {
+        let list = mariadb_10_11();
+        assert_eq!(check(&list, "latin2", None), Ok(()));
+        assert_eq!(check(&list, "latin2", Some("latin2_bin")), Ok(()));
+        assert_eq!(check(&list, "utf8mb4", Some("utf8mb4_uca1400_ai_ci")), Ok(()));
+        assert_eq!(check(&list, "binary", Some("binary")), Ok(()));
+    }
+
+    #[test]
+    fn a_charset_the_server_does_not_list_is_refused_naming_the_charset_and_those_it_has() {
+        let (field, reason) = mariadb_10_11().check("MariaDB", &"gb18030".parse().unwrap(), None).unwrap_err();
+        assert_eq!(field, "charset");
+        assert!(reason.0.contains("\"gb18030\"") && reason.0.contains("latin2, utf8mb3, utf8mb4"), "{reason}");
+    }
+
+    #[test]
+    fn a_collation_the_server_does_not_list_is_refused_naming_the_collation_and_some_it_has() {
+        let list = mariadb_10_11();
+        let vietnamese = "latin2_vietnamese_ci".parse().unwrap();
+        let (field, reason) = list.check("MariaDB", &"latin2".parse().unwrap(), Some(&vietnamese)).unwrap_err();
+        assert_eq!(field, "collation");
+        assert!(reason.0.contains("latin2_bin, latin2_general_ci"), "{reason}");
+        assert_eq!(check(&list, "utf8mb4", Some("utf8mb4_0900_ai_ci")), Err("collation"));
+        // Listed, but for another character set.
+        assert_eq!(check(&list, "latin2", Some("binary")), Err("collation"));
+    }
+
+    #[test]
+    fn the_old_utf8_names_are_found_under_utf8mb3_and_as_older_servers_list_them() {
+        let newer = mariadb_10_11();
+        assert_eq!(check(&newer, "utf8", Some("utf8_general_ci")), Ok(()));
+        assert_eq!(check(&newer, "utf8", Some("utf8mb3_general_ci")), Ok(()));
+        assert_eq!(check(&newer, "utf8", Some("utf8_bogus_ci")), Err("collation"));
+        // MySQL 8.0 before 8.0.30 lists them under the old name.
+        let older = ServerCollations::new([("utf8_general_ci".to_string(), "utf8".to_string())]);
+        assert_eq!(check(&older, "utf8", Some("utf8_general_ci")), Ok(()));
     }
 }

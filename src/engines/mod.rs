@@ -10,7 +10,7 @@ mod redis;
 use std::time::Duration;
 
 pub use crate::model::Engine;
-use crate::model::{DatabaseName, EngineSettings, MemoryMb};
+use crate::model::{DatabaseName, EngineSettings, Flavor, MemoryMb};
 use crate::secrets::Secret;
 
 /// The settings of one instance that shape its container. Values come from a request's validated
@@ -150,10 +150,11 @@ pub const TEMPLATE_DATA_PATH: &str = "/var/lib/dbroker-template";
 /// another's identity or secrets. MariaDB keeps neither in its data directory; PostgreSQL's are
 /// replaced in each copy (`identity_edit`). Oracle's MySQL writes a server UUID (`auto.cnf`) and
 /// TLS keys there, which a copy would have to lose before its first start (not done yet), so its
-/// instances initialise their own. Redis needs no initialisation.
-pub fn uses_templates(engine: Engine, flavor: crate::model::Flavor) -> bool {
+/// instances initialise their own. Redis needs no initialisation. `flavor` is the MySQL image's
+/// (see `provision::image_facts`); `None` for the other engines, which have one server each.
+pub fn uses_templates(engine: Engine, flavor: Option<Flavor>) -> bool {
     match engine {
-        Engine::Mysql => flavor == crate::model::Flavor::Mariadb,
+        Engine::Mysql => flavor == Some(Flavor::Mariadb),
         Engine::Postgres => true,
         Engine::Redis => false,
     }
@@ -243,6 +244,16 @@ pub async fn probe(engine: Engine, endpoint: &Endpoint<'_>) -> Result<(), String
     .await
 }
 
+/// Where each MySQL server is in its images: which one an image has says which it runs.
+pub const MYSQL_SERVER_PATHS: [(Flavor, &str); 2] =
+    [(Flavor::Mariadb, mysql::MARIADB_SERVER_PATH), (Flavor::Mysql, mysql::MYSQL_SERVER_PATH)];
+
+/// The collations a MySQL server has, each with its character set, as it lists them itself.
+pub async fn mysql_collations(endpoint: &Endpoint<'_>) -> Result<Vec<(String, String)>, String> {
+    let Endpoint { host, port, password, .. } = *endpoint;
+    with_timeout(mysql::collations(host, port, password)).await
+}
+
 /// Changes the password on the running server: the new one works at once, the old one is refused.
 pub async fn rotate_password(engine: Engine, endpoint: &Endpoint<'_>, new: &Secret) -> Result<(), String> {
     let Endpoint { host, port, password: old, .. } = *endpoint;
@@ -288,7 +299,7 @@ pub async fn apply_memory(engine: Engine, endpoint: &Endpoint<'_>, memory: Memor
     }
 }
 
-async fn with_timeout(attempt: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+async fn with_timeout<T>(attempt: impl Future<Output = Result<T, String>>) -> Result<T, String> {
     tokio::time::timeout(PROBE_ATTEMPT_TIMEOUT, attempt)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {PROBE_ATTEMPT_TIMEOUT:?}")))

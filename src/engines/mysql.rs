@@ -98,3 +98,26 @@ pub async fn rotate_password(host: &str, port: u16, old: &Secret, new: &Secret) 
     let _ = conn.close().await;
     Ok(())
 }
+
+/// Where MariaDB's server is (10.5 and later; in the official `mariadb` images and Debian's
+/// packages): an image that has it runs MariaDB. Oracle's MySQL has `MYSQL_SERVER_PATH` only
+/// (which MariaDB's packages keep as a link to theirs).
+pub const MARIADB_SERVER_PATH: &str = "/usr/sbin/mariadbd";
+pub const MYSQL_SERVER_PATH: &str = "/usr/sbin/mysqld";
+
+/// The server's collations, each with its character set, as it lists them. MariaDB 10.10 and
+/// later name some collations for every character set they apply to (`uca1400_ai_ci`, that is
+/// `utf8mb4_uca1400_ai_ci` and more), which only `FULL_COLLATION_NAME` spells out; Oracle's MySQL
+/// and older MariaDBs lack that column, and their `COLLATIONS` table has every name in full.
+pub async fn collations(host: &str, port: u16, password: &Secret) -> Result<Vec<(String, String)>, String> {
+    let mut conn = connect(host, port, password).await?;
+    let full = "SELECT FULL_COLLATION_NAME, CHARACTER_SET_NAME \
+                FROM information_schema.COLLATION_CHARACTER_SET_APPLICABILITY";
+    let plain = "SELECT COLLATION_NAME, CHARACTER_SET_NAME FROM information_schema.COLLATIONS";
+    let rows = match sqlx::query_as::<_, (String, String)>(full).fetch_all(&mut conn).await {
+        Ok(rows) => rows,
+        Err(_) => sqlx::query_as(plain).fetch_all(&mut conn).await.map_err(|e| e.to_string())?,
+    };
+    let _ = conn.close().await;
+    Ok(rows)
+}

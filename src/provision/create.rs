@@ -11,7 +11,7 @@ use super::{Begin, Caller, Idempotency, Instance, NewInstance, Progress, Provisi
 use crate::config::Catalogue;
 use crate::engines::{self, Endpoint};
 use crate::model::{
-    Engine, EngineSettings, EventKind, Flavor, InstanceId, InstanceName, MemoryMb, OperationKind, Status,
+    Engine, EngineSettings, EventKind, InstanceId, InstanceName, MemoryMb, OperationId, OperationKind, Status,
 };
 use crate::runtime::{ContainerState, RuntimeError};
 use crate::secrets::{Secret, redact};
@@ -98,7 +98,7 @@ impl Provisioner {
         progress: &Progress,
     ) -> Result<Instance, ProvisionError> {
         let engine = request.engine;
-        let Plan { version, image, flavor, memory, pool, settings } = plan;
+        let Plan { version, image, memory, pool, settings } = plan;
         // A started instance of the pool is ready in milliseconds; the pool holds only the
         // engine's defaults, so a MySQL character set of the user's own needs a fresh one.
         if let Some(caller) = owner
@@ -117,7 +117,12 @@ impl Provisioner {
             }
             other => other.into(),
         })?;
-        let template = self.template_for(engine, flavor, &image, &image_id, progress.operation_id()).await?;
+        let operation = progress.operation_id();
+        let flavor = self.flavor_of(engine, &image, &image_id, operation).await?;
+        let template = self.template_for(engine, flavor, &image, &image_id, operation).await?;
+        // Before the record too: a character set or collation the server lacks is the request's
+        // fault, and the server's own list says so (see `image_facts`).
+        self.check_server_has(flavor, &settings, &version, &image, &image_id, operation).await?;
         progress.step("image ready").await;
 
         let password = Secret::generate_password();
@@ -285,6 +290,17 @@ impl Provisioner {
         container: &str,
         endpoint: &Endpoint<'_>,
     ) -> Result<(), ProvisionError> {
+        self.wait_answer(container, &[endpoint.password], || engines::probe(engine, endpoint)).await
+    }
+
+    /// Polls `attempt` (real logins) until it works, the server in `container` exits, or the ready
+    /// timeout passes; `secrets` are kept out of the server's log lines an error carries.
+    async fn wait_answer<T, Attempt: Future<Output = Result<T, String>>>(
+        &self,
+        container: &str,
+        secrets: &[&Secret],
+        mut attempt: impl FnMut() -> Attempt,
+    ) -> Result<T, ProvisionError> {
         let started = Instant::now();
         let deadline = started + self.config.ready_timeout;
         let restarts_before = match self.runtime.state(container).await? {
@@ -294,10 +310,10 @@ impl Provisioner {
         let mut polls = 0u32;
         loop {
             polls += 1;
-            let last_error = match engines::probe(engine, endpoint).await {
-                Ok(()) => {
+            let last_error = match attempt().await {
+                Ok(answer) => {
                     tracing::debug!(elapsed = ?started.elapsed(), "database accepted its credentials");
-                    return Ok(());
+                    return Ok(answer);
                 }
                 Err(e) => e,
             };
@@ -323,12 +339,45 @@ impl Provisioner {
             let timed_out = timed_out
                 .then(|| format!("not ready within {:?} (last attempt: {last_error})", self.config.ready_timeout));
             if let Some(reason) = exited.or(timed_out) {
-                let last_logs =
-                    self.server_logs(container, FAILURE_LOG_LINES, &[endpoint.password]).await.unwrap_or_default();
+                let last_logs = self.server_logs(container, FAILURE_LOG_LINES, secrets).await.unwrap_or_default();
                 return Err(ProvisionError::NotReady { reason, last_logs });
             }
             tokio::time::sleep(READY_POLL_INTERVAL).await;
         }
+    }
+
+    /// Waits until a copy of a template, whose create a crash interrupted, answers: with the
+    /// instance's own password (the create had taken the template over), or still as the
+    /// template, which it then takes over as the create would have. A copy whose template the
+    /// host no longer has can only answer with its own.
+    pub(super) async fn finish_copy(
+        &self,
+        record: &InstanceRecord,
+        template_image: &str,
+        operation: &OperationId,
+    ) -> Result<(), ProvisionError> {
+        let Some(template) = self.template_by_id(record.engine(), template_image, operation).await? else {
+            return self.wait_until_ready(record).await;
+        };
+        let (engine, host, password) = (record.engine(), self.probe_host(), self.password_of(record)?);
+        let own = self.endpoint(record, &host, &password);
+        let database = engines::profile(engine).default_database;
+        let as_template = Endpoint { host: &host, port: own.port, password: &template.password, database };
+        let container = self.container_name(&record.id);
+        let (own, as_template) = (&own, &as_template);
+        let still_the_template = self
+            .wait_answer(&container, &[&password, &template.password], move || async move {
+                let own_error = match engines::probe(engine, own).await {
+                    Ok(()) => return Ok(false),
+                    Err(e) => e,
+                };
+                engines::probe(engine, as_template).await.map(|()| true).map_err(|_| own_error)
+            })
+            .await?;
+        if still_the_template {
+            self.take_over_template(record, own.port, &template, &password).await?;
+        }
+        Ok(())
     }
 
     /// The server's last log lines with the given secrets removed.
@@ -366,7 +415,6 @@ impl Provisioner {
 pub(super) struct Plan {
     version: String,
     image: String,
-    flavor: Flavor,
     memory: MemoryMb,
     /// The version's warm pool size.
     pool: u32,
@@ -375,7 +423,8 @@ pub(super) struct Plan {
 }
 
 /// Checks what depends on the engine and the catalogue, before anything is written or started:
-/// the version, memory bounds, and options that only one engine takes.
+/// the version, memory bounds, options that only one engine takes, and that a collation is named
+/// for its character set. Whether the server has them is checked once the image is there.
 fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionError> {
     let engine = request.engine;
     let invalid = |field: &'static str, reason: String| ProvisionError::Invalid { field, reason };
@@ -396,7 +445,6 @@ fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionE
     match (&request.charset, &request.collation) {
         (Some(charset), Some(collation)) => {
             collation.check_belongs_to(charset).map_err(|e| invalid("collation", e.0))?;
-            collation.check_flavor(spec.flavor).map_err(|e| invalid("collation", e.0))?;
         }
         (None, Some(_)) => return Err(invalid("collation", "a collation needs its charset; give both".into())),
         _ => {}
@@ -411,7 +459,7 @@ fn plan(catalogue: &Catalogue, request: &NewInstance) -> Result<Plan, ProvisionE
             None => engines::default_settings(engine),
         },
     };
-    Ok(Plan { version, image: spec.image.clone(), flavor: spec.flavor, memory, pool: spec.pool, settings })
+    Ok(Plan { version, image: spec.image.clone(), memory, pool: spec.pool, settings })
 }
 
 /// The memory cap to use: the one asked for, within the engine's bounds, or the engine's default.

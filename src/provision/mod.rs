@@ -5,6 +5,7 @@
 mod create;
 mod error;
 mod identity;
+mod image_facts;
 mod lifecycle;
 mod operations;
 mod pool;
@@ -108,8 +109,9 @@ pub struct Provisioner {
     ops: Operations,
     /// Wakes the leader to refill the warm pool after a claim.
     pool_wanted: Arc<tokio::sync::Notify>,
-    /// Held while a data-directory template is looked up or built: the passwords of the
-    /// templates this process has read, by image id (see `templates`).
+    /// Held while a data-directory template is looked up or built, or a throwaway server lists
+    /// its collations (see `image_facts`): the passwords of the templates this process has read,
+    /// by image id (see `templates`).
     templates: Arc<tokio::sync::Mutex<HashMap<String, Secret>>>,
     /// What creates, resizes, claims and adopts are checked against (see `quotas`).
     quotas: quotas::Quotas,

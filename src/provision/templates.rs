@@ -45,7 +45,7 @@ impl Provisioner {
     pub(super) async fn template_for(
         &self,
         engine: Engine,
-        flavor: Flavor,
+        flavor: Option<Flavor>,
         source_image: &str,
         source_id: &str,
         operation: &OperationId,
@@ -93,7 +93,7 @@ impl Provisioner {
         let name = build_container_name(&self.config.instance_prefix, operation);
         let file = self
             .runtime
-            .read_image_file(image_id, engines::profile(engine).config_path, &name, self.build_labels())
+            .image_file(image_id, engines::profile(engine).config_path, &name, self.one_off_labels())
             .await?;
         let password = file
             .and_then(|contents| {
@@ -109,13 +109,48 @@ impl Provisioner {
         Ok(password)
     }
 
-    /// The labels of a template's build container, and of one that reads a template's file: whose
-    /// it is. (Not what it is for: see `build_container_name`.)
-    fn build_labels(&self) -> HashMap<String, String> {
-        HashMap::from([
-            (super::LABEL_PREFIX.to_string(), self.config.instance_prefix.clone()),
-            (super::LABEL_DEPLOYMENT.to_string(), self.store.deployment_id().to_string()),
-        ])
+    /// A throwaway first start of `image`'s server (see `Runtime::run_throwaway`), with the
+    /// engine's defaults, its data at `data_path` and a new password, which it returns with it.
+    /// Named for `operation`, not labelled for it: Docker's commit merges a build container's
+    /// labels into the template image, and so into every copy of it. If its process dies, the
+    /// reconciler finds it by its name and removes it once that operation is no longer in flight.
+    pub(super) fn first_start(
+        &self,
+        engine: Engine,
+        image: &str,
+        data_path: &str,
+        operation: &OperationId,
+    ) -> (Throwaway, Secret) {
+        let password = Secret::generate_password();
+        let memory = self.config.catalogue.engine(engine).memory.default;
+        let instance = engines::default_settings(engine);
+        let launch = engines::launch(engine, &Settings { password: &password, memory, instance: &instance, data_path });
+        let throwaway = Throwaway {
+            name: build_container_name(&self.config.instance_prefix, operation),
+            image: image.to_string(),
+            env: launch.env,
+            args: launch.args,
+            container_port: engines::profile(engine).port,
+            labels: self.one_off_labels(),
+            memory_bytes: memory.bytes(),
+            files: vec![super::spec_file(engine, launch.config_file)],
+        };
+        (throwaway, password)
+    }
+
+    /// The template whose image id is `image_id`, if the host still has it: the copy of a template
+    /// whose create a crash interrupted may still answer as the template. `operation` is the one
+    /// that looks (see `template_password`).
+    pub(super) async fn template_by_id(
+        &self,
+        engine: Engine,
+        image_id: &str,
+        operation: &OperationId,
+    ) -> Result<Option<Template>, ProvisionError> {
+        let Some((image_id, _)) = self.runtime.image(image_id).await? else { return Ok(None) };
+        let mut known = self.templates.lock().await;
+        let password = self.template_password(&mut known, engine, &image_id, operation).await?;
+        Ok(password.map(|password| Template { image_id, password }))
     }
 
     #[tracing::instrument(skip_all, fields(%engine, source_image))]
@@ -128,32 +163,10 @@ impl Provisioner {
         operation: &OperationId,
     ) -> Result<Template, ProvisionError> {
         let started = Instant::now();
-        let password = Secret::generate_password();
-        let launch = engines::launch(
-            engine,
-            &Settings {
-                password: &password,
-                memory: self.config.catalogue.engine(engine).memory.default,
-                instance: &engines::default_settings(engine),
-                data_path: TEMPLATE_DATA_PATH,
-            },
-        );
-        // Named for the operation that builds it, not labelled: Docker's commit merges the build
-        // container's labels into the template image, and so into every copy of it. If its process
-        // dies, the reconciler finds it by its name and removes it once that operation is no longer
-        // in flight.
-        let name = build_container_name(&self.config.instance_prefix, operation);
-        let throwaway = Throwaway {
-            name: name.clone(),
-            image: source_image.to_string(),
-            env: launch.env,
-            args: launch.args,
-            container_port: engines::profile(engine).port,
-            labels: self.build_labels(),
-            memory_bytes: self.config.catalogue.engine(engine).memory.default.bytes(),
-            // Committed with the template: where a process that did not build it finds its password.
-            files: vec![super::spec_file(engine, launch.config_file)],
-        };
+        // Its password file is committed with the template: where a process that did not build
+        // it finds its password.
+        let (throwaway, password) = self.first_start(engine, source_image, TEMPLATE_DATA_PATH, operation);
+        let name = throwaway.name.clone();
         let built = async {
             let port = self.runtime.run_throwaway(throwaway).await?;
             let endpoint = Endpoint { host: "127.0.0.1", port, password: &password, database: None };
@@ -169,6 +182,7 @@ impl Provisioner {
                 }
                 tokio::time::sleep(BUILD_POLL_INTERVAL).await;
             }
+            self.keep_collations(engine, source_id, &endpoint).await;
             // A clean shutdown, so every copy starts without recovery.
             self.runtime.stop(&name).await?;
             self.set_identity_aside(engine, &name).await?;
@@ -194,7 +208,7 @@ pub(super) fn build_container_prefix(instance_prefix: &str) -> String {
     format!("{instance_prefix}-template-build-")
 }
 
-fn build_container_name(instance_prefix: &str, operation: &OperationId) -> String {
+pub(super) fn build_container_name(instance_prefix: &str, operation: &OperationId) -> String {
     format!("{}{operation}-{}", build_container_prefix(instance_prefix), hex::encode(rand::random::<[u8; 3]>()))
 }
 

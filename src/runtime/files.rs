@@ -1,8 +1,15 @@
 //! Files inside containers, through Docker's archive API (tar streams; no shell, no exec): a
-//! server's configuration written before its first start, a file read back, and whole trees
-//! copied out and in.
+//! server's configuration written before its first start, a file read back, whole trees copied
+//! out and in, and whether an image has a file.
 
-use bollard::query_parameters::{DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder};
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
 use futures_util::TryStreamExt;
 use tokio::io::AsyncRead;
 use tokio_util::io::{ReaderStream, StreamReader};
@@ -92,5 +99,58 @@ impl Runtime {
         let body = bollard::body_try_stream(ReaderStream::with_capacity(tar, UPLOAD_CHUNK_BYTES));
         self.docker().await?.upload_to_container(container, Some(options), body).await?;
         Ok(())
+    }
+
+    /// Which of `paths` (files or directories) `image` has (see `look_into_image`).
+    pub async fn image_has_paths(
+        &self,
+        image: &str,
+        paths: &[&str],
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<bool>, RuntimeError> {
+        self.look_into_image(image, name, labels, async |docker| {
+            let mut found = Vec::new();
+            for path in paths {
+                let options = ContainerArchiveInfoOptionsBuilder::default().path(path).build();
+                match docker.get_container_archive_info(name, Some(options)).await.map_err(RuntimeError::from) {
+                    Ok(_) => found.push(true),
+                    Err(RuntimeError::NotFound) => found.push(false),
+                    Err(other) => return Err(other),
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// File `path` of `image`, `None` if it has no such file (see `look_into_image`).
+    pub async fn image_file(
+        &self,
+        image: &str,
+        path: &str,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Option<Vec<u8>>, RuntimeError> {
+        self.look_into_image(image, name, labels, async |_| self.read_file(name, path).await).await
+    }
+
+    /// Runs `look` on a container `name` of `image` that is created for it, never started, and
+    /// removed again (Docker's archive API reads the filesystem of a container that never ran):
+    /// nothing of the image runs. The container has `labels`, so that one left by a process that
+    /// died is found and removed.
+    async fn look_into_image<T>(
+        &self,
+        image: &str,
+        name: &str,
+        labels: HashMap<String, String>,
+        look: impl AsyncFnOnce(&Docker) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        let docker = self.docker().await?;
+        let body = ContainerCreateBody { image: Some(image.to_string()), labels: Some(labels), ..Default::default() };
+        docker.create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body).await?;
+        let looked = look(&docker).await;
+        self.remove_container(name).await?;
+        looked
     }
 }

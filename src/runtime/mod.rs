@@ -328,23 +328,6 @@ impl Runtime {
             .ok_or_else(|| RuntimeError::Refused("no port was published".into()))
     }
 
-    /// Reads file `path` of `image` through a container `name` that is created for it, never
-    /// started, and removed again; `None` if the image has no such file.
-    pub async fn read_image_file(
-        &self,
-        image: &str,
-        path: &str,
-        name: &str,
-        labels: HashMap<String, String>,
-    ) -> Result<Option<Vec<u8>>, RuntimeError> {
-        let body = ContainerCreateBody { image: Some(image.to_string()), labels: Some(labels), ..Default::default() };
-        let options = CreateContainerOptionsBuilder::default().name(name).build();
-        self.docker().await?.create_container(Some(options), body).await?;
-        let contents = self.read_file(name, path).await;
-        self.remove_container(name).await?;
-        contents
-    }
-
     /// Commits a stopped container as image `reference` with extra labels, keeping the
     /// environment and command of `source_image` rather than the container's own (which may hold
     /// a password). Returns the new image's id.

@@ -1,10 +1,11 @@
-//! The store: users, instance records, operations and leases in an embedded SQLite database under
-//! the data directory. SQL lives here only. Invariants that must hold across processes (a port
-//! leased once, names unique per user, one operation in flight per instance) are constraints in
-//! the schema, mapped to [`StoreError`] variants here; so is what coordinates processes (operation
-//! leases, the reconciler's leadership).
+//! The store: users, instance records, operations, leases and facts of images, in an embedded
+//! SQLite database under the data directory. SQL lives here only. Invariants that must hold
+//! across processes (a port leased once, names unique per user, one operation in flight per
+//! instance) are constraints in the schema, mapped to [`StoreError`] variants here; so is what
+//! coordinates processes (operation leases, the reconciler's leadership).
 
 mod events;
+mod image_facts;
 mod instances;
 mod leases;
 mod operations;

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use bollard::query_parameters::InspectContainerOptions;
 use dbroker::config::{FileConfig, VersionSpec};
-use dbroker::model::{Engine, Flavor};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::{ConnectOptions, Connection, Row};
@@ -78,7 +77,6 @@ async fn an_unknown_version_or_engine_is_422_and_names_the_known_ones() {
 #[tokio::test]
 async fn a_collation_mariadb_lacks_is_refused_before_anything_starts_and_one_it_has_works() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.config.catalogue.resolve(Engine::Mysql, None).unwrap().1.flavor, Flavor::Mariadb);
 
     let (refused, body) = app
         .post(
@@ -90,8 +88,9 @@ async fn a_collation_mariadb_lacks_is_refused_before_anything_starts_and_one_it_
     let instance =
         app.create(ALICE, json!({"engine": "mysql", "charset": "utf8mb4", "collation": "utf8mb4_uca1400_ai_ci"})).await;
 
+    // MySQL 8's collation, which MariaDB 10.11's own list lacks; MariaDB's UCA 14 one, which it has.
     assert_eq!(refused, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["detail"].as_str().unwrap().contains("MariaDB has no collation"), "{body}");
+    assert!(body["detail"].as_str().unwrap().starts_with("collation: unknown collation"), "{body}");
     let (port, password) = port_and_password(&instance);
     let mut conn = crate::helpers::mysql_connect(port, "root", &password).await.unwrap();
     let collation: String = sqlx::query("SELECT @@collation_server").fetch_one(&mut conn).await.unwrap().get(0);
@@ -174,4 +173,29 @@ fn dbroker_serve_with_a_broken_configuration_file_stops_naming_the_key_and_line(
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("line 2") && stderr.contains("ready_timeout"), "{stderr}");
+}
+
+#[test]
+fn a_flavor_in_an_older_configuration_file_is_accepted_ignored_and_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("older.toml");
+    let older = "[engines.mysql]\ndefault_version = \"10.11\"\n\
+                 versions = { \"10.11\" = { image = \"dbroker-local/mysql:10.11\", flavor = \"mysql\" } }\n";
+    std::fs::write(&path, older).unwrap();
+    // A port taken already, so that this dbroker stops once it has loaded its configuration.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+
+    let (_, catalogue) = FileConfig::load(&path).expect("an older file still loads");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dbroker"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("DBROKER_LISTEN", taken.local_addr().unwrap().to_string())
+        .env("DBROKER_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(catalogue.engine(dbroker::model::Engine::Mysql).versions["10.11"].image, "dbroker-local/mysql:10.11");
+    assert!(stderr.contains("engines.mysql.versions.\"10.11\".flavor is deprecated and ignored"), "{stderr}");
+    assert!(stderr.contains("cannot listen"), "it stopped where expected: {stderr}");
 }

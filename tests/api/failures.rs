@@ -82,16 +82,8 @@ async fn sigterm_lets_a_create_in_flight_finish_before_dbroker_exits() {
     let prefix = unique_name("dbt-sigterm");
     let _cleanup = PrefixGuard(prefix.clone());
     let data_dir = tempfile::tempdir().unwrap();
-    // A version that initialises its own data directory (templates are MariaDB's only, and the
-    // flavour says otherwise): its first start takes seconds, so the create is surely in flight.
-    let config = data_dir.path().join("dbroker.toml");
-    let catalogue = format!(
-        "[engines.mysql]\ndefault_version = \"own-init\"\n[engines.mysql.versions]\n\"own-init\" = {{ image = {:?}, flavor = \"mysql\" }}\n",
-        image("mysql")
-    );
-    std::fs::write(&config, catalogue).unwrap();
     let (mut command, base) = dbroker_serve(data_dir.path(), &prefix, ALICE, free_port());
-    let mut server = command.env("DBROKER_CONFIG", &config).spawn().unwrap();
+    let mut server = command.spawn().unwrap();
     let client = reqwest::Client::new();
     wait_for_api(&base).await;
 
@@ -102,7 +94,9 @@ async fn sigterm_lets_a_create_in_flight_finish_before_dbroker_exits() {
             let response = client
                 .post(format!("{base}/v1/instances"))
                 .header("Authorization", ALICE)
-                .json(&json!({"engine": "mysql"}))
+                // A fresh store knows no collations of the image yet: this create starts the
+                // image's server once to list them, which takes seconds, so it is surely in flight.
+                .json(&json!({"engine": "mysql", "charset": "latin1"}))
                 .send()
                 .await
                 .unwrap();

@@ -161,15 +161,17 @@ async fn dbroker_killed_during_a_create_leaves_after_a_restart_no_orphan_and_no_
             .send(),
     );
 
-    // MariaDB's first start takes seconds: kill dbroker as soon as the container exists.
+    // MariaDB's start takes a while: kill dbroker as soon as the instance's container exists (not
+    // a container that only looks into the image, made before the record).
     let containers_of = |prefix: String| async move {
         let filters = std::collections::HashMap::from([("label", vec![format!("dbroker.prefix={prefix}")])]);
         let options =
             bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         docker().await.list_containers(Some(options)).await.unwrap()
     };
-    wait_until("the container to be created", DEADLINE, || async {
-        (!containers_of(prefix.clone()).await.is_empty()).then_some(())
+    wait_until("the instance's container to be created", DEADLINE, || async {
+        let containers = containers_of(prefix.clone()).await;
+        containers.iter().any(|c| c.labels.as_ref().is_some_and(|l| l.contains_key("dbroker.instance"))).then_some(())
     })
     .await;
     first.start_kill().unwrap();

@@ -22,13 +22,12 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The offline catalogue with a warm pool of `size` for each of `engines`' default version.
 pub fn catalogue_with_pool(engines: &[Engine], size: u32) -> Catalogue {
-    let versions =
-        [(Engine::Mysql, "10.11", "flavor = \"mariadb\", "), (Engine::Redis, "7.0", ""), (Engine::Postgres, "15", "")];
+    let versions = [(Engine::Mysql, "10.11"), (Engine::Redis, "7.0"), (Engine::Postgres, "15")];
     let mut toml = String::new();
-    for (engine, version, extra) in versions {
+    for (engine, version) in versions {
         let pool = if engines.contains(&engine) { size } else { 0 };
         toml.push_str(&format!(
-            "[engines.{engine}]\ndefault_version = \"{version}\"\nversions = {{ \"{version}\" = {{ image = \"{}\", {extra}pool = {pool} }} }}\n",
+            "[engines.{engine}]\ndefault_version = \"{version}\"\nversions = {{ \"{version}\" = {{ image = \"{}\", pool = {pool} }} }}\n",
             image(engine.as_str())
         ));
     }
@@ -155,4 +154,29 @@ async fn a_postgres_instance_from_the_pool_gets_the_database_asked_for_and_its_o
         (file == password).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_mysql_charset_never_claims_from_the_pool_and_one_the_server_lacks_leaves_the_pool_as_it_was() {
+    let app = TestApp::spawn_with(|c| c.catalogue = catalogue_with_pool(&[Engine::Mysql], 1)).await;
+    let admin = app.add_admin("root").await;
+    let members = wait_for_pool(&app, &admin, "mysql", 1).await;
+
+    let (refused, body) = app
+        .post(
+            "/v1/instances",
+            ALICE,
+            json!({"engine": "mysql", "charset": "latin2", "collation": "latin2_vietnamese_ci"}),
+        )
+        .await;
+    let own = app.create(ALICE, json!({"engine": "mysql", "charset": "latin2", "collation": "latin2_bin"})).await;
+
+    assert_eq!(refused, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["detail"].as_str().unwrap().starts_with("collation:"), "{body}");
+    assert_ne!(own["id"], members[0]["id"], "a charset of its own starts a fresh server");
+    let after = wait_for_pool(&app, &admin, "mysql", 1).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["id"], members[0]["id"], "the member waits as it was");
+    let (_, list) = app.get("/v1/instances", ALICE).await;
+    assert_eq!(list["instances"].as_array().unwrap().len(), 1, "only the instance that was created");
 }

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::Reconciler;
-use crate::model::{EventKind, InstanceId, OperationKind, Status};
+use crate::model::{EventKind, InstanceId, OperationId, OperationKind, Status};
 use crate::provision::operations::Begin;
 use crate::provision::templates;
 use crate::provision::{
@@ -170,7 +170,7 @@ impl Reconciler {
             Err(error) => return tracing::warn!(%error, "could not record a repair"),
         };
         let deadline = self.repair_deadline();
-        let outcome = match tokio::time::timeout(deadline, self.repair_now(id)).await {
+        let outcome = match tokio::time::timeout(deadline, self.repair_now(id, &operation.id)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(ProvisionError::NotReady {
                 reason: format!("the repair did not finish within {deadline:?}"),
@@ -234,7 +234,11 @@ impl Reconciler {
 
     /// Looks again at the record and the container, and repairs what is adrift now. `Ok(None)` if
     /// nothing is; else the repair's name, for the counters.
-    async fn repair_now(&self, id: &InstanceId) -> Result<Option<&'static str>, ProvisionError> {
+    async fn repair_now(
+        &self,
+        id: &InstanceId,
+        operation: &OperationId,
+    ) -> Result<Option<&'static str>, ProvisionError> {
         let container = self.service.container_name(id);
         let state = self.service.runtime.state(&container).await?;
         let Some(record) = self.service.store.instance(id).await? else {
@@ -244,7 +248,7 @@ impl Reconciler {
             return self.quarantine(id, &container, &state).await;
         };
         match (record.status, &state) {
-            (Status::Provisioning, _) => self.finish_or_roll_back_create(&record).await.map(Some),
+            (Status::Provisioning, _) => self.finish_or_roll_back_create(&record, operation).await.map(Some),
             (Status::Failed, _) => Ok(None),
             (Status::Deleting, _) => {
                 self.service.delete_now(id, SYSTEM_ACTOR).await?;
@@ -285,12 +289,14 @@ impl Reconciler {
     pub(super) async fn finish_or_roll_back_create(
         &self,
         record: &InstanceRecord,
+        operation: &OperationId,
     ) -> Result<&'static str, ProvisionError> {
         let state = self.service.runtime.state(&self.service.container_name(&record.id)).await?;
         let outcome = match state {
-            ContainerState::Running { .. } | ContainerState::Restarting { .. } => {
-                self.service.wait_until_ready(record).await
-            }
+            ContainerState::Running { .. } | ContainerState::Restarting { .. } => match &record.template_image {
+                Some(template_image) => self.service.finish_copy(record, template_image, operation).await,
+                None => self.service.wait_until_ready(record).await,
+            },
             _ => Err(ProvisionError::Conflict("its container never started".into())),
         };
         match outcome {

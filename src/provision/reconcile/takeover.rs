@@ -18,6 +18,7 @@ impl Reconciler {
         let input = operation.input.clone();
         let kind = operation.kind;
         let id = operation.instance_id.clone();
+        let operation_id = operation.id.clone();
         drop(self.service.ops.run(operation, move |_| async move {
             let interrupted = |what: &str| ProvisionError::Conflict(format!("dbroker stopped during the {what}"));
             let Some(record) = this.service.store.instance(&id).await? else {
@@ -34,7 +35,7 @@ impl Reconciler {
             };
             match kind {
                 OperationKind::Create if record.status == Status::Provisioning => {
-                    this.finish_or_roll_back_create(&record).await?;
+                    this.finish_or_roll_back_create(&record, &operation_id).await?;
                     this.service.reveal_current(&id).await.map(drop)
                 }
                 // A create past its record's `running` (a pool member handed over half way: its
