@@ -98,7 +98,7 @@ impl Provisioner {
         operation: &OperationId,
     ) -> Result<ServerCollations, ProvisionError> {
         // One throwaway server at a time, a template's build included: each is a server's first start.
-        let _one_at_a_time = self.templates.lock().await;
+        let _one_at_a_time = self.template_lock.lock().await;
         if let Some(collations) = self.store.image_collations(image_id).await? {
             return Ok(collations);
         }

@@ -109,10 +109,9 @@ pub struct Provisioner {
     ops: Operations,
     /// Wakes the leader to refill the warm pool after a claim.
     pool_wanted: Arc<tokio::sync::Notify>,
-    /// Held while a data-directory template is looked up or built, or a throwaway server lists
-    /// its collations (see `image_facts`): the passwords of the templates this process has read,
-    /// by image id (see `templates`).
-    templates: Arc<tokio::sync::Mutex<HashMap<String, Secret>>>,
+    /// Held while a data-directory template is looked up or built (see `templates`), or a
+    /// throwaway server lists its collations (see `image_facts`).
+    template_lock: Arc<tokio::sync::Mutex<()>>,
     /// What creates, resizes, claims and adopts are checked against (see `quotas`).
     quotas: quotas::Quotas,
 }
@@ -128,7 +127,7 @@ impl Provisioner {
             config,
             ops,
             pool_wanted: Default::default(),
-            templates: Default::default(),
+            template_lock: Default::default(),
             quotas,
         }
     }

@@ -54,19 +54,19 @@ impl Provisioner {
             return Ok(None);
         }
         // One build at a time: creates that arrive during a build wait for it and then reuse it.
-        let mut known = self.templates.lock().await;
+        let _building = self.template_lock.lock().await;
         let short_id = source_id.trim_start_matches("sha256:").chars().take(16).collect::<String>();
         let reference = format!("dbroker-template/{engine}:{short_id}");
         if let Some((image_id, labels)) = self.runtime.image(&reference).await?
             && labels.get(LABEL_TEMPLATE_OF).map(String::as_str) == Some(source_id)
             && labels.get(LABEL_TEMPLATE_FORMAT).map(String::as_str) == Some(TEMPLATE_FORMAT)
-            && let Some(password) = self.template_password(&mut known, engine, &image_id, operation).await?
+            && let Some(password) = self.template_password(engine, &image_id, operation).await?
         {
             return Ok(Some(Template { image_id, password }));
         }
         match self.build_template(engine, source_image, source_id, &reference, operation).await {
             Ok(template) => {
-                known.insert(template.image_id.clone(), template.password.clone());
+                self.store.set_template_password(&template.image_id, &self.key.encrypt(&template.password)).await?;
                 Ok(Some(template))
             }
             // A server that does not start within the ready timeout would not for the create either.
@@ -78,35 +78,26 @@ impl Provisioner {
         }
     }
 
-    /// The password of template `image_id`: known already, or read from its password file once per
-    /// process. `None` if the template has none (it is built again).
+    /// The password of template `image_id`: as this store keeps it, or read from the template's
+    /// password file the first time. `None` if the template has none (it is built again).
     async fn template_password(
         &self,
-        known: &mut HashMap<String, Secret>,
         engine: Engine,
         image_id: &str,
         operation: &OperationId,
     ) -> Result<Option<Secret>, ProvisionError> {
-        if let Some(password) = known.get(image_id) {
-            return Ok(Some(password.clone()));
+        if let Some(password) = self.store.template_password(image_id).await?.and_then(|p| self.key.decrypt(&p).ok()) {
+            return Ok(Some(password));
         }
         let name = build_container_name(&self.config.instance_prefix, operation);
-        let file = self
-            .runtime
-            .image_file(image_id, engines::profile(engine).config_path, &name, self.one_off_labels())
-            .await?;
-        let password = file
-            .and_then(|contents| {
-                engines::recover(
-                    engine,
-                    &Launched { env: &[], args: &[], config_file: std::str::from_utf8(&contents).ok() },
-                )
-            })
-            .map(|recovered| recovered.password);
-        if let Some(password) = &password {
-            known.insert(image_id.to_string(), password.clone());
-        }
-        Ok(password)
+        let path = engines::profile(engine).config_path;
+        let file = self.runtime.image_file(image_id, path, &name, self.one_off_labels()).await?;
+        let config_file = file.as_deref().and_then(|contents| std::str::from_utf8(contents).ok());
+        let Some(recovered) = engines::recover(engine, &Launched { env: &[], args: &[], config_file }) else {
+            return Ok(None);
+        };
+        self.store.set_template_password(image_id, &self.key.encrypt(&recovered.password)).await?;
+        Ok(Some(recovered.password))
     }
 
     /// A throwaway first start of `image`'s server (see `Runtime::run_throwaway`), with the
@@ -148,8 +139,7 @@ impl Provisioner {
         operation: &OperationId,
     ) -> Result<Option<Template>, ProvisionError> {
         let Some((image_id, _)) = self.runtime.image(image_id).await? else { return Ok(None) };
-        let mut known = self.templates.lock().await;
-        let password = self.template_password(&mut known, engine, &image_id, operation).await?;
+        let password = self.template_password(engine, &image_id, operation).await?;
         Ok(password.map(|password| Template { image_id, password }))
     }
 

@@ -1,5 +1,6 @@
-//! What dbroker has read from MySQL images themselves (see `provision::image_facts`): which
-//! server each runs, and the collations that server has.
+//! What dbroker has read from images themselves: which server each MySQL image runs, and the
+//! collations that server has (see `provision::image_facts`); and the password of each
+//! data-directory template (see `provision::templates`).
 
 use sqlx::Row;
 
@@ -66,6 +67,27 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// The encrypted password of template image `image_id`, if this store has read it.
+    pub async fn template_password(&self, image_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT password_enc FROM template_passwords WHERE image_id = ?")
+            .bind(image_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Keeps the encrypted password of template image `image_id`.
+    pub async fn set_template_password(&self, image_id: &str, password_enc: &[u8]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO template_passwords (image_id, password_enc) VALUES (?, ?) \
+             ON CONFLICT (image_id) DO UPDATE SET password_enc = excluded.password_enc",
+        )
+        .bind(image_id)
+        .bind(password_enc)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }
