@@ -16,6 +16,10 @@ pub const PROFILE: Profile = Profile {
     options: &[],
     config_path: Some(CONFIG_PATH),
     default_database: None,
+    // `gosu redis` only. The entrypoint also hands whatever in /data is not the redis user's to it
+    // (CHOWN), but on dbroker's volumes there is never any such file: Redis writes all of them,
+    // and dbroker's configuration file lives outside /data.
+    capabilities: &["SETGID", "SETUID"],
 };
 
 /// Redis's own limit, as a share of the container's: the rest is for the server itself, client

@@ -111,6 +111,8 @@ impl Provisioner {
             container_port: engines::profile(engine).port,
             labels,
             memory_bytes: self.config.catalogue.engine(engine).memory.default.bytes(),
+            network: self.network(),
+            capabilities: engines::profile(engine).capabilities,
         };
         let built = async {
             let port = self.runtime.run_throwaway(throwaway).await?;
