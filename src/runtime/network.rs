@@ -33,9 +33,12 @@ impl Runtime {
     ///
     /// Two processes may make it at once: Docker 20.10 then makes two networks of one name (its
     /// duplicate check is off by default, and racy when on), and newer engines refuse the second
-    /// (409). Either way every process ends up on the oldest network of the name, which no later
-    /// one can displace, and a process whose own network lost removes it before anything joins it.
-    /// Containers join by id, so a duplicate left by someone else is never ambiguous.
+    /// (409). Either way each process settles on the oldest network of the name it sees once its
+    /// own create has returned, and removes its own if that lost, before anything joins it. (Only
+    /// a network still being made when the other process looked, yet dated earlier, can escape
+    /// this and leave two in use; containers on either are cut off all the same, since Docker
+    /// also drops traffic between bridges.) Containers join by id, so a duplicate is never
+    /// ambiguous.
     pub async fn ensure_network(&self, network: &NetworkSpec) -> Result<String, RuntimeError> {
         // Within one process, one at a time: a burst of creates on a fresh host makes one network,
         // not twenty that would each take an address pool for a moment.

@@ -5,7 +5,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use bollard::query_parameters::{EventsOptionsBuilder, InspectContainerOptions, InspectNetworkOptions};
+use bollard::models::{HostConfig, NetworkInspect};
+use bollard::query_parameters::{
+    EventsOptionsBuilder, InspectContainerOptions, InspectNetworkOptions, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
 use dbroker::engines::profile;
 use dbroker::model::Engine;
 use dbroker::runtime::{NetworkSpec, Runtime, Throwaway};
@@ -14,7 +18,10 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ALICE, BOB, ContainerGuard, TestApp, docker, image, remove_networks, unique_name};
+use crate::helpers::{
+    ALICE, BOB, ContainerGuard, TestApp, block_on_fresh_runtime, docker, image, port_and_password, redis_connect,
+    remove_networks, unique_name, wait_until,
+};
 use crate::templates::ChangedImage;
 
 #[tokio::test]
@@ -61,6 +68,22 @@ async fn an_unknown_id_is_404_in_both_apis() {
     assert_eq!(old, StatusCode::NOT_FOUND);
     assert_eq!(old_body["code"], 404, "not the old tool's data: {{}} with 200");
 }
+
+/// The network an app's containers join, as Docker shows it.
+async fn network_of(app: &TestApp) -> NetworkInspect {
+    let name = format!("{}-net", app.config.instance_prefix);
+    docker().await.inspect_network(&name, None::<InspectNetworkOptions>).await.expect("the app's network")
+}
+
+/// Asserts that `what`'s container dropped every capability (`ALL`) but exactly `kept`.
+fn assert_keeps_only(what: &str, host: &HostConfig, kept: &[&str]) {
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]), "{what}");
+    let added: BTreeSet<&str> = host.cap_add.iter().flatten().map(String::as_str).collect();
+    assert_eq!(added, kept.iter().copied().collect::<BTreeSet<_>>(), "{what}");
+}
+
+/// How long the tests here wait for what Docker reports.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long one connection attempt may take: one that is dropped on the way never answers.
 const CONNECT_ATTEMPT_SECS: &str = "5";
@@ -140,39 +163,58 @@ async fn a_tenants_server_cannot_reach_another_tenants_though_the_host_reaches_e
     }
 }
 
-/// The ids of the containers labelled `label` whose name starts with `prefix` that were created
-/// between `since` and now, from Docker's events (they may be long gone).
-async fn created_containers(label: &str, prefix: &str, since: &str) -> Vec<String> {
-    let filters = HashMap::from([
-        ("type", vec!["container".to_string()]),
-        ("event", vec!["create".into()]),
-        ("label", vec![label.to_string()]),
-    ]);
-    container_events(filters, since)
-        .await
-        .into_iter()
-        .filter_map(|attributes| {
-            attributes.get("name").filter(|name| name.starts_with(prefix))?;
-            attributes.get("id").cloned()
-        })
-        .collect()
+/// Docker's container creates and network connects from the moment it is made, each as its kind
+/// (`container create`, `network connect`) and its actor's attributes with the actor's id as `id`,
+/// collected until it is dropped. A live subscription, since the
+/// engine keeps only its last 256 events for a later look back, fewer than a busy host makes.
+struct Events {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, HashMap<String, String>)>>>,
+    following: tokio::task::JoinHandle<()>,
 }
 
-/// The attributes of the events `filters` matches from `since` until now, each with the actor's
-/// id as `id`.
-async fn container_events(filters: HashMap<&str, Vec<String>>, since: &str) -> Vec<HashMap<String, String>> {
-    let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 1;
-    let options = EventsOptionsBuilder::default().since(since).until(&until.to_string()).filters(&filters).build();
-    let events: Vec<_> = docker().await.events(Some(options)).collect().await;
-    events
-        .into_iter()
-        .filter_map(|event| {
-            let actor = event.ok()?.actor?;
-            let mut attributes = actor.attributes.unwrap_or_default();
-            attributes.insert("id".into(), actor.id?);
-            Some(attributes)
-        })
-        .collect()
+impl Events {
+    fn follow() -> Events {
+        let seen = std::sync::Arc::<std::sync::Mutex<Vec<_>>>::default();
+        // From the current second on: what happens before the subscription is made is replayed.
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+        let log = seen.clone();
+        let following = tokio::spawn(async move {
+            let filters = HashMap::from([("type", vec!["container", "network"]), ("event", vec!["create", "connect"])]);
+            let options = EventsOptionsBuilder::default().since(&since).filters(&filters).build();
+            let mut events = docker().await.events(Some(options));
+            while let Some(Ok(event)) = events.next().await {
+                let kind = format!(
+                    "{} {}",
+                    event.typ.map(|t| t.to_string()).unwrap_or_default(),
+                    event.action.unwrap_or_default()
+                );
+                let actor = event.actor.unwrap_or_default();
+                let mut attributes = actor.attributes.unwrap_or_default();
+                attributes.insert("id".into(), actor.id.unwrap_or_default());
+                log.lock().unwrap().push((kind, attributes));
+            }
+        });
+        Events { seen, following }
+    }
+
+    /// The ids of the containers whose name starts with `prefix` that were created, and of those
+    /// that joined the network `network`.
+    fn created_and_joined(&self, prefix: &str, network: &str) -> (Vec<String>, Vec<String>) {
+        let seen = self.seen.lock().unwrap();
+        let of_kind = |kind: &'static str| seen.iter().filter(move |(k, _)| k == kind).map(|(_, a)| a);
+        let created = of_kind("container create").filter(|a| a.get("name").is_some_and(|n| n.starts_with(prefix)));
+        let joined = of_kind("network connect").filter(|a| a.get("name").map(String::as_str) == Some(network));
+        (
+            created.filter_map(|a| a.get("id").cloned()).collect(),
+            joined.filter_map(|a| a.get("container").cloned()).collect(),
+        )
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.following.abort();
+    }
 }
 
 #[tokio::test]
@@ -185,7 +227,7 @@ async fn every_engines_containers_keep_only_their_profiles_capabilities_on_dbrok
     })
     .await;
     let prefix = app.config.instance_prefix.clone();
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let events = Events::follow();
 
     // A first start (MariaDB's and PostgreSQL's: a template's build, which initialises the data
     // directory, with the same capabilities, then its copy's), a restart, a stop and a start, each
@@ -202,8 +244,7 @@ async fn every_engines_containers_keep_only_their_profiles_capabilities_on_dbrok
     }))
     .await;
 
-    let network =
-        docker().await.inspect_network(&format!("{prefix}-net"), None::<InspectNetworkOptions>).await.unwrap();
+    let network = network_of(&app).await;
     let options = network.options.unwrap_or_default();
     assert_eq!(options.get("com.docker.network.bridge.enable_icc").map(String::as_str), Some("false"));
     assert_eq!(network.labels.unwrap_or_default().get("dbroker.prefix"), Some(&prefix));
@@ -215,10 +256,7 @@ async fn every_engines_containers_keep_only_their_profiles_capabilities_on_dbrok
             .await
             .unwrap();
         let host = inspect.host_config.unwrap();
-        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]), "{engine}");
-        let kept: BTreeSet<String> = host.cap_add.unwrap_or_default().into_iter().collect();
-        let wanted: BTreeSet<String> = profile(*engine).capabilities.iter().map(|c| c.to_string()).collect();
-        assert_eq!(kept, wanted, "{engine}");
+        assert_keeps_only(engine.as_str(), &host, profile(*engine).capabilities);
         assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_string()]), "{engine}");
         assert_eq!(host.network_mode, Some(network_id.clone()), "{engine}: on dbroker's network only");
         if *engine != Engine::Redis {
@@ -228,22 +266,12 @@ async fn every_engines_containers_keep_only_their_profiles_capabilities_on_dbrok
         }
     }
     // The template builds ran on the same network.
-    let joined: Vec<String> = container_events(
-        HashMap::from([
-            ("type", vec!["network".to_string()]),
-            ("event", vec!["connect".into()]),
-            ("network", vec![network_id.clone()]),
-        ]),
-        &since,
-    )
-    .await
-    .into_iter()
-    .filter_map(|attributes| attributes.get("container").cloned())
-    .collect();
-    let builds =
-        created_containers(&format!("dbroker.prefix={prefix}"), &format!("{prefix}-template-build-"), &since).await;
-    assert_eq!(builds.len(), 2, "MariaDB's and PostgreSQL's template builds");
-    assert!(builds.iter().all(|build| joined.contains(build)), "the template builds joined {prefix}-net");
+    let (build_prefix, network) = (format!("{prefix}-template-build-"), format!("{prefix}-net"));
+    wait_until("MariaDB's and PostgreSQL's template builds to have joined the network", DEADLINE, || async {
+        let (builds, joined) = events.created_and_joined(&build_prefix, &network);
+        (builds.len() == 2 && builds.iter().all(|build| joined.contains(build))).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -267,8 +295,7 @@ async fn a_throwaway_container_joins_the_network_it_is_given_with_only_the_capab
 
     let inspect = docker().await.inspect_container(&container.0, None::<InspectContainerOptions>).await.unwrap();
     let host = inspect.host_config.unwrap();
-    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
-    assert_eq!(host.cap_add, Some(vec!["SETGID".to_string(), "SETUID".to_string()]));
+    assert_keeps_only("the throwaway", &host, &["SETGID", "SETUID"]);
     let network = docker().await.inspect_network(&network.name, None::<InspectNetworkOptions>).await.unwrap();
     assert_eq!(host.network_mode, network.id);
 }
@@ -279,7 +306,7 @@ struct NetworkGuard(String);
 impl Drop for NetworkGuard {
     fn drop(&mut self) {
         let filters = HashMap::from([("name", vec![self.0.clone()])]);
-        crate::helpers::block_on_fresh_runtime(remove_networks(filters));
+        block_on_fresh_runtime(remove_networks(filters));
     }
 }
 
@@ -299,7 +326,7 @@ async fn processes_that_make_the_network_at_once_all_end_up_on_one_network_with_
         let ids: BTreeSet<String> = ids.into_iter().map(|id| id.expect("the network is there")).collect();
         assert_eq!(ids.len(), 1, "round {round}: every process got the same network: {ids:?}");
         let filters = HashMap::from([("name", vec![network.name.clone()])]);
-        let options = bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&filters).build();
+        let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
         let named: Vec<_> = docker().await.list_networks(Some(options)).await.unwrap();
         assert_eq!(named.len(), 1, "round {round}: one network of the name is left");
         assert_eq!(named[0].id.as_ref(), ids.first());
@@ -314,26 +341,16 @@ async fn a_container_the_reconciler_recreates_joins_dbrokers_network_with_its_pr
     let app = TestApp::spawn().await;
     let instance = app.create(ALICE, json!({"engine": "redis"})).await;
     let container = app.container_of(&instance);
-    let (port, password) = crate::helpers::port_and_password(&instance);
+    let (port, password) = port_and_password(&instance);
     // Removed behind dbroker's back: the reconciler makes it again from the instance's record, as
     // it would a container made before dbroker had a network of its own.
-    let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build();
+    let options = RemoveContainerOptionsBuilder::default().force(true).build();
     docker().await.remove_container(&container, Some(options)).await.unwrap();
 
-    crate::helpers::wait_until("the container to be recreated", std::time::Duration::from_secs(60), || async {
-        crate::helpers::redis_connect(port, &password).await.ok()
-    })
-    .await;
+    wait_until("the container to be recreated", DEADLINE, || async { redis_connect(port, &password).await.ok() }).await;
 
     let inspect = docker().await.inspect_container(&container, None::<InspectContainerOptions>).await.unwrap();
     let host = inspect.host_config.unwrap();
-    let network = docker()
-        .await
-        .inspect_network(&format!("{}-net", app.config.instance_prefix), None::<InspectNetworkOptions>)
-        .await
-        .unwrap();
-    assert_eq!(host.network_mode, network.id);
-    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
-    let kept: Vec<String> = host.cap_add.unwrap_or_default();
-    assert_eq!(kept, profile(Engine::Redis).capabilities.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+    assert_eq!(host.network_mode, network_of(&app).await.id);
+    assert_keeps_only("redis, recreated", &host, profile(Engine::Redis).capabilities);
 }
