@@ -277,6 +277,7 @@ impl Runtime {
             cmd: (!args.is_empty()).then_some(args),
             labels: Some(labels),
             exposed_ports: Some(vec![port_key.clone()]),
+            networking_config: Some(network::endpoint(&network, &network_id)),
             host_config: Some(HostConfig {
                 port_bindings: Some(HashMap::from([(
                     port_key,
@@ -585,7 +586,7 @@ fn container_body(spec: &ContainerSpec, network_id: String) -> ContainerCreateBo
         security_opt: Some(vec!["no-new-privileges".into()]),
         privileged: Some(false),
         // By id: a second network of the same name (see `network`) cannot make it ambiguous.
-        network_mode: Some(network_id),
+        network_mode: Some(network_id.clone()),
         cap_drop: Some(vec!["ALL".into()]),
         cap_add: Some(spec.capabilities.iter().map(|c| c.to_string()).collect()),
         port_bindings: Some(HashMap::from([(
@@ -609,6 +610,7 @@ fn container_body(spec: &ContainerSpec, network_id: String) -> ContainerCreateBo
         cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
         labels: Some(spec.labels.clone()),
         exposed_ports: Some(vec![port_key]),
+        networking_config: Some(network::endpoint(&spec.network, &network_id)),
         host_config: Some(host_config),
         ..Default::default()
     }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use bollard::models::NetworkCreateRequest;
+use bollard::models::{EndpointSettings, NetworkCreateRequest, NetworkingConfig};
 use bollard::query_parameters::ListNetworksOptionsBuilder;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -26,6 +26,14 @@ pub struct NetworkSpec {
     pub labels: HashMap<String, String>,
 }
 
+/// The endpoint of a container joining `network`, whose id is `id`. Without the id in it, Docker
+/// 20.10 looks the network up by name when the container starts (whatever its network mode says),
+/// and refuses while a second network of the name exists ("ambiguous"), even for a moment.
+pub(super) fn endpoint(network: &NetworkSpec, id: &str) -> NetworkingConfig {
+    let settings = EndpointSettings { network_id: Some(id.to_string()), ..Default::default() };
+    NetworkingConfig { endpoints_config: Some(HashMap::from([(network.name.clone(), settings)])) }
+}
+
 impl Runtime {
     /// The id of the network `network` names, made now if there is none: a bridge with
     /// inter-container communication off. It is kept once made (it is cheap, and every container
@@ -37,8 +45,8 @@ impl Runtime {
     /// own create has returned, and removes its own if that lost, before anything joins it. (Only
     /// a network still being made when the other process looked, yet dated earlier, can escape
     /// this and leave two in use; containers on either are cut off all the same, since Docker
-    /// also drops traffic between bridges.) Containers join by id, so a duplicate is never
-    /// ambiguous.
+    /// also drops traffic between bridges.) Containers name the network by id (see `endpoint`), so a
+    /// duplicate is never ambiguous.
     pub async fn ensure_network(&self, network: &NetworkSpec) -> Result<String, RuntimeError> {
         // Within one process, one at a time: a burst of creates on a fresh host makes one network,
         // not twenty that would each take an address pool for a moment.

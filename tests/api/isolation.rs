@@ -354,3 +354,33 @@ async fn a_container_the_reconciler_recreates_joins_dbrokers_network_with_its_pr
     assert_eq!(host.network_mode, network_of(&app).await.id);
     assert_keeps_only("redis, recreated", &host, profile(Engine::Redis).capabilities);
 }
+
+#[tokio::test]
+async fn a_container_starts_while_a_second_network_of_its_networks_name_exists() {
+    let network = NetworkSpec { name: unique_name("dbt-duplicate-net"), labels: HashMap::new() };
+    let _network_cleanup = NetworkGuard(network.name.clone());
+    let container = ContainerGuard(unique_name("dbt-duplicate"));
+    let runtime = Runtime::new(None);
+    runtime.ensure_network(&network).await.expect("the network");
+    // A second network of the name, as a process that made it at the same moment leaves for a while.
+    // Docker 20.10 makes it; newer engines refuse it, and then there is nothing to test.
+    let duplicate = bollard::models::NetworkCreateRequest { name: network.name.clone(), ..Default::default() };
+    if docker().await.create_network(duplicate).await.is_err() {
+        return;
+    }
+    let throwaway = Throwaway {
+        name: container.0.clone(),
+        image: image("redis"),
+        env: Vec::new(),
+        args: Vec::new(),
+        container_port: 6379,
+        labels: HashMap::new(),
+        memory_bytes: 64 * 1024 * 1024,
+        network: network.clone(),
+        capabilities: profile(Engine::Redis).capabilities,
+    };
+
+    let started = runtime.run_throwaway(throwaway).await;
+
+    assert!(started.is_ok(), "started beside a duplicate network: {started:?}");
+}
