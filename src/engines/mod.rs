@@ -118,6 +118,13 @@ pub struct Profile {
     pub server_rewrites_config: bool,
     /// The database a fresh cluster holds (so does a data-directory template), where it has any.
     pub default_database: Option<&'static str>,
+    /// The Linux capabilities its container keeps; all others are dropped. The server itself runs
+    /// as an unprivileged user and needs none: these are for the image's entrypoint, which starts
+    /// as root to prepare the data directory and then switches to that user with `gosu` (the
+    /// official images and the offline ones alike). Found by experiment on the offline images (a
+    /// first start that initialises the data directory, a template's copy, a restart, a stop and
+    /// a start), and checked against what the official entrypoints do as root.
+    pub capabilities: &'static [&'static str],
 }
 
 pub fn profile(engine: Engine) -> &'static Profile {

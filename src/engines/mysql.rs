@@ -21,6 +21,20 @@ pub const PROFILE: Profile = Profile {
     config_path: PASSWORD_PATH,
     server_rewrites_config: false,
     default_database: None,
+    capabilities: &[
+        // The entrypoint hands the data directory and the socket's directory to the mysql user.
+        "CHOWN",
+        // Root writes into the mysql user's data directory while it initialises it
+        // (`mariadb-install-db`'s `mysql_upgrade_info`); the official entrypoint looks through it
+        // (`find`) for files to hand over.
+        "DAC_OVERRIDE",
+        // The offline image's entrypoint, as root, stops the temporary server it initialised the
+        // data directory with, which runs as the mysql user.
+        "KILL",
+        // `gosu mysql`, and `mariadb-install-db --user=mysql`.
+        "SETGID",
+        "SETUID",
+    ],
 };
 
 pub fn launch(settings: &Settings) -> Launch {

@@ -30,6 +30,18 @@ pub const PROFILE: Profile = Profile {
     config_path: PASSWORD_PATH,
     server_rewrites_config: false,
     default_database: Some(DEFAULT_DATABASE),
+    capabilities: &[
+        // The entrypoint hands PGDATA and the socket's directory to the postgres user.
+        "CHOWN",
+        // Root makes PGDATA inside a directory the postgres user owns, and looks into PGDATA
+        // (mode 0700, the postgres user's) to see whether it is initialised.
+        "DAC_OVERRIDE",
+        // Root sets PGDATA's mode once it belongs to the postgres user (`chmod 700`).
+        "FOWNER",
+        // `gosu postgres`.
+        "SETGID",
+        "SETUID",
+    ],
 };
 
 pub fn launch(settings: &Settings) -> Launch {

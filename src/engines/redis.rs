@@ -17,6 +17,10 @@ pub const PROFILE: Profile = Profile {
     config_path: CONFIG_PATH,
     server_rewrites_config: true,
     default_database: None,
+    // `gosu redis` only. The entrypoint also hands whatever in /data is not the redis user's to it
+    // (CHOWN), but on dbroker's volumes there is never any such file: Redis writes all of them,
+    // and dbroker's configuration file lives outside /data.
+    capabilities: &["SETGID", "SETUID"],
 };
 
 /// Redis's own limit, as a share of the container's: the rest is for the server itself, client

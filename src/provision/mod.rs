@@ -29,7 +29,7 @@ use crate::model::{
     Charset, Collation, DatabaseName, Engine, InstanceId, InstanceName, MemoryMb, OperationId, OperationKind,
     VersionName,
 };
-use crate::runtime::{ContainerSpec, Runtime, SpecFile};
+use crate::runtime::{ContainerSpec, NetworkSpec, Runtime, SpecFile};
 use crate::secrets::{MasterKey, Secret};
 use crate::store::{InstanceRecord, OperationRecord, Store};
 use operations::{Begin, Operations, Progress};
@@ -307,6 +307,20 @@ impl Provisioner {
         format!("{}-{id}-data", self.config.instance_prefix)
     }
 
+    /// The network every container of this prefix joins, instances, pool members and template
+    /// builds alike: `PREFIX-net`, made on first use and kept (also when dbroker stops: it is cheap,
+    /// and stopped containers on it need it to start again). Deployments that share a prefix share
+    /// it, which lets none of them reach another; its deployment label is that of the one that made it.
+    fn network(&self) -> NetworkSpec {
+        NetworkSpec {
+            name: format!("{}-net", self.config.instance_prefix),
+            labels: HashMap::from([
+                (LABEL_PREFIX.to_string(), self.config.instance_prefix.clone()),
+                (LABEL_DEPLOYMENT.to_string(), self.store.deployment_id().to_string()),
+            ]),
+        }
+    }
+
     /// The container an instance runs in, derived from its record alone: a create, a repair of a
     /// container removed behind dbroker's back, and a rewrite of the configuration file after a
     /// rotation all build the same thing.
@@ -344,6 +358,8 @@ impl Provisioner {
             cpu_shares: self.config.catalogue.engine(engine).cpu_shares,
             nano_cpus: self.config.catalogue.engine(engine).nano_cpus,
             files,
+            network: self.network(),
+            capabilities: engines::profile(engine).capabilities,
         }
     }
 

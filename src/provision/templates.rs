@@ -125,6 +125,8 @@ impl Provisioner {
             labels: self.one_off_labels(),
             memory_bytes: memory.bytes(),
             files: vec![super::spec_file(engine, launch.config_file)],
+            network: self.network(),
+            capabilities: engines::profile(engine).capabilities,
         };
         (throwaway, password)
     }

@@ -21,6 +21,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::RwLock;
 
 mod files;
+mod network;
+
+pub use network::NetworkSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -81,6 +84,10 @@ pub struct ContainerSpec {
     pub nano_cpus: Option<i64>,
     /// Files written into the container's own filesystem after it is created and before it starts.
     pub files: Vec<SpecFile>,
+    /// The network it joins (made if missing): ICC off, so it reaches no other container.
+    pub network: NetworkSpec,
+    /// The only Linux capabilities it keeps; every other is dropped.
+    pub capabilities: &'static [&'static str],
 }
 
 /// A file dbroker writes into a container, such as a server's configuration.
@@ -115,6 +122,9 @@ pub struct Throwaway {
     pub memory_bytes: i64,
     /// Files written into it before it starts (see `ContainerSpec::files`).
     pub files: Vec<SpecFile>,
+    /// As an instance's: `ContainerSpec::network` and `ContainerSpec::capabilities`.
+    pub network: NetworkSpec,
+    pub capabilities: &'static [&'static str],
 }
 
 /// A container as a listing shows it. A listing carries no exit code or restart count, so those
@@ -211,13 +221,15 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Runtime {
     host: Option<String>,
     client: std::sync::Arc<RwLock<Option<Docker>>>,
+    /// Held while the containers' network is looked up or made (see `network`).
+    network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Runtime {
     /// A runtime for the engine at `host` (`unix://…`, `tcp://…`), or at `DOCKER_HOST` or the
     /// local socket when `None`. Nothing is contacted yet.
     pub fn new(host: Option<String>) -> Self {
-        Self { host, client: Default::default() }
+        Self { host, client: Default::default(), network_lock: Default::default() }
     }
 
     async fn docker(&self) -> Result<Docker, RuntimeError> {
@@ -287,8 +299,10 @@ impl Runtime {
     /// data-directory template. The caller stops and removes it.
     pub async fn run_throwaway(&self, throwaway: Throwaway) -> Result<u16, RuntimeError> {
         let docker = self.docker().await?;
-        let Throwaway { name, image, env, args, container_port, labels, memory_bytes, files } = throwaway;
+        let Throwaway { name, image, env, args, container_port, labels, memory_bytes, files, network, capabilities } =
+            throwaway;
         let name = name.as_str();
+        let network_id = self.ensure_network(&network).await?;
         let port_key = format!("{container_port}/tcp");
         let body = ContainerCreateBody {
             image: Some(image),
@@ -296,6 +310,7 @@ impl Runtime {
             cmd: (!args.is_empty()).then_some(args),
             labels: Some(labels),
             exposed_ports: Some(vec![port_key.clone()]),
+            networking_config: Some(network::endpoint(&network, &network_id)),
             host_config: Some(HostConfig {
                 port_bindings: Some(HashMap::from([(
                     port_key,
@@ -308,6 +323,9 @@ impl Runtime {
                 pids_limit: Some(PIDS_LIMIT),
                 cpu_shares: Some(EQUAL_CPU_SHARES),
                 log_config: Some(rotated_logs()),
+                network_mode: Some(network_id),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(capabilities.iter().map(|c| c.to_string()).collect()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -363,6 +381,7 @@ impl Runtime {
     /// exists already is left as it is.
     pub async fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         let docker = self.docker().await?;
+        let network_id = self.ensure_network(&spec.network).await?;
         docker
             .create_volume(VolumeCreateRequest {
                 name: Some(spec.volume.clone()),
@@ -371,7 +390,7 @@ impl Runtime {
             })
             .await?;
         let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
-        match docker.create_container(Some(options), container_body(spec)).await {
+        match docker.create_container(Some(options), container_body(spec, network_id)).await {
             Ok(_) => {}
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
                 tracing::debug!(container = %spec.name, "container exists already");
@@ -591,7 +610,7 @@ fn ignore_not_found(result: Result<(), bollard::errors::Error>) -> Result<(), Ru
 }
 
 /// The Docker container body for a spec: limits and isolation that no request can change.
-fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
+fn container_body(spec: &ContainerSpec, network_id: String) -> ContainerCreateBody {
     let port_key = format!("{}/tcp", spec.container_port);
     let host_config = HostConfig {
         // Swap off: memory-swap equal to memory, so the cap is the cap.
@@ -607,6 +626,10 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }),
         security_opt: Some(vec!["no-new-privileges".into()]),
         privileged: Some(false),
+        // By id: a second network of the same name (see `network`) cannot make it ambiguous.
+        network_mode: Some(network_id.clone()),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(spec.capabilities.iter().map(|c| c.to_string()).collect()),
         port_bindings: Some(HashMap::from([(
             port_key.clone(),
             Some(vec![PortBinding {
@@ -628,6 +651,7 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
         cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
         labels: Some(spec.labels.clone()),
         exposed_ports: Some(vec![port_key]),
+        networking_config: Some(network::endpoint(&spec.network, &network_id)),
         host_config: Some(host_config),
         ..Default::default()
     }

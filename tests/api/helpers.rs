@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptions,
+    InspectContainerOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions,
 };
 
 /// The engine the tests drive: `DOCKER_HOST` or the local socket, at an API version it speaks.
@@ -299,7 +299,7 @@ impl Drop for PrefixGuard {
     }
 }
 
-/// Removes every container, then every volume, that carries `dbroker.prefix=<prefix>`.
+/// Removes every container, then every volume and network, that carries `dbroker.prefix=<prefix>`.
 async fn remove_everything_labelled(prefix: &str) {
     let docker = docker().await;
     let filters = HashMap::from([("label", vec![format!("dbroker.prefix={prefix}")])]);
@@ -318,6 +318,19 @@ async fn remove_everything_labelled(prefix: &str) {
         let volumes = docker.list_volumes(Some(options)).await.map(|v| v.volumes.unwrap_or_default());
         for volume in volumes.unwrap_or_default() {
             let _ = docker.remove_volume(&volume.name, None::<RemoveVolumeOptions>).await;
+        }
+    }
+    // dbroker keeps its network when it stops (it is `PREFIX-net`): the test's prefix is gone now.
+    remove_networks(HashMap::from([("label", vec![format!("dbroker.prefix={prefix}")])])).await;
+}
+
+/// Removes every network `filters` matches (those without containers: the rest stay).
+pub async fn remove_networks(filters: HashMap<&str, Vec<String>>) {
+    let docker = docker().await;
+    let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
+    for network in docker.list_networks(Some(options)).await.unwrap_or_default() {
+        if let Some(id) = network.id {
+            let _ = docker.remove_network(&id).await;
         }
     }
 }

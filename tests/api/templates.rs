@@ -54,14 +54,14 @@ async fn mariadb_instances_made_from_a_template_have_their_own_password_charset_
 
 /// An engine's offline image with one more label, so another id: a dbroker using it builds a
 /// template of its own. The image and its template are removed when this is dropped.
-struct ChangedImage {
+pub struct ChangedImage {
     engine: Engine,
-    reference: String,
+    pub reference: String,
     id: String,
 }
 
 impl ChangedImage {
-    async fn of(engine: Engine) -> ChangedImage {
+    pub async fn of(engine: Engine) -> ChangedImage {
         let docker = docker().await;
         let name = crate::helpers::unique_name("dbt-changed-image");
         let _container = crate::helpers::ContainerGuard(name.clone());
