@@ -76,6 +76,9 @@ impl App {
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let config = Arc::new(config);
         let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone());
+        if engine_answers && let Err(error) = provisioner.prepare_network().await {
+            tracing::warn!(%error, "could not make dbroker's network; the first create will try again");
+        }
         let reconciler = Reconciler::new(provisioner.clone());
         let state = AppState { provisioner, reconciler, store, config, auth_cache: Default::default() };
         Ok(App { listener, state })

@@ -17,6 +17,7 @@ mod templates;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use error::{ErrorReport, INTERNAL_DETAIL, ProvisionError};
 pub use operations::{Idempotency, Running};
@@ -115,6 +116,9 @@ pub struct Provisioner {
     /// What creates, resizes, claims and adopts are checked against (see `quotas`).
     quotas: quotas::Quotas,
 }
+
+/// The store's lease held while dbroker's network is looked up or made (see `prepare_network`).
+const NETWORK_LEASE: &str = "network";
 
 impl Provisioner {
     pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>) -> Self {
@@ -311,6 +315,22 @@ impl Provisioner {
     /// builds alike: `PREFIX-net`, made on first use and kept (also when dbroker stops: it is cheap,
     /// and stopped containers on it need it to start again). Deployments that share a prefix share
     /// it, which lets none of them reach another; its deployment label is that of the one that made it.
+    /// Makes dbroker's network if the host has none, holding the store's lease `network`
+    /// meanwhile: processes that share a store and start at once make one network, not one each
+    /// (Docker 20.10 lets two networks have one name; see `Runtime::ensure_network`). A network
+    /// removed later is made again by the first container that needs it.
+    pub async fn prepare_network(&self) -> Result<(), ProvisionError> {
+        let (holder, ttl) = (self.ops.holder(), Duration::from_secs(30));
+        let deadline = Instant::now() + ttl;
+        // Another process making it holds the lease for a moment; one that died, until it expires.
+        while !self.store.try_lease(NETWORK_LEASE, holder, ttl).await? && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let made = self.runtime.ensure_network(&self.network()).await;
+        self.store.release_lease(NETWORK_LEASE, holder).await?;
+        made.map(drop).map_err(Into::into)
+    }
+
     fn network(&self) -> NetworkSpec {
         NetworkSpec {
             name: format!("{}-net", self.config.instance_prefix),
