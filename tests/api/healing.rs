@@ -75,17 +75,7 @@ async fn a_container_whose_record_was_lost_is_stopped_and_quarantined_never_dele
     let _: () = redis::cmd("SET").arg("k").arg("precious").query_async(&mut conn).await.unwrap();
     drop(conn);
 
-    // The store loses the row, as if restored from an older backup.
-    let mut db =
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.config.data_dir.join("dbroker.db").display()))
-            .await
-            .unwrap();
-    sqlx::query("DELETE FROM instances WHERE id = ?")
-        .bind(instance["id"].as_str().unwrap())
-        .execute(&mut db)
-        .await
-        .unwrap();
-    db.close().await.ok();
+    app.lose_records(&[&instance]).await;
 
     let container = app.container_of(&instance);
     let quarantined = wait_until("the container to be quarantined", DEADLINE, || async {
@@ -119,12 +109,7 @@ async fn an_admin_can_remove_a_quarantined_container_with_its_volume() {
     let app = TestApp::spawn().await;
     let admin = app.add_admin("root").await;
     let instance = app.create(ALICE, json!({"engine": "redis"})).await;
-    let mut db =
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.config.data_dir.join("dbroker.db").display()))
-            .await
-            .unwrap();
-    sqlx::query("DELETE FROM instances").execute(&mut db).await.unwrap();
-    db.close().await.ok();
+    app.lose_records(&[&instance]).await;
     let container = app.container_of(&instance);
     wait_until("the container to be quarantined", DEADLINE, || async {
         let (_, body) = app.get("/v1/admin/quarantine", &admin).await;

@@ -420,6 +420,21 @@ impl TestApp {
     }
 
     /// `GET /v1/instances/{id}` as `token`, insisting on success.
+    /// Deletes the records of `instances` from the store behind dbroker's back, as a store restored
+    /// from an older backup would have lost them; their containers stay.
+    pub async fn lose_records(&self, instances: &[&Value]) {
+        let store = format!("sqlite://{}", self.config.data_dir.join("dbroker.db").display());
+        let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&store).await.unwrap();
+        for instance in instances {
+            sqlx::query("DELETE FROM instances WHERE id = ?")
+                .bind(instance["id"].as_str().unwrap())
+                .execute(&mut db)
+                .await
+                .unwrap();
+        }
+        sqlx::Connection::close(db).await.ok();
+    }
+
     pub async fn detail(&self, token: &str, instance: &Value) -> Value {
         let (status, body) = self.get(&format!("/v1/instances/{}", instance["id"].as_str().unwrap()), token).await;
         assert_eq!(status, StatusCode::OK, "{body}");

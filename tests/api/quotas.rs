@@ -169,12 +169,7 @@ async fn an_adopt_beyond_the_owners_quota_is_403_and_the_container_stays_quarant
     let app = TestApp::spawn().await;
     let admin = app.add_admin("root").await;
     let instance = app.create(ALICE, json!({"engine": "redis", "memory_mb": 16})).await;
-    let mut db =
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.config.data_dir.join("dbroker.db").display()))
-            .await
-            .unwrap();
-    sqlx::query("DELETE FROM instances").execute(&mut db).await.unwrap();
-    db.close().await.ok();
+    app.lose_records(&[&instance]).await;
     let container = app.container_of(&instance);
     let quarantine = || async {
         let (_, body) = app.get("/v1/admin/quarantine", &admin).await;

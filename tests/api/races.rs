@@ -561,13 +561,7 @@ async fn a_failed_adopt_keeps_the_quarantined_container_and_its_volume() {
     let instance = app.create(ALICE, json!({"engine": "redis"})).await;
     let (port, password) = port_and_password(&instance);
     redis_set(port, &password, "k", "precious").await;
-    // The store loses the row, as if restored from an older backup.
-    let mut db =
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.config.data_dir.join("dbroker.db").display()))
-            .await
-            .unwrap();
-    sqlx::query("DELETE FROM instances WHERE id = ?").bind(id_of(&instance)).execute(&mut db).await.unwrap();
-    db.close().await.ok();
+    app.lose_records(&[&instance]).await;
     let container = app.container_of(&instance);
     let volume = format!("{container}-data");
     wait_until("the container to be quarantined and stopped", DEADLINE, || async {

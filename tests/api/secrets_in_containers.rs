@@ -65,11 +65,8 @@ async fn a_lost_mysql_or_postgres_record_is_adopted_with_the_password_it_was_rot
         tokio::join!(app.create(ALICE, json!({"engine": "mysql"})), app.create(ALICE, json!({"engine": "postgres"})),);
     let (mysql, postgres) = tokio::join!(rotate(&app, &mysql), rotate(&app, &postgres));
 
-    // The store loses the rows, as if restored from a backup older than the rotations.
-    let store = format!("sqlite://{}", app.config.data_dir.join("dbroker.db").display());
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&store).await.unwrap();
-    sqlx::query("DELETE FROM instances").execute(&mut db).await.unwrap();
-    sqlx::Connection::close(db).await.ok();
+    // As if the store were restored from a backup older than the rotations.
+    app.lose_records(&[&mysql, &postgres]).await;
 
     for instance in [&mysql, &postgres] {
         let container = app.container_of(instance);
