@@ -10,7 +10,6 @@ use dbroker::config::FileConfig;
 use dbroker::model::Engine;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 use crate::helpers::{ALICE, BOB, TestApp, docker, image, memory_cap, succeeded, wait_until};
 use crate::pool::{catalogue_with_pool, wait_for_pool};
