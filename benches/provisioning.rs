@@ -382,6 +382,11 @@ async fn cleanup(prefix: &str) {
     for v in docker.list_volumes(Some(options)).await.ok().and_then(|v| v.volumes).unwrap_or_default() {
         let _ = docker.remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
     }
+    // The network dbroker made for its containers, once they are gone.
+    let options = bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&filters).build();
+    for n in docker.list_networks(Some(options)).await.unwrap_or_default() {
+        let _ = docker.remove_network(n.id.as_deref().unwrap_or_default()).await;
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -36,7 +36,13 @@ impl Reconciler {
             match kind {
                 OperationKind::Create if record.status == Status::Provisioning => {
                     this.finish_or_roll_back_create(&record, &operation_id).await?;
-                    this.service.reveal_current(&id).await.map(drop)
+                    // A create rolled back has failed, whatever undid it.
+                    match this.service.store.instance(&id).await? {
+                        Some(record) if record.status == Status::Failed => Err(ProvisionError::Conflict(
+                            record.status_reason.unwrap_or_else(|| "the create was rolled back".into()),
+                        )),
+                        _ => this.service.reveal_current(&id).await.map(drop),
+                    }
                 }
                 // A create past its record's `running` (a pool member handed over half way: its
                 // password may be pending), or an adopt that had finished.
