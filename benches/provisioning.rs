@@ -7,6 +7,9 @@
 //! - burst: 20 Redis creates at once: wall time, all ready, all on distinct ports;
 //! - read API: requests per second and p99 latency of `GET /v1/instances` and
 //!   `GET /v1/instances/{id}`, 64 connections, with 1,000 instance records in the store;
+//! - the read path's floor: Debian's nginx serving byte-identical bodies of those two answers as
+//!   static files, under the same load in the same run; dbroker's figure as a share of it is what
+//!   the HTTP stack, the store and JSON cost above putting bytes on a socket;
 //! - memory: dbroker's resident set, idle and with those 1,000 records.
 //!
 //! Results go to `bench-results/latest.md` and `bench-results/latest.json`. `BENCH_RUNS` sets the
@@ -65,6 +68,14 @@ async fn main() {
     eprintln!("GET /v1/instances: {list:?}\nGET /v1/instances/{{id}}: {detail:?}");
     report.reads = vec![("GET /v1/instances".into(), list), ("GET /v1/instances/{id}".into(), detail)];
     report.memory_after_load_kib = dbroker.rss_kib();
+    let bodies = [
+        ("list.json", dbroker.body("/v1/instances").await),
+        ("detail.json", dbroker.body(&format!("/v1/instances/{own}")).await),
+    ];
+    if let Some(floor) = StaticFloor::start(&bodies) {
+        let loads = bodies.iter().map(|(file, _)| wrk(&format!("{}/{file}", floor.base), None));
+        report.floor = loads.collect::<Option<Vec<_>>>().unwrap_or_default();
+    }
 
     drop(dbroker);
     cleanup(&prefix).await;
@@ -262,30 +273,13 @@ impl Dbroker {
     }
 
     fn load_with_wrk(&self, path: &str) -> Option<ReadResult> {
-        let output = std::process::Command::new("wrk")
-            .args(["-t2", &format!("-c{READ_CONNECTIONS}"), &format!("-d{}s", READ_DURATION.as_secs()), "--latency"])
-            .args(["-H", &format!("Authorization: {USER}"), &format!("{}{path}", self.base)])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let field =
-            |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()));
-        let duration = |value: String| -> Option<Duration> {
-            let (number, scale) = if let Some(us) = value.strip_suffix("us") {
-                (us, 1e-6)
-            } else if let Some(ms) = value.strip_suffix("ms") {
-                (ms, 1e-3)
-            } else {
-                (value.strip_suffix('s')?, 1.0)
-            };
-            Some(Duration::from_secs_f64(number.parse::<f64>().ok()? * scale))
-        };
-        Some(ReadResult {
-            requests_per_second: field("Requests/sec:")?.parse().ok()?,
-            p50: duration(field("50%")?)?,
-            p99: duration(field("99%")?)?,
-            client: "wrk",
-        })
+        wrk(&format!("{}{path}", self.base), Some(USER))
+    }
+
+    /// The body of the answer to `GET path`, byte for byte.
+    async fn body(&self, path: &str) -> Vec<u8> {
+        let response = self.client.get(format!("{}{path}", self.base)).header("Authorization", USER).send().await;
+        response.unwrap().bytes().await.unwrap().to_vec()
     }
 
     async fn load_in_process(&self, path: String) -> ReadResult {
@@ -422,6 +416,8 @@ struct Report {
     burst_wall: Duration,
     burst_distinct_ports: usize,
     reads: Vec<(String, ReadResult)>,
+    /// The same loads on the static floor, in the order of `reads`; empty without nginx.
+    floor: Vec<ReadResult>,
     memory_idle_kib: u64,
     memory_records_kib: u64,
     memory_after_load_kib: u64,
@@ -455,6 +451,18 @@ impl Report {
             self.burst_distinct_ports
         ));
         let mut json_reads = serde_json::Map::new();
+        for ((route, r), floor) in self.reads.iter().zip(&self.floor) {
+            md.push_str(&format!(
+                "| {route}: the floor, static nginx with the same body | {:.0} requests/s; dbroker {:.2}× of it |\n",
+                floor.requests_per_second,
+                r.requests_per_second / floor.requests_per_second
+            ));
+            json_reads.insert(
+                format!("{route} (floor)"),
+                json!({"requests_per_second": floor.requests_per_second,
+                "dbroker_share": r.requests_per_second / floor.requests_per_second}),
+            );
+        }
         for (route, r) in &self.reads {
             md.push_str(&format!(
                 "| {route}, {READ_CONNECTIONS} connections ({}) | {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms |\n",
@@ -504,4 +512,90 @@ fn machine() -> String {
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
     format!("{} × {}, {mem_gib:.0} GiB", cpus, model.unwrap_or("unknown CPU"))
+}
+
+/// `wrk` with `READ_CONNECTIONS` connections asking for `url` for `READ_DURATION`, with an
+/// `Authorization` header if given; `None` if wrk is not installed or said nothing readable.
+fn wrk(url: &str, authorization: Option<&str>) -> Option<ReadResult> {
+    let mut command = std::process::Command::new("wrk");
+    command.args(["-t2", &format!("-c{READ_CONNECTIONS}"), &format!("-d{}s", READ_DURATION.as_secs()), "--latency"]);
+    if let Some(authorization) = authorization {
+        command.args(["-H", &format!("Authorization: {authorization}")]);
+    }
+    let output = command.arg(url).output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()));
+    let duration = |value: String| -> Option<Duration> {
+        let (number, scale) = if let Some(us) = value.strip_suffix("us") {
+            (us, 1e-6)
+        } else if let Some(ms) = value.strip_suffix("ms") {
+            (ms, 1e-3)
+        } else {
+            (value.strip_suffix('s')?, 1.0)
+        };
+        Some(Duration::from_secs_f64(number.parse::<f64>().ok()? * scale))
+    };
+    Some(ReadResult {
+        requests_per_second: field("Requests/sec:")?.parse().ok()?,
+        p50: duration(field("50%")?)?,
+        p99: duration(field("99%")?)?,
+        client: "wrk",
+    })
+}
+
+/// Debian's nginx serving `bodies` as static files on a loopback port of its own, as fast as a
+/// server can answer with those bytes on this machine: the read path's floor. Stopped when dropped.
+struct StaticFloor {
+    base: String,
+    server: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl StaticFloor {
+    /// `None` if nginx is not installed (`scripts/bench` installs it) or does not start.
+    fn start(bodies: &[(&str, Vec<u8>)]) -> Option<StaticFloor> {
+        let dir = tempfile::tempdir().ok()?;
+        let www = dir.path().join("www");
+        std::fs::create_dir(&www).ok()?;
+        for (file, body) in bodies {
+            std::fs::write(www.join(file), body).ok()?;
+        }
+        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let root = dir.path().display();
+        // As many workers as dbroker has threads (one per core), keep-alive without end, no log.
+        let config = format!(
+            "worker_processes auto;\ndaemon off;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; default_type application/json; keepalive_requests 1000000;\n\
+             client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp; fastcgi_temp_path {root}/tmp;\n\
+             uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;\n\
+             server {{ listen 127.0.0.1:{port}; root {root}/www; }} }}\n"
+        );
+        let config_path = dir.path().join("nginx.conf");
+        std::fs::write(&config_path, config).ok()?;
+        let server = std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let floor = StaticFloor { base: format!("http://127.0.0.1:{port}"), server, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(floor)
+    }
+}
+
+impl Drop for StaticFloor {
+    fn drop(&mut self) {
+        // SIGTERM: nginx's master stops its workers and exits.
+        let _ = std::process::Command::new("kill").arg(self.server.id().to_string()).status();
+        let _ = self.server.wait();
+    }
 }
