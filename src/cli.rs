@@ -353,6 +353,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_files_rate_limits_are_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.example.toml");
+
+        assert_eq!(serve(&["--config", example]).unwrap().rate_limits, RateLimits::default());
+    }
+
+    #[test]
     fn a_burst_of_zero_under_a_rate_is_refused_saying_how_to_turn_the_limit_off() {
         let refused = serve(&["--change-burst", "0"]).unwrap_err();
         let off = serve(&["--changes-per-second", "0", "--change-burst", "0"]).unwrap();

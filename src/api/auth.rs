@@ -5,7 +5,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
@@ -62,36 +61,33 @@ impl FromRequestParts<AppState> for CurrentUser {
         if let Some(user) = parts.extensions.get::<CurrentUser>() {
             return Ok(user.clone());
         }
-        authenticate(&parts.headers, state).await.map(CurrentUser)
-    }
-}
-
-/// The enabled user whose token the request carries, or why there is none (401).
-pub(super) async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<User, ApiError> {
-    let header =
-        headers.get(AUTHORIZATION).ok_or(ApiError::Unauthorized("send your token in the Authorization header"))?;
-    let value = header.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not text"))?.trim();
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value).trim();
-    if token.is_empty() {
-        return Err(ApiError::Unauthorized("the Authorization header holds no token"));
-    }
-    let token_hash = hash_token(token);
-    let user = match state.auth_cache.get(&token_hash) {
-        Some(user) => user,
-        None => {
-            let user = state
-                .store
-                .user_by_token_hash(&token_hash)
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))?
-                .ok_or(ApiError::Unauthorized("unknown token"))?;
-            // Disabled users are cached too: there are only as many as there are users.
-            state.auth_cache.put(token_hash, user.clone());
-            user
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("send your token in the Authorization header"))?;
+        let value = header.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not text"))?.trim();
+        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value).trim();
+        if token.is_empty() {
+            return Err(ApiError::Unauthorized("the Authorization header holds no token"));
         }
-    };
-    if user.is_disabled() {
-        return Err(ApiError::Unauthorized("the user of this token is disabled"));
+        let token_hash = hash_token(token);
+        let user = match state.auth_cache.get(&token_hash) {
+            Some(user) => user,
+            None => {
+                let user = state
+                    .store
+                    .user_by_token_hash(&token_hash)
+                    .await
+                    .map_err(|e| ApiError::Internal(e.into()))?
+                    .ok_or(ApiError::Unauthorized("unknown token"))?;
+                // Disabled users are cached too: there are only as many as there are users.
+                state.auth_cache.put(token_hash, user.clone());
+                user
+            }
+        };
+        if user.is_disabled() {
+            return Err(ApiError::Unauthorized("the user of this token is disabled"));
+        }
+        Ok(CurrentUser(user))
     }
-    Ok(user)
 }

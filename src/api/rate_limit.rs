@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -25,7 +25,7 @@ use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use serde::Serialize;
 
-use super::auth::{CurrentUser, authenticate};
+use super::auth::CurrentUser;
 use super::{ApiError, AppState};
 use crate::config::{Rate, RateLimits};
 
@@ -190,7 +190,7 @@ fn whole_seconds_up(wait: Duration) -> u64 {
     (wait.as_nanos().div_ceil(1_000_000_000) as u64).max(1)
 }
 
-/// What the middleware needs: the app's, to authenticate, and the buckets.
+/// What the middleware needs: the app's state, to authenticate, and the buckets.
 #[derive(Clone)]
 pub struct Limiting {
     state: AppState,
@@ -207,25 +207,26 @@ impl Limiting {
 /// Authenticates the request, counts it in its caller's bucket, and hands the user on to the
 /// handler (`CurrentUser` takes it from the request); over the limit, 429 before anything else,
 /// and without a valid token, 401.
-pub async fn limit_callers(State(limiting): State<Limiting>, mut request: Request, next: Next) -> Response {
-    let authenticated = authenticate(request.headers(), &limiting.state).await;
+pub async fn limit_callers(State(limiting): State<Limiting>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let authenticated = CurrentUser::from_request_parts(&mut parts, &limiting.state).await;
     let caller = match &authenticated {
-        Ok(user) => Caller::User(user.id),
+        Ok(CurrentUser(user)) => Caller::User(user.id),
         // Served other than by `api::serve` there is no peer address: one bucket for them all.
         Err(_) => Caller::address(
-            request
-                .extensions()
+            parts
+                .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map_or(IpAddr::from(Ipv6Addr::UNSPECIFIED), |ConnectInfo(peer)| peer.ip()),
         ),
     };
-    if let Err(throttled) = limiting.limiter.check(Class::of(request.method()), caller) {
+    if let Err(throttled) = limiting.limiter.check(Class::of(&parts.method), caller) {
         return ApiError::RateLimited(throttled).into_response();
     }
     match authenticated {
         Ok(user) => {
-            request.extensions_mut().insert(CurrentUser(user));
-            next.run(request).await
+            parts.extensions.insert(user);
+            next.run(Request::from_parts(parts, body)).await
         }
         Err(error) => error.into_response(),
     }
