@@ -9,8 +9,9 @@
 //! - The check is a middleware on every route but `/healthz` (which a monitor must always
 //!   reach), run before the handler: a refused request reads no body and writes nothing.
 //! - Each caller has a bucket of its own per class (governor's GCRA, keyed): the rate refills it,
-//!   the burst is its size. Buckets of callers gone quiet are dropped every `SWEEP_INTERVAL`, so
-//!   memory follows the callers of the last few seconds, not every address ever seen.
+//!   the burst is its size. Buckets full again (their callers gone quiet) are dropped every
+//!   `SWEEP_INTERVAL`, so memory holds the callers of the last burst ÷ rate seconds (two, by
+//!   default) and that interval, not every address or token ever seen.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
