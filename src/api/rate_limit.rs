@@ -235,21 +235,16 @@ pub async fn limit_callers(State(limiting): State<Limiting>, request: Request, n
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroU32;
-
     use super::*;
 
-    fn limiter(reads: Option<(u32, u32)>, changes: Option<(u32, u32)>) -> RateLimiter {
-        let rate = |(per_second, burst)| Rate {
-            per_second: NonZeroU32::new(per_second).unwrap(),
-            burst: NonZeroU32::new(burst).unwrap(),
-        };
-        RateLimiter::new(RateLimits { reads: reads.map(rate), changes: changes.map(rate) })
+    fn limiter(reads: (u32, u32), changes: (u32, u32)) -> RateLimiter {
+        let rate = |(per_second, burst)| Rate::from_settings("", per_second, burst).unwrap();
+        RateLimiter::new(RateLimits { reads: rate(reads), changes: rate(changes) })
     }
 
     #[test]
     fn a_caller_gets_its_burst_and_then_is_told_to_wait_while_another_caller_still_passes() {
-        let limiter = limiter(None, Some((1, 3)));
+        let limiter = limiter((0, 0), (1, 3));
         let (alice, bob) = (Caller::User(1), Caller::User(2));
 
         let passed = (0..3).filter(|_| limiter.check(Class::Changes, alice).is_ok()).count();
@@ -288,7 +283,7 @@ mod tests {
     #[test]
     fn the_buckets_of_callers_gone_quiet_are_dropped_so_memory_stays_bounded() {
         // A thousand a second: a bucket that took one request is full again a millisecond later.
-        let limiter = limiter(Some((1000, 1)), Some((1000, 1)));
+        let limiter = limiter((1000, 1), (1000, 1));
         for n in 0..10_000u32 {
             let _ = limiter.check(Class::Reads, Caller::address(IpAddr::from(n.to_be_bytes())));
         }

@@ -7,7 +7,6 @@
 //! once they pass the limit: they are counted like any change and touch nothing.
 
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use dbroker::config::{Rate, RateLimits};
@@ -21,7 +20,7 @@ use crate::helpers::{ALICE, BOB, TestApp, succeeded, wait_until};
 const MAX_TRIES: usize = 200;
 
 fn rate(per_second: u32, burst: u32) -> Option<Rate> {
-    Some(Rate { per_second: NonZeroU32::new(per_second).unwrap(), burst: NonZeroU32::new(burst).unwrap() })
+    Rate::from_settings("", per_second, burst).unwrap()
 }
 
 async fn spawn_limited(reads: Option<Rate>, changes: Option<Rate>) -> TestApp {
@@ -135,7 +134,7 @@ async fn unknown_tokens_from_one_address_are_refused_beyond_its_limit_while_a_kn
             |n| async move { send(app, Method::GET, "/v1/instances", Some(&format!("Bearer guess-{n}"))).await },
         )
         .await;
-    let no_token = send(&app, Method::GET, "/v1/instances", None).await;
+    let no_token = send(app, Method::GET, "/v1/instances", None).await;
     let alice = futures_util::future::join_all((0..3).map(|_| app.get("/v1/instances", ALICE))).await;
 
     assert!(passed.len() >= 3 && passed.iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{passed:?}");
