@@ -137,6 +137,12 @@ impl Dbroker {
             .env("DBROKER_RECONCILE_INTERVAL", reconcile_interval)
             // The burst is one user's: more than a user's default quota of instances.
             .env("DBROKER_QUOTA_INSTANCES", "1000")
+            // One user floods on purpose: limits far out of its way, but still checked, so that
+            // their cost is in what is measured.
+            .env("DBROKER_READS_PER_SECOND", "1000000")
+            .env("DBROKER_READ_BURST", "1000000")
+            .env("DBROKER_CHANGES_PER_SECOND", "1000")
+            .env("DBROKER_CHANGE_BURST", "1000")
             .env("RUST_LOG", "warn")
             .stderr(Stdio::inherit())
             .spawn()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Catalogue, Config, FileConfig, PortRange, Quotas, defaults};
+use crate::config::{Catalogue, Config, FileConfig, PortRange, Quotas, Rate, RateLimits, defaults};
 use crate::model::{Engine, UserName};
 
 #[derive(Debug, Parser)]
@@ -157,6 +157,20 @@ pub struct ServeArgs {
     /// up to [default: 90].
     #[arg(long, env = "DBROKER_HOST_MEMORY_PERCENT")]
     pub host_memory_percent: Option<u8>,
+    /// Reads (GET, HEAD) a second each user may send, or each address without a valid token; 0
+    /// for no limit [default: 50].
+    #[arg(long, env = "DBROKER_READS_PER_SECOND")]
+    pub reads_per_second: Option<u32>,
+    /// Reads that may come at once above that rate [default: 100].
+    #[arg(long, env = "DBROKER_READ_BURST")]
+    pub read_burst: Option<u32>,
+    /// Changes (POST, PATCH, PUT, DELETE) a second each user may send, or each address without a
+    /// valid token; 0 for no limit [default: 5].
+    #[arg(long, env = "DBROKER_CHANGES_PER_SECOND")]
+    pub changes_per_second: Option<u32>,
+    /// Changes that may come at once above that rate [default: 20].
+    #[arg(long, env = "DBROKER_CHANGE_BURST")]
+    pub change_burst: Option<u32>,
 }
 
 impl ServeArgs {
@@ -198,6 +212,19 @@ impl ServeArgs {
                 quotas.host_memory_percent
             ));
         }
+        let limits = &file.rate_limits;
+        let rate_limits = RateLimits {
+            reads: Rate::from_settings(
+                "read",
+                self.reads_per_second.or(limits.reads_per_second).unwrap_or(defaults::READS_PER_SECOND),
+                self.read_burst.or(limits.read_burst).unwrap_or(defaults::READ_BURST),
+            )?,
+            changes: Rate::from_settings(
+                "change",
+                self.changes_per_second.or(limits.changes_per_second).unwrap_or(defaults::CHANGES_PER_SECOND),
+                self.change_burst.or(limits.change_burst).unwrap_or(defaults::CHANGE_BURST),
+            )?,
+        };
         Ok(Config {
             listen: self.listen.or(file.listen).unwrap_or_else(|| parse_default(defaults::LISTEN)),
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| defaults::DATA_DIR.into()),
@@ -233,6 +260,7 @@ impl ServeArgs {
             ),
             docker_host: std::env::var("DOCKER_HOST").ok(),
             quotas,
+            rate_limits,
         })
     }
 }
@@ -296,5 +324,53 @@ mod tests {
             Quotas { instances: 3, memory_mb: 4096, host_memory_percent: defaults::HOST_MEMORY_PERCENT }
         );
         assert!(beyond.contains("host_memory_percent") && beyond.contains("101"), "{beyond}");
+    }
+
+    #[test]
+    fn rate_limits_come_from_a_flag_the_file_or_the_default_and_a_rate_of_zero_turns_one_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dbroker.toml");
+        std::fs::write(&file, "[rate_limits]\nreads_per_second = 7\nread_burst = 9\nchanges_per_second = 0\n").unwrap();
+        let file = file.to_str().unwrap();
+        let rate = |per_second, burst| Rate::from_settings("", per_second, burst).unwrap();
+
+        let from_file = serve(&["--config", file, "--read-burst", "11"]).unwrap();
+        let built_in = serve(&[]).unwrap();
+
+        assert_eq!(from_file.rate_limits, RateLimits { reads: rate(7, 11), changes: None });
+        assert_eq!(
+            built_in.rate_limits,
+            RateLimits {
+                reads: rate(defaults::READS_PER_SECOND, defaults::READ_BURST),
+                changes: rate(defaults::CHANGES_PER_SECOND, defaults::CHANGE_BURST),
+            }
+        );
+    }
+
+    #[test]
+    fn the_example_files_rate_limits_are_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.example.toml");
+
+        assert_eq!(serve(&["--config", example]).unwrap().rate_limits, RateLimits::default());
+    }
+
+    #[test]
+    fn a_burst_of_zero_under_a_rate_is_refused_saying_how_to_turn_the_limit_off() {
+        let refused = serve(&["--change-burst", "0"]).unwrap_err();
+        let off = serve(&["--changes-per-second", "0", "--change-burst", "0"]).unwrap();
+
+        assert!(refused.contains("change_burst") && refused.contains("changes_per_second = 0"), "{refused}");
+        assert_eq!(off.rate_limits.changes, None);
+    }
+
+    #[test]
+    fn an_unknown_key_under_rate_limits_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dbroker.toml");
+        std::fs::write(&file, "[rate_limits]\nreads_per_second = 5\nread_bursts = 9\n").unwrap();
+
+        let refused = serve(&["--config", file.to_str().unwrap()]).unwrap_err();
+
+        assert!(refused.contains("read_bursts") && refused.contains("line 3"), "{refused}");
     }
 }

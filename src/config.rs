@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -181,6 +182,7 @@ pub struct Config {
     /// The Docker engine (`unix://…`, `tcp://…`); `None` for `DOCKER_HOST` or the local socket.
     pub docker_host: Option<String>,
     pub quotas: Quotas,
+    pub rate_limits: RateLimits,
 }
 
 /// `[quotas]`: what each user may hold unless `dbroker user quota` gives them their own, and the
@@ -204,6 +206,47 @@ impl Default for Quotas {
     }
 }
 
+/// `[rate_limits]`: how fast each caller may send requests, reads (GET, HEAD) and changes (every
+/// other method) counted apart; `None` turns that limit off. See `api::rate_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub reads: Option<Rate>,
+    pub changes: Option<Rate>,
+}
+
+/// A sustained rate of requests, and how many may come at once (a full bucket) above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl Rate {
+    /// A rate from its two settings, named for the error (`read` for `reads_per_second` and
+    /// `read_burst`): 0 a second is no limit; a burst of 0 under a limit would refuse everything,
+    /// so it is refused, saying how to turn the limit off instead.
+    pub fn from_settings(what: &str, per_second: u32, burst: u32) -> Result<Option<Rate>, String> {
+        let Some(per_second) = NonZeroU32::new(per_second) else { return Ok(None) };
+        let burst = NonZeroU32::new(burst).ok_or_else(|| {
+            format!(
+                "{what}_burst (--{what}-burst, [rate_limits] in the file): 0 would refuse every request; give at \
+                 least 1, or turn the limit off with {what}s_per_second = 0"
+            )
+        })?;
+        Ok(Some(Rate { per_second, burst }))
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let rate = |per_second, burst| Rate::from_settings("", per_second, burst).expect("the defaults are valid");
+        RateLimits {
+            reads: rate(defaults::READS_PER_SECOND, defaults::READ_BURST),
+            changes: rate(defaults::CHANGES_PER_SECOND, defaults::CHANGE_BURST),
+        }
+    }
+}
+
 /// Built-in defaults, where neither a flag, the environment nor the file says otherwise.
 pub mod defaults {
     pub const LISTEN: &str = "127.0.0.1:5000";
@@ -221,6 +264,14 @@ pub mod defaults {
     pub const QUOTA_MEMORY_MB: u64 = 8192;
     /// What is left is for the host itself, the Docker engine and dbroker.
     pub const HOST_MEMORY_PERCENT: u8 = 90;
+    /// Per user (or address): far above what a person or a script polling an operation sends, far
+    /// below what the read path serves (tens of thousands a second), so no one caller can take it.
+    pub const READS_PER_SECOND: u32 = 50;
+    pub const READ_BURST: u32 = 100;
+    /// Each change is Docker work (a create starts a server): a few a second, and twenty at once,
+    /// as many as the default quota of instances twice over.
+    pub const CHANGES_PER_SECOND: u32 = 5;
+    pub const CHANGE_BURST: u32 = 20;
 }
 
 /// The configuration file: every serve setting, and the engine catalogue. Every key is optional;
@@ -242,6 +293,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub quotas: FileQuotas,
     #[serde(default)]
+    pub rate_limits: FileRateLimits,
+    #[serde(default)]
     pub engines: BTreeMap<Engine, FileEngine>,
 }
 
@@ -252,6 +305,16 @@ pub struct FileQuotas {
     pub instances: Option<u32>,
     pub memory_mb: Option<u64>,
     pub host_memory_percent: Option<u8>,
+}
+
+/// `[rate_limits]` in the file: each key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimits {
+    pub reads_per_second: Option<u32>,
+    pub read_burst: Option<u32>,
+    pub changes_per_second: Option<u32>,
+    pub change_burst: Option<u32>,
 }
 
 /// `[engines.NAME]`: replaces the built-in versions if it lists any, and each other key it sets.

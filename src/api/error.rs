@@ -23,6 +23,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("the request body is larger than {} KiB", super::MAX_BODY_BYTES / 1024)]
     PayloadTooLarge,
+    #[error("{0}")]
+    RateLimited(super::rate_limit::Throttled),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
     /// The error an operation ended with, as the store keeps it: what a replayed request answers.
@@ -48,6 +50,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Provision(e) => status_of(e.code()),
             ApiError::Reported(report) => status_of(&report.code),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -62,6 +65,15 @@ impl ApiError {
             ApiError::Provision(ProvisionError::Busy { operation: Some((id, _)) }) => json!({ "operation": id }),
             ApiError::Provision(error) if error.exceeded().is_some() => limit_extra(error.code(), error.exceeded()),
             ApiError::Reported(report) if report.exceeded.is_some() => limit_extra(&report.code, report.exceeded),
+            // Which limit (`reads` or `changes`), counted how (`user` or `address`), the rate, the
+            // burst, and `retry_after` in seconds, as the header says.
+            ApiError::RateLimited(throttled) => {
+                let mut extra = serde_json::to_value(throttled).unwrap_or_default();
+                if let Some(extra) = extra.as_object_mut() {
+                    extra.insert("code".into(), json!("rate_limited"));
+                }
+                extra
+            }
             _ => json!({}),
         }
     }
@@ -133,6 +145,9 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let ApiError::RateLimited(throttled) = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(throttled.retry_after));
+        }
         response.extensions_mut().insert(ErrorDetail { detail, extra });
         response
     }
@@ -153,8 +168,10 @@ pub async fn legacy_errors(response: Response) -> Response {
     let status = response.status();
     let mut legacy = (status, axum::Json(json!({ "code": status.as_u16(), "msg": error.detail, "data": error.extra })))
         .into_response();
-    if let Some(challenge) = response.headers().get(header::WWW_AUTHENTICATE) {
-        legacy.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.clone());
+    for name in [header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+        if let Some(value) = response.headers().get(&name) {
+            legacy.headers_mut().insert(name, value.clone());
+        }
     }
     legacy
 }

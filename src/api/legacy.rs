@@ -2,6 +2,8 @@
 //! `GET /list/<dockerType>`, `GET /detail/<dockerId>`, in the `{"code","msg","data"}` envelope;
 //! and, in the same style, `POST /postgres` and type 3. An adapter over the same service as v1;
 //! its own quirks (the `collection` field, `memory` as a string, type numbers) stay in this file.
+//! `api::router` wraps its routes in `error::legacy_errors`, outside the rate limits, so that every
+//! error, a 429 too, is answered in the envelope.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -11,7 +13,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use super::auth::CurrentUser;
-use super::error::{envelope, legacy_errors};
+use super::error::envelope;
 use super::json::JsonBody;
 use super::{ApiError, AppState};
 use crate::model::{Charset, Collation, DatabaseName, Engine, MemoryMb};
@@ -31,7 +33,6 @@ pub fn routes() -> Router<AppState> {
         .route("/postgres", post(create_postgres))
         .route("/list/{docker_type}", get(list_by_type))
         .route("/detail/{docker_id}", get(detail))
-        .layer(axum::middleware::map_response(legacy_errors))
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ mod detached;
 mod error;
 mod json;
 mod legacy;
+mod rate_limit;
 mod serve;
 mod v1;
 
@@ -38,11 +39,14 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Every route but `/healthz` is rate-limited (see `rate_limit`); the old routes' envelope goes
+    // outside the limits, so that their 429 is in it too.
+    let rate_limited =
+        axum::middleware::from_fn_with_state(rate_limit::Limiting::new(state.clone()), rate_limit::limit_callers);
     Router::new()
         .route("/healthz", get(healthz))
-        .merge(v1::routes())
-        .merge(admin::routes())
-        .merge(legacy::routes())
+        .merge(v1::routes().merge(admin::routes()).route_layer(rate_limited.clone()))
+        .merge(legacy::routes().route_layer(rate_limited).layer(axum::middleware::map_response(error::legacy_errors)))
         .layer(detached::RunChangesToCompletion)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(serve::BODY_READ_TIMEOUT))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

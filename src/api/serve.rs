@@ -13,6 +13,7 @@
 //! - At most `Limits::max_connections` connections are served at once, below the process's limit
 //!   of open files: the rest of the files stay for the store and the Docker engine, which
 //!   dbroker cannot work without. A connection past the cap is answered 503 at once and closed.
+//! - Each request carries its peer's address (axum's `ConnectInfo`), for the rate limits.
 //! - Shutdown stops accepting, lets each connection finish the request it is serving, and waits
 //!   at most `Limits::shutdown_grace` for them.
 
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -83,9 +85,9 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
     http1.half_close(true).timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "cannot accept a connection");
                     tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
@@ -98,8 +100,12 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             tokio::spawn(turn_away(stream));
             continue;
         };
-        let service =
-            router.clone().map_request(|request: axum::http::Request<hyper::body::Incoming>| request.map(Body::new));
+        let service = router.clone().map_request(move |request: axum::http::Request<hyper::body::Incoming>| {
+            let mut request = request.map(Body::new);
+            // Who is at the other end: requests without a valid token are rate-limited by it.
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
         let connection =
             graceful.watch(http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
         tokio::spawn(async move {

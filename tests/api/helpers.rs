@@ -167,6 +167,7 @@ impl TestApp {
             operation_lease: Duration::from_secs(2),
             history_retention: Duration::from_secs(90 * 86_400),
             quotas: Default::default(),
+            rate_limits: Default::default(),
         };
         adjust(&mut config);
         let mut app = TestApp {

@@ -22,6 +22,7 @@ mod postgres;
 mod private_files;
 mod quotas;
 mod races;
+mod rate_limits;
 mod redis;
 mod secrets_in_containers;
 mod secrets_in_logs;
