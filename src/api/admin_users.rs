@@ -36,14 +36,7 @@ struct AddUser {
     admin: bool,
     /// Their own quota; a limit left out is the configuration's default.
     #[serde(default)]
-    quota: OwnQuota,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct OwnQuota {
-    instances: Option<u32>,
-    memory_mb: Option<u64>,
+    quota: QuotaOverride,
 }
 
 /// `PATCH /v1/admin/users/{name}/quota`: a number sets the user's own limit, `null` puts the
@@ -83,7 +76,7 @@ struct UserView {
     disabled_at: Option<String>,
     created_at: String,
     /// Their own quota: a limit is `null` where it is the configuration's default.
-    quota: OwnQuota,
+    quota: QuotaOverride,
     /// What they hold, as their quota counts it (in the list only).
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Usage>,
@@ -97,7 +90,7 @@ impl UserView {
             disabled: user.is_disabled(),
             disabled_at: user.disabled_at,
             created_at: user.created_at,
-            quota: OwnQuota { instances: user.quota.instances, memory_mb: user.quota.memory_mb },
+            quota: user.quota,
             usage,
             name: user.name,
         }
@@ -151,8 +144,7 @@ async fn add_user(
     _admin: Admin,
     JsonBody(body): JsonBody<AddUser>,
 ) -> Result<Response, ApiError> {
-    let quota = QuotaOverride { instances: body.quota.instances, memory_mb: body.quota.memory_mb };
-    let added = state.users.add(NewUser { name: body.name, admin: body.admin, quota }).await?;
+    let added = state.users.add(NewUser { name: body.name, admin: body.admin, quota: body.quota }).await?;
     Ok(token_response(StatusCode::CREATED, added))
 }
 

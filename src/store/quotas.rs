@@ -18,8 +18,10 @@ pub struct Quota {
     pub memory_mb: u64,
 }
 
-/// A user's own quota, where it differs from the default (`None`: the default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A user's own quota, where it differs from the default (`None`: the default). On the wire as it
+/// is here (`/v1/admin/users`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuotaOverride {
     pub instances: Option<u32>,
     pub memory_mb: Option<u64>,
