@@ -38,7 +38,8 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
             println!("{}", added.token.expose());
         }
         UserCommand::List { store } => {
-            for Listed { user, usage } in users(&store.data_dir).await?.list().await? {
+            // What each holds is in `GET /v1/admin/users`; these columns stay as scripts read them.
+            for Listed { user, .. } in users(&store.data_dir).await?.list().await? {
                 let role = if user.is_admin { "admin" } else { "user" };
                 let kind = if user.is_demo { "demo" } else { "real" };
                 let state = if user.is_disabled() { "disabled" } else { "enabled" };
@@ -47,9 +48,8 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
                 let instances = own(user.quota.instances.map(u64::from));
                 let memory = own(user.quota.memory_mb);
                 println!(
-                    "{}\t{role}\t{kind}\t{state}\t{}\tinstances={instances}\tmemory_mb={memory}\t\
-                     holds instances={} memory_mb={}",
-                    user.name, user.created_at, usage.instances, usage.memory_mb
+                    "{}\t{role}\t{kind}\t{state}\t{}\tinstances={instances}\tmemory_mb={memory}",
+                    user.name, user.created_at
                 );
             }
         }
