@@ -80,7 +80,8 @@ impl App {
             tracing::warn!(%error, "could not make dbroker's network; the first create will try again");
         }
         let reconciler = Reconciler::new(provisioner.clone());
-        let state = AppState { provisioner, reconciler, store, config, auth_cache: Default::default() };
+        let users = crate::provision::Users::new(store.clone());
+        let state = AppState { provisioner, reconciler, store, config, auth_cache: Default::default(), users };
         Ok(App { listener, state })
     }
 

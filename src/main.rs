@@ -3,8 +3,8 @@
 use clap::Parser;
 use dbroker::app::App;
 use dbroker::cli::{Cli, Command, UserCommand};
-use dbroker::secrets::generate_token;
-use dbroker::store::{QuotaOverride, Store, StoreError};
+use dbroker::provision::{Listed, NewUser, Users};
+use dbroker::store::{LimitChange, QuotaChange, Store};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,32 +20,26 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// `dbroker user ...`: straight on the store, which a running dbroker shares (it sees a change
-/// within `AUTH_CACHE_TTL`). A token is printed on stdout, once; everything else goes to stderr.
+/// `dbroker user ...`: the same service as the admin routes (`provision::Users`), straight on the
+/// store, which a running dbroker shares (it sees a change within `AUTH_CACHE_TTL`). A token is
+/// printed on stdout, once; everything else goes to stderr.
 async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
-    let open = |dir: &std::path::Path| {
+    let users = |dir: &std::path::Path| {
         let dir = dir.to_path_buf();
         async move {
             std::fs::create_dir_all(&dir)?;
-            anyhow::Ok(Store::open(&dir).await?)
+            anyhow::Ok(Users::new(Store::open(&dir).await?))
         }
     };
     match command {
         UserCommand::Add { name, admin, store } => {
-            let store = open(&store.data_dir).await?;
-            let token = generate_token();
-            match store.add_user(&name, token.expose(), admin).await {
-                Ok(_) => {
-                    eprintln!("user {name} added; their token (shown only now):");
-                    println!("{}", token.expose());
-                    Ok(())
-                }
-                Err(StoreError::NameTaken) => anyhow::bail!("a user named {name} exists already"),
-                Err(e) => Err(e.into()),
-            }
+            let added = users(&store.data_dir).await?.add(NewUser { name, admin, quota: Default::default() }).await?;
+            eprintln!("user {} added; their token (shown only now):", added.user.name);
+            println!("{}", added.token.expose());
         }
         UserCommand::List { store } => {
-            for user in open(&store.data_dir).await?.list_users().await? {
+            // What each holds is in `GET /v1/admin/users`; these columns stay as scripts read them.
+            for Listed { user, .. } in users(&store.data_dir).await?.list().await? {
                 let role = if user.is_admin { "admin" } else { "user" };
                 let kind = if user.is_demo { "demo" } else { "real" };
                 let state = if user.is_disabled() { "disabled" } else { "enabled" };
@@ -58,89 +52,57 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
                     user.name, user.created_at
                 );
             }
-            Ok(())
         }
-        UserCommand::Remove { name, store } => match open(&store.data_dir).await?.remove_user(&name).await {
-            Ok(None) => {
-                eprintln!("user {name} removed");
-                Ok(())
-            }
-            Ok(Some(count)) => {
-                anyhow::bail!("{name} still owns {count} instance(s); delete them first")
-            }
-            Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
-            Err(e) => Err(e.into()),
-        },
+        UserCommand::Remove { name, store } => {
+            users(&store.data_dir).await?.remove(&name).await?;
+            eprintln!("user {name} removed");
+        }
         UserCommand::RotateToken { name, store } => {
-            let store = open(&store.data_dir).await?;
-            let token = generate_token();
-            match store.rotate_token(&name, token.expose()).await {
-                Ok(before) => {
-                    eprintln!(
-                        "{name}'s token replaced; the old one stops working within a second. The new one (shown only now):"
-                    );
-                    println!("{}", token.expose());
-                    if before.is_demo {
-                        eprintln!(
-                            "{name} was a demo user and, with a token of its own, is now a real one: take {name} out \
-                             of --demo-users, or dbroker refuses to start"
-                        );
-                    }
-                    if before.is_disabled() {
-                        eprintln!("{name} is disabled: the new token works once `dbroker user enable {name}` has run");
-                    }
-                    Ok(())
-                }
-                Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
-                Err(e) => Err(e.into()),
+            let rotated = users(&store.data_dir).await?.rotate_token(&name).await?;
+            eprintln!(
+                "{name}'s token replaced; the old one stops working within a second. The new one (shown only now):"
+            );
+            println!("{}", rotated.token.expose());
+            if rotated.was_demo {
+                eprintln!(
+                    "{name} was a demo user and, with a token of its own, is now a real one: take {name} out of \
+                     --demo-users, or dbroker refuses to start"
+                );
+            }
+            if rotated.user.is_disabled() {
+                eprintln!("{name} is disabled: the new token works once `dbroker user enable {name}` has run");
             }
         }
-        UserCommand::Disable { name, store } => match open(&store.data_dir).await?.disable_user(&name).await {
-            Ok(user) => {
-                eprintln!(
-                    "user {name} disabled: their token is refused within a second; their instances are left as they are"
-                );
-                if user.is_demo {
-                    eprintln!("{name} is a demo user: a dbroker started with {name} in --demo-users enables it again");
-                }
-                Ok(())
+        UserCommand::Disable { name, store } => {
+            let user = users(&store.data_dir).await?.disable(&name).await?;
+            eprintln!(
+                "user {name} disabled: their token is refused within a second; their instances are left as they are"
+            );
+            if user.is_demo {
+                eprintln!("{name} is a demo user: a dbroker started with {name} in --demo-users enables it again");
             }
-            Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
-            Err(e) => Err(e.into()),
-        },
-        UserCommand::Enable { name, store } => match open(&store.data_dir).await?.enable_user(&name).await {
-            Ok(user) => {
-                eprintln!("user {name} enabled: their token works again");
-                if user.is_demo {
-                    eprintln!(
-                        "{name} is a demo user: a dbroker started without {name} in --demo-users disables it again"
-                    );
-                }
-                Ok(())
+        }
+        UserCommand::Enable { name, store } => {
+            let user = users(&store.data_dir).await?.enable(&name).await?;
+            eprintln!("user {name} enabled: their token works again");
+            if user.is_demo {
+                eprintln!("{name} is a demo user: a dbroker started without {name} in --demo-users disables it again");
             }
-            Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
-            Err(e) => Err(e.into()),
-        },
+        }
         UserCommand::Quota { name, instances, memory_mb, default, store } => {
-            let store = open(&store.data_dir).await?;
-            let changed = if default {
-                store.clear_quota(&name).await
+            let change = if default {
+                QuotaChange { instances: LimitChange::Default, memory_mb: LimitChange::Default }
             } else {
-                store.set_quota(&name, QuotaOverride { instances, memory_mb }).await
+                QuotaChange { instances: LimitChange::given(instances), memory_mb: LimitChange::given(memory_mb) }
             };
-            match changed {
-                Ok(()) => {
-                    eprintln!(
-                        "{name}'s quota changed: the next create, resize or claim is checked against it; \
-                         their instances are left as they are"
-                    );
-                    Ok(())
-                }
-                Err(StoreError::NotFound) => anyhow::bail!("no user named {name}"),
-                Err(e) => Err(e.into()),
-            }
+            users(&store.data_dir).await?.change_quota(&name, change).await?;
+            eprintln!(
+                "{name}'s quota changed: the next create, resize or claim is checked against it; their instances \
+                 are left as they are"
+            );
         }
     }
+    Ok(())
 }
 
 /// Resolves on SIGTERM (systemd, docker stop) or Ctrl-C.

@@ -562,7 +562,8 @@ impl fmt::Display for OperationId {
 }
 
 /// A user's name: `[a-z0-9_-]{1,64}` (the old tool's users are `user1`, `user2`, `user3`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct UserName(String);
 
 impl UserName {
@@ -588,6 +589,8 @@ impl fmt::Display for UserName {
         f.write_str(&self.0)
     }
 }
+
+deserialize_from_str!(UserName);
 
 #[cfg(test)]
 mod tests {

@@ -14,9 +14,11 @@ use crate::secrets::hash_token;
 use crate::store::User;
 
 /// How long a known token is taken on trust before the store is asked again. Every request used
-/// to cost a store query for its token, half of all the store work on the read path; a removed or
-/// disabled user's token, or one replaced by `dbroker user rotate-token`, keeps working for at most
-/// this long (and an enabled user's stays refused as long).
+/// to cost a store query for its token, half of all the store work on the read path. The admin
+/// routes forget a user they change at once (see [`AuthCache::forget_user`]), but only in their own
+/// process: in every other process on the store, and beside `dbroker user ...`, a removed or
+/// disabled user's token, or one rotated away, keeps working for at most this long (and an enabled
+/// user's stays refused as long).
 pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// Tokens past this many are forgotten all at once: a bound on memory, not an eviction policy.
@@ -25,20 +27,50 @@ const AUTH_CACHE_MAX: usize = 10_000;
 /// Known tokens (by hash, never the tokens themselves) and their users. Unknown tokens are not
 /// cached, so a flood of made-up tokens cannot fill it.
 #[derive(Default)]
-pub struct AuthCache(Mutex<HashMap<String, (User, Instant)>>);
+pub struct AuthCache(Mutex<Entries>);
+
+#[derive(Default)]
+struct Entries {
+    users: HashMap<String, (User, Instant)>,
+    /// Counts the users forgotten: a lookup that began before a user was changed read the store as
+    /// it was, and what it read must not be cached after the change was forgotten.
+    forgotten: u64,
+}
+
+/// What the cache knows of a token: its user, or nothing, with the mark to cache the store's
+/// answer with (see [`AuthCache::put`]).
+enum Lookup {
+    Hit(User),
+    Miss { mark: u64 },
+}
 
 impl AuthCache {
-    fn get(&self, token_hash: &str) -> Option<User> {
+    fn get(&self, token_hash: &str) -> Lookup {
         let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(token_hash).filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL).map(|(user, _)| user.clone())
+        match cache.users.get(token_hash).filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL) {
+            Some((user, _)) => Lookup::Hit(user.clone()),
+            None => Lookup::Miss { mark: cache.forgotten },
+        }
     }
 
-    fn put(&self, token_hash: String, user: User) {
+    /// Caches what the store said of a token, unless a user was forgotten since `mark` was read.
+    fn put(&self, token_hash: String, user: User, mark: u64) {
         let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= AUTH_CACHE_MAX {
-            cache.clear();
+        if cache.forgotten != mark {
+            return;
         }
-        cache.insert(token_hash, (user, Instant::now()));
+        if cache.users.len() >= AUTH_CACHE_MAX {
+            cache.users.clear();
+        }
+        cache.users.insert(token_hash, (user, Instant::now()));
+    }
+
+    /// Forgets every token of the user: after an admin route changed them (disabled, enabled, a
+    /// new token, removed), this process's next request with one asks the store.
+    pub fn forget_user(&self, user_id: i64) {
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.users.retain(|_, (user, _)| user.id != user_id);
+        cache.forgotten += 1;
     }
 }
 
@@ -72,8 +104,8 @@ impl FromRequestParts<AppState> for CurrentUser {
         }
         let token_hash = hash_token(token);
         let user = match state.auth_cache.get(&token_hash) {
-            Some(user) => user,
-            None => {
+            Lookup::Hit(user) => user,
+            Lookup::Miss { mark } => {
                 let user = state
                     .store
                     .user_by_token_hash(&token_hash)
@@ -81,7 +113,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                     .map_err(|e| ApiError::Internal(e.into()))?
                     .ok_or(ApiError::Unauthorized("unknown token"))?;
                 // Disabled users are cached too: there are only as many as there are users.
-                state.auth_cache.put(token_hash, user.clone());
+                state.auth_cache.put(token_hash, user.clone(), mark);
                 user
             }
         };
@@ -89,5 +121,55 @@ impl FromRequestParts<AppState> for CurrentUser {
             return Err(ApiError::Unauthorized("the user of this token is disabled"));
         }
         Ok(CurrentUser(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: i64) -> User {
+        User {
+            id,
+            name: format!("user{id}"),
+            is_admin: false,
+            is_demo: false,
+            disabled_at: None,
+            created_at: String::new(),
+            quota: Default::default(),
+        }
+    }
+
+    fn mark_of(lookup: Lookup) -> u64 {
+        match lookup {
+            Lookup::Miss { mark } => mark,
+            Lookup::Hit(user) => panic!("{} was cached", user.name),
+        }
+    }
+
+    #[test]
+    fn a_forgotten_user_is_looked_up_again_and_others_stay_cached() {
+        let cache = AuthCache::default();
+        cache.put("h1".into(), user(1), mark_of(cache.get("h1")));
+        cache.put("h2".into(), user(2), mark_of(cache.get("h2")));
+
+        cache.forget_user(1);
+
+        assert!(matches!(cache.get("h1"), Lookup::Miss { .. }));
+        assert!(matches!(cache.get("h2"), Lookup::Hit(u) if u.id == 2));
+    }
+
+    #[test]
+    fn what_the_store_said_before_a_user_was_forgotten_is_not_cached_after() {
+        // The race of a request that read the store just before an admin route disabled its user:
+        // its answer, put in the cache after the route forgot the user, would keep the token
+        // working for up to AUTH_CACHE_TTL.
+        let cache = AuthCache::default();
+        let mark = mark_of(cache.get("h1"));
+
+        cache.forget_user(1);
+        cache.put("h1".into(), user(1), mark);
+
+        assert!(matches!(cache.get("h1"), Lookup::Miss { .. }));
     }
 }

@@ -93,10 +93,10 @@ fn limit_extra(code: &str, exceeded: Option<crate::store::Exceeded>) -> Value {
 /// for errors as they happen and as failed operations keep them.
 fn status_of(code: &str) -> StatusCode {
     match code {
-        "not_found" => StatusCode::NOT_FOUND,
+        "not_found" | "user_not_found" => StatusCode::NOT_FOUND,
         "quota_exceeded" => StatusCode::FORBIDDEN,
         "invalid" | "idempotency_key_reused" => StatusCode::UNPROCESSABLE_ENTITY,
-        "name_taken" | "busy" | "conflict" => StatusCode::CONFLICT,
+        "name_taken" | "busy" | "conflict" | "user_owns_instances" => StatusCode::CONFLICT,
         "ports_exhausted" | "engine_unreachable" | "image_missing" | "host_memory_exhausted" => {
             StatusCode::SERVICE_UNAVAILABLE
         }

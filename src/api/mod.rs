@@ -2,6 +2,7 @@
 //! the same service), and the one place where errors become responses.
 
 mod admin;
+mod admin_users;
 mod auth;
 mod detached;
 mod error;
@@ -36,6 +37,7 @@ pub struct AppState {
     pub store: Store,
     pub config: std::sync::Arc<crate::config::Config>,
     pub auth_cache: std::sync::Arc<auth::AuthCache>,
+    pub users: crate::provision::Users,
 }
 
 pub fn router(state: AppState) -> Router {

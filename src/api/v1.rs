@@ -550,7 +550,7 @@ async fn list_engines(State(state): State<AppState>, _user: CurrentUser) -> Resp
 }
 
 /// A page's size: the one asked for, within 1 and `max`, or `default`.
-fn page_size(asked: Option<u32>, default: u32, max: u32, what: &str) -> Result<u32, ApiError> {
+pub(super) fn page_size(asked: Option<u32>, default: u32, max: u32, what: &str) -> Result<u32, ApiError> {
     match asked.unwrap_or(default) {
         size @ 1.. if size <= max => Ok(size),
         _ => Err(ApiError::Unprocessable(format!("limit: a page holds 1 to {max} {what}"))),

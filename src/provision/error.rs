@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::PortRange;
-use crate::model::{OperationId, OperationKind};
+use crate::model::{OperationId, OperationKind, UserName};
 use crate::runtime::RuntimeError;
 use crate::store::{Exceeded, LimitKind, OperationRecord, StoreError};
 
@@ -16,6 +16,16 @@ pub enum ProvisionError {
     Invalid { field: &'static str, reason: String },
     #[error("you already have an instance named {0:?}; choose another name")]
     NameTaken(String),
+    #[error("no user named {0}")]
+    NoSuchUser(UserName),
+    #[error("a user named {0} exists already; choose another name")]
+    UserNameTaken(UserName),
+    /// A user who owns instances cannot be removed: their instances would have no owner.
+    #[error(
+        "{name} still owns {count} instance(s); delete them first, or disable {name} instead, which refuses \
+         their token and keeps their instances"
+    )]
+    UserOwnsInstances { name: UserName, count: u64 },
     /// Another operation is in flight on the instance (which, if it could be read).
     #[error("{}", busy_message(.operation))]
     Busy { operation: Option<(OperationId, OperationKind)> },
@@ -99,7 +109,9 @@ impl ProvisionError {
         match self {
             ProvisionError::NotFound => "not_found",
             ProvisionError::Invalid { .. } => "invalid",
-            ProvisionError::NameTaken(_) => "name_taken",
+            ProvisionError::NameTaken(_) | ProvisionError::UserNameTaken(_) => "name_taken",
+            ProvisionError::NoSuchUser(_) => "user_not_found",
+            ProvisionError::UserOwnsInstances { .. } => "user_owns_instances",
             ProvisionError::Busy { .. } => "busy",
             ProvisionError::Conflict(_) => "conflict",
             ProvisionError::Replay(_) => "replay",

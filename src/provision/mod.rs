@@ -13,6 +13,7 @@ mod quarantine;
 mod quotas;
 mod reconcile;
 mod templates;
+mod users;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,6 +24,7 @@ pub use error::{ErrorReport, INTERNAL_DETAIL, ProvisionError};
 pub use operations::{Idempotency, Running};
 pub use reconcile::{Reconciler, ReconcilerReport};
 use tokio_util::task::TaskTracker;
+pub use users::{Listed, NewUser, Users, WithToken};
 
 use crate::config::Config;
 use crate::engines::{self, Endpoint, Settings};
@@ -32,7 +34,7 @@ use crate::model::{
 };
 use crate::runtime::{ContainerSpec, NetworkSpec, Runtime, SpecFile};
 use crate::secrets::{MasterKey, Secret};
-use crate::store::{InstanceRecord, OperationRecord, Store};
+use crate::store::{InstanceFilter, InstanceRecord, OperationRecord, OwnedInstance, Store};
 use operations::{Begin, Operations, Progress};
 
 /// Labels on every container and volume dbroker creates, so it can always find its own.
@@ -65,6 +67,14 @@ impl NewInstance {
     pub fn of(engine: Engine) -> Self {
         NewInstance { engine, version: None, name: None, memory: None, charset: None, collation: None, database: None }
     }
+}
+
+/// Which of every user's instances an admin lists; each `None` lets all through.
+#[derive(Debug, Clone, Default)]
+pub struct OwnerFilter {
+    pub owner: Option<crate::model::UserName>,
+    pub engine: Option<Engine>,
+    pub status: Option<crate::model::Status>,
 }
 
 /// An instance as its owner sees it: the record, the password in the clear, and where to connect.
@@ -155,6 +165,26 @@ impl Provisioner {
     pub async fn list(&self, owner_id: i64, engine: Option<Engine>) -> Result<Vec<Instance>, ProvisionError> {
         let records = self.store.list_instances(owner_id, engine).await?;
         records.into_iter().map(|r| self.reveal(r)).collect()
+    }
+
+    /// Every user's instances, for admins: newest first, those `filter` lets through, `limit`
+    /// of them, created before instance `before`.
+    pub async fn every_users_instances(
+        &self,
+        filter: &OwnerFilter,
+        before: Option<&InstanceId>,
+        limit: u32,
+    ) -> Result<Vec<OwnedInstance>, ProvisionError> {
+        let mut owner_id = None;
+        if let Some(name) = &filter.owner {
+            let unknown = || ProvisionError::Invalid { field: "owner", reason: format!("no user named {name}") };
+            owner_id = Some(self.store.user_by_name(name.as_str()).await?.ok_or_else(unknown)?.id);
+        }
+        let filter = InstanceFilter { owner_id, engine: filter.engine, status: filter.status };
+        self.store.owned_instances(&filter, before, limit).await?.ok_or_else(|| ProvisionError::Invalid {
+            field: "before",
+            reason: "no such instance (deleted since that page was read?): list again from the first page".into(),
+        })
     }
 
     /// One of `owner_id`'s instances; another user's is `NotFound`, as if it did not exist.

@@ -47,6 +47,22 @@ pub struct InstanceRecord {
     pub repair_after: Option<i64>,
 }
 
+/// Which instances an admin's listing shows (see `Store::owned_instances`): each `None` lets all
+/// through.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstanceFilter {
+    pub owner_id: Option<i64>,
+    pub engine: Option<Engine>,
+    pub status: Option<Status>,
+}
+
+/// An instance with its owner's name, for admins.
+#[derive(Debug, Clone)]
+pub struct OwnedInstance {
+    pub record: InstanceRecord,
+    pub owner: String,
+}
+
 /// What a create writes before its container exists (status `provisioning`).
 pub struct NewInstanceRecord<'a> {
     pub id: &'a InstanceId,
@@ -88,6 +104,8 @@ macro_rules! columns {
          i.repair_after"
     };
 }
+/// Where the owner's name follows `columns!()` in `owned_instances`.
+const OWNER_COLUMN: usize = 24;
 macro_rules! from {
     () => {
         " FROM instances i LEFT JOIN operations o ON o.instance_id = i.id AND o.state IN ('pending', 'running')"
@@ -322,6 +340,54 @@ impl Store {
                 ))?
                 .query_map((owner_id, engine.map(Engine::as_str)), record_from_row)?
                 .collect()
+        })
+    }
+
+    /// Every user's instances (not the warm pool's), newest first, with their owner's name:
+    /// those `filter` lets through, `limit` of them, created before instance `before`. `None` if
+    /// there is no instance `before` (deleted since it ended a page, say).
+    pub async fn owned_instances(
+        &self,
+        filter: &InstanceFilter,
+        before: Option<&InstanceId>,
+        limit: u32,
+    ) -> Result<Option<Vec<OwnedInstance>>, StoreError> {
+        self.readers.read(|connection| {
+            if let Some(before) = before {
+                let exists = connection
+                    .prepare_cached("SELECT 1 FROM instances WHERE id = ?1")?
+                    .query_row([before.as_str()], |_| Ok(()))
+                    .optional()?;
+                if exists.is_none() {
+                    return Ok(None);
+                }
+            }
+            // Ordered and paged by (created_at, id), both in the one comparison, so that a page
+            // ends where the next begins even among instances created in the same instant.
+            connection
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    columns!(),
+                    ", u.name",
+                    from!(),
+                    " JOIN users u ON u.id = i.owner_id \
+                     WHERE (?1 IS NULL OR i.owner_id = ?1) AND (?2 IS NULL OR i.engine = ?2) \
+                     AND (?3 IS NULL OR i.status = ?3) \
+                     AND (?4 IS NULL OR (i.created_at, i.id) < (SELECT created_at, id FROM instances WHERE id = ?4)) \
+                     ORDER BY i.created_at DESC, i.id DESC LIMIT ?5"
+                ))?
+                .query_map(
+                    (
+                        filter.owner_id,
+                        filter.engine.map(Engine::as_str),
+                        filter.status.map(Status::as_str),
+                        before.map(InstanceId::as_str),
+                        limit,
+                    ),
+                    |row| Ok(OwnedInstance { record: record_from_row(row)?, owner: row.get(OWNER_COLUMN)? }),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map(Some)
         })
     }
 

@@ -20,9 +20,9 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use events::{Event, Quarantined};
-pub use instances::{InstanceRecord, NewInstanceRecord, PoolClaim};
+pub use instances::{InstanceFilter, InstanceRecord, NewInstanceRecord, OwnedInstance, PoolClaim};
 pub use operations::{NewOperation, OperationRecord, Step};
-pub use quotas::{Exceeded, LimitKind, Limits, Need, Quota, QuotaOverride};
+pub use quotas::{Exceeded, LimitChange, LimitKind, Limits, Need, Quota, QuotaChange, QuotaOverride, Usage};
 pub use users::{DemoUsers, User};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,9 @@ pub enum StoreError {
     /// A demo user was asked for under a name that belongs to a real user (the name).
     #[error("{0} is a real user, not a demo user")]
     NotADemoUser(String),
+    /// A user cannot be removed while they own instances (how many).
+    #[error("the user owns {0} instance(s)")]
+    OwnsInstances(u64),
     /// Another operation is in flight on the instance (its id, when it could be read).
     #[error("another operation is in flight on the instance")]
     OperationInFlight,

@@ -4,24 +4,69 @@
 //! (`BEGIN IMMEDIATE`, so what is read is still true when it is written on): concurrent creates,
 //! in one process or several sharing the store, never pass a limit together.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
 use super::{Store, StoreError};
-use crate::model::UserName;
 
 /// How many instances, and how many MiB of memory caps in all, a user may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Quota {
     pub instances: u32,
     pub memory_mb: u64,
 }
 
-/// A user's own quota, where it differs from the default (`None`: the default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A user's own quota, where it differs from the default (`None`: the default). On the wire as it
+/// is here (`/v1/admin/users`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuotaOverride {
     pub instances: Option<u32>,
     pub memory_mb: Option<u64>,
+}
+
+/// How a user's own quota changes, limit by limit (`dbroker user quota`, `PATCH
+/// /v1/admin/users/{name}/quota`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaChange {
+    pub instances: LimitChange<u32>,
+    pub memory_mb: LimitChange<u64>,
+}
+
+/// What becomes of one limit of a user's own quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LimitChange<T> {
+    /// It stays as it is.
+    #[default]
+    Keep,
+    /// Back to the configuration's default.
+    Default,
+    /// Their own.
+    Set(T),
+}
+
+impl<T: Copy> LimitChange<T> {
+    /// `Set` to a value given, else `Keep`.
+    pub fn given(value: Option<T>) -> Self {
+        value.map_or(LimitChange::Keep, LimitChange::Set)
+    }
+
+    /// The override it leaves, if it changes: `None` for the default.
+    pub(super) fn value(self) -> Option<T> {
+        match self {
+            LimitChange::Set(value) => Some(value),
+            LimitChange::Keep | LimitChange::Default => None,
+        }
+    }
+}
+
+/// What a user holds, as their quota counts it: instances, and MiB of memory caps in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub instances: u64,
+    pub memory_mb: u64,
 }
 
 /// What a change is checked against: the configuration's default quota (for users without an
@@ -122,34 +167,19 @@ impl Store {
         check_room(&mut *self.pool.acquire().await?, need, limits).await
     }
 
-    /// Sets the user's own quota: each limit given replaces their override, each not given stays
-    /// as it is. A running dbroker applies it to the next change. `NotFound` if there is no such
-    /// user.
-    pub async fn set_quota(&self, name: &UserName, quota: QuotaOverride) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE users SET quota_instances = coalesce(?, quota_instances), \
-             quota_memory_mb = coalesce(?, quota_memory_mb) WHERE name = ?",
-        )
-        .bind(quota.instances)
-        .bind(quota.memory_mb.map(|m| m as i64))
-        .bind(name.as_str())
-        .execute(&self.pool)
+    /// Each user's holdings, counted as their quota counts them, by user id: users who hold
+    /// nothing are not in it.
+    pub async fn usage_by_owner(&self) -> Result<HashMap<i64, Usage>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT owner_id, count(*), coalesce(sum(memory_mb), 0) FROM instances WHERE owner_id IS NOT NULL AND ",
+            counted!(),
+            " GROUP BY owner_id"
+        ))
+        .fetch_all(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    /// Gives the user the default quota again. `NotFound` if there is no such user.
-    pub async fn clear_quota(&self, name: &UserName) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE users SET quota_instances = NULL, quota_memory_mb = NULL WHERE name = ?")
-            .bind(name.as_str())
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), Usage { instances: r.get::<i64, _>(1) as u64, memory_mb: r.get::<i64, _>(2) as u64 }))
+            .collect())
     }
 }

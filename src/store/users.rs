@@ -1,9 +1,9 @@
 //! Users and their API tokens (kept as hashes); demo users, disabled users, and their quota
-//! overrides (set in `quotas`).
+//! overrides (checked in `quotas`).
 
 use sqlx::Row;
 
-use super::{QuotaOverride, Store, StoreError, map_unique_violation, now_rfc3339};
+use super::{LimitChange, QuotaChange, QuotaOverride, Store, StoreError, map_unique_violation, now_rfc3339};
 use crate::model::UserName;
 use crate::secrets::hash_token;
 
@@ -54,26 +54,34 @@ macro_rules! user_columns {
 impl Store {
     /// Adds a user with the given token; `NameTaken` if the name exists.
     pub async fn add_user(&self, name: &UserName, token: &str, is_admin: bool) -> Result<User, StoreError> {
+        self.add_user_with_quota(name, token, is_admin, QuotaOverride::default()).await
+    }
+
+    /// Adds a user with the given token and their own quota (in the same row, so a user is never
+    /// left without the quota they were added with); `NameTaken` if the name exists.
+    pub async fn add_user_with_quota(
+        &self,
+        name: &UserName,
+        token: &str,
+        is_admin: bool,
+        quota: QuotaOverride,
+    ) -> Result<User, StoreError> {
         let created_at = now_rfc3339();
-        let id =
-            sqlx::query("INSERT INTO users (name, token_hash, is_admin, created_at) VALUES (?, ?, ?, ?) RETURNING id")
-                .bind(name.as_str())
-                .bind(hash_token(token))
-                .bind(is_admin)
-                .bind(&created_at)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(map_unique_violation)?
-                .get(0);
-        Ok(User {
-            id,
-            name: name.to_string(),
-            is_admin,
-            is_demo: false,
-            disabled_at: None,
-            created_at,
-            quota: QuotaOverride::default(),
-        })
+        let id = sqlx::query(
+            "INSERT INTO users (name, token_hash, is_admin, created_at, quota_instances, quota_memory_mb) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(name.as_str())
+        .bind(hash_token(token))
+        .bind(is_admin)
+        .bind(&created_at)
+        .bind(quota.instances)
+        .bind(quota.memory_mb.map(|m| m as i64))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_unique_violation)?
+        .get(0);
+        Ok(User { id, name: name.to_string(), is_admin, is_demo: false, disabled_at: None, created_at, quota })
     }
 
     /// Makes the enabled demo users exactly those `names`, at start-up: each is added (its token its
@@ -231,25 +239,49 @@ impl Store {
         Ok(rows.iter().map(user_from_row).collect())
     }
 
-    /// Removes a user who owns no instances; `NotFound` if there is no such user.
-    /// Returns the number of instances that stop the removal, if any.
-    pub async fn remove_user(&self, name: &UserName) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let owned: Option<i64> =
-            sqlx::query("SELECT (SELECT count(*) FROM instances WHERE owner_id = users.id) FROM users WHERE name = ?")
-                .bind(name.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.get(0));
-        match owned {
-            None => Err(StoreError::NotFound),
-            Some(n) if n > 0 => Ok(Some(n)),
-            Some(_) => {
-                sqlx::query("DELETE FROM users WHERE name = ?").bind(name.as_str()).execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(None)
-            }
+    /// Changes the user's own quota, limit by limit (see [`QuotaChange`]); a running dbroker
+    /// applies it to the next change. Returns the user as they are now; `NotFound` if there is no
+    /// such user.
+    pub async fn change_quota(&self, name: &UserName, change: QuotaChange) -> Result<User, StoreError> {
+        // Each limit: `?n` says whether it changes, `?n+1` is its new value (NULL: the default).
+        sqlx::query(concat!(
+            "UPDATE users SET quota_instances = CASE WHEN ?1 THEN ?2 ELSE quota_instances END, \
+             quota_memory_mb = CASE WHEN ?3 THEN ?4 ELSE quota_memory_mb END WHERE name = ?5 RETURNING ",
+            user_columns!()
+        ))
+        .bind(!matches!(change.instances, LimitChange::Keep))
+        .bind(change.instances.value())
+        .bind(!matches!(change.memory_mb, LimitChange::Keep))
+        .bind(change.memory_mb.value().map(|m| m as i64))
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| user_from_row(&r))
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// Removes a user who owns no instances, and returns them as they were. `NotFound` if there
+    /// is no such user, `OwnsInstances` (how many) if they own any.
+    pub async fn remove_user(&self, name: &UserName) -> Result<User, StoreError> {
+        // IMMEDIATE: no create can give them an instance between the count and the delete (the
+        // foreign key would refuse the delete then, but as an error of no use to anyone).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let user = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE name = ?"))
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| user_from_row(&r))
+            .ok_or(StoreError::NotFound)?;
+        let owned: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE owner_id = ?")
+            .bind(user.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if owned > 0 {
+            return Err(StoreError::OwnsInstances(owned as u64));
         }
+        sqlx::query("DELETE FROM users WHERE id = ?").bind(user.id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(user)
     }
 }
 

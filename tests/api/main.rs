@@ -1,6 +1,7 @@
 //! dbroker's integration tests: one binary, on a real Docker engine and real database servers.
 //! Run them with `scripts/test`, which starts the engine and builds the offline images first.
 
+mod admin_users;
 mod auth;
 mod bad_input;
 mod catalogue;
