@@ -8,6 +8,7 @@ mod error;
 mod json;
 mod legacy;
 mod serve;
+mod stats;
 mod v1;
 
 use axum::Router;
@@ -20,6 +21,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 pub use serve::{Limits, serve};
+pub use stats::{ContainerStatsView, DatabaseSizeView, InstanceStatsView, ServerStatsView};
 
 use crate::provision::{Provisioner, Reconciler};
 use crate::store::Store;

@@ -12,6 +12,7 @@ mod pool;
 mod quarantine;
 mod quotas;
 mod reconcile;
+mod stats;
 mod templates;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 pub use error::{ErrorReport, INTERNAL_DETAIL, ProvisionError};
 pub use operations::{Idempotency, Running};
 pub use reconcile::{Reconciler, ReconcilerReport};
+pub use stats::InstanceStats;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
