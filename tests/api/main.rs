@@ -25,5 +25,6 @@ mod races;
 mod redis;
 mod secrets_in_containers;
 mod secrets_in_logs;
+mod stats;
 mod templates;
 mod users;
