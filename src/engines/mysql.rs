@@ -149,7 +149,8 @@ pub async fn stats(host: &str, port: u16, password: &Secret) -> Result<ServerSta
         .map_err(|e| e.to_string())?;
     let connected: u64 = connected.parse().map_err(|_| format!("Threads_connected is {connected:?}"))?;
     // Every schema but the server's own, which hold no user data.
-    let sizes = "SELECT CAST(s.SCHEMA_NAME AS CHAR), CAST(COALESCE(SUM(t.DATA_LENGTH + t.INDEX_LENGTH), 0) AS UNSIGNED) \
+    let sizes = "SELECT CAST(s.SCHEMA_NAME AS CHAR), \
+                        CAST(COALESCE(SUM(t.DATA_LENGTH + t.INDEX_LENGTH), 0) AS UNSIGNED) \
                  FROM information_schema.SCHEMATA s \
                  LEFT JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = s.SCHEMA_NAME \
                  WHERE s.SCHEMA_NAME NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
