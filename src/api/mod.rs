@@ -10,6 +10,7 @@ mod json;
 mod legacy;
 mod rate_limit;
 mod serve;
+mod stats;
 mod v1;
 
 use axum::Router;
@@ -22,6 +23,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 pub use serve::{Limits, serve};
+pub use stats::{ContainerStatsView, DatabaseSizeView, InstanceStatsView, ServerStatsView};
 
 use crate::provision::{Provisioner, Reconciler};
 use crate::store::Store;

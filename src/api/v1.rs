@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/instances/{id}/restart", post(restart_instance))
         .route("/v1/instances/{id}/rotate-password", post(rotate_password))
         .route("/v1/instances/{id}/logs", get(instance_logs))
+        .route("/v1/instances/{id}/stats", get(super::stats::instance_stats))
         .route("/v1/instances/{id}/events", get(instance_events))
         .route("/v1/instances/{id}/operations", get(instance_operations))
         .route("/v1/operations/{id}", get(get_operation))

@@ -1,7 +1,8 @@
 //! What each database engine needs, one file per engine: its container (port, data path,
 //! environment, arguments and the file that holds its password), its connection URI, its memory
-//! bounds, and a readiness probe that logs in with a real client. [`Engine`] dispatches with `match`, so a new engine is one file and
-//! the arms the compiler points to.
+//! bounds, a readiness probe that logs in with a real client, and the figures its server reports
+//! of itself. [`Engine`] dispatches with `match`, so a new engine is one file and the arms the
+//! compiler points to.
 
 mod mysql;
 mod postgres;
@@ -304,6 +305,52 @@ pub async fn apply_memory(engine: Engine, endpoint: &Endpoint<'_>, memory: Memor
             with_timeout(redis::apply_memory(endpoint.host, endpoint.port, endpoint.password, memory)).await
         }
     }
+}
+
+/// What a DBA looks at first, as the running server reports it. Connections and clients leave out
+/// the one dbroker reads these figures with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerStats {
+    Mysql {
+        /// `Threads_connected`.
+        connections: u64,
+        /// Every database but the server's own (`mysql`, `sys`, the two schemas of tables about
+        /// the server), with the size of its tables and their indexes.
+        databases: Vec<DatabaseSize>,
+    },
+    Redis {
+        /// `used_memory` of `INFO`: what Redis compares with its `maxmemory`.
+        used_memory_bytes: u64,
+        /// Keys in all its databases (`INFO keyspace`).
+        keys: u64,
+        connected_clients: u64,
+    },
+    Postgres {
+        /// Client backends in `pg_stat_activity`, on every database of the cluster.
+        connections: u64,
+        /// The instance's database (`pg_database_size`).
+        database: DatabaseSize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSize {
+    pub name: String,
+    pub bytes: u64,
+}
+
+/// The running server's own figures (see `ServerStats`), read over one login; `Err` says why
+/// there are none, such as no answer within `PROBE_ATTEMPT_TIMEOUT`.
+pub async fn server_stats(engine: Engine, endpoint: &Endpoint<'_>) -> Result<ServerStats, String> {
+    let Endpoint { host, port, password, .. } = *endpoint;
+    with_timeout(async {
+        match engine {
+            Engine::Mysql => mysql::stats(host, port, password).await,
+            Engine::Redis => redis::stats(host, port, password).await,
+            Engine::Postgres => postgres::stats(host, port, password, endpoint.database()).await,
+        }
+    })
+    .await
 }
 
 async fn with_timeout<T>(attempt: impl Future<Output = Result<T, String>>) -> Result<T, String> {

@@ -5,7 +5,7 @@
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{Launch, Launched, MemoryBounds, PASSWORD_PATH, Profile, Recovered, Settings};
+use super::{DatabaseSize, Launch, Launched, MemoryBounds, PASSWORD_PATH, Profile, Recovered, ServerStats, Settings};
 use crate::model::{EngineSettings, MemoryMb};
 use crate::secrets::Secret;
 
@@ -134,4 +134,32 @@ pub async fn collations(host: &str, port: u16, password: &Secret) -> Result<Vec<
     };
     let _ = conn.close().await;
     Ok(rows)
+}
+
+/// Connections and the size of every user database (its tables' data and indexes, as
+/// `information_schema.TABLES` estimates them; a database without tables is 0).
+pub async fn stats(host: &str, port: u16, password: &Secret) -> Result<ServerStats, String> {
+    let mut conn = connect(host, port, password).await?;
+    // Oracle's MySQL caches those estimates for a day by default; this session wants today's.
+    // MariaDB has no such cache, and no such variable.
+    let _ = sqlx::query("SET SESSION information_schema_stats_expiry = 0").execute(&mut conn).await;
+    let (_, connected): (String, String) = sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let connected: u64 = connected.parse().map_err(|_| format!("Threads_connected is {connected:?}"))?;
+    // Every schema but the server's own, which hold no user data.
+    let sizes = "SELECT CAST(s.SCHEMA_NAME AS CHAR), \
+                        CAST(COALESCE(SUM(t.DATA_LENGTH + t.INDEX_LENGTH), 0) AS UNSIGNED) \
+                 FROM information_schema.SCHEMATA s \
+                 LEFT JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = s.SCHEMA_NAME \
+                 WHERE s.SCHEMA_NAME NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
+                 GROUP BY s.SCHEMA_NAME ORDER BY s.SCHEMA_NAME";
+    let databases: Vec<(String, u64)> = sqlx::query_as(sizes).fetch_all(&mut conn).await.map_err(|e| e.to_string())?;
+    let _ = conn.close().await;
+    Ok(ServerStats::Mysql {
+        // This connection is one of them.
+        connections: connected.saturating_sub(1),
+        databases: databases.into_iter().map(|(name, bytes)| DatabaseSize { name, bytes }).collect(),
+    })
 }

@@ -4,7 +4,10 @@
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
-use super::{IdentityEdit, Launch, Launched, MemoryBounds, PASSWORD_PATH, Profile, Recovered, Settings};
+use super::{
+    DatabaseSize, IdentityEdit, Launch, Launched, MemoryBounds, PASSWORD_PATH, Profile, Recovered, ServerStats,
+    Settings,
+};
 use crate::model::{DatabaseName, EngineSettings, MemoryMb};
 use crate::secrets::Secret;
 
@@ -125,6 +128,23 @@ pub async fn rotate_password(host: &str, port: u16, old: &Secret, new: &Secret, 
     sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut conn).await.map_err(|e| e.to_string())?;
     let _ = conn.close().await;
     Ok(())
+}
+
+/// Client connections to the whole cluster (not its background workers, nor this one) and the
+/// size of the instance's database on disk.
+pub async fn stats(host: &str, port: u16, password: &Secret, database: &str) -> Result<ServerStats, String> {
+    let mut conn = connect(host, port, password, database).await?;
+    let (connections, bytes): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_stat_activity \
+                 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()), \
+                pg_database_size(current_database())",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .map_err(|e| e.to_string())?;
+    let _ = conn.close().await;
+    let database = DatabaseSize { name: database.to_string(), bytes: bytes.try_into().unwrap_or_default() };
+    Ok(ServerStats::Postgres { connections: connections.try_into().unwrap_or_default(), database })
 }
 
 /// Where the cluster lives when the volume is mounted at `data_path`.

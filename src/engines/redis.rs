@@ -4,7 +4,7 @@
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
-use super::{ConfigFile, Launch, Launched, MemoryBounds, Profile, Recovered, Settings};
+use super::{ConfigFile, Launch, Launched, MemoryBounds, Profile, Recovered, ServerStats, Settings};
 use crate::model::{EngineSettings, MemoryMb};
 use crate::secrets::Secret;
 
@@ -103,7 +103,7 @@ pub async fn rotate_password(host: &str, port: u16, old: &Secret, new: &Secret) 
 pub async fn check_fits(host: &str, port: u16, password: &Secret, memory: MemoryMb) -> Result<(), String> {
     let mut conn = connect(host, port, password).await?;
     let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(|e| e.to_string())?;
-    let used = used_memory(&info).ok_or_else(|| "cannot read its memory use".to_string())?;
+    let used = info_number(&info, "used_memory").ok_or_else(|| "cannot read its memory use".to_string())?;
     let limit = u64::from(maxmemory_mb(memory)) * 1024 * 1024;
     if used > limit {
         return Err(format!(
@@ -116,9 +116,34 @@ pub async fn check_fits(host: &str, port: u16, password: &Secret, memory: Memory
     Ok(())
 }
 
-/// `used_memory` from `INFO memory`, in bytes: what Redis compares with `maxmemory`.
-fn used_memory(info: &str) -> Option<u64> {
-    info.lines().find_map(|line| line.strip_prefix("used_memory:")?.trim().parse().ok())
+/// A number of `INFO`'s answer, such as `used_memory` (in bytes: what Redis compares with
+/// `maxmemory`) or `connected_clients`.
+fn info_number(info: &str, name: &str) -> Option<u64> {
+    info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+}
+
+/// The keys of every database in `INFO`'s keyspace section (`db0:keys=3,expires=0,avg_ttl=0`).
+fn keys_in_keyspace(info: &str) -> u64 {
+    info.lines()
+        .filter(|line| line.starts_with("db"))
+        .filter_map(|line| {
+            line.split_once(':')?.1.split(',').find_map(|field| field.strip_prefix("keys="))?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Memory used, keys and clients from one `INFO` (its default sections hold all three, in every
+/// version; naming several sections needs Redis 7).
+pub async fn stats(host: &str, port: u16, password: &Secret) -> Result<ServerStats, String> {
+    let mut conn = connect(host, port, password).await?;
+    let info: String = redis::cmd("INFO").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+    let number = |name| info_number(&info, name).ok_or_else(|| format!("INFO has no {name}"));
+    Ok(ServerStats::Redis {
+        used_memory_bytes: number("used_memory")?,
+        keys: keys_in_keyspace(&info),
+        // This connection is one of them.
+        connected_clients: number("connected_clients")?.saturating_sub(1),
+    })
 }
 
 pub async fn apply_memory(host: &str, port: u16, password: &Secret, memory: MemoryMb) -> Result<(), String> {
@@ -137,4 +162,20 @@ async fn config_set(host: &str, port: u16, password: &Secret, key: &str, value: 
         .await
         .map_err(|e| e.to_string())?;
     redis::cmd("CONFIG").arg("REWRITE").query_async::<()>(&mut conn).await.map_err(|e| format!("CONFIG REWRITE: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_gives_its_numbers_and_the_keys_of_every_database() {
+        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n# Clients\r\nconnected_clients:3\r\n\
+                    # Keyspace\r\ndb0:keys=5,expires=1,avg_ttl=0\r\ndb3:keys=2,expires=0,avg_ttl=0\r\n";
+
+        assert_eq!(info_number(info, "used_memory"), Some(1_048_576));
+        assert_eq!(info_number(info, "connected_clients"), Some(3));
+        assert_eq!(keys_in_keyspace(info), 7);
+        assert_eq!(keys_in_keyspace("# Keyspace\r\n"), 0, "an empty server lists no database");
+    }
 }

@@ -12,6 +12,7 @@ mod pool;
 mod quarantine;
 mod quotas;
 mod reconcile;
+mod stats;
 mod templates;
 mod users;
 
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 pub use error::{ErrorReport, INTERNAL_DETAIL, ProvisionError};
 pub use operations::{Idempotency, Running};
 pub use reconcile::{Reconciler, ReconcilerReport};
+pub use stats::InstanceStats;
 use tokio_util::task::TaskTracker;
 pub use users::{Listed, NewUser, Users, WithToken};
 

@@ -15,7 +15,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RestartContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::RwLock;
@@ -164,6 +164,18 @@ pub struct ContainerDetails {
     pub labels: HashMap<String, String>,
     pub host_port: Option<u16>,
     pub memory_bytes: Option<i64>,
+}
+
+/// A container's use of the CPU and memory, from one sample of Docker's stats API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerUsage {
+    /// The CPU time its processes have used since it started, all cores together, in nanoseconds.
+    pub cpu_nanos: u64,
+    /// The memory it uses, without the page cache the kernel would reclaim before it hit its cap
+    /// (as `docker stats` counts it).
+    pub memory_used_bytes: u64,
+    /// Its memory cap.
+    pub memory_limit_bytes: u64,
 }
 
 /// Containers get no more processes than this: enough for any database server, not for a fork bomb.
@@ -570,6 +582,22 @@ impl Runtime {
         Ok(text.lines().map(str::to_string).collect())
     }
 
+    /// The container's CPU and memory use now: one sample, taken at once (`one-shot`, which
+    /// Docker 20.10 and later know; an older engine waits for its next sample, a second or two).
+    /// `None` if Docker has no figures of it: a container that does not run has none.
+    pub async fn usage(&self, name: &str) -> Result<Option<ContainerUsage>, RuntimeError> {
+        let options = StatsOptionsBuilder::default().stream(false).one_shot(true).build();
+        let mut samples = self.docker().await?.stats(name, Some(options));
+        let Some(sample) = samples.next().await.transpose()? else { return Ok(None) };
+        let cpu_nanos = sample.cpu_stats.and_then(|cpu| cpu.cpu_usage?.total_usage);
+        let memory = sample.memory_stats.unwrap_or_default();
+        let (Some(cpu_nanos), Some(usage), Some(limit)) = (cpu_nanos, memory.usage, memory.limit) else {
+            return Ok(None);
+        };
+        let memory_used_bytes = usage.saturating_sub(reclaimable_cache(&memory.stats.unwrap_or_default()));
+        Ok(Some(ContainerUsage { cpu_nanos, memory_used_bytes, memory_limit_bytes: limit }))
+    }
+
     /// Removes a container (running or not); a container that is gone already is fine.
     pub async fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {
         let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
@@ -581,6 +609,13 @@ impl Runtime {
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
         ignore_not_found(self.docker().await?.remove_volume(name, Some(options)).await)
     }
+}
+
+/// The page cache in a container's memory use that the kernel reclaims before the cap is hit:
+/// inactive file pages, as `docker stats` subtracts them (`inactive_file` under cgroup v2,
+/// `total_inactive_file` under v1).
+fn reclaimable_cache(stats: &HashMap<String, u64>) -> u64 {
+    stats.get("inactive_file").or_else(|| stats.get("total_inactive_file")).copied().unwrap_or_default()
 }
 
 /// Our words for one of Docker's events; `None` for one dbroker does not follow.
@@ -676,5 +711,14 @@ mod tests {
         let other =
             bollard::errors::Error::DockerResponseServerError { status_code: 500, message: "no space left".into() };
         assert!(matches!(RuntimeError::from(other), RuntimeError::Refused(_)));
+    }
+
+    /// This host runs cgroup v1; v2's name for the same figure is checked here.
+    #[test]
+    fn the_reclaimable_cache_is_read_under_cgroup_v1_and_v2() {
+        let stats = |key: &str| HashMap::from([(key.to_string(), 4096), ("active_file".to_string(), 1)]);
+        assert_eq!(reclaimable_cache(&stats("total_inactive_file")), 4096);
+        assert_eq!(reclaimable_cache(&stats("inactive_file")), 4096);
+        assert_eq!(reclaimable_cache(&HashMap::new()), 0);
     }
 }

@@ -27,5 +27,6 @@ mod rate_limits;
 mod redis;
 mod secrets_in_containers;
 mod secrets_in_logs;
+mod stats;
 mod templates;
 mod users;
