@@ -300,9 +300,10 @@ impl Provisioner {
         }
         self.store.set_password(&record.id, &self.key.encrypt(&new)).await?;
         if let PasswordFile::WrittenLater = file {
-            // Once the new password is the stored one: that is what it writes.
+            // Once the new password is the stored one: that is what it writes. On the operations'
+            // tasks, so that a shutdown waits for it too.
             let (this, id) = (self.clone(), record.id.clone());
-            tokio::spawn(async move { this.refresh_password_file(&id).await });
+            self.tasks().spawn(async move { this.refresh_password_file(&id).await });
         }
         Ok(new)
     }
