@@ -279,6 +279,9 @@ impl Store {
         if owned > 0 {
             return Err(StoreError::OwnsInstances(owned as u64));
         }
+        // Their operations (and the idempotency keys on them) go with them: SQLite may give the
+        // next user added the same id, who must not read a removed user's history as their own.
+        sqlx::query("DELETE FROM operations WHERE owner_id = ?").bind(user.id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM users WHERE id = ?").bind(user.id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(user)

@@ -238,6 +238,29 @@ async fn removing_a_user_is_refused_while_they_own_an_instance_and_done_once_it_
     assert!(listed_user(&app, &admin, "carol").await.is_none());
 }
 
+#[tokio::test]
+async fn a_user_added_after_a_removal_never_reads_the_removed_users_operations() {
+    let (app, admin) = app_with_admin().await;
+    let carol = add_user(&app, &admin, json!({"name": "carol"})).await;
+    let instance = app.create(carol["token"].as_str().unwrap(), json!({"engine": "redis", "memory_mb": 32})).await;
+    let instance_id = instance["id"].as_str().unwrap();
+    let operations = app.operations(&bearer(&carol), instance_id).await;
+    let (deleted, _) = app.delete(&format!("/v1/instances/{instance_id}"), &bearer(&carol)).await;
+    assert_eq!(deleted, StatusCode::NO_CONTENT);
+    let (removed, body) = app.delete("/v1/admin/users/carol", &admin).await;
+    assert_eq!(removed, StatusCode::NO_CONTENT, "{body}");
+
+    // The newest user was removed: SQLite gives the next one the same id.
+    let dave = add_user(&app, &admin, json!({"name": "dave"})).await;
+
+    assert!(!operations.is_empty());
+    for operation in &operations {
+        let (status, body) =
+            app.get(&format!("/v1/operations/{}", operation["id"].as_str().unwrap()), &bearer(&dave)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "another user's operation: {body}");
+    }
+}
+
 /// The ids a page of `GET /v1/admin/instances?QUERY` lists, and its `next`.
 async fn admin_listing(app: &TestApp, admin: &str, query: &str) -> (Vec<String>, Value) {
     let (status, body) = app.get(&format!("/v1/admin/instances?{query}"), admin).await;
