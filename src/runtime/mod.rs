@@ -392,15 +392,37 @@ impl Runtime {
     /// Creates the spec's volume and container without starting it; a container of that name that
     /// exists already is left as it is.
     pub async fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-        let docker = self.docker().await?;
-        let network_id = self.ensure_network(&spec.network).await?;
-        docker
+        self.docker()
+            .await?
             .create_volume(VolumeCreateRequest {
                 name: Some(spec.volume.clone()),
                 labels: Some(spec.labels.clone()),
                 ..Default::default()
             })
             .await?;
+        self.create_container(spec).await
+    }
+
+    /// Creates the spec's container on its data volume, which must exist already: a container
+    /// made again for data that outlived it. `false`, with nothing left behind, if the volume is
+    /// gone, even if it went a moment before: Docker makes an empty volume for a mount whose volume
+    /// is missing, which would hide that the data is lost. That one has no labels; dbroker's have.
+    pub async fn create_on_existing_volume(&self, spec: &ContainerSpec) -> Result<bool, RuntimeError> {
+        self.create_container(spec).await?;
+        let volume = self.docker().await?.inspect_volume(&spec.volume).await?;
+        if volume.labels.is_empty() {
+            self.remove_container(&spec.name).await?;
+            self.remove_volume(&spec.volume).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Creates the spec's container (a container of that name that exists already is left as it
+    /// is) and writes its files into it.
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let docker = self.docker().await?;
+        let network_id = self.ensure_network(&spec.network).await?;
         let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
         match docker.create_container(Some(options), container_body(spec, network_id)).await {
             Ok(_) => {}

@@ -218,3 +218,42 @@ async fn with_docker_unreachable_creates_are_503_reads_still_answer_and_all_reco
     let again = app.create(ALICE, json!({"engine": "redis"})).await;
     assert_eq!(again["status"], "running");
 }
+
+/// The race behind a repair of a container removed with its volume: the repair sees the volume,
+/// the volume goes, then the container is made again. Docker would make an empty volume for it;
+/// the runtime notices and leaves nothing, so the repair marks the instance's data lost.
+#[tokio::test]
+async fn a_container_made_again_on_a_volume_that_is_gone_is_refused_and_leaves_no_empty_volume() {
+    use dbroker::runtime::{ContainerSpec, NetworkSpec, Runtime};
+    let name = crate::helpers::unique_name("dbt-volume-gone");
+    let network = NetworkSpec { name: format!("{name}-net"), labels: Default::default() };
+    let _guards = (crate::helpers::ContainerGuard(name.clone()), crate::helpers::PrefixGuard(name.clone()));
+    let spec = ContainerSpec {
+        name: name.clone(),
+        image: crate::helpers::image("redis"),
+        env: Vec::new(),
+        args: Vec::new(),
+        labels: std::collections::HashMap::from([("dbroker.prefix".to_string(), name.clone())]),
+        volume: format!("{name}-data"),
+        data_path: "/data".into(),
+        container_port: 6379,
+        publish_ip: "127.0.0.1".parse().unwrap(),
+        host_port: crate::helpers::free_port(),
+        memory_bytes: 64 * 1024 * 1024,
+        cpu_shares: 1024,
+        nano_cpus: None,
+        files: Vec::new(),
+        network: network.clone(),
+        capabilities: &["SETGID", "SETUID"],
+    };
+    let runtime = Runtime::new(None);
+
+    let made = runtime.create_on_existing_volume(&spec).await.unwrap();
+
+    assert!(!made, "no container on a volume Docker made just now");
+    assert!(!runtime.volume_exists(&spec.volume).await.unwrap(), "and no empty volume left");
+    let docker = crate::helpers::docker().await;
+    let gone = docker.inspect_container(&name, None::<bollard::query_parameters::InspectContainerOptions>).await;
+    assert!(gone.is_err(), "and no container left");
+    crate::helpers::remove_networks(std::collections::HashMap::from([("name", vec![network.name])])).await;
+}

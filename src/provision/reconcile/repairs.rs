@@ -321,17 +321,15 @@ impl Reconciler {
     /// The container is gone: recreate it from the data volume, with the same port and credentials.
     async fn recreate_from_volume(&self, record: &InstanceRecord) -> Result<Option<&'static str>, ProvisionError> {
         let Some(port) = record.port else { return Ok(None) };
-        if !self.service.runtime.volume_exists(&self.service.volume_name(&record.id)).await? {
+        let password = self.service.password_of(record)?;
+        let spec = self.service.spec_for(record, &password, port);
+        if !self.service.runtime.create_on_existing_volume(&spec).await? {
             let reason = "its container and its data volume were removed outside dbroker";
             self.service.store.mark_failed(&record.id, reason).await?;
             return self.repaired(record, "data_lost", EventKind::Failed, reason).await;
         }
-        let password = self.service.password_of(record)?;
-        let spec = self.service.spec_for(record, &password, port);
-        if record.status == Status::Stopped {
-            self.service.runtime.create(&spec).await?;
-        } else {
-            self.service.runtime.run(&spec).await?;
+        if record.status != Status::Stopped {
+            self.service.runtime.start_created(&spec.name).await?;
             self.service.wait_until_ready(record).await?;
             self.service.store.set_status(&record.id, Status::Running).await?;
         }
