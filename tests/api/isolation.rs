@@ -278,13 +278,10 @@ async fn every_engines_containers_keep_only_their_profiles_capabilities_on_dbrok
     .await;
 }
 
-#[tokio::test]
-async fn a_throwaway_container_joins_the_network_it_is_given_with_only_the_capabilities_it_is_given() {
-    let network = NetworkSpec { name: unique_name("dbt-throwaway-net"), labels: HashMap::new() };
-    let _network_cleanup = NetworkGuard(network.name.clone());
-    let container = ContainerGuard(unique_name("dbt-throwaway"));
-    let throwaway = Throwaway {
-        name: container.0.clone(),
+/// A throwaway Redis container `name` on `network`, keeping `capabilities`.
+fn redis_throwaway(name: &str, network: &NetworkSpec, capabilities: &'static [&'static str]) -> Throwaway {
+    Throwaway {
+        name: name.to_string(),
         image: image("redis"),
         env: Vec::new(),
         args: Vec::new(),
@@ -293,8 +290,16 @@ async fn a_throwaway_container_joins_the_network_it_is_given_with_only_the_capab
         memory_bytes: 64 * 1024 * 1024,
         files: Vec::new(),
         network: network.clone(),
-        capabilities: &["SETGID", "SETUID"],
-    };
+        capabilities,
+    }
+}
+
+#[tokio::test]
+async fn a_throwaway_container_joins_the_network_it_is_given_with_only_the_capabilities_it_is_given() {
+    let network = NetworkSpec { name: unique_name("dbt-throwaway-net"), labels: HashMap::new() };
+    let _network_cleanup = NetworkGuard(network.name.clone());
+    let container = ContainerGuard(unique_name("dbt-throwaway"));
+    let throwaway = redis_throwaway(&container.0, &network, &["SETGID", "SETUID"]);
 
     Runtime::new(None).run_throwaway(throwaway).await.expect("the throwaway runs");
 
@@ -381,18 +386,7 @@ async fn a_container_starts_while_a_second_network_of_its_networks_name_exists()
     if docker().await.create_network(duplicate).await.is_err() {
         return;
     }
-    let throwaway = Throwaway {
-        name: container.0.clone(),
-        image: image("redis"),
-        env: Vec::new(),
-        args: Vec::new(),
-        container_port: 6379,
-        labels: HashMap::new(),
-        memory_bytes: 64 * 1024 * 1024,
-        files: Vec::new(),
-        network: network.clone(),
-        capabilities: profile(Engine::Redis).capabilities,
-    };
+    let throwaway = redis_throwaway(&container.0, &network, profile(Engine::Redis).capabilities);
 
     let started = runtime.run_throwaway(throwaway).await;
 
