@@ -12,7 +12,7 @@ use sqlx::{Row, SqliteConnection};
 use super::{Store, StoreError};
 
 /// How many instances, and how many MiB of memory caps in all, a user may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Quota {
     pub instances: u32,
     pub memory_mb: u64,
@@ -20,7 +20,7 @@ pub struct Quota {
 
 /// A user's own quota, where it differs from the default (`None`: the default). On the wire as it
 /// is here (`/v1/admin/users`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaOverride {
     pub instances: Option<u32>,
@@ -63,7 +63,7 @@ impl<T: Copy> LimitChange<T> {
 }
 
 /// What a user holds, as their quota counts it: instances, and MiB of memory caps in all.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     pub instances: u64,
     pub memory_mb: u64,
@@ -89,7 +89,7 @@ pub struct Need {
 }
 
 /// The limit a change would pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitKind {
     /// The user's number of instances.
@@ -102,7 +102,7 @@ pub enum LimitKind {
 
 /// A limit a change would pass: which, the limit, what is in use, and what the change asked for
 /// (instances, or MiB).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Exceeded {
     pub quota: LimitKind,
     pub limit: u64,
