@@ -56,7 +56,7 @@ impl InstanceStatsView {
 
 /// For the owner of a running instance; anyone else 404, a stopped instance 409.
 #[utoipa::path(get, path = "/v1/instances/{id}/stats", tag = "instances",
-    params(("id" = crate::model::InstanceId, Path, description = "The instance's id; another user's, or one that cannot exist, is 404")),
+    params(super::types::InstancePath),
     responses(
         (status = 200, description = "The instance's figures, read now", body = InstanceStatsView),
         (status = 404, description = "No such instance of the caller's"),

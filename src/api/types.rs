@@ -16,8 +16,8 @@ pub use crate::store::{Event, Exceeded, LimitKind, Quarantined, Quota, QuotaOver
 // ---- v1: instances ----
 
 /// `POST /v1/instances`. Unknown fields are refused: nothing else from a request (an image, a
-/// port, privileges, mounts) can reach a container.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+/// port, privileges, mounts) can reach a container. Its schema is one shape per engine (below).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
     pub engine: Engine,
@@ -33,6 +33,62 @@ pub struct CreateInstance {
     pub collation: Option<Collation>,
     /// PostgreSQL only; `app` if absent.
     pub database: Option<DatabaseName>,
+}
+
+/// A create as each engine takes it: only its own options (another engine's is 422), and its
+/// memory bounds from the built-in catalogue (a configuration file may change them; `GET
+/// /v1/engines` says what they are).
+impl utoipa::PartialSchema for CreateInstance {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, OneOfBuilder, Schema};
+        use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Type};
+        let optional = |schema: RefOr<Schema>| {
+            Schema::OneOf(OneOfBuilder::new().item(schema).item(ObjectBuilder::new().schema_type(Type::Null)).build())
+        };
+        let named = |name: &str| RefOr::Ref(Ref::from_schema_name(name));
+        let mut shapes = OneOfBuilder::new().description(Some(
+            "A create: the engine, and the fields it takes (each optional); any other field is 422.",
+        ));
+        for engine in Engine::ALL {
+            let profile = crate::engines::profile(engine);
+            let memory = ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(profile.memory.min.0))
+                .maximum(Some(profile.memory.max.0))
+                .description(Some(format!("MiB; {} if absent", profile.memory.default.0)));
+            let mut shape = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property("engine", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([engine.as_str()])))
+                .required("engine")
+                .property("version", optional(named("VersionName")))
+                .property("name", optional(named("InstanceName")))
+                .property("memory_mb", optional(memory.into()))
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            for option in profile.options {
+                let schema = match *option {
+                    "charset" => "Charset",
+                    "collation" => "Collation",
+                    _ => "DatabaseName",
+                };
+                shape = shape.property(*option, optional(named(schema)));
+            }
+            shapes = shapes.item(shape);
+        }
+        shapes.into()
+    }
+}
+
+impl ToSchema for CreateInstance {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        use utoipa::PartialSchema;
+        schemas.extend([
+            ("VersionName".into(), VersionName::schema()),
+            ("InstanceName".into(), InstanceName::schema()),
+            ("Charset".into(), Charset::schema()),
+            ("Collation".into(), Collation::schema()),
+            ("DatabaseName".into(), DatabaseName::schema()),
+        ]);
+    }
 }
 
 /// `PATCH /v1/instances/{id}`: what can change in place.
@@ -59,7 +115,7 @@ pub struct InstanceView {
     /// Present (true) only when the server was killed for passing its memory cap.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub oom_killed: bool,
-    #[schema(value_type = MemoryMb)]
+    /// The memory cap, MiB.
     pub memory_mb: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charset: Option<Charset>,
@@ -75,6 +131,15 @@ pub struct InstanceView {
     /// Why the reconciler stopped retrying a repair for now, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs_attention: Option<String>,
+}
+
+/// `{id}` in an instance's routes. The handlers read it as text: an id that cannot exist is
+/// simply not found (404), as another user's is.
+#[derive(Debug, Clone, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct InstancePath {
+    /// The instance's id; another user's, or one that cannot exist, is 404.
+    pub id: InstanceId,
 }
 
 /// How to reach an instance's server.
@@ -204,19 +269,18 @@ pub struct EngineView {
     pub default_version: String,
     pub memory_mb: MemoryBoundsView,
     /// The create fields it takes beyond engine, name, version and memory_mb.
-    #[schema(value_type = Vec<EngineOption>)]
+    #[schema(schema_with = engine_options_schema)]
     pub options: Vec<String>,
 }
 
-/// A create field only some engines take.
-#[derive(ToSchema)]
-#[schema(as = EngineOption)]
-#[allow(dead_code)] // only its schema is used: `EngineView::options` holds the engine's own words
-#[serde(rename_all = "lowercase")]
-enum EngineOption {
-    Charset,
-    Collation,
-    Database,
+/// `options`: the create fields only some engines take.
+fn engine_options_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+    let option = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["charset", "collation", "database"]));
+    ArrayBuilder::new()
+        .items(option)
+        .description(Some("The create fields it takes beyond engine, name, version and memory_mb"))
+        .build()
 }
 
 /// A version of an engine and the image that runs it.
@@ -302,6 +366,7 @@ pub struct DatabaseSizeView {
 #[serde(deny_unknown_fields)]
 pub struct Adopt {
     /// The user who will own the adopted instance; one who is no user is 422.
+    #[schema(value_type = UserName)]
     pub owner: String,
 }
 
@@ -379,7 +444,7 @@ pub struct OwnedInstanceView {
     pub exit_code: Option<i64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub oom_killed: bool,
-    #[schema(value_type = MemoryMb)]
+    /// The memory cap, MiB.
     pub memory_mb: u32,
     /// `null` for a failed instance, which holds no port.
     #[schema(required = true)]
@@ -418,12 +483,13 @@ pub struct AddUser {
 /// configuration's default back, a limit left out stays as it is (at least one is given).
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct ChangeQuota {
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(schema_with = crate::store::instances_limit_schema)]
     pub instances: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(schema_with = crate::store::memory_limit_schema)]
     pub memory_mb: Option<Option<u64>>,
 }
 

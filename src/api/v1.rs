@@ -14,9 +14,9 @@ use super::auth::CurrentUser;
 use super::error::reported_problem;
 use super::json::JsonBody;
 use super::types::{
-    ChangeInstance, ConnectionView, CreateInstance, EngineView, Engines, EventsPage, EventsQuery, InstanceView,
-    Instances, ListQuery, Logs, LogsQuery, MemoryBoundsView, OperationView, OperationsPage, OperationsQuery,
-    VersionView,
+    ChangeInstance, ConnectionView, CreateInstance, EngineView, Engines, EventsPage, EventsQuery, InstancePath,
+    InstanceView, Instances, ListQuery, Logs, LogsQuery, MemoryBoundsView, OperationView, OperationsPage,
+    OperationsQuery, VersionView,
 };
 use super::{ApiError, AppState};
 use crate::model::{InstanceId, OperationId, OperationKind};
@@ -56,7 +56,7 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// How a change was asked for: `Prefer: respond-async` (answer 202 at once, RFC 7240), and an
 /// `Idempotency-Key` with what identifies the request besides its body (method and path).
-pub(super) struct Change {
+struct Change {
     respond_async: bool,
     key: Option<String>,
     target: String,
@@ -304,7 +304,7 @@ async fn list_instances(
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances",
-    params(("id" = InstanceId, Path, description = "The instance's id; another user's, or one that cannot exist, is 404")),
+    params(InstancePath),
     responses(
         (status = 200, description = "The instance", body = InstanceView),
         (status = 404, description = "No such instance of the caller's"),
@@ -320,7 +320,7 @@ async fn get_instance(
 }
 
 #[utoipa::path(delete, path = "/v1/instances/{id}", tag = "instances",
-    params(("id" = InstanceId, Path, description = "The instance's id; another user's, or one that cannot exist, is 404"), Change),
+    params(InstancePath, Change),
     responses(
         (status = 204, description = "Deleted: its container, volume, port and record are gone"),
         (status = 404, description = "No such instance of the caller's"),
@@ -339,7 +339,7 @@ async fn delete_instance(
 }
 
 #[utoipa::path(patch, path = "/v1/instances/{id}", tag = "instances",
-    params(("id" = InstanceId, Path, description = "The instance's id; another user's, or one that cannot exist, is 404"), Change),
+    params(InstancePath, Change),
     request_body = ChangeInstance,
     responses(
         (status = 200, description = "Resized in place", body = InstanceView),
@@ -391,7 +391,7 @@ async fn act(
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/stop", tag = "instances",
-    params(("id" = InstanceId, Path, description = "The instance's id; another user's, or one that cannot exist, is 404"), Change),
+    params(InstancePath, Change),
     responses(
         (status = 200, description = "Stopped: port, data and credentials kept", body = InstanceView),
         (status = 404, description = "No such instance of the caller's"),
@@ -410,7 +410,7 @@ async fn stop_instance(
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/start", tag = "instances",
-    params(("id" = InstanceId, Path, description = "The instance's id; another user's, or one that cannot exist, is 404"), Change),
+    params(InstancePath, Change),
     responses(
         (status = 200, description = "Started, once the database accepts logins again", body = InstanceView),
         (status = 404, description = "No such instance of the caller's"),
@@ -429,7 +429,7 @@ async fn start_instance(
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/restart", tag = "instances",
-    params(("id" = InstanceId, Path, description = "The instance's id; another user's, or one that cannot exist, is 404"), Change),
+    params(InstancePath, Change),
     responses(
         (status = 200, description = "Restarted, once the database accepts logins again", body = InstanceView),
         (status = 404, description = "No such instance of the caller's"),
@@ -448,7 +448,7 @@ async fn restart_instance(
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/rotate-password", tag = "instances",
-    params(("id" = InstanceId, Path, description = "The instance's id; another user's, or one that cannot exist, is 404"), Change),
+    params(InstancePath, Change),
     responses(
         (status = 200, description = "A new password, which works at once; the old one is refused", body = InstanceView),
         (status = 404, description = "No such instance of the caller's"),
@@ -489,7 +489,7 @@ async fn get_operation(
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}/operations", tag = "operations",
-    params(("id" = InstanceId, Path, description = "The instance's id; another user's, or one that cannot exist, is 404"), OperationsQuery),
+    params(InstancePath, OperationsQuery),
     responses(
         (status = 200, description = "A page of the instance's operations", body = OperationsPage),
         (status = 404, description = "No such instance of the caller's"),
@@ -519,7 +519,7 @@ async fn instance_operations(
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}/logs", tag = "instances",
-    params(("id" = InstanceId, Path, description = "The instance's id; another user's, or one that cannot exist, is 404"), LogsQuery),
+    params(InstancePath, LogsQuery),
     responses(
         (status = 200, description = "The server's last lines, its password removed", body = Logs),
         (status = 404, description = "No such instance of the caller's"),
@@ -539,7 +539,7 @@ async fn instance_logs(
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}/events", tag = "instances",
-    params(("id" = InstanceId, Path, description = "The instance's id; another user's, or one that cannot exist, is 404"), EventsQuery),
+    params(InstancePath, EventsQuery),
     responses(
         (status = 200, description = "A page of the instance's history", body = EventsPage),
         (status = 404, description = "No such instance of the caller's"),

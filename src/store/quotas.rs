@@ -23,8 +23,30 @@ pub struct Quota {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaOverride {
+    #[schema(schema_with = instances_limit_schema)]
     pub instances: Option<u32>,
+    #[schema(schema_with = memory_limit_schema)]
     pub memory_mb: Option<u64>,
+}
+
+/// A limit of a user's own quota in the API's document, `null` for the default: the whole range
+/// of its type, which `format: int32` or `int64` (utoipa's words for unsigned types) would cut.
+pub(crate) fn instances_limit_schema() -> utoipa::openapi::Object {
+    limit_schema(u32::MAX.into(), "instances")
+}
+
+pub(crate) fn memory_limit_schema() -> utoipa::openapi::Object {
+    limit_schema(u64::MAX, "MiB of memory caps in all")
+}
+
+fn limit_schema(max: u64, what: &str) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .minimum(Some(0))
+        .maximum(Some(max))
+        .description(Some(format!("{what}; null: the configuration's default")))
+        .build()
 }
 
 /// How a user's own quota changes, limit by limit (`dbroker user quota`, `PATCH

@@ -68,8 +68,9 @@ fn references(page: &str) -> Vec<String> {
 async fn the_reference_page_is_served_with_every_asset_from_dbroker_itself() {
     let app = TestApp::spawn().await;
 
-    let page = app.client.get(app.url("/docs/")).send().await.unwrap();
+    let page = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.url().path().ends_with("/docs/"), "/docs leads to the page: {}", page.url());
     let page = page.text().await.unwrap();
     let assets = references(&page);
     let initializer = app.client.get(app.url("/docs/swagger-initializer.js")).send().await.unwrap();
