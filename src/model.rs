@@ -23,6 +23,26 @@ macro_rules! deserialize_from_str {
     };
 }
 
+/// States a string newtype's constraints in the OpenAPI document, as its `FromStr` checks them, so
+/// that a generated client or a fuzzer sends values the server takes.
+macro_rules! string_schema {
+    ($t:ty, $pattern:literal, $min:literal..=$max:literal, $example:literal, $description:literal) => {
+        impl utoipa::PartialSchema for $t {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::String)
+                    .pattern(Some($pattern))
+                    .min_length(Some($min))
+                    .max_length(Some($max))
+                    .description(Some($description))
+                    .examples([$example])
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $t {}
+    };
+}
+
 /// An instance's id: 12 lowercase hex characters, the length of a short Docker id, which the old
 /// tool's clients store as `dockerId`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -50,6 +70,9 @@ impl FromStr for InstanceId {
         }
     }
 }
+
+deserialize_from_str!(InstanceId);
+string_schema!(InstanceId, "^[0-9a-f]{12}$", 12..=12, "3f2a9c01b7de", "An instance's id: 12 lowercase hex characters.");
 
 impl fmt::Display for InstanceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,11 +104,33 @@ impl FromStr for InstanceName {
     }
 }
 deserialize_from_str!(InstanceName);
+string_schema!(InstanceName, "^[a-z0-9-]{1,63}$", 1..=63, "shop", "An instance's name, unique per user.");
 
 /// A memory cap in MiB. Its bounds depend on the engine, so they are checked by the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct MemoryMb(pub u32);
+
+/// The built-in catalogue's widest bounds (Redis's least, every engine's most): each engine's
+/// own, which a configuration file may change, are in `GET /v1/engines`.
+const MEMORY_MB_SCHEMA_MIN: u32 = 16;
+const MEMORY_MB_SCHEMA_MAX: u32 = 65536;
+
+impl utoipa::PartialSchema for MemoryMb {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::Integer)
+            .minimum(Some(MEMORY_MB_SCHEMA_MIN))
+            .maximum(Some(MEMORY_MB_SCHEMA_MAX))
+            .description(Some(
+                "A memory cap in MiB, within the engine's bounds (GET /v1/engines: by default MySQL 256, \
+                 Redis 16, PostgreSQL 128, to 65536); outside them 422.",
+            ))
+            .examples([1024])
+            .into()
+    }
+}
+impl utoipa::ToSchema for MemoryMb {}
 
 impl MemoryMb {
     pub fn bytes(self) -> i64 {
@@ -139,6 +184,13 @@ impl FromStr for Charset {
     }
 }
 deserialize_from_str!(Charset);
+string_schema!(
+    Charset,
+    "^[a-z0-9_]{1,32}$",
+    1..=32,
+    "utf8mb4",
+    "A MySQL character set the version's server has (`utf8` is `utf8mb3`); one it lacks is 422."
+);
 
 /// A MySQL collation's name, checked for shape here, against its character set by
 /// [`Collation::check_belongs_to`], and against the server's own list by [`ServerCollations`].
@@ -192,6 +244,13 @@ impl FromStr for Collation {
     }
 }
 deserialize_from_str!(Collation);
+string_schema!(
+    Collation,
+    "^[a-z0-9_]{1,64}$",
+    1..=64,
+    "utf8mb4_bin",
+    "A MySQL collation of the character set, as the version's server lists them; another is 422."
+);
 
 /// The collations a MySQL or MariaDB server has, each with its character set, as the server
 /// itself lists them: what a requested character set and collation are checked against.
@@ -243,7 +302,7 @@ impl ServerCollations {
 }
 
 /// A database engine dbroker can provision. What each needs lives in [`crate::engines`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     Mysql,
@@ -310,6 +369,13 @@ impl FromStr for DatabaseName {
     }
 }
 deserialize_from_str!(DatabaseName);
+string_schema!(
+    DatabaseName,
+    "^(?!(postgres|template0|template1)$)[a-z_][a-z0-9_]{0,62}$",
+    1..=63,
+    "orders",
+    "A PostgreSQL database name: not one of PostgreSQL's own (postgres, template0, template1)."
+);
 
 /// A name from an engine's catalogue of versions (`8.0`, `16`): checked against the catalogue
 /// by the provisioning layer, here only for shape.
@@ -335,6 +401,13 @@ impl FromStr for VersionName {
     }
 }
 deserialize_from_str!(VersionName);
+string_schema!(
+    VersionName,
+    "^[A-Za-z0-9._-]{1,32}$",
+    1..=32,
+    "8.0",
+    "A version name from the engine's catalogue (GET /v1/engines); one it does not list is 422."
+);
 
 /// What an instance has that only its engine has: a MySQL server's character set and collation,
 /// a PostgreSQL cluster's database; Redis has none. Typed from the request to the store and back,
@@ -440,6 +513,16 @@ macro_rules! text_enum {
             }
         }
         deserialize_from_str!($name);
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::String)
+                    .enum_values(Some($name::ALL.iter().map(|v| v.as_str())))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -554,6 +637,13 @@ impl FromStr for OperationId {
     }
 }
 deserialize_from_str!(OperationId);
+string_schema!(
+    OperationId,
+    "^[0-9a-f]{16}$",
+    16..=16,
+    "9c0e51f2a7b3d4e6",
+    "An operation's id: 16 lowercase hex characters."
+);
 
 impl fmt::Display for OperationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -591,6 +681,7 @@ impl fmt::Display for UserName {
 }
 
 deserialize_from_str!(UserName);
+string_schema!(UserName, "^[a-z0-9_-]{1,64}$", 1..=64, "alice", "A user's name.");
 
 #[cfg(test)]
 mod tests {

@@ -1,39 +1,36 @@
 //! Routes for admins only: every user's instances, the quarantine of containers found with no
 //! record, what the reconciler has repaired, the warm pool, and users (see `admin_users`).
 
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::CurrentUser;
 use super::json::JsonBody;
+use super::types::{
+    Adopt, Adopted, AllInstancesQuery, OwnedInstanceView, OwnedInstancesPage, PoolMember, PoolMembers, QuarantineList,
+    ReconcilerView,
+};
 use super::v1::page_size;
 use super::{ApiError, AppState};
-use crate::model::{Engine, InstanceId, InstanceName, OperationId, Status, UserName};
+use crate::model::InstanceId;
 use crate::provision::{Caller, OwnerFilter};
 use crate::store::OwnedInstance;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// The routes and their descriptions (see each handler's `utoipa::path`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(super::admin_users::routes())
-        .route("/v1/admin/instances", get(list_all_instances))
-        .route("/v1/admin/quarantine", get(list_quarantine))
-        .route("/v1/admin/quarantine/{container}", delete(remove_quarantined))
-        .route("/v1/admin/quarantine/{container}/adopt", post(adopt_quarantined))
-        .route("/v1/admin/reconciler", get(reconciler_report))
-        .route("/v1/admin/pool", get(list_pool))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Adopt {
-    /// The user who will own the adopted instance.
-    owner: String,
+        .routes(routes!(list_all_instances))
+        .routes(routes!(list_quarantine))
+        .routes(routes!(remove_quarantined))
+        .routes(routes!(adopt_quarantined))
+        .routes(routes!(reconciler_report))
+        .routes(routes!(list_pool))
 }
 
 /// The caller, who is an admin: anyone else is refused with 403 before a body is read.
@@ -48,47 +45,9 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// `GET /v1/admin/instances`: each filter one value; paged like an instance's operations.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AllInstancesQuery {
-    owner: Option<UserName>,
-    engine: Option<Engine>,
-    status: Option<Status>,
-    limit: Option<u32>,
-    before: Option<String>,
-}
-
 /// How many instances a page holds when the caller does not say, and at most.
 const DEFAULT_INSTANCES_PAGE: u32 = 100;
 const MAX_INSTANCES_PAGE: u32 = 1000;
-
-/// An instance as admins see it: whose it is and how it stands, never its credentials (an admin
-/// does not use other users' databases; the owner has them).
-#[derive(Serialize)]
-struct OwnedInstanceView {
-    id: InstanceId,
-    owner: String,
-    name: InstanceName,
-    engine: Engine,
-    version: String,
-    image: String,
-    status: Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i64>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    oom_killed: bool,
-    memory_mb: u32,
-    /// `null` for a failed instance, which holds no port.
-    port: Option<u16>,
-    created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    running_operation: Option<OperationId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    needs_attention: Option<String>,
-}
 
 impl From<OwnedInstance> for OwnedInstanceView {
     fn from(OwnedInstance { record: r, owner }: OwnedInstance) -> Self {
@@ -112,6 +71,10 @@ impl From<OwnedInstance> for OwnedInstanceView {
     }
 }
 
+#[utoipa::path(get, path = "/v1/admin/instances", tag = "admin",
+    params(AllInstancesQuery),
+    responses((status = 200, description = "A page of every user's instances", body = OwnedInstancesPage)),
+)]
 /// Every user's instances, newest first, a page at a time: `next` is the `before` of the next
 /// page, `null` on the last.
 async fn list_all_instances(
@@ -134,19 +97,26 @@ async fn list_all_instances(
     } else {
         None
     };
-    #[derive(Serialize)]
-    struct Page {
-        instances: Vec<OwnedInstanceView>,
-        next: Option<InstanceId>,
-    }
-    Ok(axum::Json(Page { instances: instances.into_iter().map(Into::into).collect(), next }).into_response())
+    Ok(axum::Json(OwnedInstancesPage { instances: instances.into_iter().map(Into::into).collect(), next })
+        .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/admin/quarantine", tag = "admin",
+    responses((status = 200, description = "Containers found with no record", body = QuarantineList)),
+)]
 async fn list_quarantine(State(state): State<AppState>, _admin: Admin) -> Result<Response, ApiError> {
     let containers = state.provisioner.quarantined().await?;
-    Ok(axum::Json(serde_json::json!({ "containers": containers })).into_response())
+    Ok(axum::Json(QuarantineList { containers }).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/admin/quarantine/{container}", tag = "admin",
+    params(("container" = String, Path, description = "The quarantined container's name (`PREFIX-ID`)")),
+    responses(
+        (status = 204, description = "Removed, with its volume"),
+        (status = 404, description = "No such quarantined container"),
+        (status = 503, description = "The Docker engine is unreachable"),
+    ),
+)]
 async fn remove_quarantined(
     State(state): State<AppState>,
     _admin: Admin,
@@ -156,6 +126,18 @@ async fn remove_quarantined(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/admin/quarantine/{container}/adopt", tag = "admin",
+    params(("container" = String, Path, description = "The quarantined container's name (`PREFIX-ID`)")),
+    request_body = Adopt,
+    responses(
+        (status = 201, description = "Given a record again, owned by `owner`", body = Adopted),
+        (status = 403, description = "Beyond the owner's quota"),
+        (status = 404, description = "No such quarantined container"),
+        (status = 409, description = "It cannot be adopted as it is"),
+        (status = 502, description = "Its database did not become ready, or refused"),
+        (status = 503, description = "The Docker engine is unreachable, no free port, or the host's memory budget passed"),
+    ),
+)]
 async fn adopt_quarantined(
     State(state): State<AppState>,
     Admin(user): Admin,
@@ -170,27 +152,36 @@ async fn adopt_quarantined(
         .ok_or_else(|| ApiError::Unprocessable(format!("owner: no user named {:?}", body.owner)))?;
     let owner = Caller { user_id: owner.id, name: owner.name, is_admin: owner.is_admin };
     let instance = state.provisioner.adopt_quarantined(&user.caller(), &container, &owner).await?;
-    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({ "id": instance.record.id, "owner": owner.name })))
-        .into_response())
+    Ok((StatusCode::CREATED, axum::Json(Adopted { id: instance.record.id, owner: owner.name })).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/admin/pool", tag = "admin",
+    responses((status = 200, description = "The warm pool's members", body = PoolMembers)),
+)]
 /// The warm pool's members: started, owned by nobody, listed to no user.
 async fn list_pool(State(state): State<AppState>, _admin: Admin) -> Result<Response, ApiError> {
-    let members: Vec<serde_json::Value> = state
+    let members = state
         .provisioner
         .pool()
         .await?
         .into_iter()
-        .map(|m| {
-            serde_json::json!({
-                "id": m.id, "engine": m.engine(), "version": m.version, "status": m.status,
-                "port": m.port, "created_at": m.created_at,
-            })
+        .map(|m| PoolMember {
+            engine: m.engine(),
+            id: m.id,
+            version: m.version,
+            status: m.status,
+            port: m.port,
+            created_at: m.created_at,
         })
         .collect();
-    Ok(axum::Json(serde_json::json!({ "members": members })).into_response())
+    Ok(axum::Json(PoolMembers { members }).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/admin/reconciler", tag = "admin",
+    responses((status = 200, description = "What the reconciler of this process has done", body = ReconcilerView)),
+)]
 async fn reconciler_report(State(state): State<AppState>, _admin: Admin) -> Result<Response, ApiError> {
-    Ok(axum::Json(state.reconciler.report()).into_response())
+    let report = state.reconciler.report();
+    let repairs = report.repairs.into_iter().map(|(repair, count)| (repair.to_string(), count)).collect();
+    Ok(axum::Json(ReconcilerView { leader: report.leader, passes: report.passes, repairs }).into_response())
 }

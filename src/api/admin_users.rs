@@ -3,57 +3,29 @@
 //! same service as `dbroker user ...` (see `provision::users`). Every change forgets the user's
 //! tokens in this process's authentication cache, so that the next request with one sees it.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post};
-use serde::{Deserialize, Deserializer, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::admin::Admin;
 use super::json::JsonBody;
+use super::types::{AddUser, ChangeQuota, Quota, UserView, UserWithToken, Users};
 use super::{ApiError, AppState};
 use crate::model::UserName;
 use crate::provision::{NewUser, ProvisionError, WithToken};
-use crate::store::{LimitChange, Quota, QuotaChange, QuotaOverride, Usage, User};
+use crate::store::{LimitChange, QuotaChange, Usage, User};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/users", post(add_user).get(list_users))
-        .route("/v1/admin/users/{name}", axum::routing::delete(remove_user))
-        .route("/v1/admin/users/{name}/disable", post(disable_user))
-        .route("/v1/admin/users/{name}/enable", post(enable_user))
-        .route("/v1/admin/users/{name}/rotate-token", post(rotate_token))
-        .route("/v1/admin/users/{name}/quota", patch(change_quota))
-}
-
-/// `POST /v1/admin/users`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddUser {
-    name: UserName,
-    #[serde(default)]
-    admin: bool,
-    /// Their own quota; a limit left out is the configuration's default.
-    #[serde(default)]
-    quota: QuotaOverride,
-}
-
-/// `PATCH /v1/admin/users/{name}/quota`: a number sets the user's own limit, `null` puts the
-/// configuration's default back, a limit left out stays as it is.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChangeQuota {
-    #[serde(default, deserialize_with = "present")]
-    instances: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "present")]
-    memory_mb: Option<Option<u64>>,
-}
-
-/// A field that is there, `null` or not: `Some(None)` for `null`, told apart from a field left
-/// out (`None`, by `#[serde(default)]`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::deserialize(d).map(Some)
+/// The routes and their descriptions (see each handler's `utoipa::path`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(add_user, list_users))
+        .routes(routes!(remove_user))
+        .routes(routes!(disable_user))
+        .routes(routes!(enable_user))
+        .routes(routes!(rotate_token))
+        .routes(routes!(change_quota))
 }
 
 fn limit_change<T>(field: Option<Option<T>>) -> LimitChange<T> {
@@ -62,24 +34,6 @@ fn limit_change<T>(field: Option<Option<T>>) -> LimitChange<T> {
         Some(None) => LimitChange::Default,
         Some(Some(value)) => LimitChange::Set(value),
     }
-}
-
-/// A user as admins see them: never their token (only its hash is kept).
-#[derive(Serialize)]
-struct UserView {
-    name: String,
-    admin: bool,
-    /// A demo user (`--demo-users`), whose token is their name.
-    demo: bool,
-    disabled: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    disabled_at: Option<String>,
-    created_at: String,
-    /// Their own quota: a limit is `null` where it is the configuration's default.
-    quota: QuotaOverride,
-    /// What they hold, as their quota counts it (in the list only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Usage>,
 }
 
 impl UserView {
@@ -97,23 +51,17 @@ impl UserView {
     }
 }
 
-/// A user and their new token: the only answer that ever holds it.
-#[derive(Serialize)]
-struct UserWithToken {
-    #[serde(flatten)]
-    user: UserView,
-    token: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    warning: Option<&'static str>,
-}
-
 /// The answer that shows a token once, which no cache between dbroker and the admin may keep.
 fn token_response(status: StatusCode, shown: WithToken) -> Response {
     let warning = shown.was_demo.then_some(
         "this demo user is a real user now, with a token of their own: take them out of --demo-users, or \
          dbroker refuses to start",
     );
-    let body = UserWithToken { user: UserView::of(shown.user, None), token: shown.token.expose().to_string(), warning };
+    let body = UserWithToken {
+        user: UserView::of(shown.user, None),
+        token: shown.token.expose().to_string(),
+        warning: warning.map(String::from),
+    };
     let mut response = (status, axum::Json(body)).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
@@ -139,6 +87,14 @@ fn not_yourself(admin: &Admin, name: &UserName, what: &str) -> Result<(), ApiErr
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v1/admin/users", tag = "users",
+    request_body = AddUser,
+    responses(
+        (status = 201, description = "Added; the answer holds their token, once", body = UserWithToken,
+            headers(("Cache-Control" = String, description = "`no-store`: the token is shown once"))),
+        (status = 409, description = "The name is in use"),
+    ),
+)]
 async fn add_user(
     State(state): State<AppState>,
     _admin: Admin,
@@ -148,20 +104,25 @@ async fn add_user(
     Ok(token_response(StatusCode::CREATED, added))
 }
 
+#[utoipa::path(get, path = "/v1/admin/users", tag = "users",
+    responses((status = 200, description = "Every user, by name", body = Users)),
+)]
 /// `GET /v1/admin/users`: every user by name, with what they hold and the default quota.
 async fn list_users(State(state): State<AppState>, _admin: Admin) -> Result<Response, ApiError> {
     let users = state.users.list().await?;
-    #[derive(Serialize)]
-    struct Users {
-        users: Vec<UserView>,
-        /// The configuration's quota, which every limit that is `null` in a user's is.
-        default_quota: Quota,
-    }
     let users = users.into_iter().map(|listed| UserView::of(listed.user, Some(listed.usage))).collect();
     let default_quota = Quota { instances: state.config.quotas.instances, memory_mb: state.config.quotas.memory_mb };
     Ok(axum::Json(Users { users, default_quota }).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/admin/users/{name}/disable", tag = "users",
+    params(("name" = UserName, Path, description = "The user's name; one that no user has is 404")),
+    responses(
+        (status = 200, description = "Disabled: their token is refused at once", body = UserView),
+        (status = 404, description = "No such user"),
+        (status = 409, description = "Admins cannot disable themselves over HTTP"),
+    ),
+)]
 async fn disable_user(
     State(state): State<AppState>,
     admin: Admin,
@@ -174,6 +135,13 @@ async fn disable_user(
     Ok(user_response(user))
 }
 
+#[utoipa::path(post, path = "/v1/admin/users/{name}/enable", tag = "users",
+    params(("name" = UserName, Path, description = "The user's name; one that no user has is 404")),
+    responses(
+        (status = 200, description = "Enabled: the same token works again", body = UserView),
+        (status = 404, description = "No such user"),
+    ),
+)]
 async fn enable_user(
     State(state): State<AppState>,
     _admin: Admin,
@@ -184,6 +152,14 @@ async fn enable_user(
     Ok(user_response(user))
 }
 
+#[utoipa::path(post, path = "/v1/admin/users/{name}/rotate-token", tag = "users",
+    params(("name" = UserName, Path, description = "The user's name; one that no user has is 404")),
+    responses(
+        (status = 200, description = "A new token, shown once; the old one is refused at once", body = UserWithToken,
+            headers(("Cache-Control" = String, description = "`no-store`: the token is shown once"))),
+        (status = 404, description = "No such user"),
+    ),
+)]
 async fn rotate_token(
     State(state): State<AppState>,
     _admin: Admin,
@@ -194,6 +170,14 @@ async fn rotate_token(
     Ok(token_response(StatusCode::OK, rotated))
 }
 
+#[utoipa::path(patch, path = "/v1/admin/users/{name}/quota", tag = "users",
+    params(("name" = UserName, Path, description = "The user's name; one that no user has is 404")),
+    request_body = ChangeQuota,
+    responses(
+        (status = 200, description = "Their quota changed", body = UserView),
+        (status = 404, description = "No such user"),
+    ),
+)]
 async fn change_quota(
     State(state): State<AppState>,
     _admin: Admin,
@@ -212,6 +196,14 @@ async fn change_quota(
     Ok(user_response(user))
 }
 
+#[utoipa::path(delete, path = "/v1/admin/users/{name}", tag = "users",
+    params(("name" = UserName, Path, description = "The user's name; one that no user has is 404")),
+    responses(
+        (status = 204, description = "Removed, with their operations"),
+        (status = 404, description = "No such user"),
+        (status = 409, description = "They own instances (failed ones too), or it is the caller"),
+    ),
+)]
 /// `DELETE /v1/admin/users/{name}`: 409 while they own instances, which it never deletes.
 async fn remove_user(
     State(state): State<AppState>,

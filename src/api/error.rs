@@ -5,8 +5,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
+use super::types::{Envelope, Problem, ProblemExtra};
 use crate::provision::{ErrorReport, INTERNAL_DETAIL, ProvisionError};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum ApiError {
 #[derive(Debug, Clone)]
 struct ErrorDetail {
     detail: String,
-    extra: Value,
+    extra: ProblemExtra,
 }
 
 impl ApiError {
@@ -58,35 +58,28 @@ impl ApiError {
     }
 
     /// What the problem says besides its detail.
-    fn extra(&self) -> Value {
+    fn extra(&self) -> ProblemExtra {
+        let last_logs = |logs: &[String]| ProblemExtra { last_logs: Some(logs.to_vec()), ..Default::default() };
         match self {
-            ApiError::Provision(ProvisionError::NotReady { last_logs, .. }) => json!({ "last_logs": last_logs }),
-            ApiError::Reported(report) if !report.last_logs.is_empty() => json!({ "last_logs": report.last_logs }),
-            ApiError::Provision(ProvisionError::Busy { operation: Some((id, _)) }) => json!({ "operation": id }),
-            ApiError::Provision(error) if error.exceeded().is_some() => limit_extra(error.code(), error.exceeded()),
-            ApiError::Reported(report) if report.exceeded.is_some() => limit_extra(&report.code, report.exceeded),
+            ApiError::Provision(ProvisionError::NotReady { last_logs: logs, .. }) => last_logs(logs),
+            ApiError::Reported(report) if !report.last_logs.is_empty() => last_logs(&report.last_logs),
+            ApiError::Provision(ProvisionError::Busy { operation: Some((id, _)) }) => {
+                ProblemExtra { operation: Some(id.clone()), ..Default::default() }
+            }
+            // Which limit (`instances`, `memory`, `host_memory`), the limit, what is in use and
+            // what was asked (instances, or MiB).
+            ApiError::Provision(error) if let Some(exceeded) = error.exceeded() => {
+                ProblemExtra::exceeded(error.code(), exceeded)
+            }
+            ApiError::Reported(report) if let Some(exceeded) = report.exceeded => {
+                ProblemExtra::exceeded(&report.code, exceeded)
+            }
             // Which limit (`reads` or `changes`), counted how (`user` or `address`), the rate, the
             // burst, and `retry_after` in seconds, as the header says.
-            ApiError::RateLimited(throttled) => {
-                let mut extra = serde_json::to_value(throttled).unwrap_or_default();
-                if let Some(extra) = extra.as_object_mut() {
-                    extra.insert("code".into(), json!("rate_limited"));
-                }
-                extra
-            }
-            _ => json!({}),
+            ApiError::RateLimited(throttled) => ProblemExtra::throttled(throttled),
+            _ => ProblemExtra::default(),
         }
     }
-}
-
-/// What a problem says of a limit a change would have passed: its code, which limit (`instances`,
-/// `memory`, `host_memory`), the limit, what is in use and what was asked (instances, or MiB).
-fn limit_extra(code: &str, exceeded: Option<crate::store::Exceeded>) -> Value {
-    let mut extra = serde_json::to_value(exceeded).unwrap_or_default();
-    if let Some(extra) = extra.as_object_mut() {
-        extra.insert("code".into(), json!(code));
-    }
-    extra
 }
 
 /// The HTTP status of a provisioning error, by its code (see `ProvisionError::code`): one table
@@ -107,23 +100,20 @@ fn status_of(code: &str) -> StatusCode {
 }
 
 /// A problem+json body (RFC 9457): status, its title, the detail and `extra`'s members.
-fn problem(status: StatusCode, detail: &str, extra: &Value) -> Value {
-    let mut body = json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
+fn problem(status: StatusCode, detail: &str, extra: ProblemExtra) -> Problem {
+    Problem {
+        kind: "about:blank".into(),
+        title: status.canonical_reason().unwrap_or("Error").into(),
+        status: status.as_u16(),
+        detail: detail.into(),
+        extra,
     }
-    body
 }
 
 /// A failed operation's error as the problem detail its request answered (or would have).
-pub fn reported_problem(report: &ErrorReport) -> Value {
+pub fn reported_problem(report: &ErrorReport) -> Problem {
     let error = ApiError::Reported(report.clone());
-    problem(error.status(), &report.detail, &error.extra())
+    problem(error.status(), &report.detail, error.extra())
 }
 
 impl IntoResponse for ApiError {
@@ -140,7 +130,7 @@ impl IntoResponse for ApiError {
             tracing::warn!(%status, %detail, "request failed");
         }
         let extra = self.extra();
-        let mut response = (status, axum::Json(problem(status, &detail, &extra))).into_response();
+        let mut response = (status, axum::Json(problem(status, &detail, extra.clone()))).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -153,11 +143,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The old tool's envelope around a successful answer.
-pub fn envelope(data: Value) -> Response {
-    axum::Json(json!({ "code": 200, "msg": "success", "data": data })).into_response()
-}
-
 /// Middleware for the old tool's routes: any error response, whichever layer produced it
 /// (authentication, body parsing, the service), becomes the envelope, with the same HTTP status
 /// and the status in `code` too.
@@ -166,8 +151,8 @@ pub async fn legacy_errors(response: Response) -> Response {
         return response;
     };
     let status = response.status();
-    let mut legacy = (status, axum::Json(json!({ "code": status.as_u16(), "msg": error.detail, "data": error.extra })))
-        .into_response();
+    let envelope = Envelope { code: status.as_u16(), msg: error.detail, data: error.extra };
+    let mut legacy = (status, axum::Json(envelope)).into_response();
     for name in [header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
         if let Some(value) = response.headers().get(&name) {
             legacy.headers_mut().insert(name, value.clone());

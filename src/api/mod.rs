@@ -8,22 +8,25 @@ mod detached;
 mod error;
 mod json;
 mod legacy;
+mod openapi;
 mod rate_limit;
 mod serve;
 mod stats;
+pub mod types;
 mod v1;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
+pub use openapi::{DOCS_PATH, DOCUMENT_PATH};
 pub use serve::{Limits, serve};
-pub use stats::{ContainerStatsView, DatabaseSizeView, InstanceStatsView, ServerStatsView};
+pub use types::{ContainerStatsView, DatabaseSizeView, InstanceStatsView, ServerStatsView};
 
 use crate::provision::{Provisioner, Reconciler};
 use crate::store::Store;
@@ -42,15 +45,30 @@ pub struct AppState {
     pub users: crate::provision::Users,
 }
 
+/// Every described route: `/healthz`, v1 with the admin routes, and the old tool's routes, apart
+/// so that `router` can put the layers each group needs around it.
+fn described_routes() -> [OpenApiRouter<AppState>; 3] {
+    [OpenApiRouter::new().routes(routes!(healthz)), v1::routes().merge(admin::routes()), legacy::routes()]
+}
+
+/// The OpenAPI document that `router` serves at `/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let [health, v1, legacy] = described_routes();
+    openapi::finish(health.merge(v1).merge(legacy).into_openapi())
+}
+
 pub fn router(state: AppState) -> Router {
-    // Every route but `/healthz` is rate-limited (see `rate_limit`); the old routes' envelope goes
-    // outside the limits, so that their 429 is in it too.
+    // Every route but `/healthz` (and the API's own document) is rate-limited (see `rate_limit`);
+    // the old routes' envelope goes outside the limits, so that their 429 is in it too.
     let rate_limited =
         axum::middleware::from_fn_with_state(rate_limit::Limiting::new(state.clone()), rate_limit::limit_callers);
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(v1::routes().merge(admin::routes()).route_layer(rate_limited.clone()))
-        .merge(legacy::routes().route_layer(rate_limited).layer(axum::middleware::map_response(error::legacy_errors)))
+    let [health, v1, legacy] = described_routes();
+    let (routes, document) = health
+        .merge(v1.route_layer(rate_limited.clone()))
+        .merge(legacy.route_layer(rate_limited).layer(axum::middleware::map_response(error::legacy_errors)))
+        .split_for_parts();
+    routes
+        .merge(openapi::reference_page(openapi::finish(document)))
         .layer(detached::RunChangesToCompletion)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(serve::BODY_READ_TIMEOUT))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -59,13 +77,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// 200 when the store and the Docker engine answer, else 503 saying which does not.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses(
+        (status = 200, description = "The store and the Docker engine answer", body = types::Health),
+        (status = 503, description = "The store or the Docker engine does not answer", body = types::Health),
+    ),
+)]
 async fn healthz(State(state): State<AppState>) -> Response {
     let checks = state.provisioner.health().await;
     let healthy = checks.values().all(Result::is_ok);
-    let body: serde_json::Map<String, serde_json::Value> = checks
-        .into_iter()
-        .map(|(part, result)| (part.to_string(), result.map_or_else(|e| json!(e), |()| json!("ok"))))
-        .collect();
+    let word = |part: &str| checks.get(part).map_or("unknown", |result| result.err().unwrap_or("ok")).to_string();
+    let body = types::Health { store: word("store"), docker: word("docker") };
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }

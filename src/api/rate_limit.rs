@@ -34,7 +34,7 @@ use crate::config::{Rate, RateLimits};
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What a request is counted as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     Reads,
@@ -71,7 +71,7 @@ impl Caller {
 }
 
 /// How a refused request was counted: by its token's user, or by its address (no valid token).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CountedBy {
     User,
@@ -79,7 +79,7 @@ pub enum CountedBy {
 }
 
 /// A request refused for going beyond its caller's limit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Throttled {
     /// `reads` or `changes`.
     pub limit: Class,

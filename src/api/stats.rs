@@ -1,73 +1,15 @@
-//! `GET /v1/instances/{id}/stats`: an instance's figures as its owner reads them, and the types of
-//! the answer (a client may reuse them: they deserialize what they serialize).
+//! `GET /v1/instances/{id}/stats`: an instance's figures as its owner reads them (the answer's
+//! types are in `types`).
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
 use super::auth::CurrentUser;
+use super::types::{ContainerStatsView, DatabaseSizeView, InstanceStatsView, ServerStatsView};
 use super::v1::parse_id;
 use super::{ApiError, AppState};
 use crate::engines::{DatabaseSize, ServerStats};
 use crate::provision::InstanceStats;
-
-/// An instance's figures, read at `read_at`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InstanceStatsView {
-    pub id: String,
-    pub read_at: String,
-    pub container: ContainerStatsView,
-    /// What the server says of itself; `null` if it did not answer in time (or refused), and
-    /// `server_unavailable` then says why.
-    pub server: Option<ServerStatsView>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_unavailable: Option<String>,
-}
-
-/// What Docker reports of the container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ContainerStatsView {
-    /// The CPU time used since the container started, all cores together (user and system), in
-    /// seconds: two readings make a rate.
-    pub cpu_seconds: f64,
-    /// Memory in use, without the page cache the kernel reclaims before the cap (as `docker
-    /// stats` counts it).
-    pub memory_used_bytes: u64,
-    /// The memory cap: the instance's `memory_mb`, in bytes.
-    pub memory_limit_bytes: u64,
-}
-
-/// What the server says of itself, by engine. Connections and clients leave out the one dbroker
-/// reads these figures with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "engine", rename_all = "lowercase")]
-pub enum ServerStatsView {
-    Mysql {
-        /// `Threads_connected`.
-        connections: u64,
-        /// Every database but the server's own, with its tables' data and indexes in bytes.
-        databases: Vec<DatabaseSizeView>,
-    },
-    Redis {
-        /// `used_memory`: what Redis compares with its `maxmemory`.
-        used_memory_bytes: u64,
-        /// Keys in all its databases.
-        keys: u64,
-        connected_clients: u64,
-    },
-    Postgres {
-        /// Client connections to any of the cluster's databases.
-        connections: u64,
-        /// The instance's database, with its size on disk.
-        database: DatabaseSizeView,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatabaseSizeView {
-    pub name: String,
-    pub bytes: u64,
-}
 
 impl From<DatabaseSize> for DatabaseSizeView {
     fn from(DatabaseSize { name, bytes }: DatabaseSize) -> Self {
@@ -113,6 +55,15 @@ impl InstanceStatsView {
 }
 
 /// For the owner of a running instance; anyone else 404, a stopped instance 409.
+#[utoipa::path(get, path = "/v1/instances/{id}/stats", tag = "instances",
+    params(super::types::InstancePath),
+    responses(
+        (status = 200, description = "The instance's figures, read now", body = InstanceStatsView),
+        (status = 404, description = "No such instance of the caller's"),
+        (status = 409, description = "The instance is not running, or has no container"),
+        (status = 503, description = "The Docker engine is unreachable"),
+    ),
+)]
 pub(super) async fn instance_stats(
     State(state): State<AppState>,
     user: CurrentUser,

@@ -2,86 +2,42 @@
 //! when it has finished (201 or 200, as the old tool did), or at once with `Prefer:
 //! respond-async` (202 and where to follow it); an `Idempotency-Key` makes a retry safe.
 
-use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::CurrentUser;
 use super::error::reported_problem;
 use super::json::JsonBody;
-use super::{ApiError, AppState};
-use crate::model::{
-    Charset, Collation, DatabaseName, Engine, InstanceId, InstanceName, MemoryMb, OperationId, OperationKind,
-    OperationState, Status, VersionName,
+use super::types::{
+    ChangeInstance, ConnectionView, CreateInstance, EngineView, Engines, EventsPage, EventsQuery, InstancePath,
+    InstanceView, Instances, ListQuery, Logs, LogsQuery, MemoryBoundsView, OperationView, OperationsPage,
+    OperationsQuery, VersionView,
 };
+use super::{ApiError, AppState};
+use crate::model::{InstanceId, OperationId, OperationKind};
 use crate::provision::{ErrorReport, Idempotency, Instance, NewInstance, ProvisionError, Running};
-use crate::store::{OperationRecord, Step};
+use crate::store::OperationRecord;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/instances", get(list_instances).post(create_instance))
-        .route("/v1/instances/{id}", get(get_instance).patch(resize_instance).delete(delete_instance))
-        .route("/v1/instances/{id}/stop", post(stop_instance))
-        .route("/v1/instances/{id}/start", post(start_instance))
-        .route("/v1/instances/{id}/restart", post(restart_instance))
-        .route("/v1/instances/{id}/rotate-password", post(rotate_password))
-        .route("/v1/instances/{id}/logs", get(instance_logs))
-        .route("/v1/instances/{id}/stats", get(super::stats::instance_stats))
-        .route("/v1/instances/{id}/events", get(instance_events))
-        .route("/v1/instances/{id}/operations", get(instance_operations))
-        .route("/v1/operations/{id}", get(get_operation))
-        .route("/v1/engines", get(list_engines))
-}
-
-/// `POST /v1/instances`. Unknown fields are refused: nothing else from a request (an image, a
-/// port, privileges, mounts) can reach a container.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct CreateInstance {
-    engine: Engine,
-    version: Option<VersionName>,
-    name: Option<InstanceName>,
-    memory_mb: Option<MemoryMb>,
-    charset: Option<Charset>,
-    collation: Option<Collation>,
-    database: Option<DatabaseName>,
-}
-
-/// `PATCH /v1/instances/{id}`: what can change in place.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct ChangeInstance {
-    memory_mb: MemoryMb,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    engine: Option<Engine>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogsQuery {
-    tail: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    limit: Option<u32>,
-    before: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OperationsQuery {
-    limit: Option<u32>,
-    before: Option<OperationId>,
+/// The routes and their descriptions (see each handler's `utoipa::path`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_instances, create_instance))
+        .routes(routes!(get_instance, resize_instance, delete_instance))
+        .routes(routes!(stop_instance))
+        .routes(routes!(start_instance))
+        .routes(routes!(restart_instance))
+        .routes(routes!(rotate_password))
+        .routes(routes!(instance_logs))
+        .routes(routes!(super::stats::instance_stats))
+        .routes(routes!(instance_events))
+        .routes(routes!(instance_operations))
+        .routes(routes!(get_operation))
+        .routes(routes!(list_engines))
 }
 
 /// How many log lines `GET …/logs` returns when the caller does not say.
@@ -105,6 +61,45 @@ struct Change {
     key: Option<String>,
     target: String,
 }
+
+/// The document's words for a change's headers; `openapi` adds the answers they bring (202, a
+/// bad or reused key).
+impl utoipa::IntoParams for Change {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Type};
+        let header = |name: &str, schema: ObjectBuilder, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Header)
+                .schema(Some(schema.schema_type(Type::String)))
+                .description(Some(description))
+                .build()
+        };
+        vec![
+            header(
+                "Prefer",
+                ObjectBuilder::new().examples(["respond-async"]),
+                "`respond-async`: answer 202 with the operation at once, instead of when it has finished.",
+            ),
+            header(
+                IDEMPOTENCY_KEY,
+                ObjectBuilder::new()
+                    .min_length(Some(1))
+                    .max_length(Some(MAX_IDEMPOTENCY_KEY_LEN))
+                    .pattern(Some("^[!-~]+$")),
+                "Makes a retry safe: the same key and request within 24 hours answers what the first \
+                 answered; the same key with another request is 422. Visible ASCII, such as a UUID; \
+                 another is 400.",
+            ),
+        ]
+    }
+}
+
+/// The header that makes a change safe to retry.
+pub(super) const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 impl<S: Send + Sync> FromRequestParts<S> for Change {
     type Rejection = ApiError;
@@ -197,30 +192,20 @@ fn report_of(error: &serde_json::Value) -> Option<ErrorReport> {
     serde_json::from_value(error.clone()).ok()
 }
 
-/// An operation as the API shows it.
-#[derive(Serialize)]
-struct OperationView {
-    id: OperationId,
-    instance_id: InstanceId,
-    kind: OperationKind,
-    state: OperationState,
-    requested_by: String,
-    created_at: String,
-    updated_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    finished_at: Option<String>,
-    steps: Vec<Step>,
-    /// A failed operation's error, as the problem detail its request answered.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<serde_json::Value>,
+/// What an operation's error says if the store's copy cannot be read (none of dbroker's own).
+fn unreadable_report() -> ErrorReport {
+    ErrorReport {
+        code: "internal".into(),
+        detail: crate::provision::INTERNAL_DETAIL.into(),
+        last_logs: Vec::new(),
+        exceeded: None,
+    }
 }
 
 impl From<&OperationRecord> for OperationView {
     fn from(operation: &OperationRecord) -> Self {
-        let error = operation
-            .error
-            .as_ref()
-            .map(|error| report_of(error).map_or_else(|| error.clone(), |r| reported_problem(&r)));
+        let error =
+            operation.error.as_ref().map(|error| reported_problem(&report_of(error).unwrap_or_else(unreadable_report)));
         OperationView {
             id: operation.id.clone(),
             instance_id: operation.instance_id.clone(),
@@ -236,55 +221,12 @@ impl From<&OperationRecord> for OperationView {
     }
 }
 
-#[derive(Serialize)]
-struct InstanceView {
-    id: String,
-    name: InstanceName,
-    engine: Engine,
-    version: String,
-    image: String,
-    status: Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i64>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    oom_killed: bool,
-    memory_mb: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    charset: Option<Charset>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    collation: Option<Collation>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    database: Option<DatabaseName>,
-    created_at: String,
-    connection: ConnectionView,
-    /// The operation in flight on the instance, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    running_operation: Option<OperationId>,
-    /// Why the reconciler stopped retrying a repair for now, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    needs_attention: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ConnectionView {
-    host: String,
-    /// `null` for a failed instance, which holds no port.
-    port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<String>,
-    /// `null` if this master key cannot decrypt it (see `needs_attention`).
-    password: Option<String>,
-    uri: Option<String>,
-}
-
 impl From<Instance> for InstanceView {
     fn from(instance: Instance) -> Self {
         let uri = instance.uri();
         let r = instance.record;
         InstanceView {
-            id: r.id.to_string(),
+            id: r.id.clone(),
             engine: r.engine(),
             name: r.name,
             version: r.version,
@@ -315,6 +257,17 @@ fn instance_response(status: StatusCode, instance: Instance) -> Response {
     (status, axum::Json(InstanceView::from(instance))).into_response()
 }
 
+#[utoipa::path(post, path = "/v1/instances", tag = "instances",
+    params(Change),
+    request_body = CreateInstance,
+    responses(
+        (status = 201, description = "Created, once the database accepts the returned credentials", body = InstanceView),
+        (status = 403, description = "Beyond the user's quota"),
+        (status = 409, description = "The name is taken"),
+        (status = 502, description = "The database did not become ready (`last_logs` holds its last lines)"),
+        (status = 503, description = "No free port, the Docker engine unreachable, the image missing, or the host's memory budget passed"),
+    ),
+)]
 async fn create_instance(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -335,6 +288,10 @@ async fn create_instance(
     change.answer(&state, &user, started, |instance| instance_response(StatusCode::CREATED, instance)).await
 }
 
+#[utoipa::path(get, path = "/v1/instances", tag = "instances",
+    params(ListQuery),
+    responses((status = 200, description = "The caller's instances", body = Instances)),
+)]
 async fn list_instances(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -343,14 +300,16 @@ async fn list_instances(
     let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
     let instances = state.provisioner.list(user.0.id, query.engine).await?;
     let views: Vec<InstanceView> = instances.into_iter().map(InstanceView::from).collect();
-    // A struct, not `json!`: no intermediate `Value` tree on the busiest route.
-    #[derive(Serialize)]
-    struct Instances {
-        instances: Vec<InstanceView>,
-    }
     Ok(axum::Json(Instances { instances: views }).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances",
+    params(InstancePath),
+    responses(
+        (status = 200, description = "The instance", body = InstanceView),
+        (status = 404, description = "No such instance of the caller's"),
+    ),
+)]
 async fn get_instance(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -360,6 +319,14 @@ async fn get_instance(
     Ok(instance_response(StatusCode::OK, instance))
 }
 
+#[utoipa::path(delete, path = "/v1/instances/{id}", tag = "instances",
+    params(InstancePath, Change),
+    responses(
+        (status = 204, description = "Deleted: its container, volume, port and record are gone"),
+        (status = 404, description = "No such instance of the caller's"),
+        (status = 503, description = "The Docker engine is unreachable"),
+    ),
+)]
 async fn delete_instance(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -371,6 +338,18 @@ async fn delete_instance(
     change.answer(&state, &user, started, |()| StatusCode::NO_CONTENT.into_response()).await
 }
 
+#[utoipa::path(patch, path = "/v1/instances/{id}", tag = "instances",
+    params(InstancePath, Change),
+    request_body = ChangeInstance,
+    responses(
+        (status = 200, description = "Resized in place", body = InstanceView),
+        (status = 403, description = "Growing beyond the user's memory quota"),
+        (status = 404, description = "No such instance of the caller's"),
+        (status = 409, description = "The instance's status does not allow it"),
+        (status = 502, description = "The server refused the change"),
+        (status = 503, description = "The Docker engine is unreachable, or the host's memory budget passed"),
+    ),
+)]
 async fn resize_instance(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -411,6 +390,16 @@ async fn act(
     change.answer(&state, &user, started, |instance| instance_response(StatusCode::OK, instance)).await
 }
 
+#[utoipa::path(post, path = "/v1/instances/{id}/stop", tag = "instances",
+    params(InstancePath, Change),
+    responses(
+        (status = 200, description = "Stopped: port, data and credentials kept", body = InstanceView),
+        (status = 404, description = "No such instance of the caller's"),
+        (status = 409, description = "The instance's status does not allow it"),
+        (status = 502, description = "The database did not become ready, or refused"),
+        (status = 503, description = "The Docker engine is unreachable"),
+    ),
+)]
 async fn stop_instance(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -420,6 +409,16 @@ async fn stop_instance(
     act(state, user, change, id, Action::Stop).await
 }
 
+#[utoipa::path(post, path = "/v1/instances/{id}/start", tag = "instances",
+    params(InstancePath, Change),
+    responses(
+        (status = 200, description = "Started, once the database accepts logins again", body = InstanceView),
+        (status = 404, description = "No such instance of the caller's"),
+        (status = 409, description = "The instance's status does not allow it"),
+        (status = 502, description = "The database did not become ready, or refused"),
+        (status = 503, description = "The Docker engine is unreachable"),
+    ),
+)]
 async fn start_instance(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -429,6 +428,16 @@ async fn start_instance(
     act(state, user, change, id, Action::Start).await
 }
 
+#[utoipa::path(post, path = "/v1/instances/{id}/restart", tag = "instances",
+    params(InstancePath, Change),
+    responses(
+        (status = 200, description = "Restarted, once the database accepts logins again", body = InstanceView),
+        (status = 404, description = "No such instance of the caller's"),
+        (status = 409, description = "The instance's status does not allow it"),
+        (status = 502, description = "The database did not become ready, or refused"),
+        (status = 503, description = "The Docker engine is unreachable"),
+    ),
+)]
 async fn restart_instance(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -438,6 +447,16 @@ async fn restart_instance(
     act(state, user, change, id, Action::Restart).await
 }
 
+#[utoipa::path(post, path = "/v1/instances/{id}/rotate-password", tag = "instances",
+    params(InstancePath, Change),
+    responses(
+        (status = 200, description = "A new password, which works at once; the old one is refused", body = InstanceView),
+        (status = 404, description = "No such instance of the caller's"),
+        (status = 409, description = "The instance's status does not allow it"),
+        (status = 502, description = "The database did not become ready, or refused"),
+        (status = 503, description = "The Docker engine is unreachable"),
+    ),
+)]
 async fn rotate_password(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -447,6 +466,13 @@ async fn rotate_password(
     act(state, user, change, id, Action::RotatePassword).await
 }
 
+#[utoipa::path(get, path = "/v1/operations/{id}", tag = "operations",
+    params(("id" = OperationId, Path, description = "The operation's id; one on another user's instance is 404")),
+    responses(
+        (status = 200, description = "The operation", body = OperationView),
+        (status = 404, description = "No such operation of the caller's"),
+    ),
+)]
 /// `GET /v1/operations/{id}`: for the instance's owner and admins; anyone else 404.
 async fn get_operation(
     State(state): State<AppState>,
@@ -462,6 +488,13 @@ async fn get_operation(
     Ok(axum::Json(OperationView::from(&operation)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/instances/{id}/operations", tag = "operations",
+    params(InstancePath, OperationsQuery),
+    responses(
+        (status = 200, description = "A page of the instance's operations", body = OperationsPage),
+        (status = 404, description = "No such instance of the caller's"),
+    ),
+)]
 /// `GET /v1/instances/{id}/operations?limit=&before=`: newest first, a page at a time; `next` is
 /// the `before` of the next page, `null` on the last.
 async fn instance_operations(
@@ -481,15 +514,19 @@ async fn instance_operations(
     } else {
         None
     };
-    #[derive(Serialize)]
-    struct Page {
-        operations: Vec<OperationView>,
-        next: Option<OperationId>,
-    }
-    let page = Page { operations: operations.iter().map(OperationView::from).collect(), next };
+    let page = OperationsPage { operations: operations.iter().map(OperationView::from).collect(), next };
     Ok(axum::Json(page).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/instances/{id}/logs", tag = "instances",
+    params(InstancePath, LogsQuery),
+    responses(
+        (status = 200, description = "The server's last lines, its password removed", body = Logs),
+        (status = 404, description = "No such instance of the caller's"),
+        (status = 409, description = "The instance has no container"),
+        (status = 503, description = "The Docker engine is unreachable"),
+    ),
+)]
 async fn instance_logs(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -498,9 +535,16 @@ async fn instance_logs(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
     let lines = state.provisioner.logs(user.0.id, &parse_id(&id)?, query.tail.unwrap_or(DEFAULT_LOG_LINES)).await?;
-    Ok(axum::Json(serde_json::json!({ "lines": lines })).into_response())
+    Ok(axum::Json(Logs { lines }).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/instances/{id}/events", tag = "instances",
+    params(InstancePath, EventsQuery),
+    responses(
+        (status = 200, description = "A page of the instance's history", body = EventsPage),
+        (status = 404, description = "No such instance of the caller's"),
+    ),
+)]
 /// `GET /v1/instances/{id}/events?limit=&before=`: the latest `limit` events (older than event
 /// `before`), oldest first; `next` is the `before` of the page of older ones, `null` on the first.
 async fn instance_events(
@@ -517,37 +561,36 @@ async fn instance_events(
         events.remove(0);
         events[0].id
     });
-    #[derive(Serialize)]
-    struct Page {
-        events: Vec<crate::store::Event>,
-        next: Option<i64>,
-    }
-    Ok(axum::Json(Page { events, next }).into_response())
+    Ok(axum::Json(EventsPage { events, next }).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/engines", tag = "engines",
+    responses((status = 200, description = "The catalogue", body = Engines)),
+)]
 /// The catalogue: each engine's versions (and their images), default version, memory bounds in
 /// MiB, and the options it takes.
 async fn list_engines(State(state): State<AppState>, _user: CurrentUser) -> Response {
-    let engines: Vec<serde_json::Value> = state
+    let engines = state
         .config
         .catalogue
         .engines()
-        .map(|(engine, catalogue)| {
-            let versions: Vec<serde_json::Value> = catalogue
+        .map(|(engine, catalogue)| EngineView {
+            engine,
+            versions: catalogue
                 .versions
                 .iter()
-                .map(|(name, spec)| serde_json::json!({ "version": name, "image": spec.image }))
-                .collect();
-            serde_json::json!({
-                "engine": engine,
-                "versions": versions,
-                "default_version": catalogue.default_version,
-                "memory_mb": catalogue.memory,
-                "options": crate::engines::profile(engine).options,
-            })
+                .map(|(name, spec)| VersionView { version: name.clone(), image: spec.image.clone() })
+                .collect(),
+            default_version: catalogue.default_version.clone(),
+            memory_mb: MemoryBoundsView {
+                min: catalogue.memory.min.0,
+                max: catalogue.memory.max.0,
+                default: catalogue.memory.default.0,
+            },
+            options: crate::engines::profile(engine).options.iter().map(|o| o.to_string()).collect(),
         })
         .collect();
-    axum::Json(serde_json::json!({ "engines": engines })).into_response()
+    axum::Json(Engines { engines }).into_response()
 }
 
 /// A page's size: the one asked for, within 1 and `max`, or `default`.

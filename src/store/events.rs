@@ -6,23 +6,28 @@ use super::{Store, StoreError, now_rfc3339};
 use crate::model::{EventKind, InstanceId};
 
 /// One entry of an instance's history.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Its place in the history: what `before` pages by.
     pub id: i64,
     pub at: String,
     pub kind: EventKind,
     pub actor: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What happened, in words, where the kind alone does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
 /// A container found with no record, waiting for an admin.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Quarantined {
     pub container: String,
     pub instance_id: String,
+    /// Its `dbroker.engine` label, `null` if it had none.
+    #[schema(required = true)]
     pub engine: Option<String>,
+    /// Its `dbroker.owner` label, `null` if it had none.
+    #[schema(required = true)]
     pub owner_label: Option<String>,
     pub found_at: String,
 }

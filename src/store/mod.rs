@@ -23,6 +23,7 @@ pub use events::{Event, Quarantined};
 pub use instances::{InstanceFilter, InstanceRecord, NewInstanceRecord, OwnedInstance, PoolClaim};
 pub use operations::{NewOperation, OperationRecord, Step};
 pub use quotas::{Exceeded, LimitChange, LimitKind, Limits, Need, Quota, QuotaChange, QuotaOverride, Usage};
+pub(crate) use quotas::{instances_limit_schema, memory_limit_schema};
 pub use users::{DemoUsers, User};
 
 #[derive(Debug, thiserror::Error)]

@@ -28,7 +28,7 @@ pub struct NewOperation<'a> {
 }
 
 /// One step an operation has done, and when.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Step {
     pub step: String,
     pub at: String,

@@ -12,7 +12,7 @@ use sqlx::{Row, SqliteConnection};
 use super::{Store, StoreError};
 
 /// How many instances, and how many MiB of memory caps in all, a user may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Quota {
     pub instances: u32,
     pub memory_mb: u64,
@@ -20,11 +20,33 @@ pub struct Quota {
 
 /// A user's own quota, where it differs from the default (`None`: the default). On the wire as it
 /// is here (`/v1/admin/users`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaOverride {
+    #[schema(schema_with = instances_limit_schema)]
     pub instances: Option<u32>,
+    #[schema(schema_with = memory_limit_schema)]
     pub memory_mb: Option<u64>,
+}
+
+/// A limit of a user's own quota in the API's document, `null` for the default: the whole range
+/// of its type, which `format: int32` or `int64` (utoipa's words for unsigned types) would cut.
+pub(crate) fn instances_limit_schema() -> utoipa::openapi::Object {
+    limit_schema(u32::MAX.into(), "instances")
+}
+
+pub(crate) fn memory_limit_schema() -> utoipa::openapi::Object {
+    limit_schema(u64::MAX, "MiB of memory caps in all")
+}
+
+fn limit_schema(max: u64, what: &str) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .minimum(Some(0))
+        .maximum(Some(max))
+        .description(Some(format!("{what}; null: the configuration's default")))
+        .build()
 }
 
 /// How a user's own quota changes, limit by limit (`dbroker user quota`, `PATCH
@@ -63,7 +85,7 @@ impl<T: Copy> LimitChange<T> {
 }
 
 /// What a user holds, as their quota counts it: instances, and MiB of memory caps in all.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     pub instances: u64,
     pub memory_mb: u64,
@@ -89,7 +111,7 @@ pub struct Need {
 }
 
 /// The limit a change would pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitKind {
     /// The user's number of instances.
@@ -102,7 +124,7 @@ pub enum LimitKind {
 
 /// A limit a change would pass: which, the limit, what is in use, and what the change asked for
 /// (instances, or MiB).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Exceeded {
     pub quota: LimitKind,
     pub limit: u64,

@@ -15,6 +15,7 @@ mod isolation;
 mod lifecycle;
 mod master_key;
 mod mysql;
+mod openapi;
 mod operations;
 mod packaging;
 mod pool;
