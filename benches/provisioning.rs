@@ -493,8 +493,9 @@ struct Report {
 impl Report {
     fn write(&self, runs: usize) {
         let machine = machine();
-        let mut md =
-            format!("Machine: {machine}. {runs} runs per engine and rounds per read load; offline images (`dbroker.offline.toml`).\n\n");
+        let mut md = format!(
+            "Machine: {machine}. {runs} runs per engine and rounds per read load; offline images (`dbroker.offline.toml`).\n\n"
+        );
         md.push_str("| measure | median | p95 |\n|---|---|---|\n");
         let mut json_ready = serde_json::Map::new();
         for (engine, times) in &self.time_to_ready {
