@@ -1,18 +1,19 @@
 //! Answers built from a user's instance records (a serialised list or detail), kept until the
 //! database changes, so that a read asked again and again costs one check of SQLite instead of a
 //! query, the passwords' decryption and the JSON. A SQLite backend's fast path: a store without it
-//! (PostgreSQL, say) would answer every `cached` with a miss and lose nothing but speed.
+//! (PostgreSQL, say) would answer every `cached_answer` with a miss and lose nothing but speed.
+//! The check is a read transaction on the caller's thread, as `reads`' are: microseconds.
 //!
 //! Why a kept answer is never stale: every answer is kept with the `PRAGMA data_version` that a
-//! connection of its own (`watch`, which never writes) read *before* the records were read.
-//! SQLite changes that number whenever any other connection, of this process or another on the
-//! same file, has committed a change since the connection last looked; so a write of any path
-//! (a handler's, an operation's, the reconciler's, another dbroker's, `dbroker user` on the host)
-//! that committed before a read began changes it, and the read rebuilds its answer. There is no
-//! list of writers to keep in step. A write that commits between the check and the records'
-//! read makes the answer newer than its number: the next read rebuilds it for nothing, never the
-//! reverse. And an answer is only kept under the key it was asked under, which holds the owner's
-//! id, so one user never sees another's.
+//! connection of its own (`watch`, which never writes) read *before* the records were read, and
+//! served only while that connection reads the same number. SQLite changes it whenever any other
+//! connection, of this process or another on the same file, has committed a change since the
+//! connection last looked; so a write of any path (a handler's, an operation's, the reconciler's,
+//! another dbroker's, `dbroker user` on the host) that committed before a read began changes it,
+//! and the read rebuilds its answer. There is no list of writers to keep in step. A write that
+//! commits between the check and the records' read makes the answer newer than its number: the
+//! next read rebuilds it for nothing, never the reverse. And an answer is only kept under the key
+//! it was asked under, which holds the owner's id, so one user never sees another's.
 
 use std::collections::HashMap;
 use std::path::Path;
