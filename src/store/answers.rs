@@ -14,6 +14,9 @@
 //! commits between the check and the records' read makes the answer newer than its number: the
 //! next read rebuilds it for nothing, never the reverse. And an answer is only kept under the key
 //! it was asked under, which holds the owner's id, so one user never sees another's.
+//!
+//! An answer holds what it shows its owner, connection passwords included, as the answer did on
+//! its way out before; kept in this process's memory only, never written anywhere.
 
 use std::collections::HashMap;
 use std::path::Path;
