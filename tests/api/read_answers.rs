@@ -115,7 +115,8 @@ async fn a_record_changed_outside_dbroker_shows_in_the_next_read() {
 
 #[tokio::test]
 async fn the_reconcilers_writes_show_in_the_next_read() {
-    let app = TestApp::spawn().await;
+    // This test reads as often as it can: no read limit in its way.
+    let app = TestApp::spawn_with(|config| config.rate_limits.reads = None).await;
     let instance = app.create(ALICE, json!({"engine": "redis", "memory_mb": 64})).await;
     let id = instance["id"].as_str().unwrap();
     read_both_ways(&app, ALICE, id).await;
