@@ -255,8 +255,7 @@ impl Dbroker {
     }
 
     /// Writes `RECORDS` instance records, `OWN_RECORDS` of them the bench user's, the rest 100
-    /// other users'; returns
-    /// the id of one of the bench user's.
+    /// other users'; returns the id of one of the bench user's.
     async fn fill_store(&self, data_dir: &Path) -> String {
         let store = dbroker::store::Store::open(data_dir).await.unwrap();
         let key = dbroker::secrets::MasterKey::load(None, data_dir, false).unwrap();
