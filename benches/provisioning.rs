@@ -6,15 +6,17 @@
 //!   has logged in with the returned credentials and run a query (median and p95 of several runs);
 //! - burst: 20 Redis creates at once: wall time, all ready, all on distinct ports;
 //! - read API: requests per second and p99 latency of `GET /v1/instances` and
-//!   `GET /v1/instances/{id}`, 64 connections, with 1,000 instance records in the store;
+//!   `GET /v1/instances/{id}`, 16 connections, the user holding 20 of the 1,000 instance records
+//!   in the store;
 //! - the read path's floor: Debian's nginx serving byte-identical bodies of those two answers as
 //!   static files, under the same load in the same run; dbroker's figure as a share of it is what
 //!   the HTTP stack, the store and JSON cost above putting bytes on a socket;
 //! - memory: dbroker's resident set, idle and with those 1,000 records.
 //!
 //! Results go to `bench-results/latest.md` and `bench-results/latest.json`. `BENCH_RUNS` sets the
-//! number of runs per engine (default 7). Timings are never asserted anywhere: this is how speed
-//! is judged.
+//! number of runs per engine and of rounds of each read load (default 7). `BENCH_ONLY=reads`
+//! measures the read API and its floor only (no creates, no pool), to compare changes on the read
+//! path quickly. Timings are never asserted anywhere: this is how speed is judged.
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -29,56 +31,59 @@ use sqlx::{ConnectOptions, Connection};
 
 const USER: &str = "bench";
 const BURST: usize = 20;
-const READ_CONNECTIONS: usize = 64;
+const READ_CONNECTIONS: usize = 16;
 const READ_DURATION: Duration = Duration::from_secs(5);
 const RECORDS: usize = 1000;
+/// Of the records, how many are the bench user's: what `GET /v1/instances` lists.
+const OWN_RECORDS: usize = 20;
 
 #[tokio::main]
 async fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
+    let reads_only = std::env::var("BENCH_ONLY").is_ok_and(|only| only == "reads");
     let data_dir = tempfile::tempdir().expect("a temporary data directory");
     let prefix = format!("dbroker-bench-{}", std::process::id());
     let dbroker = Dbroker::start(data_dir.path(), &prefix);
     dbroker.wait_until_up().await;
     let mut report = Report { memory_idle_kib: dbroker.rss_kib(), ..Report::default() };
-    for engine in ["redis", "postgres", "mysql"] {
-        let times = dbroker.time_to_ready(engine, runs, None).await;
-        eprintln!("{engine}: time to ready {}", summary(&times));
-        report.time_to_ready.push((engine.to_string(), times));
+    if !reads_only {
+        dbroker.measure_creates(runs, &mut report).await;
     }
 
-    let started = Instant::now();
-    let creates = (0..BURST).map(|_| dbroker.create(json!({"engine": "redis", "memory_mb": 32})));
-    let burst = futures_util::future::join_all(creates).await;
-    let ports: HashSet<u64> = burst.iter().map(|i| i["connection"]["port"].as_u64().unwrap()).collect();
-    futures_util::future::join_all(burst.iter().map(|i| login_and_query("redis", i))).await;
-    report.burst_wall = started.elapsed();
-    report.burst_distinct_ports = ports.len();
-    eprintln!("burst of {BURST} Redis creates: {:?}, {} distinct ports", report.burst_wall, ports.len());
-    for instance in &burst {
-        dbroker.delete(instance).await;
-    }
-
-    // 1,000 records of other users, written straight to the store: the read API's cost is the
-    // store's and the HTTP layer's, not Docker's. The bench user keeps a handful of its own.
+    // 1,000 records, written straight to the store: the read API's cost is the store's and the
+    // HTTP layer's, not Docker's. The bench user has 20 of them, the rest are other users'.
     let own = dbroker.fill_store(data_dir.path()).await;
     report.memory_records_kib = dbroker.rss_kib();
-    let list = dbroker.load("/v1/instances".to_string()).await;
-    let detail = dbroker.load(format!("/v1/instances/{own}")).await;
-    eprintln!("GET /v1/instances: {list:?}\nGET /v1/instances/{{id}}: {detail:?}");
-    report.reads = vec![("GET /v1/instances".into(), list), ("GET /v1/instances/{id}".into(), detail)];
-    report.memory_after_load_kib = dbroker.rss_kib();
-    let bodies = [
-        ("list.json", dbroker.body("/v1/instances").await),
-        ("detail.json", dbroker.body(&format!("/v1/instances/{own}")).await),
+    let routes = [
+        ("GET /v1/instances", "/v1/instances".to_string(), "list.json"),
+        ("GET /v1/instances/{id}", format!("/v1/instances/{own}"), "detail.json"),
     ];
-    if let Some(floor) = StaticFloor::start(&bodies) {
-        let loads = bodies.iter().map(|(file, _)| wrk(&format!("{}/{file}", floor.base), None));
-        report.floor = loads.collect::<Option<Vec<_>>>().unwrap_or_default();
+    let mut bodies = Vec::new();
+    for (_, path, file) in &routes {
+        bodies.push((*file, dbroker.body(path).await));
     }
+    let floor = StaticFloor::start(&bodies);
+    // Each round loads dbroker and then the floor, so that whatever else this machine runs
+    // weighs on both alike; the medians of the rounds are reported.
+    for (route, path, file) in &routes {
+        let mut served = Vec::new();
+        let mut floors = Vec::new();
+        for _ in 0..runs {
+            served.push(dbroker.load(path.clone()).await);
+            floors.extend(floor.as_ref().and_then(|f| wrk(&format!("{}/{file}", f.base), None)));
+        }
+        eprintln!("{route}: {served:?}\n  the floor: {floors:?}");
+        report.reads.push(Reads::of(route, served, floors));
+    }
+    report.memory_after_load_kib = dbroker.rss_kib();
+    drop(floor);
 
     drop(dbroker);
     cleanup(&prefix).await;
+    if reads_only {
+        report.write(runs);
+        return;
+    }
 
     // The same creates served from a warm pool of 2 per engine, on a dbroker of its own.
     let pool_dir = tempfile::tempdir().expect("a temporary data directory");
@@ -159,6 +164,27 @@ impl Dbroker {
         }
     }
 
+    /// Time to ready per engine, `runs` times each, and the burst of creates.
+    async fn measure_creates(&self, runs: usize, report: &mut Report) {
+        for engine in ["redis", "postgres", "mysql"] {
+            let times = self.time_to_ready(engine, runs, None).await;
+            eprintln!("{engine}: time to ready {}", summary(&times));
+            report.time_to_ready.push((engine.to_string(), times));
+        }
+
+        let started = Instant::now();
+        let creates = (0..BURST).map(|_| self.create(json!({"engine": "redis", "memory_mb": 32})));
+        let burst = futures_util::future::join_all(creates).await;
+        let ports: HashSet<u64> = burst.iter().map(|i| i["connection"]["port"].as_u64().unwrap()).collect();
+        futures_util::future::join_all(burst.iter().map(|i| login_and_query("redis", i))).await;
+        report.burst_wall = started.elapsed();
+        report.burst_distinct_ports = ports.len();
+        eprintln!("burst of {BURST} Redis creates: {:?}, {} distinct ports", report.burst_wall, ports.len());
+        for instance in &burst {
+            self.delete(instance).await;
+        }
+    }
+
     async fn create(&self, body: Value) -> Value {
         let response = self
             .client
@@ -228,8 +254,8 @@ impl Dbroker {
             .unwrap_or_default()
     }
 
-    /// Writes `RECORDS` instance records for 100 other users and 10 for the bench user; returns
-    /// the id of one of the bench user's.
+    /// Writes `RECORDS` instance records, `OWN_RECORDS` of them the bench user's, the rest 100
+    /// other users'; returns the id of one of the bench user's.
     async fn fill_store(&self, data_dir: &Path) -> String {
         let store = dbroker::store::Store::open(data_dir).await.unwrap();
         let key = dbroker::secrets::MasterKey::load(None, data_dir, false).unwrap();
@@ -240,9 +266,9 @@ impl Dbroker {
             owners.push(store.add_user(&name, &format!("token-{n}"), false).await.unwrap().id);
         }
         let mut own = String::new();
-        for n in 0..RECORDS + 10 {
+        for n in 0..RECORDS {
             let id = dbroker::model::InstanceId::random();
-            let owner = if n < 10 { bench.id } else { owners[n % owners.len()] };
+            let owner = if n < OWN_RECORDS { bench.id } else { owners[n % owners.len()] };
             let password = key.encrypt(&dbroker::secrets::Secret::generate_password());
             store
                 .insert_instance(&dbroker::store::NewInstanceRecord {
@@ -416,14 +442,48 @@ struct ReadResult {
     client: &'static str,
 }
 
+/// One route's rounds of load, on dbroker and on the static floor.
+struct Reads {
+    route: String,
+    /// The round of median requests per second.
+    median: ReadResult,
+    /// dbroker's requests per second as a share of the floor's in each round; empty without nginx.
+    shares: Vec<f64>,
+    floor_median: Option<ReadResult>,
+}
+
+impl Reads {
+    fn of(route: &str, mut served: Vec<ReadResult>, mut floors: Vec<ReadResult>) -> Reads {
+        let shares: Vec<f64> = if floors.len() == served.len() {
+            served.iter().zip(&floors).map(|(s, f)| s.requests_per_second / f.requests_per_second).collect()
+        } else {
+            Vec::new()
+        };
+        let by_rate = |a: &ReadResult, b: &ReadResult| a.requests_per_second.total_cmp(&b.requests_per_second);
+        served.sort_by(by_rate);
+        floors.sort_by(by_rate);
+        let median = |mut v: Vec<ReadResult>| (!v.is_empty()).then(|| v.swap_remove(v.len() / 2));
+        Reads {
+            route: route.to_string(),
+            median: median(served).unwrap_or_default(),
+            shares,
+            floor_median: median(floors),
+        }
+    }
+
+    fn median_share(&self) -> Option<f64> {
+        let mut shares = self.shares.clone();
+        shares.sort_by(f64::total_cmp);
+        shares.get(shares.len() / 2).copied()
+    }
+}
+
 #[derive(Default)]
 struct Report {
     time_to_ready: Vec<(String, Vec<Duration>)>,
     burst_wall: Duration,
     burst_distinct_ports: usize,
-    reads: Vec<(String, ReadResult)>,
-    /// The same loads on the static floor, in the order of `reads`; empty without nginx.
-    floor: Vec<ReadResult>,
+    reads: Vec<Reads>,
     memory_idle_kib: u64,
     memory_records_kib: u64,
     memory_after_load_kib: u64,
@@ -432,8 +492,9 @@ struct Report {
 impl Report {
     fn write(&self, runs: usize) {
         let machine = machine();
-        let mut md =
-            format!("Machine: {machine}. {runs} runs per engine; offline images (`dbroker.offline.toml`).\n\n");
+        let mut md = format!(
+            "Machine: {machine}. {runs} runs per engine and rounds per read load; offline images (`dbroker.offline.toml`).\n\n"
+        );
         md.push_str("| measure | median | p95 |\n|---|---|---|\n");
         let mut json_ready = serde_json::Map::new();
         for (engine, times) in &self.time_to_ready {
@@ -451,25 +512,33 @@ impl Report {
                 "runs_s": times.iter().map(Duration::as_secs_f64).collect::<Vec<_>>()}),
             );
         }
-        md.push_str(&format!(
-            "\n| measure | value |\n|---|---|\n| burst of {BURST} Redis creates, wall | {:.3} s ({} distinct ports, all ready) |\n",
-            self.burst_wall.as_secs_f64(),
-            self.burst_distinct_ports
-        ));
-        let mut json_reads = serde_json::Map::new();
-        for ((route, r), floor) in self.reads.iter().zip(&self.floor) {
+        md.push_str("\n| measure | value |\n|---|---|\n");
+        if self.burst_distinct_ports > 0 {
             md.push_str(&format!(
-                "| {route}: the floor, static nginx with the same body | {:.0} requests/s; dbroker {:.2}× of it |\n",
+                "| burst of {BURST} Redis creates, wall | {:.3} s ({} distinct ports, all ready) |\n",
+                self.burst_wall.as_secs_f64(),
+                self.burst_distinct_ports
+            ));
+        }
+        let mut json_reads = serde_json::Map::new();
+        for reads in &self.reads {
+            let (Some(floor), Some(share)) = (&reads.floor_median, reads.median_share()) else { continue };
+            let rounds: Vec<String> = reads.shares.iter().map(|s| format!("{s:.2}")).collect();
+            md.push_str(&format!(
+                "| {}: the floor, static nginx with the same body | {:.0} requests/s; dbroker {share:.2}× of it \
+                 (median of {} rounds: {}) |\n",
+                reads.route,
                 floor.requests_per_second,
-                r.requests_per_second / floor.requests_per_second
+                rounds.len(),
+                rounds.join(", ")
             ));
             json_reads.insert(
-                format!("{route} (floor)"),
-                json!({"requests_per_second": floor.requests_per_second,
-                "dbroker_share": r.requests_per_second / floor.requests_per_second}),
+                format!("{} (floor)", reads.route),
+                json!({"requests_per_second": floor.requests_per_second, "dbroker_share": share,
+                "dbroker_share_rounds": reads.shares}),
             );
         }
-        for (route, r) in &self.reads {
+        for Reads { route, median: r, .. } in &self.reads {
             md.push_str(&format!(
                 "| {route}, {READ_CONNECTIONS} connections ({}) | {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms |\n",
                 r.client,

@@ -81,7 +81,14 @@ impl App {
         }
         let reconciler = Reconciler::new(provisioner.clone());
         let users = crate::provision::Users::new(store.clone());
-        let state = AppState { provisioner, reconciler, store, config, auth_cache: Default::default(), users };
+        let state = AppState::from(api::Handles {
+            provisioner,
+            reconciler,
+            store,
+            config,
+            auth_cache: Default::default(),
+            users,
+        });
         Ok(App { listener, state })
     }
 

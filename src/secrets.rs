@@ -66,7 +66,12 @@ pub fn generate_token() -> Secret {
 /// What the store keeps of a token: its SHA-256, hex. Tokens are long random strings, so a fast
 /// hash is enough (no dictionary to guess from), and it lets the store look a token up by hash.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    hex::encode(token_digest(token))
+}
+
+/// The SHA-256 of a token, as bytes: `hash_token` before its hex.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// The key that encrypts instance passwords in the store.

@@ -1,7 +1,7 @@
 //! Who is calling: `Authorization: Bearer TOKEN`, or the bare token as the old tool's clients send it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 
 use super::{ApiError, AppState};
 use crate::provision::Caller;
-use crate::secrets::hash_token;
+use crate::secrets::token_digest;
 use crate::store::User;
 
 /// How long a known token is taken on trust before the store is asked again. Every request used
@@ -25,13 +25,14 @@ pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(1);
 const AUTH_CACHE_MAX: usize = 10_000;
 
 /// Known tokens (by hash, never the tokens themselves) and their users. Unknown tokens are not
-/// cached, so a flood of made-up tokens cannot fill it.
+/// cached, so a flood of made-up tokens cannot fill it. Keyed by the hash's bytes, and the users
+/// shared, not copied: both are done on every request.
 #[derive(Default)]
 pub struct AuthCache(Mutex<Entries>);
 
 #[derive(Default)]
 struct Entries {
-    users: HashMap<String, (User, Instant)>,
+    users: HashMap<Digest, (Arc<User>, Instant)>,
     /// Counts the users forgotten: a lookup that began before a user was changed read the store as
     /// it was, and what it read must not be cached after the change was forgotten.
     forgotten: u64,
@@ -40,12 +41,12 @@ struct Entries {
 /// What the cache knows of a token: its user, or nothing, with the mark to cache the store's
 /// answer with (see [`AuthCache::put`]).
 enum Lookup {
-    Hit(User),
+    Hit(Arc<User>),
     Miss { mark: u64 },
 }
 
 impl AuthCache {
-    fn get(&self, token_hash: &str) -> Lookup {
+    fn get(&self, token_hash: &Digest) -> Lookup {
         let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match cache.users.get(token_hash).filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL) {
             Some((user, _)) => Lookup::Hit(user.clone()),
@@ -54,7 +55,7 @@ impl AuthCache {
     }
 
     /// Caches what the store said of a token, unless a user was forgotten since `mark` was read.
-    fn put(&self, token_hash: String, user: User, mark: u64) {
+    fn put(&self, token_hash: Digest, user: Arc<User>, mark: u64) {
         let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if cache.forgotten != mark {
             return;
@@ -74,9 +75,12 @@ impl AuthCache {
     }
 }
 
+/// A token's SHA-256 (see `secrets::hash_token`).
+type Digest = [u8; 32];
+
 /// The authenticated caller. A handler that takes it cannot run without a known token.
 #[derive(Clone)]
-pub struct CurrentUser(pub User);
+pub struct CurrentUser(pub Arc<User>);
 
 impl CurrentUser {
     /// The caller as the provisioning layer knows it: whose instances, and who to name in histories.
@@ -102,15 +106,16 @@ impl FromRequestParts<AppState> for CurrentUser {
         if token.is_empty() {
             return Err(ApiError::Unauthorized("the Authorization header holds no token"));
         }
-        let token_hash = hash_token(token);
+        let token_hash = token_digest(token);
         let user = match state.auth_cache.get(&token_hash) {
             Lookup::Hit(user) => user,
             Lookup::Miss { mark } => {
                 let user = state
                     .store
-                    .user_by_token_hash(&token_hash)
+                    .user_by_token_hash(&hex::encode(token_hash))
                     .await
                     .map_err(|e| ApiError::Internal(e.into()))?
+                    .map(Arc::new)
                     .ok_or(ApiError::Unauthorized("unknown token"))?;
                 // Disabled users are cached too: there are only as many as there are users.
                 state.auth_cache.put(token_hash, user.clone(), mark);
@@ -150,13 +155,13 @@ mod tests {
     #[test]
     fn a_forgotten_user_is_looked_up_again_and_others_stay_cached() {
         let cache = AuthCache::default();
-        cache.put("h1".into(), user(1), mark_of(cache.get("h1")));
-        cache.put("h2".into(), user(2), mark_of(cache.get("h2")));
+        cache.put(token_digest("h1"), Arc::new(user(1)), mark_of(cache.get(&token_digest("h1"))));
+        cache.put(token_digest("h2"), Arc::new(user(2)), mark_of(cache.get(&token_digest("h2"))));
 
         cache.forget_user(1);
 
-        assert!(matches!(cache.get("h1"), Lookup::Miss { .. }));
-        assert!(matches!(cache.get("h2"), Lookup::Hit(u) if u.id == 2));
+        assert!(matches!(cache.get(&token_digest("h1")), Lookup::Miss { .. }));
+        assert!(matches!(cache.get(&token_digest("h2")), Lookup::Hit(u) if u.id == 2));
     }
 
     #[test]
@@ -165,11 +170,11 @@ mod tests {
         // its answer, put in the cache after the route forgot the user, would keep the token
         // working for up to AUTH_CACHE_TTL.
         let cache = AuthCache::default();
-        let mark = mark_of(cache.get("h1"));
+        let mark = mark_of(cache.get(&token_digest("h1")));
 
         cache.forget_user(1);
-        cache.put("h1".into(), user(1), mark);
+        cache.put(token_digest("h1"), Arc::new(user(1)), mark);
 
-        assert!(matches!(cache.get("h1"), Lookup::Miss { .. }));
+        assert!(matches!(cache.get(&token_digest("h1")), Lookup::Miss { .. }));
     }
 }

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 
 use super::ApiError;
 
@@ -39,7 +40,8 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    /// A read's own future, unboxed (reads are most requests); a change's, spawned.
+    type Future = Either<S::Future, Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -49,14 +51,14 @@ where
         let reads = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         let answer = self.inner.call(request);
         if reads {
-            return Box::pin(answer);
+            return Either::Left(answer);
         }
         let detached = tokio::spawn(answer);
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             match detached.await {
                 Ok(answer) => answer,
                 Err(error) => Ok(ApiError::Internal(error.into()).into_response()),
             }
-        })
+        }))
     }
 }

@@ -2,6 +2,7 @@
 //! when it has finished (201 or 200, as the old tool did), or at once with `Prefer:
 //! respond-async` (202 and where to follow it); an `Idempotency-Key` makes a retry safe.
 
+use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -298,9 +299,13 @@ async fn list_instances(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
-    let instances = state.provisioner.list(user.0.id, query.engine).await?;
-    let views: Vec<InstanceView> = instances.into_iter().map(InstanceView::from).collect();
-    Ok(axum::Json(Instances { instances: views }).into_response())
+    let body = state
+        .provisioner
+        .list_rendered(user.0.id, query.engine, RENDERING, |instances| {
+            json_bytes(&Instances { instances: instances.into_iter().map(InstanceView::from).collect() })
+        })
+        .await?;
+    Ok(json_response(body))
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances",
@@ -315,8 +320,24 @@ async fn get_instance(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let instance = state.provisioner.get(user.0.id, &parse_id(&id)?).await?;
-    Ok(instance_response(StatusCode::OK, instance))
+    let id = parse_id(&id)?;
+    let body = state
+        .provisioner
+        .get_rendered(user.0.id, &id, RENDERING, |instance| json_bytes(&InstanceView::from(instance)))
+        .await?;
+    Ok(json_response(body))
+}
+
+/// What the store keeps this API's read answers as (see `Provisioner::list_rendered`).
+const RENDERING: &str = "v1 json";
+
+fn json_bytes(view: &impl Serialize) -> anyhow::Result<Bytes> {
+    Ok(serde_json::to_vec(view)?.into())
+}
+
+/// A JSON body rendered before, answered as `axum::Json` answers it.
+fn json_response(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 #[utoipa::path(delete, path = "/v1/instances/{id}", tag = "instances",

@@ -21,6 +21,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 pub use error::{ErrorReport, INTERNAL_DETAIL, ProvisionError};
 pub use operations::{Idempotency, Running};
 pub use reconcile::{Reconciler, ReconcilerReport};
@@ -36,7 +38,7 @@ use crate::model::{
 };
 use crate::runtime::{ContainerSpec, NetworkSpec, Runtime, SpecFile};
 use crate::secrets::{MasterKey, Secret};
-use crate::store::{InstanceFilter, InstanceRecord, OperationRecord, OwnedInstance, Store};
+use crate::store::{AnswerKey, Cached, InstanceFilter, InstanceRecord, OperationRecord, OwnedInstance, Store, Subject};
 use operations::{Begin, Operations, Progress};
 
 /// Labels on every container and volume dbroker creates, so it can always find its own.
@@ -167,6 +169,47 @@ impl Provisioner {
     pub async fn list(&self, owner_id: i64, engine: Option<Engine>) -> Result<Vec<Instance>, ProvisionError> {
         let records = self.store.list_instances(owner_id, engine).await?;
         records.into_iter().map(|r| self.reveal(r)).collect()
+    }
+
+    /// `list`, rendered by `render` (as `rendering`: the v1 API's JSON, say), or that rendering
+    /// kept from an earlier read if nothing in the store has changed since (see `store::answers`).
+    pub async fn list_rendered(
+        &self,
+        owner_id: i64,
+        engine: Option<Engine>,
+        rendering: &'static str,
+        render: impl FnOnce(Vec<Instance>) -> anyhow::Result<Bytes>,
+    ) -> Result<Bytes, ProvisionError> {
+        let key = AnswerKey { owner_id, subject: Subject::Instances(engine), rendering };
+        self.rendered(key, async { Ok(render(self.list(owner_id, engine).await?)?) }).await
+    }
+
+    /// `get`, rendered and kept as `list_rendered`'s answers are.
+    pub async fn get_rendered(
+        &self,
+        owner_id: i64,
+        id: &InstanceId,
+        rendering: &'static str,
+        render: impl FnOnce(Instance) -> anyhow::Result<Bytes>,
+    ) -> Result<Bytes, ProvisionError> {
+        let key = AnswerKey { owner_id, subject: Subject::Instance(id.clone()), rendering };
+        self.rendered(key, async { Ok(render(self.get(owner_id, id).await?)?) }).await
+    }
+
+    /// The answer the store keeps for `key`, else the one `make` makes (kept for the next reads;
+    /// an error is not).
+    async fn rendered(
+        &self,
+        key: AnswerKey,
+        make: impl Future<Output = Result<Bytes, ProvisionError>>,
+    ) -> Result<Bytes, ProvisionError> {
+        let mark = match self.store.cached_answer(&key)? {
+            Cached::Hit(answer) => return Ok(answer),
+            Cached::Miss(mark) => mark,
+        };
+        let answer = make.await?;
+        self.store.keep_answer(mark, key, answer.clone());
+        Ok(answer)
     }
 
     /// Every user's instances, for admins: newest first, those `filter` lets through, `limit`

@@ -4,6 +4,7 @@
 //! instance) are constraints in the schema, mapped to [`StoreError`] variants here; so is what
 //! coordinates processes (operation leases, the reconciler's leadership).
 
+mod answers;
 mod events;
 mod image_facts;
 mod instances;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use answers::{AnswerKey, Cached, Mark, Subject};
 pub use events::{Event, Quarantined};
 pub use instances::{InstanceFilter, InstanceRecord, NewInstanceRecord, OwnedInstance, PoolClaim};
 pub use operations::{NewOperation, OperationRecord, Step};
@@ -69,6 +71,8 @@ pub struct Store {
     pool: SqlitePool,
     /// The connections that read instance records (see `reads`).
     readers: std::sync::Arc<reads::Readers>,
+    /// Answers kept until the database changes (see `answers`).
+    answers: std::sync::Arc<answers::Answers>,
     /// This store's deployment (see the `deployment` table), read once at open.
     deployment_id: std::sync::Arc<str>,
 }
@@ -95,7 +99,12 @@ impl Store {
             .execute(&pool)
             .await?;
         let deployment_id: String = sqlx::query_scalar("SELECT id FROM deployment").fetch_one(&pool).await?;
-        Ok(Self { pool, readers: std::sync::Arc::new(reads::Readers::new(path)), deployment_id: deployment_id.into() })
+        Ok(Self {
+            pool,
+            answers: std::sync::Arc::new(answers::Answers::open(&path)?),
+            readers: std::sync::Arc::new(reads::Readers::new(path)),
+            deployment_id: deployment_id.into(),
+        })
     }
 
     /// The id stamped on every container and volume this deployment makes.

@@ -6,7 +6,7 @@
 //! connections of their own: rusqlite, over the same SQLite library as sqlx. Writes stay on sqlx;
 //! a write that hands back the record reads it here once it has committed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -47,9 +47,14 @@ impl Readers {
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
-        let connection = Connection::open(&self.path)?;
-        connection.busy_timeout(BUSY_TIMEOUT)?;
-        connection.pragma_update(None, "query_only", true)?;
-        Ok(connection)
+        open_reader(&self.path)
     }
+}
+
+/// A query-only connection to the store's file.
+pub(super) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.pragma_update(None, "query_only", true)?;
+    Ok(connection)
 }

@@ -25,6 +25,7 @@ mod private_files;
 mod quotas;
 mod races;
 mod rate_limits;
+mod read_answers;
 mod redis;
 mod secrets_in_containers;
 mod secrets_in_logs;
