@@ -18,6 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engines;
+pub mod metrics;
 pub mod model;
 pub mod provision;
 pub mod runtime;

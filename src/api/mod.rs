@@ -8,6 +8,7 @@ mod detached;
 mod error;
 mod json;
 mod legacy;
+mod metrics;
 mod rate_limit;
 mod serve;
 mod stats;
@@ -22,6 +23,7 @@ use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use metrics::metrics_router;
 pub use serve::{Limits, serve};
 pub use stats::{ContainerStatsView, DatabaseSizeView, InstanceStatsView, ServerStatsView};
 
@@ -40,6 +42,7 @@ pub struct AppState {
     pub config: std::sync::Arc<crate::config::Config>,
     pub auth_cache: std::sync::Arc<auth::AuthCache>,
     pub users: crate::provision::Users,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -47,15 +50,21 @@ pub fn router(state: AppState) -> Router {
     // outside the limits, so that their 429 is in it too.
     let rate_limited =
         axum::middleware::from_fn_with_state(rate_limit::Limiting::new(state.clone()), rate_limit::limit_callers);
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .merge(v1::routes().merge(admin::routes()).route_layer(rate_limited.clone()))
         .merge(legacy::routes().route_layer(rate_limited).layer(axum::middleware::map_response(error::legacy_errors)))
         .layer(detached::RunChangesToCompletion)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(serve::BODY_READ_TIMEOUT))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(TraceLayer::new_for_http());
+    // Outermost: a request's time includes its rate limit, its body's read, its envelope. With no
+    // metrics listener, nobody would read the figures: requests are not timed.
+    let router = match state.config.metrics_listen {
+        Some(_) => router.layer(state.metrics.http_layer()),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// 200 when the store and the Docker engine answer, else 503 saying which does not.

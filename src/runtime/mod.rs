@@ -23,6 +23,8 @@ use tokio::sync::RwLock;
 mod files;
 mod network;
 
+use crate::metrics::DockerErrors;
+
 pub use network::NetworkSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -235,13 +237,20 @@ pub struct Runtime {
     client: std::sync::Arc<RwLock<Option<Docker>>>,
     /// Held while the containers' network is looked up or made (see `network`).
     network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Where the engine's errors are counted, by call.
+    errors: DockerErrors,
 }
 
 impl Runtime {
     /// A runtime for the engine at `host` (`unix://…`, `tcp://…`), or at `DOCKER_HOST` or the
     /// local socket when `None`. Nothing is contacted yet.
     pub fn new(host: Option<String>) -> Self {
-        Self { host, client: Default::default(), network_lock: Default::default() }
+        Self { host, client: Default::default(), network_lock: Default::default(), errors: Default::default() }
+    }
+
+    /// This runtime, counting the engine's errors into `errors`.
+    pub fn counting_errors_in(self, errors: DockerErrors) -> Self {
+        Self { errors, ..self }
     }
 
     async fn docker(&self) -> Result<Docker, RuntimeError> {
