@@ -37,7 +37,8 @@ pub struct App {
 
 /// The metrics listener's limits: one Prometheus or two scrape it, but a scrape is never turned away
 /// while the API is busy, and shutdown does not wait for one.
-const METRICS_LIMITS: api::Limits = api::Limits { max_connections: 64, shutdown_grace: std::time::Duration::from_secs(2) };
+const METRICS_LIMITS: api::Limits =
+    api::Limits { max_connections: 64, shutdown_grace: std::time::Duration::from_secs(2) };
 
 impl App {
     /// Opens the store, loads the master key, makes the demo users those of the configuration and
@@ -95,8 +96,7 @@ impl App {
         }
         let reconciler = Reconciler::new(provisioner.clone());
         let users = crate::provision::Users::new(store.clone());
-        let state =
-            AppState { provisioner, reconciler, store, config, auth_cache: Default::default(), users, metrics };
+        let state = AppState { provisioner, reconciler, store, config, auth_cache: Default::default(), users, metrics };
         Ok(App { listener, metrics_listener, state })
     }
 

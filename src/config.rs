@@ -64,9 +64,9 @@ impl FromStr for MetricsListen {
         if s == "off" {
             return Ok(Self(None));
         }
-        s.parse().map(|address| Self(Some(address))).map_err(|_| {
-            format!("{s:?} is neither an address such as 127.0.0.1:9187 nor `off` (no metrics listener)")
-        })
+        s.parse()
+            .map(|address| Self(Some(address)))
+            .map_err(|_| format!("{s:?} is neither an address such as 127.0.0.1:9187 nor `off` (no metrics listener)"))
     }
 }
 

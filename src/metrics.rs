@@ -396,7 +396,9 @@ impl Figures {
         registry.register("dbroker_pool_members", "The warm pool's members, by engine, version and status", pool);
         let targets = Family::<VersionLabels, Gauge>::default();
         for ((engine, version), count) in &self.pool_targets {
-            targets.get_or_create(&VersionLabels { engine: engine.as_str(), version: version.clone() }).set(*count as i64);
+            targets
+                .get_or_create(&VersionLabels { engine: engine.as_str(), version: version.clone() })
+                .set(*count as i64);
         }
         registry.register(
             "dbroker_pool_target_members",

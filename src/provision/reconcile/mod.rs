@@ -82,7 +82,6 @@ pub struct ReconcilerReport {
     pub repairs: BTreeMap<&'static str, u64>,
 }
 
-
 impl Reconciler {
     pub fn new(service: Provisioner) -> Self {
         Self { service, state: Default::default() }
