@@ -10,6 +10,10 @@
 //! - the read path's floor: Debian's nginx serving byte-identical bodies of those two answers as
 //!   static files, under the same load in the same run; dbroker's figure as a share of it is what
 //!   the HTTP stack, the store and JSON cost above putting bytes on a socket;
+//! - the metrics' cost: those two reads on a second dbroker process on the same store with its
+//!   metrics off (no listener, no request timing), alternating with the first `METRICS_ROUNDS`
+//!   times each, the median run of each side kept (the read figures above are those medians); the
+//!   ratio on/off is what timing every request costs (the issue allows 5 %);
 //! - memory: dbroker's resident set, idle and with those 1,000 records.
 //!
 //! Results go to `bench-results/latest.md` and `bench-results/latest.json`. `BENCH_RUNS` sets the
@@ -32,13 +36,16 @@ const BURST: usize = 20;
 const READ_CONNECTIONS: usize = 64;
 const READ_DURATION: Duration = Duration::from_secs(5);
 const RECORDS: usize = 1000;
+/// How many times each read is measured with metrics on and off, alternately: the machine is
+/// shared and noisy, and alternating spreads whatever else runs over both sides.
+const METRICS_ROUNDS: usize = 3;
 
 #[tokio::main]
 async fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
     let data_dir = tempfile::tempdir().expect("a temporary data directory");
     let prefix = format!("dbroker-bench-{}", std::process::id());
-    let dbroker = Dbroker::start(data_dir.path(), &prefix);
+    let dbroker = Dbroker::start(data_dir.path(), &prefix, Metrics::On);
     dbroker.wait_until_up().await;
     let mut report = Report { memory_idle_kib: dbroker.rss_kib(), ..Report::default() };
     for engine in ["redis", "postgres", "mysql"] {
@@ -63,9 +70,17 @@ async fn main() {
     // store's and the HTTP layer's, not Docker's. The bench user keeps a handful of its own.
     let own = dbroker.fill_store(data_dir.path()).await;
     report.memory_records_kib = dbroker.rss_kib();
-    let list = dbroker.load("/v1/instances".to_string()).await;
-    let detail = dbroker.load(format!("/v1/instances/{own}")).await;
-    eprintln!("GET /v1/instances: {list:?}\nGET /v1/instances/{{id}}: {detail:?}");
+    // Started while the first leads the repairs (it holds the lease), so it never runs a pass.
+    let bare = Dbroker::start(data_dir.path(), &prefix, Metrics::Off);
+    bare.wait_until_up().await;
+    let (list, list_off) = on_and_off(&dbroker, &bare, "/v1/instances".to_string()).await;
+    let (detail, detail_off) = on_and_off(&dbroker, &bare, format!("/v1/instances/{own}")).await;
+    report.metrics_off = vec![list_off, detail_off];
+    drop(bare);
+    eprintln!(
+        "GET /v1/instances: {list:?}\nGET /v1/instances/{{id}}: {detail:?}\nmetrics off: {:?}",
+        report.metrics_off
+    );
     report.reads = vec![("GET /v1/instances".into(), list), ("GET /v1/instances/{id}".into(), detail)];
     report.memory_after_load_kib = dbroker.rss_kib();
     let bodies = [
@@ -84,7 +99,7 @@ async fn main() {
     let pool_dir = tempfile::tempdir().expect("a temporary data directory");
     let pool_config = pool_dir.path().join("pool.toml");
     std::fs::write(&pool_config, POOL_CATALOGUE).unwrap();
-    let pooled = Dbroker::start_with(pool_dir.path(), &prefix, &pool_config, "30");
+    let pooled = Dbroker::start_with(pool_dir.path(), &prefix, &pool_config, "30", Metrics::On);
     pooled.wait_until_up().await;
     for engine in ["redis", "postgres", "mysql"] {
         let times = pooled.time_to_ready(engine, runs, Some(pool_dir.path())).await;
@@ -94,6 +109,20 @@ async fn main() {
     drop(pooled);
     cleanup(&prefix).await;
     report.write(runs);
+}
+
+/// `path` loaded on `on` and `off` in turn, `METRICS_ROUNDS` times; the median run of each.
+async fn on_and_off(on: &Dbroker, off: &Dbroker, path: String) -> (ReadResult, ReadResult) {
+    let (mut ons, mut offs) = (Vec::new(), Vec::new());
+    for _ in 0..METRICS_ROUNDS {
+        ons.push(on.load(path.clone()).await);
+        offs.push(off.load(path.clone()).await);
+    }
+    let median = |mut runs: Vec<ReadResult>| {
+        runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+        runs.swap_remove(runs.len() / 2)
+    };
+    (median(ons), median(offs))
 }
 
 /// The offline catalogue with a warm pool of 2 for every engine.
@@ -109,6 +138,13 @@ default_version = "15"
 versions = { "15" = { image = "dbroker-local/postgres:15", pool = 2 } }
 "#;
 
+/// Whether a dbroker serves `/metrics` (on a port of its own) and so times every request.
+#[derive(Clone, Copy, PartialEq)]
+enum Metrics {
+    On,
+    Off,
+}
+
 /// The dbroker under test, a process of its own.
 struct Dbroker {
     child: std::process::Child,
@@ -117,19 +153,24 @@ struct Dbroker {
 }
 
 impl Dbroker {
-    fn start(data_dir: &Path, prefix: &str) -> Dbroker {
+    fn start(data_dir: &Path, prefix: &str, metrics: Metrics) -> Dbroker {
         let config = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.offline.toml"));
         // The 1,000 records have no containers: no repair pass may run during the bench.
-        Self::start_with(data_dir, prefix, config, "86400")
+        Self::start_with(data_dir, prefix, config, "86400", metrics)
     }
 
-    fn start_with(data_dir: &Path, prefix: &str, config: &Path, reconcile_interval: &str) -> Dbroker {
+    fn start_with(data_dir: &Path, prefix: &str, config: &Path, reconcile_interval: &str, metrics: Metrics) -> Dbroker {
         let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let metrics_listen = match metrics {
+            Metrics::On => TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string(),
+            Metrics::Off => "off".to_string(),
+        };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_dbroker"))
             .arg("serve")
             .arg("--config")
             .arg(config)
             .env("DBROKER_LISTEN", listen.to_string())
+            .env("DBROKER_METRICS_LISTEN", metrics_listen)
             .env("DBROKER_DATA_DIR", data_dir)
             .env("DBROKER_DEMO_USERS", USER)
             .env("DBROKER_INSTANCE_PREFIX", prefix)
@@ -424,6 +465,8 @@ struct Report {
     reads: Vec<(String, ReadResult)>,
     /// The same loads on the static floor, in the order of `reads`; empty without nginx.
     floor: Vec<ReadResult>,
+    /// The same loads on a dbroker with its metrics off, in the order of `reads`.
+    metrics_off: Vec<ReadResult>,
     memory_idle_kib: u64,
     memory_records_kib: u64,
     memory_after_load_kib: u64,
@@ -467,6 +510,18 @@ impl Report {
                 format!("{route} (floor)"),
                 json!({"requests_per_second": floor.requests_per_second,
                 "dbroker_share": r.requests_per_second / floor.requests_per_second}),
+            );
+        }
+        for ((route, on), off) in self.reads.iter().zip(&self.metrics_off) {
+            md.push_str(&format!(
+                "| {route}, metrics off | {:.0} requests/s; with metrics {:.3}× of it |\n",
+                off.requests_per_second,
+                on.requests_per_second / off.requests_per_second
+            ));
+            json_reads.insert(
+                format!("{route} (metrics off)"),
+                json!({"requests_per_second": off.requests_per_second,
+                "metrics_on_share": on.requests_per_second / off.requests_per_second}),
             );
         }
         for (route, r) in &self.reads {
