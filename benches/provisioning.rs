@@ -10,10 +10,10 @@
 //! - the read path's floor: Debian's nginx serving byte-identical bodies of those two answers as
 //!   static files, under the same load in the same run; dbroker's figure as a share of it is what
 //!   the HTTP stack, the store and JSON cost above putting bytes on a socket;
-//! - the metrics' cost: those two reads on a second dbroker process on the same store with its
-//!   metrics off (no listener, no request timing), alternating with the first `METRICS_ROUNDS`
-//!   times each, the median run of each side kept (the read figures above are those medians); the
-//!   ratio on/off is what timing every request costs (the issue allows 5 %);
+//! - the metrics' cost: those two reads on two more dbroker processes on the same store, one with
+//!   its metrics and one without (no listener, no request timing), in turns `METRICS_ROUNDS`
+//!   times, who goes first alternating; the median of the rounds' ratios on/off is what timing
+//!   every request costs (the issue allows 5 %);
 //! - memory: dbroker's resident set, idle and with those 1,000 records.
 //!
 //! Results go to `bench-results/latest.md` and `bench-results/latest.json`. `BENCH_RUNS` sets the
@@ -37,8 +37,8 @@ const READ_CONNECTIONS: usize = 64;
 const READ_DURATION: Duration = Duration::from_secs(5);
 const RECORDS: usize = 1000;
 /// How many times each read is measured with metrics on and off, alternately: the machine is
-/// shared and noisy, and alternating spreads whatever else runs over both sides.
-const METRICS_ROUNDS: usize = 3;
+/// shared and noisy, and each round's pair of runs shares whatever else runs then.
+const METRICS_ROUNDS: usize = 5;
 
 #[tokio::main]
 async fn main() {
@@ -70,17 +70,22 @@ async fn main() {
     // store's and the HTTP layer's, not Docker's. The bench user keeps a handful of its own.
     let own = dbroker.fill_store(data_dir.path()).await;
     report.memory_records_kib = dbroker.rss_kib();
-    // Started while the first leads the repairs (it holds the lease), so it never runs a pass.
-    let bare = Dbroker::start(data_dir.path(), &prefix, Metrics::Off);
-    bare.wait_until_up().await;
-    let (list, list_off) = on_and_off(&dbroker, &bare, "/v1/instances".to_string()).await;
-    let (detail, detail_off) = on_and_off(&dbroker, &bare, format!("/v1/instances/{own}")).await;
-    report.metrics_off = vec![list_off, detail_off];
-    drop(bare);
-    eprintln!(
-        "GET /v1/instances: {list:?}\nGET /v1/instances/{{id}}: {detail:?}\nmetrics off: {:?}",
-        report.metrics_off
-    );
+    let list = dbroker.load("/v1/instances".to_string()).await;
+    let detail = dbroker.load(format!("/v1/instances/{own}")).await;
+    eprintln!("GET /v1/instances: {list:?}\nGET /v1/instances/{{id}}: {detail:?}");
+    // What the metrics cost: two more processes on the store, alike but for their metrics (the
+    // first has served creates and leads: it is not their equal). Started while the first leads
+    // the repairs (it holds the lease), so that neither runs a pass.
+    let (with, without) =
+        (Dbroker::start(data_dir.path(), &prefix, Metrics::On), Dbroker::start(data_dir.path(), &prefix, Metrics::Off));
+    with.wait_until_up().await;
+    without.wait_until_up().await;
+    report.metrics_cost = vec![
+        on_and_off(&with, &without, "/v1/instances".to_string()).await,
+        on_and_off(&with, &without, format!("/v1/instances/{own}")).await,
+    ];
+    eprintln!("metrics on and off: {:?}", report.metrics_cost);
+    drop((with, without));
     report.reads = vec![("GET /v1/instances".into(), list), ("GET /v1/instances/{id}".into(), detail)];
     report.memory_after_load_kib = dbroker.rss_kib();
     let bodies = [
@@ -111,18 +116,43 @@ async fn main() {
     report.write(runs);
 }
 
-/// `path` loaded on `on` and `off` in turn, `METRICS_ROUNDS` times; the median run of each.
-async fn on_and_off(on: &Dbroker, off: &Dbroker, path: String) -> (ReadResult, ReadResult) {
-    let (mut ons, mut offs) = (Vec::new(), Vec::new());
-    for _ in 0..METRICS_ROUNDS {
-        ons.push(on.load(path.clone()).await);
-        offs.push(off.load(path.clone()).await);
+/// `path` loaded on `on` and `off` in turn, `METRICS_ROUNDS` times.
+async fn on_and_off(on: &Dbroker, off: &Dbroker, path: String) -> MetricsCost {
+    let (mut ons, mut offs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..METRICS_ROUNDS {
+        // Each goes first every other round: neither side always follows a rest.
+        let (with, without) = if round % 2 == 0 {
+            let with = on.load(path.clone()).await;
+            (with, off.load(path.clone()).await)
+        } else {
+            let without = off.load(path.clone()).await;
+            (on.load(path.clone()).await, without)
+        };
+        ratios.push(with.requests_per_second / without.requests_per_second);
+        ons.push(with);
+        offs.push(without);
     }
     let median = |mut runs: Vec<ReadResult>| {
         runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
         runs.swap_remove(runs.len() / 2)
     };
-    (median(ons), median(offs))
+    let on_share = {
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    MetricsCost { on: median(ons), off: median(offs), on_share, ratios }
+}
+
+/// One read with metrics on and off: the median run of each, and the rounds' ratios.
+#[derive(Debug)]
+struct MetricsCost {
+    on: ReadResult,
+    off: ReadResult,
+    /// The median of the rounds' ratios, requests/s with metrics over without.
+    on_share: f64,
+    /// Round by round, in the order they ran.
+    ratios: Vec<f64>,
 }
 
 /// The offline catalogue with a warm pool of 2 for every engine.
@@ -465,8 +495,8 @@ struct Report {
     reads: Vec<(String, ReadResult)>,
     /// The same loads on the static floor, in the order of `reads`; empty without nginx.
     floor: Vec<ReadResult>,
-    /// The same loads on a dbroker with its metrics off, in the order of `reads`.
-    metrics_off: Vec<ReadResult>,
+    /// The same loads on two more dbrokers, with metrics on and off, in the order of `reads`.
+    metrics_cost: Vec<MetricsCost>,
     memory_idle_kib: u64,
     memory_records_kib: u64,
     memory_after_load_kib: u64,
@@ -512,16 +542,20 @@ impl Report {
                 "dbroker_share": r.requests_per_second / floor.requests_per_second}),
             );
         }
-        for ((route, on), off) in self.reads.iter().zip(&self.metrics_off) {
+        for ((route, _), cost) in self.reads.iter().zip(&self.metrics_cost) {
+            let rounds: Vec<String> = cost.ratios.iter().map(|r| format!("{r:.3}")).collect();
             md.push_str(&format!(
-                "| {route}, metrics off | {:.0} requests/s; with metrics {:.3}× of it |\n",
-                off.requests_per_second,
-                on.requests_per_second / off.requests_per_second
+                "| {route}: metrics on / off, {METRICS_ROUNDS} rounds | {:.0} / {:.0} requests/s; on {:.3}× of off (rounds: {}) |\n",
+                cost.on.requests_per_second,
+                cost.off.requests_per_second,
+                cost.on_share,
+                rounds.join(", ")
             ));
             json_reads.insert(
-                format!("{route} (metrics off)"),
-                json!({"requests_per_second": off.requests_per_second,
-                "metrics_on_share": on.requests_per_second / off.requests_per_second}),
+                format!("{route} (metrics on / off)"),
+                json!({"on_requests_per_second": cost.on.requests_per_second,
+                "off_requests_per_second": cost.off.requests_per_second,
+                "on_share": cost.on_share, "rounds_on_share": cost.ratios}),
             );
         }
         for (route, r) in &self.reads {

@@ -71,7 +71,8 @@ impl App {
 
         sync_demo_users(&store, &config.demo_users).await?;
 
-        let runtime = Runtime::new(config.docker_host.clone());
+        let metrics = Metrics::new();
+        let runtime = Runtime::new(config.docker_host.clone()).counting_errors_in(metrics.docker_errors());
         let engine_answers = match runtime.ping().await {
             Ok(()) => true,
             Err(error) => {
@@ -89,7 +90,6 @@ impl App {
             None => None,
         };
         let config = Arc::new(config);
-        let metrics = Metrics::new();
         let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone(), metrics.clone());
         if engine_answers && let Err(error) = provisioner.prepare_network().await {
             tracing::warn!(%error, "could not make dbroker's network; the first create will try again");

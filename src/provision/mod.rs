@@ -129,7 +129,7 @@ pub struct Provisioner {
     template_lock: Arc<tokio::sync::Mutex<()>>,
     /// What creates, resizes, claims and adopts are checked against (see `quotas`).
     quotas: quotas::Quotas,
-    /// Where operations, repairs and Docker errors are counted.
+    /// Where operations and repairs are counted (the runtime counts Docker's errors).
     metrics: Metrics,
 }
 
@@ -142,7 +142,7 @@ impl Provisioner {
         let quotas = quotas::Quotas::new(config.quotas);
         Self {
             store,
-            runtime: runtime.counting_errors_in(metrics.docker_errors()),
+            runtime,
             key,
             config,
             ops,
