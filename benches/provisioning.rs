@@ -11,6 +11,10 @@
 //! - the read path's floor: Debian's nginx serving byte-identical bodies of those two answers as
 //!   static files, under the same load in the same run; dbroker's figure as a share of it is what
 //!   the HTTP stack, the store and JSON cost above putting bytes on a socket;
+//! - the metrics' cost: those two reads on two more dbroker processes on the same store, one with
+//!   its metrics and one without (no listener, no request timing), in turns `METRICS_ROUNDS`
+//!   times, who goes first alternating; the median of the rounds' ratios on/off is what timing
+//!   every request costs (the issue allows 5 %);
 //! - memory: dbroker's resident set, idle and with those 1,000 records.
 //!
 //! Results go to `bench-results/latest.md` and `bench-results/latest.json`. `BENCH_RUNS` sets the
@@ -36,6 +40,9 @@ const READ_DURATION: Duration = Duration::from_secs(5);
 const RECORDS: usize = 1000;
 /// Of the records, how many are the bench user's: what `GET /v1/instances` lists.
 const OWN_RECORDS: usize = 20;
+/// How many times each read is measured with metrics on and off, alternately: the machine is
+/// shared and noisy, and each round's pair of runs shares whatever else runs then.
+const METRICS_ROUNDS: usize = 5;
 
 #[tokio::main]
 async fn main() {
@@ -43,7 +50,7 @@ async fn main() {
     let reads_only = std::env::var("BENCH_ONLY").is_ok_and(|only| only == "reads");
     let data_dir = tempfile::tempdir().expect("a temporary data directory");
     let prefix = format!("dbroker-bench-{}", std::process::id());
-    let dbroker = Dbroker::start(data_dir.path(), &prefix);
+    let dbroker = Dbroker::start(data_dir.path(), &prefix, Metrics::On);
     dbroker.wait_until_up().await;
     let mut report = Report { memory_idle_kib: dbroker.rss_kib(), ..Report::default() };
     if !reads_only {
@@ -78,6 +85,19 @@ async fn main() {
     report.memory_after_load_kib = dbroker.rss_kib();
     drop(floor);
 
+    // What the metrics cost: two more processes on the store, alike but for their metrics (the
+    // first has served creates and leads: it is not their equal). Started while the first leads
+    // the repairs (it holds the lease), so that neither runs a pass.
+    let (with, without) =
+        (Dbroker::start(data_dir.path(), &prefix, Metrics::On), Dbroker::start(data_dir.path(), &prefix, Metrics::Off));
+    with.wait_until_up().await;
+    without.wait_until_up().await;
+    for (_, path, _) in &routes {
+        report.metrics_cost.push(on_and_off(&with, &without, path.clone()).await);
+    }
+    eprintln!("metrics on and off: {:?}", report.metrics_cost);
+    drop((with, without));
+
     drop(dbroker);
     cleanup(&prefix).await;
     if reads_only {
@@ -89,7 +109,7 @@ async fn main() {
     let pool_dir = tempfile::tempdir().expect("a temporary data directory");
     let pool_config = pool_dir.path().join("pool.toml");
     std::fs::write(&pool_config, POOL_CATALOGUE).unwrap();
-    let pooled = Dbroker::start_with(pool_dir.path(), &prefix, &pool_config, "30");
+    let pooled = Dbroker::start_with(pool_dir.path(), &prefix, &pool_config, "30", Metrics::On);
     pooled.wait_until_up().await;
     for engine in ["redis", "postgres", "mysql"] {
         let times = pooled.time_to_ready(engine, runs, Some(pool_dir.path())).await;
@@ -99,6 +119,45 @@ async fn main() {
     drop(pooled);
     cleanup(&prefix).await;
     report.write(runs);
+}
+
+/// `path` loaded on `on` and `off` in turn, `METRICS_ROUNDS` times.
+async fn on_and_off(on: &Dbroker, off: &Dbroker, path: String) -> MetricsCost {
+    let (mut ons, mut offs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..METRICS_ROUNDS {
+        // Each goes first every other round: neither side always follows a rest.
+        let (with, without) = if round % 2 == 0 {
+            let with = on.load(path.clone()).await;
+            (with, off.load(path.clone()).await)
+        } else {
+            let without = off.load(path.clone()).await;
+            (on.load(path.clone()).await, without)
+        };
+        ratios.push(with.requests_per_second / without.requests_per_second);
+        ons.push(with);
+        offs.push(without);
+    }
+    let median = |mut runs: Vec<ReadResult>| {
+        runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+        runs.swap_remove(runs.len() / 2)
+    };
+    let on_share = {
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    MetricsCost { on: median(ons), off: median(offs), on_share, ratios }
+}
+
+/// One read with metrics on and off: the median run of each, and the rounds' ratios.
+#[derive(Debug)]
+struct MetricsCost {
+    on: ReadResult,
+    off: ReadResult,
+    /// The median of the rounds' ratios, requests/s with metrics over without.
+    on_share: f64,
+    /// Round by round, in the order they ran.
+    ratios: Vec<f64>,
 }
 
 /// The offline catalogue with a warm pool of 2 for every engine.
@@ -114,6 +173,13 @@ default_version = "15"
 versions = { "15" = { image = "dbroker-local/postgres:15", pool = 2 } }
 "#;
 
+/// Whether a dbroker serves `/metrics` (on a port of its own) and so times every request.
+#[derive(Clone, Copy, PartialEq)]
+enum Metrics {
+    On,
+    Off,
+}
+
 /// The dbroker under test, a process of its own.
 struct Dbroker {
     child: std::process::Child,
@@ -122,19 +188,24 @@ struct Dbroker {
 }
 
 impl Dbroker {
-    fn start(data_dir: &Path, prefix: &str) -> Dbroker {
+    fn start(data_dir: &Path, prefix: &str, metrics: Metrics) -> Dbroker {
         let config = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.offline.toml"));
         // The 1,000 records have no containers: no repair pass may run during the bench.
-        Self::start_with(data_dir, prefix, config, "86400")
+        Self::start_with(data_dir, prefix, config, "86400", metrics)
     }
 
-    fn start_with(data_dir: &Path, prefix: &str, config: &Path, reconcile_interval: &str) -> Dbroker {
+    fn start_with(data_dir: &Path, prefix: &str, config: &Path, reconcile_interval: &str, metrics: Metrics) -> Dbroker {
         let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let metrics_listen = match metrics {
+            Metrics::On => TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string(),
+            Metrics::Off => "off".to_string(),
+        };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_dbroker"))
             .arg("serve")
             .arg("--config")
             .arg(config)
             .env("DBROKER_LISTEN", listen.to_string())
+            .env("DBROKER_METRICS_LISTEN", metrics_listen)
             .env("DBROKER_DATA_DIR", data_dir)
             .env("DBROKER_DEMO_USERS", USER)
             .env("DBROKER_INSTANCE_PREFIX", prefix)
@@ -484,6 +555,8 @@ struct Report {
     burst_wall: Duration,
     burst_distinct_ports: usize,
     reads: Vec<Reads>,
+    /// The same loads on two more dbrokers, with metrics on and off, in the order of `reads`.
+    metrics_cost: Vec<MetricsCost>,
     memory_idle_kib: u64,
     memory_records_kib: u64,
     memory_after_load_kib: u64,
@@ -536,6 +609,22 @@ impl Report {
                 format!("{} (floor)", reads.route),
                 json!({"requests_per_second": floor.requests_per_second, "dbroker_share": share,
                 "dbroker_share_rounds": reads.shares}),
+            );
+        }
+        for (Reads { route, .. }, cost) in self.reads.iter().zip(&self.metrics_cost) {
+            let rounds: Vec<String> = cost.ratios.iter().map(|r| format!("{r:.3}")).collect();
+            md.push_str(&format!(
+                "| {route}: metrics on / off, {METRICS_ROUNDS} rounds | {:.0} / {:.0} requests/s; on {:.3}× of off (rounds: {}) |\n",
+                cost.on.requests_per_second,
+                cost.off.requests_per_second,
+                cost.on_share,
+                rounds.join(", ")
+            ));
+            json_reads.insert(
+                format!("{route} (metrics on / off)"),
+                json!({"on_requests_per_second": cost.on.requests_per_second,
+                "off_requests_per_second": cost.off.requests_per_second,
+                "on_share": cost.on_share, "rounds_on_share": cost.ratios}),
             );
         }
         for Reads { route, median: r, .. } in &self.reads {

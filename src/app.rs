@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::{Catalogue, Config};
+use crate::metrics::Metrics;
 use crate::model::UserName;
 use crate::provision::{Provisioner, Reconciler};
 use crate::runtime::Runtime;
@@ -29,8 +30,15 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
 /// The service, built and listening, not yet serving.
 pub struct App {
     listener: TcpListener,
+    /// `/metrics`, apart from the API; `None` if turned off.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
 }
+
+/// The metrics listener's limits: one Prometheus or two scrape it, but a scrape is never turned away
+/// while the API is busy, and shutdown does not wait for one.
+const METRICS_LIMITS: api::Limits =
+    api::Limits { max_connections: 64, shutdown_grace: std::time::Duration::from_secs(2) };
 
 impl App {
     /// Opens the store, loads the master key, makes the demo users those of the configuration and
@@ -63,7 +71,8 @@ impl App {
 
         sync_demo_users(&store, &config.demo_users).await?;
 
-        let runtime = Runtime::new(config.docker_host.clone());
+        let metrics = Metrics::new();
+        let runtime = Runtime::new(config.docker_host.clone()).counting_errors_in(metrics.docker_errors());
         let engine_answers = match runtime.ping().await {
             Ok(()) => true,
             Err(error) => {
@@ -74,8 +83,14 @@ impl App {
         log_catalogue(&runtime, &config.catalogue, engine_answers).await;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!("cannot listen on {address} for /metrics (--metrics-listen; `off` turns it off)")
+            })?),
+            None => None,
+        };
         let config = Arc::new(config);
-        let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone());
+        let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone(), metrics.clone());
         if engine_answers && let Err(error) = provisioner.prepare_network().await {
             tracing::warn!(%error, "could not make dbroker's network; the first create will try again");
         }
@@ -88,13 +103,19 @@ impl App {
             config,
             auth_cache: Default::default(),
             users,
+            metrics,
         });
-        Ok(App { listener, state })
+        Ok(App { listener, metrics_listener, state })
     }
 
     /// The port the API listens on (useful with `--listen 127.0.0.1:0`).
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    /// The port `/metrics` is served on; `None` if turned off.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port())
     }
 
     /// Serves, and runs the reconciler, until `shutdown` resolves; then finishes the requests in
@@ -109,9 +130,26 @@ impl App {
         let reconciler = tokio::spawn(self.state.reconciler.clone().run(stop_reconciler.clone()));
         let leases = tokio::spawn(provisioner.clone().keep_leases(stop_leases.clone()));
         tracing::info!(address = %self.listener.local_addr()?, "dbroker listening");
+        // Both listeners stop at once; the metrics one does not wait for the API's requests.
+        let stop_serving = CancellationToken::new();
+        let metrics_server = self.metrics_listener.map(|listener| {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(%address, "serving /metrics");
+            }
+            let router = api::metrics_router(self.state.clone());
+            tokio::spawn(api::serve(listener, router, stop_serving.clone().cancelled_owned(), METRICS_LIMITS))
+        });
+        let stopping = stop_serving.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
         // A request in flight may be a create that answers once its server is ready.
         let limits = api::Limits::for_this_process(provisioner.config().ready_timeout);
         api::serve(self.listener, api::router(self.state), shutdown, limits).await;
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
         stop_reconciler.cancel();
         let _ = reconciler.await;
         let tasks = provisioner.tasks();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Catalogue, Config, FileConfig, PortRange, Quotas, Rate, RateLimits, defaults};
+use crate::config::{Catalogue, Config, FileConfig, MetricsListen, PortRange, Quotas, Rate, RateLimits, defaults};
 use crate::model::{Engine, UserName};
 
 #[derive(Debug, Parser)]
@@ -106,6 +106,9 @@ pub struct ServeArgs {
     /// The address the API listens on [default: 127.0.0.1:5000].
     #[arg(long, env = "DBROKER_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// The address Prometheus scrapes /metrics on, or `off` [default: 127.0.0.1:9187].
+    #[arg(long, env = "DBROKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<MetricsListen>,
     /// Where dbroker keeps its database and master key [default: ./data].
     #[arg(long, env = "DBROKER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -227,6 +230,11 @@ impl ServeArgs {
         };
         Ok(Config {
             listen: self.listen.or(file.listen).unwrap_or_else(|| parse_default(defaults::LISTEN)),
+            metrics_listen: self
+                .metrics_listen
+                .or(file.metrics_listen)
+                .unwrap_or_else(|| parse_default(defaults::METRICS_LISTEN))
+                .0,
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| defaults::DATA_DIR.into()),
             advertise_host: self
                 .advertise_host
@@ -307,6 +315,24 @@ mod tests {
             ("6.2", "my/redis:6"),
             "the flag sets the default version's image"
         );
+    }
+
+    #[test]
+    fn metrics_listen_on_loopback_by_default_and_the_file_or_a_flag_move_or_turn_them_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dbroker.toml");
+        std::fs::write(&file, "metrics_listen = \"off\"\n").unwrap();
+        let file = file.to_str().unwrap();
+
+        let default = serve(&[]).unwrap();
+        let off_in_file = serve(&["--config", file]).unwrap();
+        let moved = serve(&["--config", file, "--metrics-listen", "0.0.0.0:9100"]).unwrap();
+        let refused = serve(&["--metrics-listen", "9100"]).unwrap_err();
+
+        assert_eq!(default.metrics_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9187"));
+        assert_eq!(off_in_file.metrics_listen, None);
+        assert_eq!(moved.metrics_listen.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9100"));
+        assert!(refused.contains("`off`"), "{refused}");
     }
 
     #[test]

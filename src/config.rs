@@ -54,6 +54,28 @@ impl<'de> Deserialize<'de> for PortRange {
     }
 }
 
+/// Where `/metrics` is served: an address, or `off` for nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+impl FromStr for MetricsListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|address| Self(Some(address)))
+            .map_err(|_| format!("{s:?} is neither an address such as 127.0.0.1:9187 nor `off` (no metrics listener)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One version of an engine: the image that runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +177,9 @@ impl Catalogue {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`, apart from the API; `None`: nowhere, and requests are
+    /// not timed either.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The host put in connection details.
     pub advertise_host: String,
@@ -250,6 +275,8 @@ impl Default for RateLimits {
 /// Built-in defaults, where neither a flag, the environment nor the file says otherwise.
 pub mod defaults {
     pub const LISTEN: &str = "127.0.0.1:5000";
+    /// Loopback: the figures are for this host's Prometheus (or a tunnel), not for the API's users.
+    pub const METRICS_LISTEN: &str = "127.0.0.1:9187";
     pub const DATA_DIR: &str = "./data";
     pub const ADVERTISE_HOST: &str = "127.0.0.1";
     pub const PUBLISH_IP: &str = "127.0.0.1";
@@ -280,6 +307,7 @@ pub mod defaults {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
+    pub metrics_listen: Option<MetricsListen>,
     pub data_dir: Option<PathBuf>,
     pub advertise_host: Option<String>,
     pub publish_ip: Option<IpAddr>,

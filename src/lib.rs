@@ -11,6 +11,8 @@
 //! - [`runtime`]: the Docker Engine API, wrapped once, in our own words.
 //! - [`store`]: users, instance records, operations and leases in SQLite.
 //! - [`model`] and [`secrets`]: validated values, credentials and their encryption at rest.
+//! - [`metrics`]: the Prometheus figures, recorded where things happen, served on a listener of
+//!   their own.
 //! - [`config`] and [`app`]: typed configuration, and building and running the service.
 
 pub mod api;
@@ -18,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engines;
+pub mod metrics;
 pub mod model;
 pub mod provision;
 pub mod runtime;

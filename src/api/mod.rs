@@ -8,6 +8,7 @@ mod detached;
 mod error;
 mod json;
 mod legacy;
+mod metrics;
 mod openapi;
 mod rate_limit;
 mod serve;
@@ -24,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
+pub use metrics::metrics_router;
 pub use openapi::{DOCS_PATH, DOCUMENT_PATH};
 pub use serve::{Limits, serve};
 pub use types::{ContainerStatsView, DatabaseSizeView, InstanceStatsView, ServerStatsView};
@@ -62,6 +64,7 @@ pub struct Handles {
     pub config: std::sync::Arc<crate::config::Config>,
     pub auth_cache: std::sync::Arc<auth::AuthCache>,
     pub users: crate::provision::Users,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Every described route: `/healthz`, v1 with the admin routes, and the old tool's routes, apart
@@ -86,13 +89,19 @@ pub fn router(state: AppState) -> Router {
         .merge(v1.route_layer(rate_limited.clone()))
         .merge(legacy.route_layer(rate_limited).layer(axum::middleware::map_response(error::legacy_errors)))
         .split_for_parts();
-    routes
+    let router = routes
         .merge(openapi::reference_page(openapi::finish(document)))
         .layer(detached::RunChangesToCompletion)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(serve::BODY_READ_TIMEOUT))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(TraceLayer::new_for_http());
+    // Outermost: a request's time includes its rate limit, its body's read, its envelope. With no
+    // metrics listener, nobody would read the figures: requests are not timed.
+    let router = match state.config.metrics_listen {
+        Some(_) => router.layer(state.metrics.http_layer()),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// 200 when the store and the Docker engine answer, else 503 saying which does not.

@@ -76,6 +76,7 @@ impl Provisioner {
         let begin = Begin {
             instance_id: id.clone(),
             kind: OperationKind::Create,
+            engine: Some(request.engine),
             caller: owner.cloned(),
             owner_id: owner.map(|o| o.user_id),
             input,

@@ -4,6 +4,7 @@
 
 mod create;
 mod error;
+mod figures;
 mod identity;
 mod image_facts;
 mod lifecycle;
@@ -32,6 +33,7 @@ pub use users::{Listed, NewUser, Users, WithToken};
 
 use crate::config::Config;
 use crate::engines::{self, Endpoint, Settings};
+use crate::metrics::Metrics;
 use crate::model::{
     Charset, Collation, DatabaseName, Engine, InstanceId, InstanceName, MemoryMb, OperationId, OperationKind,
     VersionName,
@@ -129,14 +131,16 @@ pub struct Provisioner {
     template_lock: Arc<tokio::sync::Mutex<()>>,
     /// What creates, resizes, claims and adopts are checked against (see `quotas`).
     quotas: quotas::Quotas,
+    /// Where operations and repairs are counted (the runtime counts Docker's errors).
+    metrics: Metrics,
 }
 
 /// The store's lease held while dbroker's network is looked up or made (see `prepare_network`).
 const NETWORK_LEASE: &str = "network";
 
 impl Provisioner {
-    pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>) -> Self {
-        let ops = Operations::new(store.clone(), config.operation_lease, TaskTracker::new());
+    pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>, metrics: Metrics) -> Self {
+        let ops = Operations::new(store.clone(), config.operation_lease, TaskTracker::new(), metrics.clone());
         let quotas = quotas::Quotas::new(config.quotas);
         Self {
             store,
@@ -147,6 +151,7 @@ impl Provisioner {
             pool_wanted: Default::default(),
             template_lock: Default::default(),
             quotas,
+            metrics,
         }
     }
 
@@ -343,6 +348,7 @@ impl Provisioner {
         let begin = Begin {
             instance_id: id.clone(),
             kind,
+            engine: Some(record.engine()),
             caller: Some(caller.clone()),
             owner_id: record.owner_id,
             input,

@@ -5,7 +5,7 @@
 //! renews its lease every third of the lease's length; after a crash the lease expires, and the
 //! reconciler of whichever process leads takes the operation over (see `reconcile::takeover`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Caller, ProvisionError};
-use crate::model::{InstanceId, OperationId, OperationKind};
+use crate::metrics::{Metrics, Outcome};
+use crate::model::{Engine, InstanceId, OperationId, OperationKind};
 use crate::store::{NewOperation, OperationRecord, Step, Store, StoreError};
 
 /// How long an idempotency key answers with its first request's outcome.
@@ -50,13 +51,26 @@ pub(super) struct Operations {
     tasks: TaskTracker,
     /// The operations this process holds now, whose leases it renews: only what it is really
     /// running (an operation whose end could not be written expires and is taken over).
-    held: Arc<Mutex<HashSet<OperationId>>>,
+    held: Arc<Mutex<HashMap<OperationId, Held>>>,
+    /// Where each operation's end is counted, with how long this process held it.
+    metrics: Metrics,
+}
+
+/// What the figures of an operation this process holds need at its end.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    kind: OperationKind,
+    engine: Option<Engine>,
+    since: Instant,
 }
 
 /// An operation to record.
 pub(super) struct Begin {
     pub instance_id: InstanceId,
     pub kind: OperationKind,
+    /// The instance's engine, for the figures; `None` where nobody knows (a container with no
+    /// record and no engine label).
+    pub engine: Option<Engine>,
     /// Who asked; `None` for dbroker itself.
     pub caller: Option<Caller>,
     /// The user whose instance it is.
@@ -86,13 +100,22 @@ pub(super) struct Progress {
     holder: Arc<str>,
     steps: Arc<Mutex<Vec<Step>>>,
     started: Instant,
+    /// When the last step was done (the operation began, before the first), and where each step's
+    /// time is counted if this is a create.
+    last_step: Arc<Mutex<Instant>>,
+    timing: Option<(Metrics, Option<Engine>)>,
 }
 
 impl Progress {
     /// Records that `step` is done, with the time, in the operation's history (and at debug
     /// level in the log, with the time since the operation began).
-    pub async fn step(&self, step: &str) {
+    pub async fn step(&self, step: &'static str) {
         tracing::debug!(step, elapsed = ?self.started.elapsed(), "operation step");
+        if let Some((metrics, engine)) = &self.timing {
+            let now = Instant::now();
+            let last = std::mem::replace(&mut *self.last_step.lock().unwrap_or_else(PoisonError::into_inner), now);
+            metrics.create_step(step, *engine, now - last);
+        }
         let steps = {
             let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
             steps.push(Step { step: step.to_string(), at: crate::store::now_rfc3339() });
@@ -111,9 +134,9 @@ impl Progress {
 }
 
 impl Operations {
-    pub fn new(store: Store, lease: Duration, tasks: TaskTracker) -> Self {
+    pub fn new(store: Store, lease: Duration, tasks: TaskTracker, metrics: Metrics) -> Self {
         let holder = hex::encode(rand::random::<[u8; 8]>());
-        Self { store, holder: holder.into(), lease, tasks, held: Default::default() }
+        Self { store, holder: holder.into(), lease, tasks, held: Default::default(), metrics }
     }
 
     pub fn holder(&self) -> &str {
@@ -149,7 +172,7 @@ impl Operations {
         for _ in 0..BEGIN_TRIES {
             match self.store.insert_operation(&new).await {
                 Ok(operation) => {
-                    self.hold(&operation.id);
+                    self.hold(&operation.id, begin.kind, begin.engine);
                     return Ok(operation);
                 }
                 Err(StoreError::OperationInFlight) => match self.store.operation_in_flight(&begin.instance_id).await? {
@@ -244,12 +267,17 @@ impl Operations {
 
     /// The progress handle of an operation this process holds (one it began or took over).
     pub fn progress(&self, operation: &OperationRecord) -> Progress {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).get(&operation.id).copied();
+        let engine = held.and_then(|h| h.engine);
+        let started = Instant::now();
         Progress {
             store: self.store.clone(),
             id: operation.id.clone(),
             holder: self.holder.clone(),
             steps: Arc::new(Mutex::new(operation.steps.clone())),
-            started: Instant::now(),
+            started,
+            last_step: Arc::new(Mutex::new(held.map_or(started, |h| h.since))),
+            timing: (operation.kind == OperationKind::Create).then(|| (self.metrics.clone(), engine)),
         }
     }
 
@@ -279,7 +307,12 @@ impl Operations {
                 }
             }
         }
-        self.let_go(id);
+        let outcome = match (kept, error) {
+            (false, _) => Outcome::Lost,
+            (true, None) => Outcome::Succeeded,
+            (true, Some(_)) => Outcome::Failed,
+        };
+        self.let_go(id, outcome);
         kept
     }
 
@@ -287,7 +320,9 @@ impl Operations {
     pub async fn take_over(&self, operation: &OperationRecord) -> Result<bool, ProvisionError> {
         let taken = self.store.take_over_operation(&operation.id, &self.holder, self.lease).await?;
         if taken {
-            self.hold(&operation.id);
+            // Only for the figures: a record gone (a delete that had finished) leaves it unknown.
+            let engine = self.store.instance(&operation.instance_id).await.ok().flatten().map(|r| r.engine());
+            self.hold(&operation.id, operation.kind, engine);
         }
         Ok(taken)
     }
@@ -297,15 +332,20 @@ impl Operations {
         if let Err(error) = self.store.discard_operation(id, &self.holder).await {
             tracing::warn!(operation = %id, %error, "could not discard an operation");
         }
-        self.let_go(id);
+        self.let_go(id, Outcome::Discarded);
     }
 
-    fn hold(&self, id: &OperationId) {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone());
+    fn hold(&self, id: &OperationId, kind: OperationKind, engine: Option<Engine>) {
+        let held = Held { kind, engine, since: Instant::now() };
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), held);
     }
 
-    fn let_go(&self, id: &OperationId) {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+    /// Lets go of an operation that ended (`outcome`) and counts it.
+    fn let_go(&self, id: &OperationId, outcome: Outcome) {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+        if let Some(Held { kind, engine, since }) = held {
+            self.metrics.operation_ended(kind, engine, outcome, since.elapsed());
+        }
     }
 
     /// Waits until an operation (maybe another process's) has ended, and returns it as it ended.
@@ -330,7 +370,7 @@ impl Operations {
                 _ = ticks.tick() => {}
             }
             let held: Vec<OperationId> =
-                self.held.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+                self.held.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
             for id in held {
                 if let Err(error) = self.store.renew_lease(&id, &self.holder, self.lease).await {
                     tracing::warn!(operation = %id, %error, "could not renew an operation's lease");

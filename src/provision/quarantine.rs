@@ -44,6 +44,7 @@ impl Provisioner {
         let begin = Begin {
             instance_id: id.clone(),
             kind: OperationKind::Adopt,
+            engine: entry.engine.as_deref().and_then(|e| e.parse().ok()),
             caller: Some(admin.clone()),
             owner_id: Some(owner.user_id),
             input,

@@ -33,7 +33,16 @@ impl Quotas {
             .host_memory_mb
             .get_or_try_init(|| async { runtime.host_memory_bytes().await.map(|bytes| (bytes / (1024 * 1024)) as u64) })
             .await?;
-        Ok(Limits { host_memory_mb: host_memory_mb * u64::from(self.config.host_memory_percent) / 100, ..self.users() })
+        Ok(Limits { host_memory_mb: self.budget_of(*host_memory_mb), ..self.users() })
+    }
+
+    /// The host's memory budget in MiB, if the engine has told its host's memory already.
+    pub fn host_memory_budget_mb(&self) -> Option<u64> {
+        self.host_memory_mb.get().map(|mb| self.budget_of(*mb))
+    }
+
+    fn budget_of(&self, host_memory_mb: u64) -> u64 {
+        host_memory_mb * u64::from(self.config.host_memory_percent) / 100
     }
 
     /// The users' quotas only, the host unbounded: for a check that needs no engine.

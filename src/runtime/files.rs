@@ -47,7 +47,11 @@ impl Runtime {
         archive.append_data(&mut header, path_in_tar, file.contents.as_slice()).map_err(unpackable)?;
         let tarball = archive.into_inner().map_err(unpackable)?;
         let options = UploadToContainerOptionsBuilder::default().path(&upload_to).build();
-        self.docker().await?.upload_to_container(container, Some(options), bollard::body_full(tarball.into())).await?;
+        self.docker()
+            .await?
+            .upload_to_container(container, Some(options), bollard::body_full(tarball.into()))
+            .await
+            .map_err(self.failed("upload_to_container"))?;
         Ok(())
     }
 
@@ -56,7 +60,7 @@ impl Runtime {
         let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
         let chunks =
             self.docker().await?.download_from_container(container, Some(options)).try_collect::<Vec<_>>().await;
-        let tarball: Vec<u8> = match chunks.map_err(RuntimeError::from) {
+        let tarball: Vec<u8> = match chunks.map_err(self.failed("download_from_container")) {
             Ok(chunks) => chunks.concat(),
             Err(RuntimeError::NotFound) => return Ok(None),
             Err(other) => return Err(other),
@@ -97,7 +101,11 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         let options = UploadToContainerOptionsBuilder::default().path(dir).build();
         let body = bollard::body_try_stream(ReaderStream::with_capacity(tar, UPLOAD_CHUNK_BYTES));
-        self.docker().await?.upload_to_container(container, Some(options), body).await?;
+        self.docker()
+            .await?
+            .upload_to_container(container, Some(options), body)
+            .await
+            .map_err(self.failed("upload_to_container"))?;
         Ok(())
     }
 
@@ -113,7 +121,8 @@ impl Runtime {
             let mut found = Vec::new();
             for path in paths {
                 let options = ContainerArchiveInfoOptionsBuilder::default().path(path).build();
-                match docker.get_container_archive_info(name, Some(options)).await.map_err(RuntimeError::from) {
+                match docker.get_container_archive_info(name, Some(options)).await.map_err(self.failed("archive_info"))
+                {
                     Ok(_) => found.push(true),
                     Err(RuntimeError::NotFound) => found.push(false),
                     Err(other) => return Err(other),
@@ -148,7 +157,10 @@ impl Runtime {
     ) -> Result<T, RuntimeError> {
         let docker = self.docker().await?;
         let body = ContainerCreateBody { image: Some(image.to_string()), labels: Some(labels), ..Default::default() };
-        docker.create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body).await?;
+        docker
+            .create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body)
+            .await
+            .map_err(self.failed("create_container"))?;
         let looked = look(&docker).await;
         self.remove_container(name).await?;
         looked

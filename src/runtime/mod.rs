@@ -23,6 +23,8 @@ use tokio::sync::RwLock;
 mod files;
 mod network;
 
+use crate::metrics::DockerErrors;
+
 pub use network::NetworkSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +41,10 @@ pub enum RuntimeError {
     Refused(String),
 }
 
-impl From<bollard::errors::Error> for RuntimeError {
-    fn from(error: bollard::errors::Error) -> Self {
+impl RuntimeError {
+    /// bollard's error in our words. Private: every call goes through `Runtime::failed`, which
+    /// counts it too.
+    fn from_bollard(error: bollard::errors::Error) -> Self {
         use bollard::errors::Error as E;
         match error {
             E::DockerResponseServerError { status_code: 404, message } => {
@@ -235,40 +239,54 @@ pub struct Runtime {
     client: std::sync::Arc<RwLock<Option<Docker>>>,
     /// Held while the containers' network is looked up or made (see `network`).
     network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Where the engine's errors are counted, by call.
+    errors: DockerErrors,
 }
 
 impl Runtime {
     /// A runtime for the engine at `host` (`unix://…`, `tcp://…`), or at `DOCKER_HOST` or the
     /// local socket when `None`. Nothing is contacted yet.
     pub fn new(host: Option<String>) -> Self {
-        Self { host, client: Default::default(), network_lock: Default::default() }
+        Self { host, client: Default::default(), network_lock: Default::default(), errors: Default::default() }
+    }
+
+    /// This runtime, counting the engine's errors into `errors`.
+    pub fn counting_errors_in(self, errors: DockerErrors) -> Self {
+        Self { errors, ..self }
+    }
+
+    /// What a failed Docker API `call` becomes: the error in our words, counted (see `counted`).
+    fn failed(&self, call: &'static str) -> impl FnOnce(bollard::errors::Error) -> RuntimeError + '_ {
+        move |error| counted(&self.errors, call, RuntimeError::from_bollard(error))
     }
 
     async fn docker(&self) -> Result<Docker, RuntimeError> {
         if let Some(docker) = self.client.read().await.as_ref() {
             return Ok(docker.clone());
         }
+        let unreachable =
+            |e: bollard::errors::Error| counted(&self.errors, "connect", RuntimeError::Unreachable(e.to_string()));
         let docker = match &self.host {
             Some(host) => Docker::connect_with_host(host),
             None => Docker::connect_with_defaults(),
         }
-        .map_err(|e| RuntimeError::Unreachable(e.to_string()))?
+        .map_err(unreachable)?
         .negotiate_version()
         .await
-        .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        .map_err(unreachable)?;
         *self.client.write().await = Some(docker.clone());
         Ok(docker)
     }
 
     pub async fn ping(&self) -> Result<(), RuntimeError> {
-        self.docker().await?.ping().await?;
+        self.docker().await?.ping().await.map_err(self.failed("ping"))?;
         Ok(())
     }
 
     /// The memory of the engine's host in bytes (`MemTotal` of `docker info`): where the
     /// containers run, which need not be where dbroker runs.
     pub async fn host_memory_bytes(&self) -> Result<i64, RuntimeError> {
-        let info = self.docker().await?.info().await?;
+        let info = self.docker().await?.info().await.map_err(self.failed("info"))?;
         info.mem_total.filter(|bytes| *bytes > 0).ok_or_else(|| RuntimeError::Refused("no MemTotal in its info".into()))
     }
 
@@ -276,7 +294,7 @@ impl Runtime {
     /// Returns the image's id.
     pub async fn ensure_image(&self, image: &str) -> Result<String, RuntimeError> {
         let docker = self.docker().await?;
-        match docker.inspect_image(image).await.map_err(RuntimeError::from) {
+        match docker.inspect_image(image).await.map_err(self.failed("inspect_image")) {
             Ok(inspect) => return Ok(inspect.id.unwrap_or_default()),
             Err(RuntimeError::NotFound) => {}
             Err(other) => return Err(other),
@@ -287,17 +305,19 @@ impl Runtime {
         let missing = |reason: String| RuntimeError::ImageMissing { image: image.to_string(), reason };
         match tokio::time::timeout(PULL_TIMEOUT, pull).await {
             Err(_) => Err(missing(format!("the pull took longer than {PULL_TIMEOUT:?}"))),
-            Ok(Err(e)) => match RuntimeError::from(e) {
+            Ok(Err(e)) => match self.failed("pull_image")(e) {
                 RuntimeError::Unreachable(reason) => Err(RuntimeError::Unreachable(reason)),
                 other => Err(missing(other.to_string())),
             },
-            Ok(Ok(_)) => Ok(docker.inspect_image(image).await?.id.unwrap_or_default()),
+            Ok(Ok(_)) => {
+                Ok(docker.inspect_image(image).await.map_err(self.failed("inspect_image"))?.id.unwrap_or_default())
+            }
         }
     }
 
     /// An image's id (`sha256:…`) and labels; `None` if the host has no such image.
     pub async fn image(&self, image: &str) -> Result<Option<(String, HashMap<String, String>)>, RuntimeError> {
-        match self.docker().await?.inspect_image(image).await.map_err(RuntimeError::from) {
+        match self.docker().await?.inspect_image(image).await.map_err(self.failed("inspect_image")) {
             Ok(inspect) => {
                 Ok(Some((inspect.id.unwrap_or_default(), inspect.config.and_then(|c| c.labels).unwrap_or_default())))
             }
@@ -343,13 +363,16 @@ impl Runtime {
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(name).build();
-        docker.create_container(Some(options), body).await?;
+        docker.create_container(Some(options), body).await.map_err(self.failed("create_container"))?;
         for file in &files {
             self.write_file(name, file).await?;
         }
-        docker.start_container(name, None).await?;
+        docker.start_container(name, None).await.map_err(self.failed("start_container"))?;
         // The port Docker picked is in the network settings, not in the host config asked for.
-        let inspect = docker.inspect_container(name, None::<InspectContainerOptions>).await?;
+        let inspect = docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .map_err(self.failed("inspect_container"))?;
         inspect
             .network_settings
             .and_then(|n| n.ports)
@@ -369,7 +392,8 @@ impl Runtime {
         labels: HashMap<String, String>,
     ) -> Result<String, RuntimeError> {
         let docker = self.docker().await?;
-        let source = docker.inspect_image(source_image).await?.config.unwrap_or_default();
+        let source =
+            docker.inspect_image(source_image).await.map_err(self.failed("inspect_image"))?.config.unwrap_or_default();
         let mut all_labels = source.labels.unwrap_or_default();
         all_labels.extend(labels);
         let config = bollard::models::ContainerConfig {
@@ -385,7 +409,7 @@ impl Runtime {
             .tag(tag)
             .pause(false)
             .build();
-        let committed = docker.commit_container(options, config).await?;
+        let committed = docker.commit_container(options, config).await.map_err(self.failed("commit_container"))?;
         Ok(committed.id)
     }
 
@@ -399,7 +423,8 @@ impl Runtime {
                 labels: Some(spec.labels.clone()),
                 ..Default::default()
             })
-            .await?;
+            .await
+            .map_err(self.failed("create_volume"))?;
         self.create_container(spec).await
     }
 
@@ -409,7 +434,7 @@ impl Runtime {
     /// is missing, which would hide that the data is lost. That one has no labels; dbroker's have.
     pub async fn create_on_existing_volume(&self, spec: &ContainerSpec) -> Result<bool, RuntimeError> {
         self.create_container(spec).await?;
-        let volume = self.docker().await?.inspect_volume(&spec.volume).await?;
+        let volume = self.docker().await?.inspect_volume(&spec.volume).await.map_err(self.failed("inspect_volume"))?;
         if volume.labels.is_empty() {
             self.remove_container(&spec.name).await?;
             self.remove_volume(&spec.volume).await?;
@@ -429,7 +454,7 @@ impl Runtime {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
                 tracing::debug!(container = %spec.name, "container exists already");
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(self.failed("create_container")(e)),
         }
         for file in &spec.files {
             self.write_file(&spec.name, file).await?;
@@ -441,7 +466,7 @@ impl Runtime {
         match self.docker().await?.start_container(name, None).await {
             // 304: started already.
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
-            other => Ok(other?),
+            other => Ok(other.map_err(self.failed("start_container"))?),
         }
     }
 
@@ -450,13 +475,13 @@ impl Runtime {
         let options = StopContainerOptionsBuilder::default().t(STOP_TIMEOUT.as_secs() as i32).build();
         match self.docker().await?.stop_container(name, Some(options)).await {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
-            other => Ok(other?),
+            other => Ok(other.map_err(self.failed("stop_container"))?),
         }
     }
 
     pub async fn restart(&self, name: &str) -> Result<(), RuntimeError> {
         let options = RestartContainerOptionsBuilder::default().t(STOP_TIMEOUT.as_secs() as i32).build();
-        self.docker().await?.restart_container(name, Some(options)).await?;
+        self.docker().await?.restart_container(name, Some(options)).await.map_err(self.failed("restart_container"))?;
         Ok(())
     }
 
@@ -464,7 +489,7 @@ impl Runtime {
     pub async fn set_memory(&self, name: &str, memory_bytes: i64) -> Result<(), RuntimeError> {
         let update =
             ContainerUpdateBody { memory: Some(memory_bytes), memory_swap: Some(memory_bytes), ..Default::default() };
-        self.docker().await?.update_container(name, update).await?;
+        self.docker().await?.update_container(name, update).await.map_err(self.failed("update_container"))?;
         Ok(())
     }
 
@@ -472,7 +497,8 @@ impl Runtime {
     pub async fn list(&self, label: &str, value: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
         let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let containers = self.docker().await?.list_containers(Some(options)).await?;
+        let containers =
+            self.docker().await?.list_containers(Some(options)).await.map_err(self.failed("list_containers"))?;
         Ok(containers
             .into_iter()
             .map(|c| ContainerSummary {
@@ -500,7 +526,7 @@ impl Runtime {
 
     /// Whether a volume exists.
     pub async fn volume_exists(&self, name: &str) -> Result<bool, RuntimeError> {
-        match self.docker().await?.inspect_volume(name).await.map_err(RuntimeError::from) {
+        match self.docker().await?.inspect_volume(name).await.map_err(self.failed("inspect_volume")) {
             Ok(_) => Ok(true),
             Err(RuntimeError::NotFound) => Ok(false),
             Err(other) => Err(other),
@@ -509,7 +535,12 @@ impl Runtime {
 
     /// A container's environment, labels and published host port, for adopting it.
     pub async fn details(&self, name: &str) -> Result<ContainerDetails, RuntimeError> {
-        let inspect = self.docker().await?.inspect_container(name, None::<InspectContainerOptions>).await?;
+        let inspect = self
+            .docker()
+            .await?
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .map_err(self.failed("inspect_container"))?;
         let config = inspect.config.unwrap_or_default();
         let host_config = inspect.host_config.unwrap_or_default();
         let memory_bytes = host_config.memory;
@@ -542,7 +573,8 @@ impl Runtime {
         ]);
         let options = EventsOptionsBuilder::default().filters(&filters).build();
         let stream = self.docker().await?.events(Some(options));
-        Ok(stream.filter_map(|event| std::future::ready(container_event(event))))
+        let errors = self.errors.clone();
+        Ok(stream.filter_map(move |event| std::future::ready(container_event(event, &errors))))
     }
 
     /// Creates the spec's volume and container and starts it. Creating is idempotent: a container
@@ -569,7 +601,7 @@ impl Runtime {
         let docker = self.docker().await?;
         let inspect = match docker.inspect_container(name, None::<InspectContainerOptions>).await {
             Ok(inspect) => inspect,
-            Err(e) => match RuntimeError::from(e) {
+            Err(e) => match self.failed("inspect_container")(e) {
                 RuntimeError::NotFound => return Ok(ContainerState::Missing),
                 other => return Err(other),
             },
@@ -599,7 +631,7 @@ impl Runtime {
         let chunks: Vec<_> = docker.logs(name, Some(options)).collect().await;
         let mut text = String::new();
         for chunk in chunks {
-            text.push_str(&chunk?.to_string());
+            text.push_str(&chunk.map_err(self.failed("logs"))?.to_string());
         }
         Ok(text.lines().map(str::to_string).collect())
     }
@@ -610,7 +642,7 @@ impl Runtime {
     pub async fn usage(&self, name: &str) -> Result<Option<ContainerUsage>, RuntimeError> {
         let options = StatsOptionsBuilder::default().stream(false).one_shot(true).build();
         let mut samples = self.docker().await?.stats(name, Some(options));
-        let Some(sample) = samples.next().await.transpose()? else { return Ok(None) };
+        let Some(sample) = samples.next().await.transpose().map_err(self.failed("stats"))? else { return Ok(None) };
         let cpu_nanos = sample.cpu_stats.and_then(|cpu| cpu.cpu_usage?.total_usage);
         let memory = sample.memory_stats.unwrap_or_default();
         let (Some(cpu_nanos), Some(usage), Some(limit)) = (cpu_nanos, memory.usage, memory.limit) else {
@@ -623,13 +655,17 @@ impl Runtime {
     /// Removes a container (running or not); a container that is gone already is fine.
     pub async fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {
         let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-        ignore_not_found(self.docker().await?.remove_container(name, Some(options)).await)
+        ignore_not_found(
+            self.docker().await?.remove_container(name, Some(options)).await.map_err(self.failed("remove_container")),
+        )
     }
 
     /// Removes a volume and the data in it; a volume that is gone already is fine.
     pub async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-        ignore_not_found(self.docker().await?.remove_volume(name, Some(options)).await)
+        ignore_not_found(
+            self.docker().await?.remove_volume(name, Some(options)).await.map_err(self.failed("remove_volume")),
+        )
     }
 }
 
@@ -643,10 +679,11 @@ fn reclaimable_cache(stats: &HashMap<String, u64>) -> u64 {
 /// Our words for one of Docker's events; `None` for one dbroker does not follow.
 fn container_event(
     event: Result<bollard::models::EventMessage, bollard::errors::Error>,
+    errors: &DockerErrors,
 ) -> Option<Result<ContainerEvent, RuntimeError>> {
     let event = match event {
         Ok(event) => event,
-        Err(error) => return Some(Err(error.into())),
+        Err(error) => return Some(Err(counted(errors, "events", RuntimeError::from_bollard(error)))),
     };
     let labels = event.actor.and_then(|a| a.attributes).unwrap_or_default();
     let change = match event.action.as_deref() {
@@ -659,11 +696,24 @@ fn container_event(
     Some(Ok(ContainerEvent { change, labels }))
 }
 
-fn ignore_not_found(result: Result<(), bollard::errors::Error>) -> Result<(), RuntimeError> {
-    match result.map_err(RuntimeError::from) {
+fn ignore_not_found(result: Result<(), RuntimeError>) -> Result<(), RuntimeError> {
+    match result {
         Err(RuntimeError::NotFound) | Ok(()) => Ok(()),
         Err(other) => Err(other),
     }
+}
+
+/// Counts `error` of `call` (a container or volume not found is an answer, not a fault: not
+/// counted) and returns it.
+fn counted(errors: &DockerErrors, call: &'static str, error: RuntimeError) -> RuntimeError {
+    let kind = match &error {
+        RuntimeError::Unreachable(_) => "unreachable",
+        RuntimeError::Refused(_) => "refused",
+        RuntimeError::PortTaken => "port_taken",
+        RuntimeError::NotFound | RuntimeError::ImageMissing { .. } => return error,
+    };
+    errors.count(call, kind);
+    error
 }
 
 /// The Docker container body for a spec: limits and isolation that no request can change.
@@ -728,11 +778,11 @@ mod tests {
         ];
         for message in messages {
             let error = bollard::errors::Error::DockerResponseServerError { status_code: 500, message: message.into() };
-            assert!(matches!(RuntimeError::from(error), RuntimeError::PortTaken), "{message}");
+            assert!(matches!(RuntimeError::from_bollard(error), RuntimeError::PortTaken), "{message}");
         }
         let other =
             bollard::errors::Error::DockerResponseServerError { status_code: 500, message: "no space left".into() };
-        assert!(matches!(RuntimeError::from(other), RuntimeError::Refused(_)));
+        assert!(matches!(RuntimeError::from_bollard(other), RuntimeError::Refused(_)));
     }
 
     /// This host runs cgroup v1; v2's name for the same figure is checked here.

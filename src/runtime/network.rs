@@ -61,13 +61,15 @@ impl Runtime {
             labels: Some(network.labels.clone()),
             ..Default::default()
         };
-        let created = self.docker().await?.create_network(request).await.map_err(RuntimeError::from);
+        let created = self.docker().await?.create_network(request).await.map_err(self.failed("create_network"));
         let oldest = self.oldest_network(&network.name).await?;
         match (created, oldest) {
             (Ok(ours), Some(oldest)) => {
                 if ours.id != oldest {
                     tracing::debug!(network = %network.name, "another process made the network first");
-                    if let Err(error) = self.docker().await?.remove_network(&ours.id).await {
+                    if let Err(error) =
+                        self.docker().await?.remove_network(&ours.id).await.map_err(self.failed("remove_network"))
+                    {
                         tracing::warn!(network = %network.name, %error, "could not remove a duplicate network");
                     }
                 }
@@ -86,7 +88,7 @@ impl Runtime {
     async fn oldest_network(&self, name: &str) -> Result<Option<String>, RuntimeError> {
         let filters = HashMap::from([("name", vec![name.to_string()])]);
         let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
-        let networks = self.docker().await?.list_networks(Some(options)).await?;
+        let networks = self.docker().await?.list_networks(Some(options)).await.map_err(self.failed("list_networks"))?;
         let created = |at: &Option<String>| at.as_deref().and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok());
         Ok(networks
             .into_iter()

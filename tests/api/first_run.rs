@@ -90,6 +90,7 @@ async fn scripts_run_serves_a_dbroker_whose_creates_work_on_this_host() {
         .arg(data_dir.path())
         .arg(format!("--port-range={first_port}-{}", first_port + 9))
         .env("DBROKER_BIN", env!("CARGO_BIN_EXE_dbroker"))
+        .env("DBROKER_METRICS_LISTEN", "127.0.0.1:0")
         .env("DBROKER_MYSQL_IMAGE", image("mysql"))
         .env("DBROKER_POSTGRES_IMAGE", image("postgres"))
         .env_remove("DBROKER_REDIS_IMAGE")

@@ -133,6 +133,8 @@ fn next_port_range() -> PortRange {
 /// volume it made, even when the test panicked.
 pub struct TestApp {
     pub address: String,
+    /// Where `/metrics` is served (its own listener, on an ephemeral loopback port).
+    pub metrics_address: String,
     pub config: Config,
     pub client: reqwest::Client,
     _data_dir: Option<tempfile::TempDir>,
@@ -153,6 +155,7 @@ impl TestApp {
         let data_dir = tempfile::tempdir().expect("a temporary data directory");
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             data_dir: data_dir.path().to_path_buf(),
             advertise_host: "127.0.0.1".into(),
             publish_ip: "127.0.0.1".parse().unwrap(),
@@ -172,6 +175,7 @@ impl TestApp {
         adjust(&mut config);
         let mut app = TestApp {
             address: String::new(),
+            metrics_address: String::new(),
             _cleanup: Some(PrefixGuard(config.instance_prefix.clone())),
             config,
             client: reqwest::Client::new(),
@@ -187,13 +191,13 @@ impl TestApp {
     /// even while the test's own runtime is blocked in `Drop`.
     async fn start(&mut self) {
         let config = self.config.clone();
-        let (port_tx, port_rx) = tokio::sync::oneshot::channel::<u16>();
+        let (port_tx, port_rx) = tokio::sync::oneshot::channel::<(u16, Option<u16>)>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(async move {
                 let app = App::build(config).await.expect("the app builds");
-                let _ = port_tx.send(app.port());
+                let _ = port_tx.send((app.port(), app.metrics_port()));
                 app.run_until_stopped(async {
                     let _ = stopped.await;
                 })
@@ -201,8 +205,9 @@ impl TestApp {
                 .expect("the app runs");
             });
         });
-        let port = port_rx.await.expect("the app starts");
+        let (port, metrics_port) = port_rx.await.expect("the app starts");
         self.address = format!("http://127.0.0.1:{port}");
+        self.metrics_address = metrics_port.map(|port| format!("http://127.0.0.1:{port}")).unwrap_or_default();
         self.server = Some((stop, server));
     }
 
@@ -210,6 +215,7 @@ impl TestApp {
     pub async fn spawn_sibling(&self) -> TestApp {
         let mut sibling = TestApp {
             address: String::new(),
+            metrics_address: String::new(),
             _cleanup: None,
             config: self.config.clone(),
             client: reqwest::Client::new(),
@@ -594,6 +600,8 @@ pub fn dbroker_serve(
     command
         .arg("serve")
         .env("DBROKER_LISTEN", &listen)
+        // Its own port, not the default's: tests run in parallel.
+        .env("DBROKER_METRICS_LISTEN", "127.0.0.1:0")
         .env("DBROKER_DATA_DIR", data_dir)
         .env("DBROKER_DEMO_USERS", demo_user)
         .env("DBROKER_INSTANCE_PREFIX", prefix)

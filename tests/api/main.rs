@@ -14,6 +14,7 @@ mod images;
 mod isolation;
 mod lifecycle;
 mod master_key;
+mod metrics;
 mod mysql;
 mod openapi;
 mod operations;

@@ -89,7 +89,7 @@ impl Reconciler {
             // Docker's restart policy brought it back: a repair marks it running once it accepts
             // logins again.
             ContainerChange::Started if record.status == Status::Exited => {
-                self.spawn_repair(id, record.owner_id, Repair::Drift);
+                self.spawn_repair(id, record.owner_id, Some(record.engine()), Repair::Drift);
             }
             ContainerChange::Started => {}
         }

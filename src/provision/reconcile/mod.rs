@@ -82,15 +82,15 @@ pub struct ReconcilerReport {
     pub repairs: BTreeMap<&'static str, u64>,
 }
 
-impl ReconcilerState {
-    fn count(&self, repair: &'static str) {
-        *self.repairs.lock().unwrap_or_else(|e| e.into_inner()).entry(repair).or_default() += 1;
-    }
-}
-
 impl Reconciler {
     pub fn new(service: Provisioner) -> Self {
         Self { service, state: Default::default() }
+    }
+
+    /// Counts a repair done, for admins and in the metrics.
+    fn count(&self, repair: &'static str) {
+        *self.state.repairs.lock().unwrap_or_else(|e| e.into_inner()).entry(repair).or_default() += 1;
+        self.service.metrics.repaired(repair);
     }
 
     /// Runs the reconciler until `shutdown` is cancelled: keeps trying to lead (renewing the lease
@@ -135,13 +135,18 @@ impl Reconciler {
             }
             if pass {
                 self.prune_history().await;
-                match self.reconcile_once().await {
-                    Ok(()) => {}
+                let outcome = match self.reconcile_once().await {
+                    Ok(()) => "done",
                     Err(super::ProvisionError::EngineUnreachable(reason)) => {
-                        tracing::warn!(%reason, "reconciler: the Docker engine is unreachable; trying again next pass")
+                        tracing::warn!(%reason, "reconciler: the Docker engine is unreachable; trying again next pass");
+                        "engine_unreachable"
                     }
-                    Err(error) => tracing::error!(error = ?error, "reconciler pass failed"),
-                }
+                    Err(error) => {
+                        tracing::error!(error = ?error, "reconciler pass failed");
+                        "failed"
+                    }
+                };
+                self.service.metrics.reconciler_pass(outcome);
                 self.state.passes.fetch_add(1, Ordering::Relaxed);
             }
             self.spawn_pool_refill();

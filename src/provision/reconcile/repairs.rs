@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::Reconciler;
-use crate::model::{EventKind, InstanceId, OperationId, OperationKind, Status};
+use crate::model::{Engine, EventKind, InstanceId, OperationId, OperationKind, Status};
 use crate::provision::operations::Begin;
 use crate::provision::templates;
 use crate::provision::{
@@ -84,7 +84,7 @@ impl Reconciler {
             }
             let state = by_instance.get(record.id.as_str()).map(|c| &c.state);
             if looks_adrift(record, state) {
-                self.spawn_repair(record.id.clone(), record.owner_id, Repair::Drift);
+                self.spawn_repair(record.id.clone(), record.owner_id, Some(record.engine()), Repair::Drift);
             }
         }
         self.remove_abandoned_template_builds(&containers).await;
@@ -95,7 +95,8 @@ impl Reconciler {
             if let Ok(id) = instance.parse::<InstanceId>()
                 && !quarantined.contains(&container.name)
             {
-                self.spawn_repair(id, None, Repair::Quarantine);
+                let engine = container.labels.get(LABEL_ENGINE).and_then(|e| e.parse().ok());
+                self.spawn_repair(id, None, engine, Repair::Quarantine);
             }
         }
         Ok(())
@@ -124,7 +125,7 @@ impl Reconciler {
             match self.service.runtime.remove_container(&container.name).await {
                 Ok(()) => {
                     tracing::warn!(container = %container.name, "removed a template build left by a process that died");
-                    self.state.count("remove_template_build");
+                    self.count("remove_template_build");
                 }
                 Err(error) => tracing::warn!(container = %container.name, %error, "cannot remove a template build"),
             }
@@ -132,21 +133,27 @@ impl Reconciler {
     }
 
     /// Starts a repair of `id` in the background, if a slot is free (else the next pass will).
-    pub(in crate::provision) fn spawn_repair(&self, id: InstanceId, owner_id: Option<i64>, repair: Repair) {
+    pub(in crate::provision) fn spawn_repair(
+        &self,
+        id: InstanceId,
+        owner_id: Option<i64>,
+        engine: Option<Engine>,
+        repair: Repair,
+    ) {
         let Ok(slot) = self.state.slots.clone().try_acquire_owned() else {
             tracing::debug!(instance_id = %id, "every repair slot is taken; trying next pass");
             return;
         };
         let this = self.clone();
         self.service.ops.tasks().spawn(async move {
-            this.repair(&id, owner_id, repair).await;
+            this.repair(&id, owner_id, engine, repair).await;
             drop(slot);
         });
     }
 
     /// Runs one repair as an operation, within its deadline, and keeps the instance's back-off.
     #[tracing::instrument(skip_all, fields(instance_id = %id, repair = repair.as_str()))]
-    async fn repair(&self, id: &InstanceId, owner_id: Option<i64>, repair: Repair) {
+    async fn repair(&self, id: &InstanceId, owner_id: Option<i64>, engine: Option<Engine>, repair: Repair) {
         // A pass's view is seconds old: look again before holding the instance, so that what
         // has settled meanwhile costs no operation (and refuses no user's change).
         match self.still_adrift(id, repair).await {
@@ -158,6 +165,7 @@ impl Reconciler {
         let begin = Begin {
             instance_id: id.clone(),
             kind: OperationKind::Repair,
+            engine,
             caller: None,
             owner_id,
             input,
@@ -181,7 +189,7 @@ impl Reconciler {
             Ok(None) => return self.service.ops.discard(&operation.id).await,
             Ok(Some(done)) => {
                 self.service.ops.finish(&operation.id, None).await;
-                self.state.count(done);
+                self.count(done);
                 if let Err(error) = self.service.store.clear_repair_failures(id).await {
                     tracing::warn!(%error, "could not clear the repair back-off");
                 }

@@ -13,7 +13,7 @@ impl Reconciler {
     pub(super) fn resume(&self, operation: OperationRecord) {
         tracing::warn!(operation = %operation.id, kind = %operation.kind, instance_id = %operation.instance_id,
             "taking over an operation whose process stopped renewing its lease");
-        self.state.count("take_over");
+        self.count("take_over");
         let this = self.clone();
         let input = operation.input.clone();
         let kind = operation.kind;
