@@ -475,7 +475,7 @@ pub struct AddUser {
     #[serde(default)]
     pub admin: bool,
     /// Their own quota; a limit left out is the configuration's default.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json::object")]
     pub quota: QuotaOverride,
 }
 

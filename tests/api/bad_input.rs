@@ -1,6 +1,7 @@
 //! Bad input gets a clear 4xx that says what to fix, and no container is created.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 use crate::helpers::{ALICE, TestApp};
 
@@ -154,4 +155,38 @@ async fn an_unknown_old_docker_type_is_404_naming_the_known_ones() {
 
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body["msg"].as_str().unwrap().contains("1 for MySQL, 2 for Redis or 3 for PostgreSQL"), "{body}");
+}
+
+#[tokio::test]
+async fn a_json_array_in_place_of_an_object_is_422_in_a_body_and_within_one_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let admin = format!("Bearer {}", app.add_admin("root").await);
+    let (added, carol) =
+        app.post("/v1/admin/users", &admin, json!({"name": "carol", "quota": {"instances": 3}})).await;
+    assert_eq!(added, StatusCode::CREATED, "{carol}");
+    // serde's derived structs take an array of their fields in order: each of these was accepted.
+    let cases = [
+        (Method::PATCH, "/v1/admin/users/carol/quota", json!([null, null])),
+        (Method::POST, "/v1/admin/users", json!({"name": "dave", "quota": [null, null]})),
+        (Method::POST, "/v1/admin/users", json!(["erin", false])),
+        (Method::POST, "/v1/instances", json!(["redis"])),
+        (Method::POST, "/redis", json!([null])),
+    ];
+
+    let mut failures = Vec::new();
+    for (method, path, body) in cases {
+        let (status, _, answer) = app.send(method.clone(), path, &admin, &[], Some(body.clone())).await;
+        let message = answer.get("detail").or_else(|| answer.get("msg")).and_then(|m| m.as_str()).unwrap_or_default();
+        if status != StatusCode::UNPROCESSABLE_ENTITY || !message.contains("expected a JSON object") {
+            failures.push(format!("{method} {path} {body}: got {status} {answer}"));
+        }
+    }
+    let (_, users) = app.get("/v1/admin/users", &admin).await;
+
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let names: Vec<&str> = users["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"dave") && !names.contains(&"erin"), "a refused add added a user: {names:?}");
+    let carol = users["users"].as_array().unwrap().iter().find(|u| u["name"] == "carol").unwrap();
+    assert_eq!(carol["quota"]["instances"], 3, "a refused quota change changed it: {carol}");
+    assert!(app.containers().await.is_empty(), "a refused create created a container");
 }
