@@ -133,6 +133,7 @@ fn describe_shared(path: &str, operation: &mut Operation) {
         if path.contains("{id}") {
             add(409, "Another operation is in flight on the instance (`operation` names it)");
         }
+        add(404, "The Idempotency-Key's first request made or changed an instance that has been deleted since");
         add(422, "The Idempotency-Key was used before for another request");
         responses.insert("202".into(), accepted().into());
     }

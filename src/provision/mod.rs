@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use error::{ErrorReport, INTERNAL_DETAIL, ProvisionError};
+pub use lifecycle::MAX_LOG_LINES;
 pub use operations::{Idempotency, Running};
 pub use reconcile::{Reconciler, ReconcilerReport};
 pub use stats::InstanceStats;
