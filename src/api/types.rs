@@ -689,12 +689,12 @@ fn number_or_numeric_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Me
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum NumberOrString {
-        Number(u32),
+        Number(MemoryMb),
         Text(String),
     }
     match Option::<NumberOrString>::deserialize(d)? {
         None => Ok(None),
-        Some(NumberOrString::Number(n)) => Ok(Some(MemoryMb(n))),
+        Some(NumberOrString::Number(n)) => Ok(Some(n)),
         Some(NumberOrString::Text(s)) => {
             s.trim().parse().map(|n| Some(MemoryMb(n))).map_err(|_| {
                 serde::de::Error::custom(format!("memory must be a whole number of MB, like 500, not {s:?}"))
