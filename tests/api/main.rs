@@ -26,6 +26,7 @@ mod quotas;
 mod races;
 mod rate_limits;
 mod redis;
+mod schemathesis;
 mod secrets_in_containers;
 mod secrets_in_logs;
 mod stats;
