@@ -153,6 +153,19 @@ pub fn whole_number<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(d: D) -> 
     d.deserialize_any(Whole(std::marker::PhantomData))
 }
 
+/// `whole_number`, or `null`.
+pub fn optional_whole_number<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+    struct WholeNumber<T>(T);
+
+    impl<'de, T: TryFrom<u64>> Deserialize<'de> for WholeNumber<T> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            whole_number(d).map(WholeNumber)
+        }
+    }
+
+    Ok(Option::<WholeNumber<T>>::deserialize(d)?.map(|whole| whole.0))
+}
+
 /// The built-in catalogue's widest bounds (Redis's least, every engine's most): each engine's
 /// own, which a configuration file may change, are in `GET /v1/engines`.
 const MEMORY_MB_SCHEMA_MIN: u32 = 16;

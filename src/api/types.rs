@@ -493,10 +493,10 @@ pub struct ChangeQuota {
     pub memory_mb: Option<Option<u64>>,
 }
 
-/// A field that is there, `null` or not: `Some(None)` for `null`, told apart from a field left
-/// out (`None`, by `#[serde(default)]`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::deserialize(d).map(Some)
+/// A limit that is there, a whole number or `null`: `Some(None)` for `null`, told apart from a
+/// limit left out (`None`, by `#[serde(default)]`).
+fn present<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    crate::model::optional_whole_number(d).map(Some)
 }
 
 /// A user as admins see them: never their token (only its hash is kept).

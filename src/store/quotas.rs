@@ -23,8 +23,10 @@ pub struct Quota {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaOverride {
+    #[serde(default, deserialize_with = "crate::model::optional_whole_number")]
     #[schema(schema_with = instances_limit_schema)]
     pub instances: Option<u32>,
+    #[serde(default, deserialize_with = "crate::model::optional_whole_number")]
     #[schema(schema_with = memory_limit_schema)]
     pub memory_mb: Option<u64>,
 }
