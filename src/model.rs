@@ -107,9 +107,64 @@ deserialize_from_str!(InstanceName);
 string_schema!(InstanceName, "^[a-z0-9-]{1,63}$", 1..=63, "shop", "An instance's name, unique per user.");
 
 /// A memory cap in MiB. Its bounds depend on the engine, so they are checked by the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct MemoryMb(pub u32);
+
+impl<'de> Deserialize<'de> for MemoryMb {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        whole_number(d).map(MemoryMb)
+    }
+}
+
+/// A whole number, also when JSON spells it as a float: `1024.0` is the integer 1024 to JSON
+/// Schema (and so to the API's document, and to clients that write every number as a float),
+/// while serde takes only `1024` for an integer type. A fraction, or a number out of `T`'s range,
+/// is refused as serde refuses it.
+pub fn whole_number<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+    struct Whole<T>(std::marker::PhantomData<T>);
+
+    impl<T: TryFrom<u64>> serde::de::Visitor<'_> for Whole<T> {
+        type Value = T;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter.write_str("a whole number, 0 or more")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<T, E> {
+            T::try_from(n).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<T, E> {
+            let n = u64::try_from(n).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))?;
+            self.visit_u64(n)
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<T, E> {
+            // Below 2^64 every float is exact as a u64 when it has no fraction.
+            if n.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&n) {
+                self.visit_u64(n as u64)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(n), &self))
+            }
+        }
+    }
+
+    d.deserialize_any(Whole(std::marker::PhantomData))
+}
+
+/// `whole_number`, or `null`.
+pub fn optional_whole_number<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+    struct WholeNumber<T>(T);
+
+    impl<'de, T: TryFrom<u64>> Deserialize<'de> for WholeNumber<T> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            whole_number(d).map(WholeNumber)
+        }
+    }
+
+    Ok(Option::<WholeNumber<T>>::deserialize(d)?.map(|whole| whole.0))
+}
 
 /// The built-in catalogue's widest bounds (Redis's least, every engine's most): each engine's
 /// own, which a configuration file may change, are in `GET /v1/engines`.

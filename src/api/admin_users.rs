@@ -76,11 +76,13 @@ fn user_name(name: &str) -> Result<UserName, ApiError> {
     name.parse().map_err(|_| ApiError::NotFound(format!("no user named {name:?}")))
 }
 
-/// An admin may not lock themself out over HTTP: another admin, or `dbroker user` on the host, may.
-fn not_yourself(admin: &Admin, name: &UserName, what: &str) -> Result<(), ApiError> {
+/// An admin may not lock themself out over HTTP: another admin, or `dbroker user COMMAND` on the
+/// host, may. Rotating their own token counts: the old token is refused at once and the new one
+/// is in that one answer, so an answer lost on the way (a timeout, a proxy) would lock them out.
+fn not_yourself(admin: &Admin, name: &UserName, what: &str, command: &str) -> Result<(), ApiError> {
     if admin.0.0.name == name.as_str() {
         return Err(ProvisionError::Conflict(format!(
-            "you cannot {what} yourself: another admin can, or `dbroker user {what} {name}` on dbroker's host"
+            "you cannot {what} over HTTP: another admin can, or `dbroker user {command} {name}` on dbroker's host"
         ))
         .into());
     }
@@ -129,7 +131,7 @@ async fn disable_user(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let name = user_name(&name)?;
-    not_yourself(&admin, &name, "disable")?;
+    not_yourself(&admin, &name, "disable yourself", "disable")?;
     let user = state.users.disable(&name).await?;
     state.auth_cache.forget_user(user.id);
     Ok(user_response(user))
@@ -158,14 +160,17 @@ async fn enable_user(
         (status = 200, description = "A new token, shown once; the old one is refused at once", body = UserWithToken,
             headers(("Cache-Control" = String, description = "`no-store`: the token is shown once"))),
         (status = 404, description = "No such user"),
+        (status = 409, description = "Admins cannot rotate their own token over HTTP"),
     ),
 )]
 async fn rotate_token(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let rotated = state.users.rotate_token(&user_name(&name)?).await?;
+    let name = user_name(&name)?;
+    not_yourself(&admin, &name, "rotate your own token", "rotate-token")?;
+    let rotated = state.users.rotate_token(&name).await?;
     state.auth_cache.forget_user(rotated.user.id);
     Ok(token_response(StatusCode::OK, rotated))
 }
@@ -211,7 +216,7 @@ async fn remove_user(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = user_name(&name)?;
-    not_yourself(&admin, &name, "remove")?;
+    not_yourself(&admin, &name, "remove yourself", "remove")?;
     let user = state.users.remove(&name).await?;
     state.auth_cache.forget_user(user.id);
     Ok(StatusCode::NO_CONTENT)

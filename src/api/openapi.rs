@@ -4,13 +4,14 @@
 //! cannot part) with the types of `api::types`; what the routes share comes from layers and
 //! extractors, and is added here once, from what each operation is: the token and its 401, the
 //! rate limits' 429 with `Retry-After`, a body's 400, 413 and 422, a query's 422, the admin
-//! routes' 403, a change's 202 and headers, and the body of every error (problem+json on v1, the
-//! old envelope on the old routes).
+//! routes' 403, a change's 202 and headers, the body of every error (problem+json on v1, the old
+//! envelope on the old routes), and the links from an answer to what it lets a client do next.
 
 use std::collections::btree_map::Entry;
 
 use utoipa::OpenApi;
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{
@@ -74,6 +75,7 @@ pub fn finish(routes: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
         let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
         for operation in operations.into_iter().flatten() {
             describe_shared(path, operation);
+            add_links(operation);
         }
     }
     document
@@ -120,7 +122,11 @@ fn describe_shared(path: &str, operation: &mut Operation) {
     if path.starts_with("/v1/admin/") {
         add(403, "The caller is not an admin");
     }
-    if operation.request_body.is_some() {
+    if let Some(body) = &mut operation.request_body {
+        // The old tool's clients may send no body, every field being optional (see `JsonBody`).
+        if let (true, RefOr::T(body)) = (legacy, body) {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
         add(400, "The body is not JSON");
         add(413, "The body is over 64 KiB");
         add(422, "A field is unknown, missing, of the wrong type or out of bounds");
@@ -133,6 +139,7 @@ fn describe_shared(path: &str, operation: &mut Operation) {
         if path.contains("{id}") {
             add(409, "Another operation is in flight on the instance (`operation` names it)");
         }
+        add(404, "The Idempotency-Key's first request made or changed an instance that has been deleted since");
         add(422, "The Idempotency-Key was used before for another request");
         responses.insert("202".into(), accepted().into());
     }
@@ -151,6 +158,54 @@ fn describe_shared(path: &str, operation: &mut Operation) {
             "401" => header(response, "WWW-Authenticate", "`Bearer`"),
             "429" => header(response, "Retry-After", "Whole seconds until the request would pass"),
             _ => {}
+        }
+    }
+}
+
+/// The operations on one instance, each taking its id as `id`.
+const INSTANCE_OPERATIONS: &[&str] = &[
+    "get_instance",
+    "stop_instance",
+    "start_instance",
+    "restart_instance",
+    "resize_instance",
+    "rotate_password",
+    "instance_logs",
+    "instance_stats",
+    "instance_events",
+    "instance_operations",
+    "delete_instance",
+];
+
+/// The operations on one user, each taking their name as `name`.
+const USER_OPERATIONS: &[&str] = &["disable_user", "enable_user", "rotate_token", "change_quota", "remove_user"];
+
+/// What an answer lets a client do next, as OpenAPI links (a client, or schemathesis's stateful
+/// phase, follows them: create, then get, stop, start, resize, rotate, delete; a 202's operation,
+/// polled): the schema of an answer's body, the operations its value leads to, the parameter they
+/// take it as, and where it is in the body.
+const LINKS: &[(&str, &[&str], &str, &str)] = &[
+    ("InstanceView", INSTANCE_OPERATIONS, "id", "/id"),
+    ("OperationView", &["get_operation"], "id", "/id"),
+    ("OperationView", INSTANCE_OPERATIONS, "id", "/instance_id"),
+    ("UserView", USER_OPERATIONS, "name", "/name"),
+    ("UserWithToken", USER_OPERATIONS, "name", "/name"),
+    ("Envelope_LegacyInstance", &["detail"], "docker_id", "/data/dockerId"),
+];
+
+/// Adds to each answer of `operation` the links its body's schema leads to (see `LINKS`).
+fn add_links(operation: &mut Operation) {
+    for response in operation.responses.responses.values_mut() {
+        let RefOr::T(response) = response else { continue };
+        let Some(RefOr::T(content)) = response.content.get("application/json") else { continue };
+        let Some(RefOr::Ref(body)) = &content.schema else { continue };
+        let schema = body.ref_location.rsplit('/').next().unwrap_or_default();
+        for (_, targets, parameter, pointer) in LINKS.iter().filter(|(name, ..)| *name == schema) {
+            for target in *targets {
+                let link =
+                    LinkBuilder::new().operation_id(*target).parameter(*parameter, format!("$response.body#{pointer}"));
+                response.links.insert(target.to_string(), link.build().into());
+            }
         }
     }
 }

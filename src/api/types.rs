@@ -180,8 +180,8 @@ pub struct ListQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LogsQuery {
-    /// How many of the last lines (100 if absent).
-    #[param(minimum = 0)]
+    /// How many of the last lines: 0 to 10000 (`provision::MAX_LOG_LINES`), 100 if absent.
+    #[param(minimum = 0, maximum = 10000)]
     pub tail: Option<usize>,
 }
 
@@ -475,7 +475,7 @@ pub struct AddUser {
     #[serde(default)]
     pub admin: bool,
     /// Their own quota; a limit left out is the configuration's default.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json::object")]
     pub quota: QuotaOverride,
 }
 
@@ -493,10 +493,10 @@ pub struct ChangeQuota {
     pub memory_mb: Option<Option<u64>>,
 }
 
-/// A field that is there, `null` or not: `Some(None)` for `null`, told apart from a field left
-/// out (`None`, by `#[serde(default)]`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::deserialize(d).map(Some)
+/// A limit that is there, a whole number or `null`: `Some(None)` for `null`, told apart from a
+/// limit left out (`None`, by `#[serde(default)]`).
+fn present<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    crate::model::optional_whole_number(d).map(Some)
 }
 
 /// A user as admins see them: never their token (only its hash is kept).
@@ -670,7 +670,7 @@ pub struct CreateMysql {
 #[serde(deny_unknown_fields)]
 pub struct CreateRedis {
     #[serde(default, deserialize_with = "number_or_numeric_string")]
-    #[schema(schema_with = legacy_memory_schema)]
+    #[schema(schema_with = legacy_redis_memory_schema)]
     pub memory: Option<MemoryMb>,
 }
 
@@ -680,7 +680,7 @@ pub struct CreateRedis {
 pub struct CreatePostgres {
     pub database: Option<DatabaseName>,
     #[serde(default, deserialize_with = "number_or_numeric_string")]
-    #[schema(schema_with = legacy_memory_schema)]
+    #[schema(schema_with = legacy_postgres_memory_schema)]
     pub memory: Option<MemoryMb>,
 }
 
@@ -689,12 +689,12 @@ fn number_or_numeric_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Me
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum NumberOrString {
-        Number(u32),
+        Number(MemoryMb),
         Text(String),
     }
     match Option::<NumberOrString>::deserialize(d)? {
         None => Ok(None),
-        Some(NumberOrString::Number(n)) => Ok(Some(MemoryMb(n))),
+        Some(NumberOrString::Number(n)) => Ok(Some(n)),
         Some(NumberOrString::Text(s)) => {
             s.trim().parse().map(|n| Some(MemoryMb(n))).map_err(|_| {
                 serde::de::Error::custom(format!("memory must be a whole number of MB, like 500, not {s:?}"))
@@ -703,14 +703,28 @@ fn number_or_numeric_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Me
     }
 }
 
-/// `memory` as the old clients send it: MiB, a number or a string of digits (500 if absent).
-fn legacy_memory_schema() -> utoipa::openapi::schema::Schema {
+fn legacy_redis_memory_schema() -> utoipa::openapi::schema::Schema {
+    legacy_memory_schema(Engine::Redis)
+}
+
+fn legacy_postgres_memory_schema() -> utoipa::openapi::schema::Schema {
+    legacy_memory_schema(Engine::Postgres)
+}
+
+/// `memory` as the old clients send it: MiB, a number or a string of digits (the engine's
+/// default if absent), within the engine's bounds of the built-in catalogue, as the v1 create's.
+/// A string's bounds are in no schema (JSON Schema bounds numbers only): outside them it is 422.
+fn legacy_memory_schema(engine: Engine) -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::{ObjectBuilder, Type, schema::OneOfBuilder};
+    let memory = crate::engines::profile(engine).memory;
     OneOfBuilder::new()
-        .item(<MemoryMb as utoipa::PartialSchema>::schema())
+        .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(memory.min.0)).maximum(Some(memory.max.0)))
         .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"^\s*[0-9]{2,5}\s*$")))
         .item(ObjectBuilder::new().schema_type(Type::Null))
-        .description(Some("MiB, as a number or a string of digits (500 if absent or null)"))
+        .description(Some(format!(
+            "MiB, {} to {}, as a number or a string of digits ({} if absent or null)",
+            memory.min.0, memory.max.0, memory.default.0
+        )))
         .build()
         .into()
 }

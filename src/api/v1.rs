@@ -21,7 +21,7 @@ use super::types::{
 };
 use super::{ApiError, AppState};
 use crate::model::{InstanceId, OperationId, OperationKind};
-use crate::provision::{ErrorReport, Idempotency, Instance, NewInstance, ProvisionError, Running};
+use crate::provision::{ErrorReport, Idempotency, Instance, MAX_LOG_LINES, NewInstance, ProvisionError, Running};
 use crate::store::OperationRecord;
 
 /// The routes and their descriptions (see each handler's `utoipa::path`).
@@ -184,7 +184,13 @@ async fn replayed(state: &AppState, user: &CurrentUser, operation: &OperationRec
         OperationKind::Create => StatusCode::CREATED,
         _ => StatusCode::OK,
     };
-    let instance = state.provisioner.get(user.0.id, &operation.instance_id).await?;
+    let instance = state.provisioner.get(user.0.id, &operation.instance_id).await.map_err(|e| match e {
+        ProvisionError::NotFound => ApiError::NotFound(format!(
+            "this Idempotency-Key's first request made or changed instance {}, which has been deleted since",
+            operation.instance_id
+        )),
+        other => other.into(),
+    })?;
     Ok(instance_response(status, instance))
 }
 
@@ -555,7 +561,11 @@ async fn instance_logs(
     query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
-    let lines = state.provisioner.logs(user.0.id, &parse_id(&id)?, query.tail.unwrap_or(DEFAULT_LOG_LINES)).await?;
+    let tail = query.tail.unwrap_or(DEFAULT_LOG_LINES);
+    if tail > MAX_LOG_LINES {
+        return Err(ApiError::Unprocessable(format!("tail: at most {MAX_LOG_LINES} lines")));
+    }
+    let lines = state.provisioner.logs(user.0.id, &parse_id(&id)?, tail).await?;
     Ok(axum::Json(Logs { lines }).into_response())
 }
 

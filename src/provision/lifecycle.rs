@@ -109,6 +109,10 @@ impl Provisioner {
         memory: MemoryMb,
         idempotency: Option<&Idempotency>,
     ) -> Result<Running<Instance>, ProvisionError> {
+        // A cap the engine does not take is refused before an operation is recorded, as a
+        // create's is, so that an asynchronous resize (202 at once) is refused with 422 too.
+        let engine = self.owned(caller.user_id, id).await?.engine();
+        check_memory(&self.config.catalogue, engine, Some(memory))?;
         let input = json!({ "memory_mb": memory.0 });
         let change = Verb { kind: OperationKind::Resize, input, allowed: SERVING_OR_STOPPED, what: "resize" };
         self.day_to_day(caller, id, change, idempotency, move |this, record, actor| async move {

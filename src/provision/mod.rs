@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use error::{ErrorReport, INTERNAL_DETAIL, ProvisionError};
+pub use lifecycle::MAX_LOG_LINES;
 pub use operations::{Idempotency, Running};
 pub use reconcile::{Reconciler, ReconcilerReport};
 pub use stats::InstanceStats;

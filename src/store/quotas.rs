@@ -23,20 +23,24 @@ pub struct Quota {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaOverride {
+    #[serde(default, deserialize_with = "crate::model::optional_whole_number")]
     #[schema(schema_with = instances_limit_schema)]
     pub instances: Option<u32>,
+    #[serde(default, deserialize_with = "crate::model::optional_whole_number")]
     #[schema(schema_with = memory_limit_schema)]
     pub memory_mb: Option<u64>,
 }
 
 /// A limit of a user's own quota in the API's document, `null` for the default: the whole range
-/// of its type, which `format: int32` or `int64` (utoipa's words for unsigned types) would cut.
+/// the store holds, which `format: int32` or `int64` (utoipa's words for unsigned types) would cut.
 pub(crate) fn instances_limit_schema() -> utoipa::openapi::Object {
     limit_schema(u32::MAX.into(), "instances")
 }
 
+/// The memory limit is kept as a signed 64-bit integer, so its largest is `i64::MAX`
+/// (`provision::users` refuses more with 422).
 pub(crate) fn memory_limit_schema() -> utoipa::openapi::Object {
-    limit_schema(u64::MAX, "MiB of memory caps in all")
+    limit_schema(i64::MAX as u64, "MiB of memory caps in all")
 }
 
 fn limit_schema(max: u64, what: &str) -> utoipa::openapi::Object {

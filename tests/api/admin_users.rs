@@ -326,3 +326,31 @@ async fn a_bad_filter_of_the_admin_listing_is_422_saying_what_is_wrong() {
         assert!(problem["detail"].as_str().unwrap().contains(said), "{query}: {problem}");
     }
 }
+
+#[tokio::test]
+async fn an_admin_cannot_rotate_their_own_token_over_http_and_it_keeps_working() {
+    let (app, admin) = app_with_admin().await;
+
+    let (own_rotate, own_body) = app.post("/v1/admin/users/root/rotate-token", &admin, json!({})).await;
+    let (still_works, _) = app.get("/v1/admin/users", &admin).await;
+
+    assert_eq!(own_rotate, StatusCode::CONFLICT, "{own_body}");
+    assert!(own_body["detail"].as_str().unwrap().contains("dbroker user rotate-token root"), "{own_body}");
+    assert!(own_body.get("token").is_none(), "{own_body}");
+    assert_eq!(still_works, StatusCode::OK, "the admin's token was not rotated");
+}
+
+#[tokio::test]
+async fn a_quota_limit_written_as_a_float_with_no_fraction_is_that_number_and_a_fraction_is_422() {
+    let (app, admin) = app_with_admin().await;
+    add_user(&app, &admin, json!({"name": "carol", "quota": {"instances": 2.0}})).await;
+
+    let (whole, whole_body) = app.patch("/v1/admin/users/carol/quota", &admin, json!({"memory_mb": 2048.0})).await;
+    let (fraction, fraction_body) = app.patch("/v1/admin/users/carol/quota", &admin, json!({"instances": 2.5})).await;
+    let carol = listed_user(&app, &admin, "carol").await.expect("carol");
+
+    assert_eq!(whole, StatusCode::OK, "{whole_body}");
+    assert_eq!(fraction, StatusCode::UNPROCESSABLE_ENTITY, "{fraction_body}");
+    assert!(fraction_body["detail"].as_str().unwrap().contains("a whole number"), "{fraction_body}");
+    assert_eq!(carol["quota"], json!({"instances": 2, "memory_mb": 2048}), "{carol}");
+}

@@ -1,6 +1,7 @@
 //! Bad input gets a clear 4xx that says what to fix, and no container is created.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 use crate::helpers::{ALICE, TestApp};
 
@@ -35,6 +36,15 @@ async fn every_class_of_bad_input_is_refused_with_a_message_and_creates_nothing(
         ("/v1/instances", r#"{"engine":"redis","memory_mb":8}"#, StatusCode::UNPROCESSABLE_ENTITY, "16 to 65536"),
         ("/v1/instances", r#"{"engine":"redis","memory_mb":70000}"#, StatusCode::UNPROCESSABLE_ENTITY, "out of range"),
         ("/v1/instances", r#"{"engine":"mysql","memory_mb":128}"#, StatusCode::UNPROCESSABLE_ENTITY, "256 to 65536"),
+        // A whole number written as a float is that number (JSON Schema's integer); a fraction is not.
+        (
+            "/v1/instances",
+            r#"{"engine":"redis","memory_mb":70000.0}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "out of range",
+        ),
+        ("/v1/instances", r#"{"engine":"redis","memory_mb":16.5}"#, StatusCode::UNPROCESSABLE_ENTITY, "a whole number"),
+        ("/redis", r#"{"memory":1.0}"#, StatusCode::UNPROCESSABLE_ENTITY, "16 to 65536"),
         (
             "/v1/instances",
             r#"{"engine":"redis","image":"alpine"}"#,
@@ -154,4 +164,47 @@ async fn an_unknown_old_docker_type_is_404_naming_the_known_ones() {
 
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body["msg"].as_str().unwrap().contains("1 for MySQL, 2 for Redis or 3 for PostgreSQL"), "{body}");
+}
+
+#[tokio::test]
+async fn a_json_array_in_place_of_an_object_is_422_in_a_body_and_within_one_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let admin = format!("Bearer {}", app.add_admin("root").await);
+    let (added, carol) = app.post("/v1/admin/users", &admin, json!({"name": "carol", "quota": {"instances": 3}})).await;
+    assert_eq!(added, StatusCode::CREATED, "{carol}");
+    // serde's derived structs take an array of their fields in order: each of these was accepted.
+    let cases = [
+        (Method::PATCH, "/v1/admin/users/carol/quota", json!([null, null])),
+        (Method::POST, "/v1/admin/users", json!({"name": "dave", "quota": [null, null]})),
+        (Method::POST, "/v1/admin/users", json!(["erin", false])),
+        (Method::POST, "/v1/instances", json!(["redis"])),
+        (Method::POST, "/redis", json!([null])),
+    ];
+
+    let mut failures = Vec::new();
+    for (method, path, body) in cases {
+        let (status, _, answer) = app.send(method.clone(), path, &admin, &[], Some(body.clone())).await;
+        let message = answer.get("detail").or_else(|| answer.get("msg")).and_then(|m| m.as_str()).unwrap_or_default();
+        if status != StatusCode::UNPROCESSABLE_ENTITY || !message.contains("expected a JSON object") {
+            failures.push(format!("{method} {path} {body}: got {status} {answer}"));
+        }
+    }
+    let (_, users) = app.get("/v1/admin/users", &admin).await;
+
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let names: Vec<&str> = users["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"dave") && !names.contains(&"erin"), "a refused add added a user: {names:?}");
+    let carol = users["users"].as_array().unwrap().iter().find(|u| u["name"] == "carol").unwrap();
+    assert_eq!(carol["quota"]["instances"], 3, "a refused quota change changed it: {carol}");
+    assert!(app.containers().await.is_empty(), "a refused create created a container");
+}
+
+#[tokio::test]
+async fn a_logs_tail_beyond_10000_lines_is_422_saying_the_most() {
+    let app = TestApp::spawn().await;
+
+    let (status, body) = app.get("/v1/instances/000000000000/logs?tail=10001", ALICE).await;
+
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["detail"], "tail: at most 10000 lines");
 }

@@ -28,6 +28,7 @@ mod races;
 mod rate_limits;
 mod read_answers;
 mod redis;
+mod schemathesis;
 mod secrets_in_containers;
 mod secrets_in_logs;
 mod stats;

@@ -257,3 +257,37 @@ async fn a_failed_create_is_a_failed_operation_with_its_problem_detail() {
     let next = app.create(ALICE, json!({"engine": "redis"})).await;
     assert_eq!(next["connection"]["port"], app.config.port_range.first, "the port was released");
 }
+
+#[tokio::test]
+async fn an_asynchronous_resize_beyond_the_engines_bounds_is_422_at_once_and_records_no_operation() {
+    let app = TestApp::spawn().await;
+    let instance = app.create(ALICE, json!({"engine": "redis"})).await;
+    let path = format!("/v1/instances/{}", id_of(&instance));
+    let prefer = [("Prefer", "respond-async")];
+
+    let (status, _, problem) = app.send(Method::PATCH, &path, ALICE, &prefer, Some(json!({"memory_mb": 8}))).await;
+    let operations = app.operations(ALICE, id_of(&instance)).await;
+
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("16 to 65536"), "{problem}");
+    assert_eq!(operations.iter().map(|o| o["kind"].as_str().unwrap()).collect::<Vec<_>>(), ["create"]);
+}
+
+#[tokio::test]
+async fn replaying_the_key_of_a_change_to_an_instance_deleted_since_is_404_saying_so() {
+    let app = TestApp::spawn().await;
+    let key = unique_name("key");
+    let with_key = [("Idempotency-Key", key.as_str())];
+    let (created, _, instance) =
+        app.send(Method::POST, "/v1/instances", ALICE, &with_key, Some(json!({"engine": "redis"}))).await;
+    assert_eq!(created, StatusCode::CREATED, "{instance}");
+    let (deleted, _) = app.delete(&format!("/v1/instances/{}", id_of(&instance)), ALICE).await;
+    assert_eq!(deleted, StatusCode::NO_CONTENT);
+
+    let (replayed, _, problem) =
+        app.send(Method::POST, "/v1/instances", ALICE, &with_key, Some(json!({"engine": "redis"}))).await;
+
+    assert_eq!(replayed, StatusCode::NOT_FOUND, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("has been deleted since") && detail.contains(id_of(&instance)), "{problem}");
+}
