@@ -32,9 +32,10 @@ pub struct Detached<S> {
     inner: S,
 }
 
-impl<S> tower::Service<Request> for Detached<S>
+/// Of any body: in `api::router`'s stack it is given the body timeout's.
+impl<S, B> tower::Service<Request<B>> for Detached<S>
 where
-    S: tower::Service<Request, Response = Response> + Send,
+    S: tower::Service<Request<B>, Response = Response> + Send,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -47,7 +48,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         let reads = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         let answer = self.inner.call(request);
         if reads {

@@ -4,26 +4,35 @@
 //! (PostgreSQL, say) would answer every `cached_answer` with a miss and lose nothing but speed.
 //! The check is a read transaction on the caller's thread, as `reads`' are: microseconds.
 //!
-//! Why a kept answer is never stale: every answer is kept with the `PRAGMA data_version` that a
-//! connection of its own (`watch`, which never writes) read *before* the records were read, and
-//! served only while that connection reads the same number. SQLite changes it whenever any other
-//! connection, of this process or another on the same file, has committed a change since the
-//! connection last looked; so a write of any path (a handler's, an operation's, the reconciler's,
-//! another dbroker's, `dbroker user` on the host) that committed before a read began changes it,
-//! and the read rebuilds its answer. There is no list of writers to keep in step. A write that
-//! commits between the check and the records' read makes the answer newer than its number: the
-//! next read rebuilds it for nothing, never the reverse. And an answer is only kept under the key
-//! it was asked under, which holds the owner's id, so one user never sees another's.
+//! Why a kept answer is never stale: each runtime thread checks on a connection of its own (a
+//! watch, which never writes), so that checks on two threads never wait for each other. SQLite
+//! changes a connection's `PRAGMA data_version` whenever any other connection, of this process or
+//! another on the same file, has committed a change since that connection last looked. A watch
+//! that reads a number other than the one it read last (its first look counts as a change: it
+//! cannot know what it missed) adds one to a generation shared by all; every answer is kept with
+//! the generation read just after its thread's check, *before* its records were read, and served
+//! only while the generation is the same. Now take a write of any path (a handler's, an
+//! operation's, the reconciler's, another dbroker's, `dbroker user` on the host) that committed
+//! before a read R began. The first look of R's watch since that commit (R's own, or an earlier
+//! one) reads a changed number, so it moved the generation on, after the commit and by R's check at
+//! the latest; an answer whose records were read before the commit took its generation before
+//! that, so R does not serve it. There is no list of writers to keep in step. A write that commits
+//! between a check and the records' read makes the answer newer than its generation: a later read
+//! rebuilds it for nothing, never the reverse. And an answer is only kept under the key it was
+//! asked under, which holds the owner's id, so one user never sees another's.
 //!
 //! An answer holds what it shows its owner, connection passwords included, as the answer did on
 //! its way out before; kept in this process's memory only, never written anywhere.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
 
 use bytes::Bytes;
 use rusqlite::Connection;
+use thread_local::ThreadLocal;
 
 use super::StoreError;
 use crate::model::{Engine, InstanceId};
@@ -57,60 +66,94 @@ pub enum Cached {
     Miss(Mark),
 }
 
-/// The database's version when a read that missed began (see the module's comment).
+/// The generation when a read that missed began (see the module's comment).
 #[derive(Debug, Clone, Copy)]
-pub struct Mark(i64);
+pub struct Mark(u64);
 
 pub(super) struct Answers {
-    /// Reads `PRAGMA data_version`; only ever compared with its own earlier answers.
-    watch: Mutex<Connection>,
-    kept: Mutex<Kept>,
+    path: PathBuf,
+    /// Each thread's watch (see the module's comment); a thread that ends leaves its watch to the
+    /// next thread given its id, which goes on comparing that connection's numbers.
+    watches: ThreadLocal<RefCell<Watch>>,
+    /// Moved on by any watch that sees a change; never moves back.
+    generation: AtomicU64,
+    /// Behind a read-write lock so that hits, on both runtime threads at once, do not wait for
+    /// each other; only a keep or a change writes.
+    kept: RwLock<Kept>,
+}
+
+/// A connection that reads `PRAGMA data_version`, and the number it read last.
+struct Watch {
+    connection: Connection,
+    seen: Option<i64>,
 }
 
 #[derive(Default)]
 struct Kept {
-    /// The version the answers were made at.
-    version: i64,
+    /// The generation the answers were made at.
+    generation: u64,
     answers: HashMap<AnswerKey, Bytes>,
 }
 
 impl Answers {
     pub fn open(path: &Path) -> rusqlite::Result<Answers> {
-        let watch = super::reads::open_reader(path)?;
-        Ok(Answers { watch: Mutex::new(watch), kept: Mutex::default() })
+        // Opened here once, so that a store that cannot be read fails at open, not at a read.
+        let watches = ThreadLocal::new();
+        watches.get_or_try(|| Watch::open(path))?;
+        Ok(Answers { path: path.to_owned(), watches, generation: AtomicU64::new(0), kept: RwLock::default() })
     }
 
-    fn version(&self) -> rusqlite::Result<i64> {
-        let watch = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
-        watch.prepare_cached("PRAGMA data_version")?.query_row([], |row| row.get(0))
+    /// The generation, after this thread's watch has looked for a change.
+    fn generation(&self) -> rusqlite::Result<u64> {
+        let mut watch = self.watches.get_or_try(|| Watch::open(&self.path))?.borrow_mut();
+        let version = watch.connection.prepare_cached("PRAGMA data_version")?.query_row([], |row| row.get(0))?;
+        if watch.seen != Some(version) {
+            watch.seen = Some(version);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(self.generation.load(Ordering::SeqCst))
     }
 
     pub fn get(&self, key: &AnswerKey) -> Result<Cached, StoreError> {
-        let version = self.version()?;
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        // Versions only grow; a read that looked before another but locks after it is a miss.
-        if version > kept.version {
-            kept.version = version;
+        let generation = self.generation()?;
+        {
+            let kept = self.kept.read().unwrap_or_else(PoisonError::into_inner);
+            if kept.generation == generation {
+                if let Some(answer) = kept.answers.get(key) {
+                    return Ok(Cached::Hit(answer.clone()));
+                }
+            }
+            if kept.generation >= generation {
+                return Ok(Cached::Miss(Mark(generation)));
+            }
+        }
+        // The first read since a change forgets the answers made before it. Generations only
+        // grow; a read that looked before another but locks after it leaves the newer ones be.
+        let mut kept = self.kept.write().unwrap_or_else(PoisonError::into_inner);
+        if generation > kept.generation {
+            kept.generation = generation;
             kept.answers.clear();
         }
-        let kept_answer = if version == kept.version { kept.answers.get(key) } else { None };
-        Ok(match kept_answer {
-            Some(answer) => Cached::Hit(answer.clone()),
-            None => Cached::Miss(Mark(version)),
-        })
+        Ok(Cached::Miss(Mark(generation)))
     }
 
-    /// Keeps `answer`, unless the database changed since `mark` was taken (a read that missed
-    /// since has moved the version on, and `answer` may be older than its records).
-    pub fn keep(&self, Mark(version): Mark, key: AnswerKey, answer: Bytes) {
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.version != version {
+    /// Keeps `answer`, unless the database changed since `mark` was taken (a watch has moved the
+    /// generation on since, and `answer` may be older than its records).
+    pub fn keep(&self, Mark(generation): Mark, key: AnswerKey, answer: Bytes) {
+        let mut kept = self.kept.write().unwrap_or_else(PoisonError::into_inner);
+        if kept.generation != generation || self.generation.load(Ordering::SeqCst) != generation {
             return;
         }
         if kept.answers.len() >= MAX_ANSWERS {
             kept.answers.clear();
         }
         kept.answers.insert(key, answer);
+    }
+}
+
+impl Watch {
+    fn open(path: &Path) -> rusqlite::Result<RefCell<Watch>> {
+        Ok(RefCell::new(Watch { connection: super::reads::open_reader(path)?, seen: None }))
     }
 }
 
@@ -129,6 +172,8 @@ impl super::Store {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+
     use super::*;
     use crate::store::Store;
 
@@ -147,6 +192,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         (dir, store)
+    }
+
+    /// A thread of its own, so a watch of its own, that looks up answers when asked.
+    struct OtherThread {
+        asks: Option<mpsc::Sender<(AnswerKey, mpsc::Sender<Cached>)>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl OtherThread {
+        fn start(store: &Store) -> OtherThread {
+            let store = store.clone();
+            let (asks, asked) = mpsc::channel::<(AnswerKey, mpsc::Sender<Cached>)>();
+            let thread = std::thread::spawn(move || {
+                for (key, answer) in asked {
+                    answer.send(store.cached_answer(&key).unwrap()).unwrap();
+                }
+            });
+            OtherThread { asks: Some(asks), thread: Some(thread) }
+        }
+
+        fn cached_answer(&self, key: AnswerKey) -> Cached {
+            let (answer, answered) = mpsc::channel();
+            self.asks.as_ref().unwrap().send((key, answer)).unwrap();
+            answered.recv().unwrap()
+        }
+    }
+
+    impl Drop for OtherThread {
+        fn drop(&mut self) {
+            drop(self.asks.take());
+            let _ = self.thread.take().map(std::thread::JoinHandle::join);
+        }
     }
 
     #[tokio::test]
@@ -174,5 +251,34 @@ mod tests {
         store.keep_answer(mark, key(1), Bytes::from_static(b"before the write"));
 
         assert!(matches!(store.cached_answer(&key(1)).unwrap(), Cached::Miss(_)));
+    }
+
+    #[tokio::test]
+    async fn a_change_seen_by_one_threads_watch_invalidates_the_answers_kept_through_another() {
+        let (_dir, store) = store().await;
+        let other = OtherThread::start(&store);
+        // Its first look, a change (see the next test), before anything is kept.
+        mark_of(other.cached_answer(key(1)));
+        let mark = mark_of(store.cached_answer(&key(1)).unwrap());
+        store.keep_answer(mark, key(1), Bytes::from_static(b"alice's"));
+        assert!(matches!(other.cached_answer(key(1)), Cached::Hit(a) if a == "alice's"), "kept for both threads");
+
+        store.add_user(&"carol".parse().unwrap(), "token", false).await.unwrap();
+
+        assert!(matches!(other.cached_answer(key(1)), Cached::Miss(_)));
+        // This thread's watch saw nothing new since the other's did: the generation is shared.
+        assert!(matches!(store.cached_answer(&key(1)).unwrap(), Cached::Miss(_)));
+    }
+
+    #[tokio::test]
+    async fn a_watchs_first_look_counts_as_a_change() {
+        // A thread that first reads after a write cannot tell the write from an older one.
+        let (_dir, store) = store().await;
+        let mark = mark_of(store.cached_answer(&key(1)).unwrap());
+        store.keep_answer(mark, key(1), Bytes::from_static(b"before the write"));
+
+        store.add_user(&"carol".parse().unwrap(), "token", false).await.unwrap();
+
+        assert!(matches!(OtherThread::start(&store).cached_answer(key(1)), Cached::Miss(_)));
     }
 }
