@@ -8,8 +8,9 @@
 //! `tests/schemathesis/`: the token reaches it through the environment, never a command line.
 //!
 //! It creates real containers, so its cost is bounded: few examples, one worker, a time budget
-//! per run, and a quota that lets the user hold two instances of 1 GiB in all (most creates it
-//! draws are refused with 403, a MySQL one mostly, so Redis and PostgreSQL are the ones it makes).
+//! per run, and a quota that lets the user hold four instances of 1 GiB in all (most creates it
+//! draws are refused with 403, a MySQL one mostly, so Redis and PostgreSQL are the ones it makes;
+//! in the stateful phase, the hooks ask for 256 MiB at most, so that its chains can begin).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -25,8 +26,13 @@ const CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesi
 /// Test cases schemathesis draws per operation and phase, and the time each run may take (the
 /// fuzzing and stateful phases repeat until it is spent).
 const MAX_EXAMPLES: &str = "10";
-const USER_RUN: Duration = Duration::from_secs(100);
+const USER_RUN: Duration = Duration::from_secs(70);
+const USER_STATEFUL_RUN: Duration = Duration::from_secs(50);
 const ADMIN_RUN: Duration = Duration::from_secs(40);
+
+/// Every phase but the stateful one, which runs on its own (see the test).
+const STATELESS: &str = "examples,coverage,fuzzing";
+const EVERY_PHASE: &str = "examples,coverage,fuzzing,stateful";
 
 /// The `schemathesis` command beside `DBROKER_TEST_PYTHON`, the interpreter of the suite's own
 /// environment (`scripts/python-env`).
@@ -53,9 +59,9 @@ struct Run {
     har: Value,
 }
 
-/// Runs schemathesis against `app` as the user of `token`, on the operations `selection` picks
-/// (its filter options), for at most `budget`.
-async fn run_schemathesis(app: &TestApp, token: &str, selection: &[&str], budget: Duration) -> Run {
+/// Runs schemathesis's `phases` against `app` as the user of `token`, on the operations
+/// `selection` picks (its filter options), for at most `budget`.
+async fn run_schemathesis(app: &TestApp, token: &str, phases: &str, selection: &[&str], budget: Duration) -> Run {
     // Its working directory, where it keeps its cache and reports: nothing lands in the tree.
     let workdir = tempfile::tempdir().expect("a working directory");
     let har = workdir.path().join("requests.har");
@@ -68,7 +74,7 @@ async fn run_schemathesis(app: &TestApp, token: &str, selection: &[&str], budget
         .arg(format!("{CONFIG_DIR}/schemathesis.toml"))
         .arg("run")
         .arg(app.url("/openapi.json"))
-        .args(["--checks", "all", "--phases", "examples,coverage,fuzzing,stateful"])
+        .args(["--checks", "all", "--phases", phases])
         // One worker: with more, the threads' `ast.parse` (Hypothesis describing its strategies)
         // hits a race of CPython 3.11 ("AST constructor recursion depth mismatch") now and then.
         .args(["--max-examples", MAX_EXAMPLES, "--workers", "1"])
@@ -122,31 +128,53 @@ async fn schemathesis_finds_nothing_as_a_user_or_as_an_admin_and_the_run_leaves_
     let app = TestApp::spawn_with(|config| {
         // Not throttled into 429s (the rate-limit tests cover them); few containers at once.
         config.rate_limits = dbroker::config::RateLimits { reads: None, changes: None };
-        config.quotas.instances = 2;
+        config.quotas.instances = 4;
         config.quotas.memory_mb = 1024;
     })
     .await;
     let prefix = app.config.instance_prefix.clone();
     let admin = app.add_admin("root").await;
 
-    let user = run_schemathesis(&app, ALICE, &["--exclude-path-regex", "^/v1/admin/"], USER_RUN).await;
-    let admin = run_schemathesis(&app, &admin, &["--include-path-regex", "^/v1/admin/"], ADMIN_RUN).await;
+    let as_user = ["--exclude-path-regex", "^/v1/admin/"];
+    let user = run_schemathesis(&app, ALICE, STATELESS, &as_user, USER_RUN).await;
+    // The stateful phase on its own, with a budget and the quota's room of its own: run last in
+    // one budget, a busy machine spent all of it before, and the instances fuzzing made filled
+    // the quota, so that no create of its chains got through.
+    delete_every_instance_of(&app, ALICE).await;
+    let stateful = run_schemathesis(&app, ALICE, "stateful", &as_user, USER_STATEFUL_RUN).await;
+    let admin = run_schemathesis(&app, &admin, EVERY_PHASE, &["--include-path-regex", "^/v1/admin/"], ADMIN_RUN).await;
     drop(app);
     let left = leftovers(&prefix).await;
     eprintln!("schemathesis: both runs and the cleanup took {:?}", started.elapsed());
 
     assert!(
-        user.passed && admin.passed,
-        "schemathesis found something.\n--- as a user ---\n{}\n--- as an admin ---\n{}",
+        user.passed && stateful.passed && admin.passed,
+        "schemathesis found something.\n--- as a user ---\n{}\n--- as a user, stateful ---\n{}\n--- as an admin ---\n{}",
         user.report,
+        stateful.report,
         admin.report
     );
-    let chained = chained(&user.har);
+    let chained = chained(&stateful.har);
     for (method, after) in [("GET", ""), ("POST", "/stop"), ("DELETE", "")] {
         let link = (method.to_string(), after.to_string());
-        assert!(chained.contains(&link), "no {method} /v1/instances/{{id}}{after} on a created instance: {chained:?}");
+        assert!(
+            chained.contains(&link),
+            "no {method} /v1/instances/{{id}}{after} on a created instance: {chained:?}\n{}",
+            stateful.report
+        );
     }
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Deletes every instance `user` has, through the API.
+async fn delete_every_instance_of(app: &TestApp, user: &str) {
+    let token = format!("Bearer {user}");
+    let (_, list) = app.get("/v1/instances", &token).await;
+    for instance in list["instances"].as_array().expect("a list") {
+        let id = instance["id"].as_str().expect("an id");
+        let (status, body) = app.delete(&format!("/v1/instances/{id}"), &token).await;
+        assert!(status.is_success(), "deleting {id}: {status} {body}");
+    }
 }
 
 /// The containers, volumes and networks of `prefix` that exist.
