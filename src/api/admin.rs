@@ -1,8 +1,7 @@
 //! Routes for admins only: every user's instances, the quarantine of containers found with no
 //! record, what the reconciler has repaired, the warm pool, and users (see `admin_users`).
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -11,6 +10,7 @@ use utoipa_axum::routes;
 
 use super::auth::CurrentUser;
 use super::json::JsonBody;
+use super::query::QueryParams;
 use super::types::{
     Adopt, Adopted, AllInstancesQuery, OwnedInstanceView, OwnedInstancesPage, PoolMember, PoolMembers, QuarantineList,
     ReconcilerView,
@@ -80,9 +80,8 @@ impl From<OwnedInstance> for OwnedInstanceView {
 async fn list_all_instances(
     State(state): State<AppState>,
     _admin: Admin,
-    query: Result<Query<AllInstancesQuery>, QueryRejection>,
+    QueryParams(query): QueryParams<AllInstancesQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
     let limit = page_size(query.limit, DEFAULT_INSTANCES_PAGE, MAX_INSTANCES_PAGE, "instances")?;
     let before = match &query.before {
         Some(id) => Some(id.parse::<InstanceId>().map_err(|e| ApiError::Unprocessable(format!("before: {e}")))?),

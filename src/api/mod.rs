@@ -10,6 +10,7 @@ mod json;
 mod legacy;
 mod metrics;
 mod openapi;
+mod query;
 mod rate_limit;
 mod serve;
 mod stats;

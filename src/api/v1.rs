@@ -3,7 +3,7 @@
 //! respond-async` (202 and where to follow it); an `Idempotency-Key` makes a retry safe.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use super::auth::CurrentUser;
 use super::error::reported_problem;
 use super::json::JsonBody;
+use super::query::QueryParams;
 use super::types::{
     ChangeInstance, ConnectionView, CreateInstance, EngineView, Engines, EventsPage, EventsQuery, InstancePath,
     InstanceView, Instances, ListQuery, Logs, LogsQuery, MemoryBoundsView, OperationView, OperationsPage,
@@ -302,9 +303,8 @@ async fn create_instance(
 async fn list_instances(
     State(state): State<AppState>,
     user: CurrentUser,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
     let body = state
         .provisioner
         .list_rendered(user.0.id, query.engine, RENDERING, |instances| {
@@ -528,9 +528,8 @@ async fn instance_operations(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
-    query: Result<Query<OperationsQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<OperationsQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
     let limit = page_size(query.limit, DEFAULT_OPERATIONS_PAGE, MAX_OPERATIONS_PAGE, "operations")?;
     // One more than asked for tells whether there is a next page.
     let mut operations =
@@ -558,9 +557,8 @@ async fn instance_logs(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
-    query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
     let tail = query.tail.unwrap_or(DEFAULT_LOG_LINES);
     if tail > MAX_LOG_LINES {
         return Err(ApiError::Unprocessable(format!("tail: at most {MAX_LOG_LINES} lines")));
@@ -582,9 +580,8 @@ async fn instance_events(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
     let limit = page_size(query.limit, DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE, "events")?;
     // One more than asked for tells whether there are older ones.
     let mut events = state.provisioner.events(user.0.id, &parse_id(&id)?, query.before, limit + 1).await?;
