@@ -53,7 +53,7 @@ impl App {
             .create(&config.data_dir)
             .and_then(|()| std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700)))
             .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-        let store = Store::open(&config.data_dir).await.context("cannot open the store")?;
+        let store = Store::open(&config.database_url).await.context("cannot open the store")?;
         // A new key only for a store with no password yet: one made for a store that holds some
         // could read none of them, and the passwords of the instances made with it would be lost
         // once the right key is back.

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Catalogue, Config, FileConfig, MetricsListen, PortRange, Quotas, Rate, RateLimits, defaults};
 use crate::model::{Engine, UserName};
+use crate::store::DatabaseUrl;
 
 #[derive(Debug, Parser)]
 #[command(name = "dbroker", version, about = "Self-service MySQL, PostgreSQL and Redis instances on Docker")]
@@ -93,6 +94,16 @@ pub struct StoreArgs {
     /// Where dbroker keeps its database and master key.
     #[arg(long, env = "DBROKER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// The store, sqlite://PATH or postgres://… [default: dbroker.db in the data directory].
+    #[arg(long, env = "DBROKER_DATABASE_URL")]
+    pub database_url: Option<DatabaseUrl>,
+}
+
+impl StoreArgs {
+    /// The store these arguments name.
+    pub fn database_url(&self) -> DatabaseUrl {
+        self.database_url.clone().unwrap_or_else(|| DatabaseUrl::in_data_dir(&self.data_dir))
+    }
 }
 
 /// `dbroker serve`. No flag has a clap default: a flag or its variable wins, then the
@@ -112,6 +123,10 @@ pub struct ServeArgs {
     /// Where dbroker keeps its database and master key [default: ./data].
     #[arg(long, env = "DBROKER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The store, sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE [default: dbroker.db in
+    /// the data directory]. Several dbroker replicas share one PostgreSQL database.
+    #[arg(long, env = "DBROKER_DATABASE_URL")]
+    pub database_url: Option<DatabaseUrl>,
     /// The host put in connection details [default: 127.0.0.1].
     #[arg(long, env = "DBROKER_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
@@ -228,6 +243,14 @@ impl ServeArgs {
                 self.change_burst.or(limits.change_burst).unwrap_or(defaults::CHANGE_BURST),
             )?,
         };
+        let data_dir: PathBuf = self.data_dir.or(file.data_dir).unwrap_or_else(|| defaults::DATA_DIR.into());
+        let database_url = match self.database_url {
+            Some(url) => url,
+            None => match file.database_url {
+                Some(url) => url.parse().map_err(|e| format!("database_url: {e}"))?,
+                None => DatabaseUrl::in_data_dir(&data_dir),
+            },
+        };
         Ok(Config {
             listen: self.listen.or(file.listen).unwrap_or_else(|| parse_default(defaults::LISTEN)),
             metrics_listen: self
@@ -235,7 +258,8 @@ impl ServeArgs {
                 .or(file.metrics_listen)
                 .unwrap_or_else(|| parse_default(defaults::METRICS_LISTEN))
                 .0,
-            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| defaults::DATA_DIR.into()),
+            data_dir,
+            database_url,
             advertise_host: self
                 .advertise_host
                 .or(file.advertise_host)

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engines::{self, MemoryBounds};
 use crate::model::{Engine, Flavor, Invalid, UserName, VersionName};
+use crate::store::DatabaseUrl;
 
 /// An inclusive range of host ports that instances are published on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +181,10 @@ pub struct Config {
     /// Where Prometheus scrapes `/metrics`, apart from the API; `None`: nowhere, and requests are
     /// not timed either.
     pub metrics_listen: Option<SocketAddr>,
+    /// Caches only when the store is PostgreSQL; else also the SQLite store and the master key.
     pub data_dir: PathBuf,
+    /// The store: SQLite (by default `dbroker.db` in the data directory) or PostgreSQL.
+    pub database_url: DatabaseUrl,
     /// The host put in connection details.
     pub advertise_host: String,
     /// The host address instance ports are published on.
@@ -309,6 +313,7 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub metrics_listen: Option<MetricsListen>,
     pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
     pub advertise_host: Option<String>,
     pub publish_ip: Option<IpAddr>,
     pub port_range: Option<PortRange>,

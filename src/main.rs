@@ -24,22 +24,24 @@ async fn main() -> anyhow::Result<()> {
 /// store, which a running dbroker shares (it sees a change within `AUTH_CACHE_TTL`). A token is
 /// printed on stdout, once; everything else goes to stderr.
 async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
-    let users = |dir: &std::path::Path| {
-        let dir = dir.to_path_buf();
+    let users = |store: &dbroker::cli::StoreArgs| {
+        let (dir, url) = (store.data_dir.clone(), store.database_url());
         async move {
-            std::fs::create_dir_all(&dir)?;
-            anyhow::Ok(Users::new(Store::open(&dir).await?))
+            if url.is_embedded() {
+                std::fs::create_dir_all(&dir)?;
+            }
+            anyhow::Ok(Users::new(Store::open(&url).await?))
         }
     };
     match command {
         UserCommand::Add { name, admin, store } => {
-            let added = users(&store.data_dir).await?.add(NewUser { name, admin, quota: Default::default() }).await?;
+            let added = users(&store).await?.add(NewUser { name, admin, quota: Default::default() }).await?;
             eprintln!("user {} added; their token (shown only now):", added.user.name);
             println!("{}", added.token.expose());
         }
         UserCommand::List { store } => {
             // What each holds is in `GET /v1/admin/users`; these columns stay as scripts read them.
-            for Listed { user, .. } in users(&store.data_dir).await?.list().await? {
+            for Listed { user, .. } in users(&store).await?.list().await? {
                 let role = if user.is_admin { "admin" } else { "user" };
                 let kind = if user.is_demo { "demo" } else { "real" };
                 let state = if user.is_disabled() { "disabled" } else { "enabled" };
@@ -54,11 +56,11 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::Remove { name, store } => {
-            users(&store.data_dir).await?.remove(&name).await?;
+            users(&store).await?.remove(&name).await?;
             eprintln!("user {name} removed");
         }
         UserCommand::RotateToken { name, store } => {
-            let rotated = users(&store.data_dir).await?.rotate_token(&name).await?;
+            let rotated = users(&store).await?.rotate_token(&name).await?;
             eprintln!(
                 "{name}'s token replaced; the old one stops working within a second. The new one (shown only now):"
             );
@@ -74,7 +76,7 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::Disable { name, store } => {
-            let user = users(&store.data_dir).await?.disable(&name).await?;
+            let user = users(&store).await?.disable(&name).await?;
             eprintln!(
                 "user {name} disabled: their token is refused within a second; their instances are left as they are"
             );
@@ -83,7 +85,7 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::Enable { name, store } => {
-            let user = users(&store.data_dir).await?.enable(&name).await?;
+            let user = users(&store).await?.enable(&name).await?;
             eprintln!("user {name} enabled: their token works again");
             if user.is_demo {
                 eprintln!("{name} is a demo user: a dbroker started without {name} in --demo-users disables it again");
@@ -95,7 +97,7 @@ async fn manage_users(command: UserCommand) -> anyhow::Result<()> {
             } else {
                 QuotaChange { instances: LimitChange::given(instances), memory_mb: LimitChange::given(memory_mb) }
             };
-            users(&store.data_dir).await?.change_quota(&name, change).await?;
+            users(&store).await?.change_quota(&name, change).await?;
             eprintln!(
                 "{name}'s quota changed: the next create, resize or claim is checked against it; their instances \
                  are left as they are"

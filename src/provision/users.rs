@@ -136,7 +136,7 @@ mod tests {
 
     async fn users() -> (Users, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = Store::open(&crate::store::DatabaseUrl::in_data_dir(dir.path())).await.unwrap();
         (Users::new(store), dir)
     }
 

@@ -190,7 +190,7 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = Store::open(&crate::store::DatabaseUrl::in_data_dir(dir.path())).await.unwrap();
         (dir, store)
     }
 

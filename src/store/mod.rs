@@ -9,6 +9,7 @@ mod events;
 mod image_facts;
 mod instances;
 mod leases;
+mod location;
 mod operations;
 mod quotas;
 mod reads;
@@ -22,6 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use answers::{AnswerKey, Cached, Mark, Subject};
 pub use events::{Event, Quarantined};
+pub use location::DatabaseUrl;
 pub use instances::{InstanceFilter, InstanceRecord, NewInstanceRecord, OwnedInstance, PoolClaim};
 pub use operations::{NewOperation, OperationRecord, Step};
 pub use quotas::{Exceeded, LimitChange, LimitKind, Limits, Need, Quota, QuotaChange, QuotaOverride, Usage};
@@ -78,9 +80,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) `dbroker.db` in `data_dir` and brings its schema up to date.
-    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let path = data_dir.join("dbroker.db");
+    /// Opens (creating if needed) the store at `url` and brings its schema up to date.
+    pub async fn open(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        let path = match url {
+            DatabaseUrl::Sqlite(path) => path.clone(),
+            DatabaseUrl::Postgres(_) => return Err(StoreError::Corrupt("PostgreSQL is not supported yet".into())),
+        };
         keep_private(&path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(&path)

@@ -157,6 +157,7 @@ impl TestApp {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             data_dir: data_dir.path().to_path_buf(),
+            database_url: dbroker::store::DatabaseUrl::in_data_dir(data_dir.path()),
             advertise_host: "127.0.0.1".into(),
             publish_ip: "127.0.0.1".parse().unwrap(),
             port_range: next_port_range(),
@@ -415,7 +416,7 @@ pub fn port_and_password(instance: &Value) -> (u16, String) {
 impl TestApp {
     /// Adds an admin straight to the store (as `dbroker user add --admin` does) and returns the token.
     pub async fn add_admin(&self, name: &str) -> String {
-        let store = dbroker::store::Store::open(&self.config.data_dir).await.expect("the store opens");
+        let store = dbroker::store::Store::open(&self.config.database_url).await.expect("the store opens");
         let token = format!("admin-token-{}", unique_name(name));
         store.add_user(&name.parse().unwrap(), &token, true).await.expect("an admin");
         token

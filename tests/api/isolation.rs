@@ -337,7 +337,7 @@ async fn dbrokers_sharing_a_store_that_make_the_network_at_once_make_one_with_ic
     let key = MasterKey::load(None, &config.data_dir, false).unwrap();
     let mut processes = Vec::new();
     for _ in 0..4 {
-        let store = Store::open(&config.data_dir).await.unwrap();
+        let store = Store::open(&config.database_url).await.unwrap();
         processes.push(Provisioner::new(store, Runtime::new(None), key.clone(), config.clone(), Default::default()));
     }
     for round in 0..10 {

@@ -63,7 +63,7 @@ async fn one_record_the_master_key_cannot_decrypt_does_not_fail_a_list_and_needs
     let good = app.create(ALICE, json!({"engine": "redis"})).await;
     app.stop().await;
     // A record made under another key, as a dbroker that made itself a new key would have left.
-    let store = Store::open(&app.config.data_dir).await.unwrap();
+    let store = Store::open(&app.config.database_url).await.unwrap();
     let alice = store.user_by_name(ALICE).await.unwrap().expect("alice");
     let other_key = MasterKey::load(Some(&"22".repeat(32)), &app.config.data_dir, false).unwrap();
     let stray = InstanceId::random();

@@ -198,7 +198,7 @@ async fn postgres_instances_made_from_a_template_have_their_own_identity_passwor
 #[tokio::test]
 async fn a_template_build_left_by_a_process_that_died_is_removed_and_another_deployments_is_left_be() {
     let app = TestApp::spawn().await;
-    let deployment = dbroker::store::Store::open(&app.config.data_dir).await.unwrap().deployment_id().to_string();
+    let deployment = dbroker::store::Store::open(&app.config.database_url).await.unwrap().deployment_id().to_string();
     let prefix = &app.config.instance_prefix;
     // Build containers as a dbroker that died mid-build leaves them: named for an operation that
     // is not in flight.

@@ -59,7 +59,7 @@ async fn users_whose_token_is_their_name_from_before_demo_users_were_marked_lose
     // What a store from before migration 0005 holds: demo users unmarked, and an admin whose real
     // token a start-up with her name in --demo-users replaced with her name.
     let mut app = TestApp::spawn().await;
-    let store = Store::open(&app.config.data_dir).await.unwrap();
+    let store = Store::open(&app.config.database_url).await.unwrap();
     store.add_user(&"user1".parse().unwrap(), "user1", false).await.unwrap();
     store.add_user(&"root".parse().unwrap(), "root", true).await.unwrap();
 
