@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{ALICE, PrefixGuard, TestApp, dbroker_serve, free_port, unique_name, wait_for_api, wait_until};
+use crate::helpers::{ALICE, PrefixGuard, TestApp, TestStore, free_port, unique_name, wait_for_api, wait_until};
 
 /// Longer than any of dbroker's read timeouts, with a margin for a busy machine.
 const CUT_OFF_DEADLINE: Duration = Duration::from_secs(45);
@@ -63,8 +63,8 @@ async fn with_more_idle_connections_than_its_open_files_allow_dbroker_answers_an
     const IDLE_CONNECTIONS: usize = 1100;
     let prefix = unique_name("dbt-conns");
     let _cleanup = PrefixGuard(prefix.clone());
-    let data_dir = tempfile::tempdir().unwrap();
-    let (mut command, base) = dbroker_serve(data_dir.path(), &prefix, ALICE, free_port());
+    let store = TestStore::new().await;
+    let (mut command, base) = store.serve(&prefix, ALICE, free_port());
     command.env("DBROKER_REDIS_IMAGE", crate::helpers::image("redis"));
     // As under systemd's default: 1,024 open files at most, set in the child before it runs.
     // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
@@ -113,8 +113,8 @@ async fn with_more_idle_connections_than_its_open_files_allow_dbroker_answers_an
 async fn a_stalled_client_does_not_hold_dbroker_after_sigterm() {
     let prefix = unique_name("dbt-stall");
     let _cleanup = PrefixGuard(prefix.clone());
-    let data_dir = tempfile::tempdir().unwrap();
-    let (mut command, base) = dbroker_serve(data_dir.path(), &prefix, ALICE, free_port());
+    let store = TestStore::new().await;
+    let (mut command, base) = store.serve(&prefix, ALICE, free_port());
     let mut server = command.spawn().unwrap();
     wait_for_api(&base).await;
     let mut stalled = TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    ALICE, PrefixGuard, TestApp, dbroker_serve, docker, free_port, image, unique_name, wait_for_api, wait_until,
+    ALICE, PrefixGuard, TestApp, TestStore, docker, free_port, image, unique_name, wait_for_api, wait_until,
 };
 
 #[tokio::test]
@@ -81,8 +81,8 @@ async fn containers_are_capped_isolated_labelled_and_published_only_on_the_publi
 async fn sigterm_lets_a_create_in_flight_finish_before_dbroker_exits() {
     let prefix = unique_name("dbt-sigterm");
     let _cleanup = PrefixGuard(prefix.clone());
-    let data_dir = tempfile::tempdir().unwrap();
-    let (mut command, base) = dbroker_serve(data_dir.path(), &prefix, ALICE, free_port());
+    let store = TestStore::new().await;
+    let (mut command, base) = store.serve(&prefix, ALICE, free_port());
     let mut server = command.spawn().unwrap();
     let client = reqwest::Client::new();
     wait_for_api(&base).await;

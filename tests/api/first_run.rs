@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::{
-    ALICE, PrefixGuard, dbroker_serve, free_port, image, port_and_password, redis_connect, unique_name, wait_for_api,
+    ALICE, PrefixGuard, TestStore, free_port, image, port_and_password, redis_connect, unique_name, wait_for_api,
     wait_until,
 };
 
@@ -56,9 +56,9 @@ impl Stderr {
 async fn a_started_dbroker_names_each_image_it_runs_and_whether_this_host_has_it() {
     let prefix = unique_name("dbt-catalogue-log");
     let _cleanup = PrefixGuard(prefix.clone());
-    let data_dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new().await;
     let missing = format!("dbroker-local/no-such-image:{prefix}");
-    let (mut command, _base) = dbroker_serve(data_dir.path(), &prefix, ALICE, free_port());
+    let (mut command, _base) = store.serve(&prefix, ALICE, free_port());
 
     let mut server =
         command.env("DBROKER_REDIS_IMAGE", &missing).env("RUST_LOG", "info").stderr(Stdio::piped()).spawn().unwrap();

@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::{Connection, Row};
 
 use crate::helpers::{
-    ALICE, BOB, DockerProxy, PrefixGuard, TestApp, dbroker_serve, docker, free_port, mysql_connect, port_and_password,
+    ALICE, BOB, DockerProxy, PrefixGuard, TestApp, TestStore, docker, free_port, mysql_connect, port_and_password,
     redis_connect, unique_name, wait_for_api, wait_until, write_mysql_row,
 };
 
@@ -128,11 +128,11 @@ async fn an_admin_can_remove_a_quarantined_container_with_its_volume() {
 async fn dbroker_killed_during_a_create_leaves_after_a_restart_no_orphan_and_no_leaked_port() {
     let prefix = unique_name("dbt-sigkill");
     let _cleanup = PrefixGuard(prefix.clone());
-    let data_dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new().await;
     // Both processes share the data directory and the port range, as a restart would.
     let first_port = free_port();
     let spawn = || {
-        let (mut command, base) = dbroker_serve(data_dir.path(), &prefix, ALICE, first_port);
+        let (mut command, base) = store.serve(&prefix, ALICE, first_port);
         (command.env("DBROKER_RECONCILE_INTERVAL", "1").spawn().unwrap(), base)
     };
     let client = reqwest::Client::new();

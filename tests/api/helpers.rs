@@ -96,13 +96,164 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The store a test's dbroker runs on: SQLite or PostgreSQL, as `DBROKER_TEST_BACKEND` says.
+
+/// Which store every test app and `dbroker serve` process of the test run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The data directory's `dbroker.db`, as a single host runs it.
+    Sqlite,
+    /// A database of the test's own on `DBROKER_TEST_POSTGRES_URL`'s server (see `TestDatabase`).
+    Postgres,
+}
+
+impl Backend {
+    /// `DBROKER_TEST_BACKEND`: `sqlite` (or unset) or `postgres`, as `scripts/test` runs the suite.
+    pub fn of_this_run() -> Backend {
+        match std::env::var("DBROKER_TEST_BACKEND").as_deref() {
+            Err(_) | Ok("" | "sqlite") => Backend::Sqlite,
+            Ok("postgres") => Backend::Postgres,
+            Ok(other) => panic!("DBROKER_TEST_BACKEND={other}: it is sqlite or postgres"),
+        }
+    }
+}
+
+/// A test's data directory and store. On PostgreSQL the store is a database of its own, dropped
+/// with the `TestStore`; share one between processes (`Arc`) to have them share the store.
+pub struct TestStore {
+    /// The store, as `Config.database_url` takes it.
+    pub url: DatabaseUrl,
+    data_dir: tempfile::TempDir,
+    _database: Option<TestDatabase>,
+}
+
+impl TestStore {
+    /// A store on this run's backend.
+    pub async fn new() -> TestStore {
+        TestStore::on(Backend::of_this_run()).await
+    }
+
+    pub async fn on(backend: Backend) -> TestStore {
+        let data_dir = tempfile::tempdir().expect("a temporary data directory");
+        let (url, database) = match backend {
+            Backend::Sqlite => (DatabaseUrl::in_data_dir(data_dir.path()), None),
+            Backend::Postgres => {
+                let database = TestDatabase::create().await;
+                (DatabaseUrl::Postgres(database.url.clone()), Some(database))
+            }
+        };
+        TestStore { url, data_dir, _database: database }
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    /// The store's URL whole, password and all, for `DBROKER_DATABASE_URL` (`DatabaseUrl` prints a
+    /// PostgreSQL URL's password redacted).
+    pub fn url_for_env(&self) -> String {
+        match &self.url {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => url.clone(),
+        }
+    }
+
+    /// `dbroker serve` (see `dbroker_serve`) on this store and its data directory.
+    pub fn serve(&self, prefix: &str, demo_user: &str, first_port: u16) -> (tokio::process::Command, String) {
+        self.serve_in(self.data_dir(), prefix, demo_user, first_port)
+    }
+
+    /// `dbroker serve` on this store with a data directory of its own, as a replica on another
+    /// host would be.
+    pub fn serve_in(
+        &self,
+        data_dir: &std::path::Path,
+        prefix: &str,
+        demo_user: &str,
+        first_port: u16,
+    ) -> (tokio::process::Command, String) {
+        let (mut command, base) = dbroker_serve(data_dir, prefix, demo_user, first_port);
+        command.env("DBROKER_DATABASE_URL", self.url_for_env());
+        (command, base)
+    }
+}
+
+/// A PostgreSQL database of one test's own on `DBROKER_TEST_POSTGRES_URL`'s server (which
+/// `scripts/postgres-up` runs), created empty and dropped when this is dropped, even when the
+/// test panicked: `WITH (FORCE)`, since a dbroker killed with SIGKILL may not have hung up yet.
+pub struct TestDatabase {
+    pub name: String,
+    /// The database's URL, with the admin's credentials.
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> TestDatabase {
+        // Underscores: a name that needs no quoting anywhere (psql, logs, URLs).
+        let name = unique_name("dbt").replace('-', "_");
+        let mut admin = postgres_admin().await;
+        // The name is the test's own, never input: an identifier cannot be a bound parameter.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("CREATE DATABASE");
+        sqlx::Connection::close(admin).await.ok();
+        let mut url = reqwest::Url::parse(&postgres_admin_url()).expect("DBROKER_TEST_POSTGRES_URL is a URL");
+        url.set_path(&name);
+        TestDatabase { name, url: url.to_string() }
+    }
+
+    /// Whether a database of this name is on the server.
+    pub async fn exists(name: &str) -> bool {
+        let mut admin = postgres_admin().await;
+        let found: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        sqlx::Connection::close(admin).await.ok();
+        found
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        block_on_fresh_runtime(async move {
+            let mut admin = postgres_admin().await;
+            let dropped = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut admin)
+                .await;
+            if let Err(e) = dropped {
+                eprintln!("the test database {name} is left behind: {e}");
+            }
+        });
+    }
+}
+
+/// The admin URL `scripts/postgres-up` printed: a role that may create databases.
+fn postgres_admin_url() -> String {
+    std::env::var("DBROKER_TEST_POSTGRES_URL")
+        .expect("DBROKER_TEST_POSTGRES_URL names a PostgreSQL server (run the tests with scripts/test)")
+}
+
+async fn postgres_admin() -> sqlx::PgConnection {
+    let url = postgres_admin_url();
+    <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("the PostgreSQL server of DBROKER_TEST_POSTGRES_URL answers: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
 // A dbroker of the test's own.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use dbroker::app::App;
 use dbroker::config::{Catalogue, Config, FileConfig, PortRange};
 use dbroker::model::Engine;
+use dbroker::store::DatabaseUrl;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -137,7 +288,8 @@ pub struct TestApp {
     pub metrics_address: String,
     pub config: Config,
     pub client: reqwest::Client,
-    _data_dir: Option<tempfile::TempDir>,
+    /// The data directory and the store, shared with siblings; the last of them to go removes it.
+    pub store: Arc<TestStore>,
     /// `None` for a sibling: the app that made the data directory cleans up, once, after the
     /// sibling has stopped (a sibling cleaning up while the other still ran would race its repairs).
     _cleanup: Option<PrefixGuard>,
@@ -152,12 +304,12 @@ impl TestApp {
     /// Spawns an app after `adjust` has changed its configuration.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         init_test_logging();
-        let data_dir = tempfile::tempdir().expect("a temporary data directory");
+        let store = Arc::new(TestStore::new().await);
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
-            data_dir: data_dir.path().to_path_buf(),
-            database_url: dbroker::store::DatabaseUrl::in_data_dir(data_dir.path()),
+            data_dir: store.data_dir().to_path_buf(),
+            database_url: store.url.clone(),
             advertise_host: "127.0.0.1".into(),
             publish_ip: "127.0.0.1".parse().unwrap(),
             port_range: next_port_range(),
@@ -180,7 +332,7 @@ impl TestApp {
             _cleanup: Some(PrefixGuard(config.instance_prefix.clone())),
             config,
             client: reqwest::Client::new(),
-            _data_dir: Some(data_dir),
+            store,
             server: None,
         };
         app.start().await;
@@ -212,7 +364,7 @@ impl TestApp {
         self.server = Some((stop, server));
     }
 
-    /// A second dbroker on the same data directory and configuration, as two processes would be.
+    /// A second dbroker on the same data directory, store and configuration, as two processes would be.
     pub async fn spawn_sibling(&self) -> TestApp {
         let mut sibling = TestApp {
             address: String::new(),
@@ -220,7 +372,7 @@ impl TestApp {
             _cleanup: None,
             config: self.config.clone(),
             client: reqwest::Client::new(),
-            _data_dir: None,
+            store: self.store.clone(),
             server: None,
         };
         sibling.start().await;
@@ -431,16 +583,24 @@ impl TestApp {
     /// Deletes the records of `instances` from the store behind dbroker's back, as a store restored
     /// from an older backup would have lost them; their containers stay.
     pub async fn lose_records(&self, instances: &[&Value]) {
-        let store = format!("sqlite://{}", self.config.data_dir.join("dbroker.db").display());
-        let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&store).await.unwrap();
-        for instance in instances {
-            sqlx::query("DELETE FROM instances WHERE id = ?")
-                .bind(instance["id"].as_str().unwrap())
-                .execute(&mut db)
-                .await
-                .unwrap();
+        use sqlx::Connection;
+        let ids: Vec<&str> = instances.iter().map(|i| i["id"].as_str().unwrap()).collect();
+        match &self.store.url {
+            DatabaseUrl::Sqlite(path) => {
+                let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+                for id in ids {
+                    sqlx::query("DELETE FROM instances WHERE id = ?").bind(id).execute(&mut db).await.unwrap();
+                }
+                db.close().await.ok();
+            }
+            DatabaseUrl::Postgres(url) => {
+                let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+                for id in ids {
+                    sqlx::query("DELETE FROM instances WHERE id = $1").bind(id).execute(&mut db).await.unwrap();
+                }
+                db.close().await.ok();
+            }
         }
-        sqlx::Connection::close(db).await.ok();
     }
 
     pub async fn detail(&self, token: &str, instance: &Value) -> Value {
@@ -729,13 +889,14 @@ impl TestApp {
         self.start().await;
     }
 
-    /// The real `dbroker user ARGS --data-dir DIR` on this app's data directory, run to its end.
+    /// The real `dbroker user ARGS --data-dir DIR` on this app's data directory and store, run to its end.
     pub fn dbroker_user(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_dbroker"))
             .arg("user")
             .args(args)
             .arg("--data-dir")
             .arg(&self.config.data_dir)
+            .env("DBROKER_DATABASE_URL", self.store.url_for_env())
             .output()
             .expect("dbroker runs")
     }

@@ -4,7 +4,6 @@
 //! orphan behind, or another deployment's containers touched.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::time::Duration;
 
 use bollard::query_parameters::{
@@ -17,7 +16,7 @@ use sqlx::Connection;
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{
-    ALICE, BOB, PrefixGuard, TestApp, dbroker_serve, docker, free_port, image, mysql_connect, port_and_password,
+    ALICE, BOB, PrefixGuard, TestApp, TestStore, docker, free_port, image, mysql_connect, port_and_password,
     redis_connect, step_names, unique_name, wait_for_api, wait_until,
 };
 
@@ -269,10 +268,10 @@ async fn two_processes_racing_the_same_rotation_on_one_instance_never_both_succe
 // ---------------------------------------------------------------------------------------------
 // dbroker as real processes, killed with SIGKILL.
 
-/// `dbroker serve` on `data_dir` with the offline Redis image too, a 2 s operation lease and a
+/// `dbroker serve` on `store` with the offline Redis image too, a 2 s operation lease and a
 /// reconciler pass a second: the process (killed when dropped) and its API's base URL.
-fn serve(data_dir: &Path, prefix: &str, first_port: u16) -> (tokio::process::Child, String) {
-    let (mut command, base) = dbroker_serve(data_dir, prefix, ALICE, first_port);
+fn serve(store: &TestStore, prefix: &str, first_port: u16) -> (tokio::process::Child, String) {
+    let (mut command, base) = store.serve(prefix, ALICE, first_port);
     command
         .env("DBROKER_REDIS_IMAGE", image("redis"))
         .env("DBROKER_OPERATION_LEASE", "2")
@@ -323,10 +322,10 @@ async fn volumes_of(prefix: &str, instance_id: &str) -> Vec<String> {
 async fn sigkill_during_a_rotation_then_a_restart_leaves_no_lockout() {
     let prefix = unique_name("dbt-rotkill");
     let _cleanup = PrefixGuard(prefix.clone());
-    let data_dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new().await;
     let first_port = free_port();
     let client = reqwest::Client::new();
-    let (mut server, mut base) = serve(data_dir.path(), &prefix, first_port);
+    let (mut server, mut base) = serve(&store, &prefix, first_port);
     wait_for_api(&base).await;
     let response = client
         .post(format!("{base}/v1/instances"))
@@ -355,7 +354,7 @@ async fn sigkill_during_a_rotation_then_a_restart_leaves_no_lockout() {
         }
         kill(&mut server).await;
         let _ = rotation.await; // answered or not: the kill may come before or after its end
-        (server, base) = serve(data_dir.path(), &prefix, first_port);
+        (server, base) = serve(&store, &prefix, first_port);
         wait_for_api(&base).await;
 
         // The lease of the killed process's operation expires, and the new one takes it over.
@@ -372,10 +371,10 @@ async fn sigkill_during_a_rotation_then_a_restart_leaves_no_lockout() {
 async fn sigkill_at_each_step_of_a_create_then_a_restart_leaves_no_orphan() {
     let prefix = unique_name("dbt-createkill");
     let _cleanup = PrefixGuard(prefix.clone());
-    let data_dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new().await;
     let first_port = free_port();
     let client = reqwest::Client::new();
-    let (mut server, mut base) = serve(data_dir.path(), &prefix, first_port);
+    let (mut server, mut base) = serve(&store, &prefix, first_port);
     wait_for_api(&base).await;
 
     // `None`: at once after the 202, when the image is (about to be) ready.
@@ -401,7 +400,7 @@ async fn sigkill_at_each_step_of_a_create_then_a_restart_leaves_no_orphan() {
             .await;
         }
         kill(&mut server).await;
-        (server, base) = serve(data_dir.path(), &prefix, first_port);
+        (server, base) = serve(&store, &prefix, first_port);
         wait_for_api(&base).await;
 
         // The lease of the killed process's operation expires, and the new one takes it over: it

@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PrefixGuard, dbroker_serve, free_port, image, unique_name, wait_for_api};
+use crate::helpers::{PrefixGuard, TestStore, free_port, image, unique_name, wait_for_api};
 
 #[tokio::test]
 async fn dbrokers_log_at_trace_level_holds_no_password_and_no_token() {
@@ -14,7 +14,8 @@ async fn dbrokers_log_at_trace_level_holds_no_password_and_no_token() {
     let data_dir = tempfile::tempdir().unwrap();
     let log_path = data_dir.path().join("dbroker.log");
     let token = "a-token-that-must-not-be-logged";
-    let (mut command, base) = dbroker_serve(&data_dir.path().join("data"), &prefix, token, free_port());
+    let store = TestStore::new().await;
+    let (mut command, base) = store.serve_in(&data_dir.path().join("data"), &prefix, token, free_port());
     let mut server = command
         .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.offline.toml")])
         .env("DBROKER_REDIS_IMAGE", image("redis"))
