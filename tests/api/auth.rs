@@ -40,15 +40,11 @@ async fn a_token_works_as_a_bearer_token_and_bare_as_old_clients_send_it() {
 #[tokio::test]
 async fn a_user_added_on_the_command_line_gets_a_token_that_works_and_is_stored_only_as_a_hash() {
     let app = TestApp::spawn().await;
-    let dbroker = env!("CARGO_BIN_EXE_dbroker");
-    let data_dir = app.config.data_dir.to_str().unwrap();
 
-    let added =
-        std::process::Command::new(dbroker).args(["user", "add", "carol", "--data-dir", data_dir]).output().unwrap();
+    let added = app.dbroker_user(&["add", "carol"]);
     let token = String::from_utf8(added.stdout).unwrap().trim().to_string();
-    let twice =
-        std::process::Command::new(dbroker).args(["user", "add", "carol", "--data-dir", data_dir]).output().unwrap();
-    let listed = std::process::Command::new(dbroker).args(["user", "list", "--data-dir", data_dir]).output().unwrap();
+    let twice = app.dbroker_user(&["add", "carol"]);
+    let listed = app.dbroker_user(&["list"]);
 
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     assert!(token.len() >= 32, "{token}");
@@ -56,12 +52,9 @@ async fn a_user_added_on_the_command_line_gets_a_token_that_works_and_is_stored_
     assert!(String::from_utf8_lossy(&listed.stdout).contains("carol"));
     let (status, _) = app.get("/v1/instances", &format!("Bearer {token}")).await;
     assert_eq!(status, StatusCode::OK);
-    let database = std::fs::read(app.config.data_dir.join("dbroker.db")).unwrap();
-    let stored_in_clear = database.windows(token.len()).any(|w| w == token.as_bytes());
-    assert!(!stored_in_clear, "the token itself is not in the store");
+    assert!(!app.store.holds_in_clear(&token).await, "the token itself is not in the store");
 
-    let removed =
-        std::process::Command::new(dbroker).args(["user", "remove", "carol", "--data-dir", data_dir]).output().unwrap();
+    let removed = app.dbroker_user(&["remove", "carol"]);
     assert!(removed.status.success());
     // Known tokens are trusted for AUTH_CACHE_TTL (one second) before the store is asked again.
     wait_until("a removed user's token to stop working", Duration::from_secs(10), || async {

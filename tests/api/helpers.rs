@@ -158,6 +158,38 @@ impl TestStore {
         }
     }
 
+    /// Whether `text` is anywhere in the store as it is: in its files' bytes on SQLite (the
+    /// journal too), in any table's rows on PostgreSQL.
+    pub async fn holds_in_clear(&self, text: &str) -> bool {
+        match &self.url {
+            DatabaseUrl::Sqlite(path) => ["", "-wal"].iter().any(|suffix| {
+                let bytes = std::fs::read(format!("{}{suffix}", path.display())).unwrap_or_default();
+                bytes.windows(text.len()).any(|w| w == text.as_bytes())
+            }),
+            DatabaseUrl::Postgres(url) => {
+                let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.unwrap();
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT quote_ident(table_name::text) FROM information_schema.tables WHERE table_schema = 'public'",
+                )
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+                let mut found = false;
+                for table in tables {
+                    // The table names are the schema's own, quoted by the server.
+                    let query = format!("SELECT EXISTS (SELECT FROM {table} t WHERE strpos(t::text, $1) > 0)");
+                    found |= sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(query))
+                        .bind(text)
+                        .fetch_one(&mut db)
+                        .await
+                        .unwrap();
+                }
+                sqlx::Connection::close(db).await.ok();
+                found
+            }
+        }
+    }
+
     /// `dbroker serve` (see `dbroker_serve`) on this store and its data directory.
     pub fn serve(&self, prefix: &str, demo_user: &str, first_port: u16) -> (tokio::process::Command, String) {
         self.serve_in(self.data_dir(), prefix, demo_user, first_port)

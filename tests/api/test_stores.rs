@@ -1,6 +1,6 @@
 //! The tests' own store harness: on PostgreSQL, each test store is a database of its own that
 //! lives exactly as long as the test needs it, so tests never see each other's records and leave
-//! no database behind.
+//! no database behind; and the search for secrets stored in clear looks everywhere on each backend.
 
 use std::sync::Arc;
 
@@ -50,4 +50,35 @@ async fn a_postgres_test_stores_database_is_dropped_when_its_test_panics() {
     assert!(test.await.unwrap_err().is_panic());
     let name = name_rx.await.unwrap();
     assert!(!TestDatabase::exists(&name).await, "{name} is dropped although its test panicked");
+}
+
+#[tokio::test]
+async fn holds_in_clear_finds_a_text_in_any_row_of_the_store_on_either_backend() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let store = TestStore::on(backend).await;
+        let statements = ["CREATE TABLE kept (v TEXT)", "INSERT INTO kept VALUES ('a-secret-in-clear')"];
+        match &store.url {
+            dbroker::store::DatabaseUrl::Sqlite(path) => {
+                let url = format!("sqlite://{}?mode=rwc", path.display());
+                let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query("PRAGMA journal_mode = WAL").execute(&mut db).await.unwrap();
+                for statement in statements {
+                    sqlx::query(statement).execute(&mut db).await.unwrap();
+                }
+                // Kept open: the row is then in the journal only, as a running dbroker leaves it.
+                assert!(store.holds_in_clear("a-secret-in-clear").await, "{backend:?}");
+                assert!(!store.holds_in_clear("a-text-never-written").await, "{backend:?}");
+                db.close().await.ok();
+            }
+            dbroker::store::DatabaseUrl::Postgres(url) => {
+                let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+                for statement in statements {
+                    sqlx::query(statement).execute(&mut db).await.unwrap();
+                }
+                db.close().await.ok();
+                assert!(store.holds_in_clear("a-secret-in-clear").await, "{backend:?}");
+                assert!(!store.holds_in_clear("a-text-never-written").await, "{backend:?}");
+            }
+        }
+    }
 }
