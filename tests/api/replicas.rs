@@ -71,11 +71,11 @@ impl Fleet {
             // migrating one new file at once race (a second fails with "table ... already
             // exists"); sqlx's migration lock is PostgreSQL's only.
             if replicas.len() == 1 {
-                wait_for_api(&replicas[0].base).await;
+                replicas[0].wait_until_serving().await;
             }
         }
-        for replica in &replicas {
-            wait_for_api(&replica.base).await;
+        for replica in &mut replicas {
+            replica.wait_until_serving().await;
         }
         let admin = add_admin(&store).await;
         Fleet { replicas, admin, client: reqwest::Client::new(), prefix, _cleanup: cleanup, _store: store }
@@ -158,6 +158,23 @@ impl Fleet {
             containers.into_iter().flat_map(|c| c.names.unwrap_or_default()).collect(),
             volumes.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect(),
         )
+    }
+}
+
+impl Replica {
+    /// Waits until the replica answers; one that exits first fails the test at once, saying so.
+    async fn wait_until_serving(&mut self) {
+        let client = reqwest::Client::new();
+        let process = self.process.as_mut().expect("the replica runs");
+        let healthz = format!("{}/healthz", self.base);
+        wait_until("a replica to listen", Duration::from_secs(30), || {
+            if let Some(status) = process.try_wait().expect("the replica's status") {
+                panic!("a replica exited before it listened ({status}); TEST_LOG=1 shows its log");
+            }
+            let answer = client.get(&healthz).send();
+            async move { answer.await.ok() }
+        })
+        .await;
     }
 }
 
