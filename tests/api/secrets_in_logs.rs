@@ -33,6 +33,10 @@ async fn dbrokers_log_at_trace_level_holds_no_password_and_no_token() {
     };
 
     let mut secrets = vec![token.to_string()];
+    // On PostgreSQL, the store's password too: dbroker gets it in DBROKER_DATABASE_URL.
+    if let dbroker::store::DatabaseUrl::Postgres(url) = &store.url {
+        secrets.extend(reqwest::Url::parse(url).unwrap().password().map(str::to_string));
+    }
     for engine in ["mysql", "redis", "postgres"] {
         let instance = call(reqwest::Method::POST, "/v1/instances".into(), json!({"engine": engine})).await;
         let id = instance["id"].as_str().expect("created").to_string();
