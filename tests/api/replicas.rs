@@ -6,15 +6,17 @@
 //! replica killed mid-create has its operation taken over and ended, a client retrying through a
 //! real haproxy gets the one instance, and a killed leader is replaced.
 
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
+use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptionsBuilder};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ALICE, OPERATION_DEADLINE, PrefixGuard, TestStore, free_port, image, mysql_connect, port_and_password, step_names,
-    unique_name, wait_for_api, wait_until,
+    ALICE, OPERATION_DEADLINE, PrefixGuard, TestStore, docker, free_port, image, mysql_connect, port_and_password,
+    step_names, unique_name, wait_for_api, wait_until,
 };
 
 /// Each replica's operation lease (and so the reconciler's leadership lease): short, so that a
@@ -92,9 +94,17 @@ impl Fleet {
         process.wait().await.expect("the process is reaped");
     }
 
-    /// Whether the replica says it leads the reconciler (`/v1/admin/reconciler`).
-    async fn leads(&self, replica: usize) -> bool {
-        self.reconciler(replica).await["leader"].as_bool().expect("leader is a boolean")
+    /// Which of `replicas` says it leads the reconciler (`/v1/admin/reconciler`), if one does;
+    /// insists that no two do.
+    async fn leader_among(&self, replicas: &[usize]) -> Option<usize> {
+        let mut leaders = Vec::new();
+        for &replica in replicas {
+            if self.reconciler(replica).await["leader"].as_bool().expect("leader is a boolean") {
+                leaders.push(replica);
+            }
+        }
+        assert!(leaders.len() <= 1, "one leader at most: {leaders:?}");
+        leaders.first().copied()
     }
 
     async fn reconciler(&self, replica: usize) -> Value {
@@ -134,26 +144,12 @@ impl Fleet {
 
     /// The fleet's containers and volumes of an instance, as Docker has them.
     async fn docker_of(&self, instance_id: &str) -> (Vec<String>, Vec<String>) {
-        let name = format!("{}-{instance_id}", self.prefix);
-        let containers = crate::helpers::docker()
-            .await
-            .list_containers(Some(
-                bollard::query_parameters::ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&std::collections::HashMap::from([("name", vec![name.clone()])]))
-                    .build(),
-            ))
-            .await
-            .unwrap();
-        let volumes = crate::helpers::docker()
-            .await
-            .list_volumes(Some(
-                bollard::query_parameters::ListVolumesOptionsBuilder::default()
-                    .filters(&std::collections::HashMap::from([("name", vec![name])]))
-                    .build(),
-            ))
-            .await
-            .unwrap();
+        let by_name = HashMap::from([("name", vec![format!("{}-{instance_id}", self.prefix)])]);
+        let docker = docker().await;
+        let containers = ListContainersOptionsBuilder::default().all(true).filters(&by_name).build();
+        let containers = docker.list_containers(Some(containers)).await.unwrap();
+        let volumes = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&by_name).build()));
+        let volumes = volumes.await.unwrap();
         (
             containers.into_iter().flat_map(|c| c.names.unwrap_or_default()).collect(),
             volumes.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect(),
@@ -381,32 +377,12 @@ async fn a_client_retrying_through_a_load_balancer_with_its_idempotency_key_gets
 #[tokio::test]
 async fn when_the_leader_is_killed_another_replica_leads_within_the_bound() {
     let mut fleet = Fleet::start(3).await;
-    let leader = wait_until("one replica to lead", FAILOVER_BOUND, || async {
-        let mut leaders = Vec::new();
-        for replica in 0..3 {
-            if fleet.leads(replica).await {
-                leaders.push(replica);
-            }
-        }
-        assert!(leaders.len() <= 1, "one leader at most: {leaders:?}");
-        leaders.first().copied()
-    })
-    .await;
+    let leader = wait_until("one replica to lead", FAILOVER_BOUND, || fleet.leader_among(&[0, 1, 2])).await;
 
     fleet.kill(leader).await;
 
     let survivors: Vec<usize> = (0..3).filter(|r| *r != leader).collect();
-    let successor = wait_until("another replica to lead", FAILOVER_BOUND, || async {
-        let mut leaders = Vec::new();
-        for &replica in &survivors {
-            if fleet.leads(replica).await {
-                leaders.push(replica);
-            }
-        }
-        assert!(leaders.len() <= 1, "one leader at most: {leaders:?}");
-        leaders.first().copied()
-    })
-    .await;
+    let successor = wait_until("another replica to lead", FAILOVER_BOUND, || fleet.leader_among(&survivors)).await;
     assert_ne!(successor, leader);
 }
 
