@@ -91,6 +91,7 @@ impl App {
         };
         let config = Arc::new(config);
         let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone(), metrics.clone());
+        store.register_node(provisioner.node()).await.context("cannot write this node's row to the store")?;
         if engine_answers && let Err(error) = provisioner.prepare_network().await {
             tracing::warn!(%error, "could not make dbroker's network; the first create will try again");
         }

@@ -8,12 +8,23 @@ use std::time::Duration;
 
 use dbroker::model::{EngineSettings, EventKind, InstanceId, MemoryMb, OperationId, OperationKind, Status, UserName};
 use dbroker::store::{
-    DatabaseUrl, Limits, NewInstanceRecord, NewOperation, PoolClaim, Quota, QuotaChange, LimitChange, Store,
+    DatabaseUrl, LimitChange, Limits, NewInstanceRecord, NewOperation, Node, PoolClaim, Quota, QuotaChange, Store,
     StoreError,
 };
 use sqlx::{ConnectOptions, Connection};
 
-/// A store of the test's own, removed when dropped.
+/// The node every test's instances are on unless it says otherwise.
+fn node(id: &str, first: u16) -> Node {
+    Node {
+        id: id.to_string(),
+        engine: None,
+        publish_ip: "127.0.0.1".parse().unwrap(),
+        advertise_host: "db.example".into(),
+        port_range: dbroker::config::PortRange { first, last: first + 99 },
+    }
+}
+
+/// A store of the test's own, with the local node, removed when dropped.
 struct TestStore {
     store: Store,
     url: DatabaseUrl,
@@ -78,12 +89,14 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn on_sqlite() {
                 let $test = TestStore::sqlite().await;
+                $test.store.register_node(&node(Node::LOCAL, 20000)).await.unwrap();
                 $body
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn on_postgres() {
                 let $test = TestStore::postgres().await;
+                $test.store.register_node(&node(Node::LOCAL, 20000)).await.unwrap();
                 $body
             }
         }
@@ -105,9 +118,22 @@ async fn insert(
     port: u16,
     limits: &Limits,
 ) -> Result<InstanceId, StoreError> {
+    insert_on(store, Node::LOCAL, owner, name, port, limits).await
+}
+
+/// As `insert`, on `node`.
+async fn insert_on(
+    store: &Store,
+    node: &str,
+    owner: Option<i64>,
+    name: &str,
+    port: u16,
+    limits: &Limits,
+) -> Result<InstanceId, StoreError> {
     let id = InstanceId::random();
     let new = NewInstanceRecord {
         id: &id,
+        node_id: node,
         owner_id: owner,
         name: &name.parse().unwrap(),
         settings: &EngineSettings::Redis,
@@ -203,11 +229,10 @@ contract!(an_expired_operation_lease_is_taken_over_once_and_its_first_holder_los
     assert!(!test.store.take_over_operation(&id, "replica-b", Duration::from_secs(60)).await.unwrap(), "not yet");
 
     let abandoned = poll(|| async { test.store.abandoned_operations().await.unwrap().into_iter().next() }).await;
-    let takers = [("replica-b", test.store.clone()), ("replica-c", test.store.clone())]
-        .map(|(holder, store)| {
-            let id = id.clone();
-            tokio::spawn(async move { store.take_over_operation(&id, holder, Duration::from_secs(60)).await.unwrap() })
-        });
+    let takers = [("replica-b", test.store.clone()), ("replica-c", test.store.clone())].map(|(holder, store)| {
+        let id = id.clone();
+        tokio::spawn(async move { store.take_over_operation(&id, holder, Duration::from_secs(60)).await.unwrap() })
+    });
     let mut taken = 0;
     for taker in takers {
         taken += usize::from(taker.await.unwrap());
@@ -359,6 +384,25 @@ contract!(image_facts_and_template_passwords_are_kept, |test| {
     assert_eq!(store.image_flavor("sha256:abc").await.unwrap(), Some(dbroker::model::Flavor::Mariadb));
     assert!(store.image_collations("sha256:abc").await.unwrap().is_some());
     assert_eq!(store.template_password("sha256:t").await.unwrap(), Some(vec![7]));
+});
+
+contract!(a_port_is_leased_once_per_node_and_a_nodes_row_is_rewritten_by_each_start, |test| {
+    let store = &test.store;
+    let other = node("host-2", 30000);
+    store.register_node(&other).await.unwrap();
+    let moved = Node { advertise_host: "db2.example".into(), ..node(Node::LOCAL, 21000) };
+    store.register_node(&moved).await.unwrap();
+    let alice = user(store, "alice").await;
+
+    insert_on(store, Node::LOCAL, Some(alice), "a", 21001, &NO_LIMITS).await.unwrap();
+    insert_on(store, "host-2", Some(alice), "b", 21001, &NO_LIMITS).await.expect("the same port on another node");
+    let taken = insert_on(store, Node::LOCAL, Some(alice), "c", 21001, &NO_LIMITS).await;
+    let unknown = insert_on(store, "nowhere", Some(alice), "d", 21002, &NO_LIMITS).await;
+
+    assert!(matches!(taken, Err(StoreError::PortTaken)), "{taken:?}");
+    assert!(unknown.is_err(), "an instance is on a node the store knows");
+    assert_eq!(store.nodes().await.unwrap(), [other, moved]);
+    assert_eq!(store.leased_ports(Node::LOCAL, 21000, 21099).await.unwrap(), [21001].into());
 });
 
 /// Polls `attempt` every 50 ms until it gives `Some`, for at most 10 s.

@@ -16,6 +16,17 @@ CREATE TABLE users (
     quota_memory_mb  BIGINT CHECK (quota_memory_mb >= 0)
 );
 
+-- The Docker hosts instances run on (see migrations/sqlite/0009); `local` until there are more.
+CREATE TABLE nodes (
+    id              TEXT PRIMARY KEY,
+    engine          TEXT,
+    publish_ip      TEXT NOT NULL,
+    advertise_host  TEXT NOT NULL,
+    port_first      BIGINT NOT NULL CHECK (port_first BETWEEN 1 AND 65535),
+    port_last       BIGINT NOT NULL CHECK (port_last BETWEEN port_first AND 65535),
+    updated_at      TIMESTAMPTZ NOT NULL
+);
+
 -- One database instance; written before its container is created.
 CREATE TABLE instances (
     id                    TEXT PRIMARY KEY CHECK (length(id) = 12),
@@ -34,8 +45,9 @@ CREATE TABLE instances (
     -- Quoted: COLLATION is a keyword in PostgreSQL (and a quoted name is the same in SQLite).
     "collation"           TEXT,
     database              TEXT,
-    -- The port lease (see migrations/sqlite/0001).
-    port                  BIGINT CONSTRAINT instances_port_unique UNIQUE CHECK (port BETWEEN 1 AND 65535),
+    node_id               TEXT NOT NULL REFERENCES nodes (id),
+    -- The port lease, one per node (see migrations/sqlite/0001 and 0009).
+    port                  BIGINT CHECK (port BETWEEN 1 AND 65535),
     username              TEXT,
     password_enc          BYTEA NOT NULL,
     created_at            TIMESTAMPTZ NOT NULL,
@@ -44,6 +56,7 @@ CREATE TABLE instances (
     repair_failures       BIGINT NOT NULL DEFAULT 0,
     repair_after          BIGINT,
     attention             TEXT,
+    CONSTRAINT instances_port_unique UNIQUE (node_id, port),
     -- NULL owners (the warm pool) do not collide, as in SQLite.
     CONSTRAINT instances_owner_name_unique UNIQUE (owner_id, name)
 );

@@ -16,6 +16,8 @@ pub struct InstanceRecord {
     /// `None` for a warm-pool member.
     pub owner_id: Option<i64>,
     pub name: InstanceName,
+    /// The node (Docker host) it runs on, whose port `port` is.
+    pub node_id: String,
     /// The engine, and what only it has (a charset, a database).
     pub settings: EngineSettings,
     /// The catalogue's name of the version asked for.
@@ -64,6 +66,8 @@ pub struct OwnedInstance {
 /// What a create writes before its container exists (status `provisioning`).
 pub struct NewInstanceRecord<'a> {
     pub id: &'a InstanceId,
+    /// The node it runs on (see `store::Node`).
+    pub node_id: &'a str,
     pub owner_id: Option<i64>,
     pub name: &'a InstanceName,
     pub settings: &'a EngineSettings,
@@ -99,11 +103,11 @@ macro_rules! columns {
         "i.id, i.owner_id, i.name, i.engine, i.version, i.image, i.status, i.status_reason, i.exit_code, \
          i.oom_killed, i.memory_mb, i.charset, i.\"collation\", i.database, i.port, i.username, i.password_enc, \
          i.pending_password_enc, i.created_at, i.template_image, o.id, i.attention, i.repair_failures, \
-         i.repair_after"
+         i.repair_after, i.node_id"
     };
 }
 /// Where the owner's name follows `columns!()` in `owned_instances`.
-const OWNER_COLUMN: usize = 24;
+const OWNER_COLUMN: usize = 25;
 macro_rules! from {
     () => {
         " FROM instances i LEFT JOIN operations o ON o.instance_id = i.id AND o.state IN ('pending', 'running')"
@@ -154,13 +158,15 @@ impl Store {
         self.instance(new.id).await?.ok_or(StoreError::NotFound)
     }
 
-    /// Every port leased within `first..=last`, by any instance of any user.
-    pub async fn leased_ports(&self, first: u16, last: u16) -> Result<HashSet<u16>, StoreError> {
+    /// Every port of `node` leased within `first..=last`, by any instance of any user.
+    pub async fn leased_ports(&self, node: &str, first: u16, last: u16) -> Result<HashSet<u16>, StoreError> {
         let ports = self
             .db
-            .fetch_all("SELECT port FROM instances WHERE port BETWEEN $1 AND $2", params![first, last], |row| {
-                narrowed(row.int(0)?)
-            })
+            .fetch_all(
+                "SELECT port FROM instances WHERE node_id = $1 AND port BETWEEN $2 AND $3",
+                params![node, first, last],
+                |row| narrowed(row.int(0)?),
+            )
             .await?;
         Ok(ports.into_iter().collect())
     }
@@ -441,11 +447,9 @@ impl Store {
     /// against.
     pub async fn oldest_password(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.db
-            .fetch_optional(
-                "SELECT password_enc FROM instances ORDER BY created_at, id LIMIT 1",
-                params![],
-                |row| row.bytes(0),
-            )
+            .fetch_optional("SELECT password_enc FROM instances ORDER BY created_at, id LIMIT 1", params![], |row| {
+                row.bytes(0)
+            })
             .await
     }
 
@@ -459,8 +463,8 @@ impl Store {
 /// The INSERT of a new record. A name the owner has already is no row (`ON CONFLICT DO NOTHING`),
 /// so that the only constraint it can break is the port's.
 const INSERT: &str = "INSERT INTO instances (id, owner_id, name, engine, version, image, status, memory_mb, \
-     charset, \"collation\", database, port, username, password_enc, created_at, template_image) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+     charset, \"collation\", database, port, username, password_enc, created_at, template_image, node_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
      ON CONFLICT (owner_id, name) DO NOTHING RETURNING id";
 
 fn insert_params(new: &NewInstanceRecord<'_>) -> Vec<super::sql::Param> {
@@ -481,6 +485,7 @@ fn insert_params(new: &NewInstanceRecord<'_>) -> Vec<super::sql::Param> {
         new.password_enc,
         now(),
         new.template_image,
+        new.node_id,
     ]
 }
 
@@ -508,9 +513,14 @@ fn record_from_row(row: &dyn Columns) -> Result<InstanceRecord, StoreError> {
         pending_password_enc: row.opt_bytes(17)?,
         created_at: row.time(18)?,
         template_image: row.opt_text(19)?,
-        running_operation: row.opt_text(20)?.map(|id| id.parse()).transpose().map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))?,
+        running_operation: row
+            .opt_text(20)?
+            .map(|id| id.parse())
+            .transpose()
+            .map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))?,
         attention: row.opt_text(21)?,
         repair_failures: narrowed(row.int(22)?)?,
         repair_after: row.opt_int(23)?,
+        node_id: row.text(24)?,
     })
 }

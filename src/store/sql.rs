@@ -115,9 +115,8 @@ pub(super) fn now() -> OffsetDateTime {
 
 /// A time as the API shows it and SQLite stores it: RFC 3339 in UTC, always six decimals.
 pub(crate) fn format_time(time: OffsetDateTime) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     time.to_offset(time::UtcOffset::UTC).format(FORMAT).expect("a UTC time formats")
 }
 

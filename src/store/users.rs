@@ -88,77 +88,81 @@ impl Store {
     pub async fn sync_demo_users(&self, names: &[UserName]) -> Result<DemoUsers, StoreError> {
         // The write lock is taken before the first read, so who is a real user is still true when
         // it is written on, whatever another process (`dbroker user add`) does meanwhile.
-        self.db.write(async |tx| {
-            let now = now();
-            let mut outcome = DemoUsers { named: names.len(), ..DemoUsers::default() };
+        self.db
+            .write(async |tx| {
+                let now = now();
+                let mut outcome = DemoUsers { named: names.len(), ..DemoUsers::default() };
 
-            // Users from before demo users were marked (migration 0005). A token that is its user's
-            // name can only have come from `--demo-users`: `user add` makes tokens of 40 random
-            // characters. An admin among them is a real admin whose token an old start-up replaced
-            // with their name: disabled, not made a demo user, so that the name neither stays an
-            // admin's token nor is handed out again as a demo user's.
-            let unmarked = tx
-                .fetch_all(
-                    "SELECT id, name, token_hash, is_admin FROM users WHERE is_demo = FALSE",
-                    params![],
-                    |row| Ok((row.int(0)?, row.text(1)?, row.text(2)?, row.flag(3)?)),
-                )
-                .await?;
-            for (id, name, token_hash, is_admin) in unmarked {
-                if token_hash != hash_token(&name) {
-                    continue;
-                }
-                if is_admin {
-                    tx.execute(
-                        "UPDATE users SET disabled_at = coalesce(disabled_at, $1) WHERE id = $2",
-                        params![now, id],
+                // Users from before demo users were marked (migration 0005). A token that is its user's
+                // name can only have come from `--demo-users`: `user add` makes tokens of 40 random
+                // characters. An admin among them is a real admin whose token an old start-up replaced
+                // with their name: disabled, not made a demo user, so that the name neither stays an
+                // admin's token nor is handed out again as a demo user's.
+                let unmarked = tx
+                    .fetch_all(
+                        "SELECT id, name, token_hash, is_admin FROM users WHERE is_demo = FALSE",
+                        params![],
+                        |row| Ok((row.int(0)?, row.text(1)?, row.text(2)?, row.flag(3)?)),
                     )
                     .await?;
-                    outcome.admins_disabled.push(name);
-                } else {
-                    tx.execute("UPDATE users SET is_demo = TRUE WHERE id = $1", params![id]).await?;
-                }
-            }
-
-            for name in names {
-                let is_demo = tx
-                    .fetch_optional("SELECT is_demo FROM users WHERE name = $1", params![name.as_str()], |row| {
-                        row.flag(0)
-                    })
-                    .await?;
-                match is_demo {
-                    // An error rolls back whatever the transaction did.
-                    Some(false) => return Err(StoreError::NotADemoUser(name.to_string())),
-                    Some(true) => {
-                        tx.execute("UPDATE users SET disabled_at = NULL WHERE name = $1", params![name.as_str()])
-                            .await?;
+                for (id, name, token_hash, is_admin) in unmarked {
+                    if token_hash != hash_token(&name) {
+                        continue;
                     }
-                    None => {
+                    if is_admin {
                         tx.execute(
-                            "INSERT INTO users (name, token_hash, is_admin, is_demo, created_at) \
-                             VALUES ($1, $2, FALSE, TRUE, $3)",
-                            params![name.as_str(), hash_token(name.as_str()), now],
+                            "UPDATE users SET disabled_at = coalesce(disabled_at, $1) WHERE id = $2",
+                            params![now, id],
                         )
-                        .await
-                        .map_err(|e| e.or_broke(Constraint::UserName))?;
+                        .await?;
+                        outcome.admins_disabled.push(name);
+                    } else {
+                        tx.execute("UPDATE users SET is_demo = TRUE WHERE id = $1", params![id]).await?;
                     }
                 }
-            }
 
-            let enabled = tx
-                .fetch_all(
-                    "SELECT name FROM users WHERE is_demo = TRUE AND disabled_at IS NULL",
-                    params![],
-                    |row| row.text(0),
-                )
-                .await?;
-            for stale in enabled.iter().filter(|enabled| !names.iter().any(|name| name.as_str() == enabled.as_str())) {
-                tx.execute("UPDATE users SET disabled_at = $1 WHERE name = $2", params![now, stale.as_str()]).await?;
-                outcome.disabled += 1;
-            }
-            Ok(outcome)
-        })
-        .await
+                for name in names {
+                    let is_demo = tx
+                        .fetch_optional("SELECT is_demo FROM users WHERE name = $1", params![name.as_str()], |row| {
+                            row.flag(0)
+                        })
+                        .await?;
+                    match is_demo {
+                        // An error rolls back whatever the transaction did.
+                        Some(false) => return Err(StoreError::NotADemoUser(name.to_string())),
+                        Some(true) => {
+                            tx.execute("UPDATE users SET disabled_at = NULL WHERE name = $1", params![name.as_str()])
+                                .await?;
+                        }
+                        None => {
+                            tx.execute(
+                                "INSERT INTO users (name, token_hash, is_admin, is_demo, created_at) \
+                             VALUES ($1, $2, FALSE, TRUE, $3)",
+                                params![name.as_str(), hash_token(name.as_str()), now],
+                            )
+                            .await
+                            .map_err(|e| e.or_broke(Constraint::UserName))?;
+                        }
+                    }
+                }
+
+                let enabled = tx
+                    .fetch_all(
+                        "SELECT name FROM users WHERE is_demo = TRUE AND disabled_at IS NULL",
+                        params![],
+                        |row| row.text(0),
+                    )
+                    .await?;
+                for stale in
+                    enabled.iter().filter(|enabled| !names.iter().any(|name| name.as_str() == enabled.as_str()))
+                {
+                    tx.execute("UPDATE users SET disabled_at = $1 WHERE name = $2", params![now, stale.as_str()])
+                        .await?;
+                    outcome.disabled += 1;
+                }
+                Ok(outcome)
+            })
+            .await
     }
 
     /// Gives the user a new token: its hash replaces the old one's, so the old token stops working
@@ -260,9 +264,7 @@ impl Store {
                     .await?
                     .ok_or(StoreError::NotFound)?;
                 let owned = tx
-                    .fetch_one("SELECT count(*) FROM instances WHERE owner_id = $1", params![user.id], |row| {
-                        row.int(0)
-                    })
+                    .fetch_one("SELECT count(*) FROM instances WHERE owner_id = $1", params![user.id], |row| row.int(0))
                     .await?;
                 if owned > 0 {
                     return Err(StoreError::OwnsInstances(narrowed(owned)?));

@@ -70,6 +70,7 @@ async fn one_record_the_master_key_cannot_decrypt_does_not_fail_a_list_and_needs
     store
         .insert_instance(&NewInstanceRecord {
             id: &stray,
+            node_id: dbroker::store::Node::LOCAL,
             owner_id: Some(alice.id),
             name: &"stray".parse().unwrap(),
             settings: &EngineSettings::Redis,
