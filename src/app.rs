@@ -58,14 +58,15 @@ impl App {
         // could read none of them, and the passwords of the instances made with it would be lost
         // once the right key is back.
         let sample = store.oldest_password().await?;
-        let key = MasterKey::load(config.master_key.as_deref(), &config.data_dir, sample.is_none())?;
+        let key = MasterKey::load(&config.master_key, &config.data_dir, sample.is_none())?;
         if let Some(sample) = &sample
             && key.decrypt(sample).is_err()
         {
             anyhow::bail!(
-                "the master key does not decrypt the store's passwords: it is not the key they were encrypted \
-                 with. Restore that key ({}, or DBROKER_MASTER_KEY) from where it was backed up",
-                config.data_dir.join("master.key").display()
+                "the master key of {} does not decrypt the store's passwords: it is not the key they were \
+                 encrypted with. Restore that key from where it was backed up (every replica of one store needs \
+                 the same)",
+                config.master_key.describe(&config.data_dir)
             );
         }
 
