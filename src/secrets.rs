@@ -1,5 +1,6 @@
 //! Credentials: generation from a CSPRNG, a `Secret` type that never prints itself, API token
-//! hashes, and AES-256-GCM encryption of instance passwords at rest.
+//! hashes, and AES-256-GCM encryption of instance passwords at rest under the master key, with
+//! where that key comes from.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -307,7 +308,7 @@ mod tests {
 
         let refused = MasterKey::load(&given, dir.path(), true);
 
-        assert!(matches!(&refused, Err(KeyError::BadKey { from }) if from == "DBROKER_MASTER_KEY"), "{:?}", refused.err());
+        assert!(matches!(refused, Err(KeyError::BadKey { ref from }) if from == "DBROKER_MASTER_KEY"));
     }
 
     #[test]
