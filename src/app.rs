@@ -44,8 +44,10 @@ impl App {
     /// Opens the store, loads the master key, makes the demo users those of the configuration and
     /// binds the listener. The Docker engine need not answer yet: until it does, creates answer 503
     /// and reads still work. A demo user's name that belongs to a real user is an error, and then
-    /// no user is changed.
+    /// no user is changed. A store shared by replicas with no master key given is refused before
+    /// anything is opened or made.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        config.master_key.check_for_store(!config.database_url.is_embedded())?;
         // Only dbroker's user may look into its data directory: the store, the master key.
         std::fs::DirBuilder::new()
             .recursive(true)

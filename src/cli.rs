@@ -262,7 +262,6 @@ impl ServeArgs {
         let master_key = KeySource::from_settings(
             std::env::var("DBROKER_MASTER_KEY").ok().map(Secret::new),
             self.master_key_file.or(file.master_key_file),
-            !database_url.is_embedded(),
         )
         .map_err(|e| e.to_string())?;
         Ok(Config {
@@ -439,20 +438,17 @@ mod tests {
     }
 
     #[test]
-    fn the_key_file_comes_from_the_flag_or_the_file_and_a_postgres_store_without_a_key_is_refused() {
+    fn the_key_file_comes_from_the_flag_or_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("dbroker.toml");
         std::fs::write(&file, "master_key_file = \"/etc/dbroker/master.key\"\n").unwrap();
         let file = file.to_str().unwrap();
-        let postgres = ["--database-url", "postgres://dbroker@db/dbroker"];
 
-        let from_file = serve(&[&["--config", file][..], &postgres].concat()).unwrap();
+        let from_file = serve(&["--config", file]).unwrap();
         let from_flag = serve(&["--config", file, "--master-key-file", "/run/key"]).unwrap();
-        let refused = serve(&postgres).unwrap_err();
 
         assert_eq!(from_file.master_key, KeySource::File("/etc/dbroker/master.key".into()));
         assert_eq!(from_flag.master_key, KeySource::File("/run/key".into()));
-        assert_eq!(serve(&[]).unwrap().master_key, KeySource::DataDir, "SQLite: the data directory's");
-        assert!(refused.contains("--master-key-file"), "{refused}");
+        assert_eq!(serve(&[]).unwrap().master_key, KeySource::DataDir);
     }
 }

@@ -99,20 +99,23 @@ const HOW_TO_MAKE_A_KEY: &str = "make one once with `(umask 077; openssl rand -h
      --master-key-file (DBROKER_MASTER_KEY_FILE, master_key_file in the configuration file)";
 
 impl KeySource {
-    /// The source the settings name. Both at once is refused rather than one silently winning; a
-    /// store shared by replicas (not embedded) needs one of them: each replica making a
-    /// `master.key` of its own could not read the passwords the others stored.
-    pub fn from_settings(
-        given: Option<Secret>,
-        file: Option<PathBuf>,
-        shared_store: bool,
-    ) -> Result<KeySource, KeyError> {
+    /// The source the settings name. Both at once is refused rather than one silently winning.
+    pub fn from_settings(given: Option<Secret>, file: Option<PathBuf>) -> Result<KeySource, KeyError> {
         match (given, file) {
             (Some(_), Some(file)) => Err(KeyError::GivenTwice { file: file.display().to_string() }),
             (Some(key), None) => Ok(KeySource::Given(key)),
             (None, Some(file)) => Ok(KeySource::File(file)),
-            (None, None) if shared_store => Err(KeyError::NoneForSharedStore),
             (None, None) => Ok(KeySource::DataDir),
+        }
+    }
+
+    /// Whether this source may serve a store; checked before the store is opened, so that
+    /// nothing is made. A store shared by replicas (not embedded) needs the key given: each
+    /// replica making a `master.key` of its own could not read the passwords the others stored.
+    pub fn check_for_store(&self, shared_store: bool) -> Result<(), KeyError> {
+        match self {
+            KeySource::DataDir if shared_store => Err(KeyError::NoneForSharedStore),
+            _ => Ok(()),
         }
     }
 
@@ -378,25 +381,30 @@ mod tests {
 
     #[test]
     fn a_shared_store_without_a_given_key_is_refused_saying_how_to_make_one_for_every_replica() {
-        let refused = KeySource::from_settings(None, None, true).unwrap_err().to_string();
+        let refused = KeySource::DataDir.check_for_store(true).unwrap_err().to_string();
 
         assert!(refused.contains("openssl rand -hex 32") && refused.contains("every replica"), "{refused}");
         assert!(refused.contains("--master-key-file"), "{refused}");
     }
 
     #[test]
-    fn an_embedded_store_without_a_given_key_uses_the_data_directorys_and_a_given_one_wins_over_it() {
-        let file = PathBuf::from("/etc/dbroker/master.key");
-        let key = Secret::new("ab".repeat(32));
+    fn a_given_key_serves_any_store_and_the_data_directorys_an_embedded_one_only() {
+        let given = [KeySource::Given(Secret::new("ab".repeat(32))), KeySource::File("/etc/dbroker/master.key".into())];
 
-        assert_eq!(KeySource::from_settings(None, None, false).unwrap(), KeySource::DataDir);
-        assert_eq!(KeySource::from_settings(None, Some(file.clone()), true).unwrap(), KeySource::File(file));
-        assert_eq!(KeySource::from_settings(Some(key.clone()), None, true).unwrap(), KeySource::Given(key));
+        for source in &given {
+            assert!(source.check_for_store(true).is_ok() && source.check_for_store(false).is_ok(), "{source:?}");
+        }
+        assert!(KeySource::DataDir.check_for_store(false).is_ok());
+    }
+
+    #[test]
+    fn neither_a_key_nor_a_key_file_is_the_data_directorys_key() {
+        assert_eq!(KeySource::from_settings(None, None).unwrap(), KeySource::DataDir);
     }
 
     #[test]
     fn a_key_given_both_in_the_environment_and_as_a_file_is_refused() {
-        let refused = KeySource::from_settings(Some(Secret::new("ab".repeat(32))), Some("/k".into()), false);
+        let refused = KeySource::from_settings(Some(Secret::new("ab".repeat(32))), Some("/k".into()));
 
         assert!(matches!(refused, Err(KeyError::GivenTwice { .. })));
     }
