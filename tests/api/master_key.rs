@@ -21,15 +21,15 @@ use crate::helpers::{ALICE, TestApp, dbroker_serve, free_port, port_and_password
 const REFUSAL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A key file in `dir` holding `hex_key`, private to this user as dbroker asks.
-fn key_file(dir: &Path, name: &str, hex_key: &str) -> PathBuf {
+pub fn key_file(dir: &Path, name: &str, hex_key: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, format!("{hex_key}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 
-/// `dbroker serve` on `data_dir` with `command`'s changes, which must refuse to start: what it
-/// said on stderr.
+/// `dbroker serve` on `data_dir`, its command changed by `change`, which must refuse to start:
+/// what it said on stderr.
 async fn serve_refusal(data_dir: &Path, change: impl FnOnce(&mut tokio::process::Command)) -> String {
     let (mut command, _base) = dbroker_serve(data_dir, &unique_name("dbt-key"), ALICE, free_port());
     command.env_remove("DBROKER_MASTER_KEY").env_remove("DBROKER_MASTER_KEY_FILE").stderr(Stdio::piped());

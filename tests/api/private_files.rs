@@ -30,9 +30,7 @@ async fn the_data_directory_the_store_and_the_master_key_are_private_to_dbrokers
 #[tokio::test]
 async fn given_the_master_key_the_data_directory_holds_only_the_store_if_it_is_there_and_caches() {
     let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("master.key");
-    std::fs::write(&key, "5a".repeat(32)).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key = crate::master_key::key_file(keys.path(), "master.key", &"5a".repeat(32));
     let app = TestApp::spawn_with(|c| c.master_key = KeySource::File(key)).await;
 
     // A PostgreSQL instance: its template's identity files are kept, the one cache there is.
