@@ -384,6 +384,7 @@ contract!(image_facts_and_template_passwords_are_kept, |test| {
     assert_eq!(store.image_flavor("sha256:abc").await.unwrap(), Some(dbroker::model::Flavor::Mariadb));
     assert!(store.image_collations("sha256:abc").await.unwrap().is_some());
     assert_eq!(store.template_password("sha256:t").await.unwrap(), Some(vec![7]));
+    assert_eq!(store.oldest_password().await.unwrap(), Some(vec![7]), "what the master key is checked against");
 });
 
 contract!(a_port_is_leased_once_per_node_and_a_nodes_row_is_rewritten_by_each_start, |test| {

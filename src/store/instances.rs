@@ -443,14 +443,22 @@ impl Store {
         self.db.read(sql, params![], record_from_row).await
     }
 
-    /// The oldest stored password, if the store holds any: what start-up checks the master key
-    /// against.
+    /// A stored password, if the store holds any: an instance's (the oldest), else a template's.
+    /// What start-up checks the master key against.
     pub async fn oldest_password(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db
+        let instance = self
+            .db
             .fetch_optional("SELECT password_enc FROM instances ORDER BY created_at, id LIMIT 1", params![], |row| {
                 row.bytes(0)
             })
-            .await
+            .await?;
+        match instance {
+            Some(password) => Ok(Some(password)),
+            None => {
+                let sql = "SELECT password_enc FROM template_passwords ORDER BY image_id LIMIT 1";
+                self.db.fetch_optional(sql, params![], |row| row.bytes(0)).await
+            }
+        }
     }
 
     /// Removes a record, which frees its port and its name.
