@@ -17,7 +17,14 @@
 //!   every request costs (the issue allows 5 %);
 //! - memory: dbroker's resident set, idle and with those 1,000 records.
 //!
-//! Results go to `bench-results/latest.md` and `bench-results/latest.json`. `BENCH_RUNS` sets the
+//! The store is SQLite in each dbroker's data directory, or PostgreSQL with
+//! `BENCH_DATABASE_URL=postgres://…` (`scripts/bench --database-url URL` sets it): the URL names a
+//! database that role can connect to, and the role needs CREATEDB, for each dbroker (and its
+//! siblings) runs on a database of its own, made fresh and dropped at the end. Each store's master
+//! key is a key file, given as replicas are given theirs.
+//!
+//! Results go to `bench-results/latest.md` and `bench-results/latest.json` (`latest-postgres.*` on
+//! PostgreSQL, so that the two sit side by side), which say which store. `BENCH_RUNS` sets the
 //! number of runs per engine and of rounds of each read load (default 7). `BENCH_ONLY=reads`
 //! measures the read API and its floor only (no creates, no pool), to compare changes on the read
 //! path quickly. Timings are never asserted anywhere: this is how speed is judged.
@@ -48,18 +55,21 @@ const METRICS_ROUNDS: usize = 5;
 async fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
     let reads_only = std::env::var("BENCH_ONLY").is_ok_and(|only| only == "reads");
+    let backend = Backend::from_env();
     let data_dir = tempfile::tempdir().expect("a temporary data directory");
+    let store = backend.store(data_dir.path(), "reads").await;
     let prefix = format!("dbroker-bench-{}", std::process::id());
-    let dbroker = Dbroker::start(data_dir.path(), &prefix, Metrics::On);
+    let dbroker = Dbroker::start(&store, data_dir.path(), &prefix, Metrics::On);
     dbroker.wait_until_up().await;
-    let mut report = Report { memory_idle_kib: dbroker.rss_kib(), ..Report::default() };
+    let mut report =
+        Report { store: backend.describe().await, memory_idle_kib: dbroker.rss_kib(), ..Report::default() };
     if !reads_only {
         dbroker.measure_creates(runs, &mut report).await;
     }
 
     // 1,000 records, written straight to the store: the read API's cost is the store's and the
     // HTTP layer's, not Docker's. The bench user has 20 of them, the rest are other users'.
-    let own = dbroker.fill_store(data_dir.path()).await;
+    let own = dbroker.fill_store(&store).await;
     report.memory_records_kib = dbroker.rss_kib();
     let routes = [
         ("GET /v1/instances", "/v1/instances".to_string(), "list.json"),
@@ -88,8 +98,10 @@ async fn main() {
     // What the metrics cost: two more processes on the store, alike but for their metrics (the
     // first has served creates and leads: it is not their equal). Started while the first leads
     // the repairs (it holds the lease), so that neither runs a pass.
-    let (with, without) =
-        (Dbroker::start(data_dir.path(), &prefix, Metrics::On), Dbroker::start(data_dir.path(), &prefix, Metrics::Off));
+    let (with, without) = (
+        Dbroker::start(&store, data_dir.path(), &prefix, Metrics::On),
+        Dbroker::start(&store, data_dir.path(), &prefix, Metrics::Off),
+    );
     with.wait_until_up().await;
     without.wait_until_up().await;
     for (_, path, _) in &routes {
@@ -99,26 +111,155 @@ async fn main() {
     drop((with, without));
 
     drop(dbroker);
+    drop(store);
     cleanup(&prefix).await;
     if reads_only {
-        report.write(runs);
+        report.write(runs, &backend);
         return;
     }
 
     // The same creates served from a warm pool of 2 per engine, on a dbroker of its own.
     let pool_dir = tempfile::tempdir().expect("a temporary data directory");
+    let pool_store = backend.store(pool_dir.path(), "pool").await;
     let pool_config = pool_dir.path().join("pool.toml");
     std::fs::write(&pool_config, POOL_CATALOGUE).unwrap();
-    let pooled = Dbroker::start_with(pool_dir.path(), &prefix, &pool_config, "30", Metrics::On);
+    let pooled = Dbroker::start_with(&pool_store, pool_dir.path(), &prefix, &pool_config, "30", Metrics::On);
     pooled.wait_until_up().await;
     for engine in ["redis", "postgres", "mysql"] {
-        let times = pooled.time_to_ready(engine, runs, Some(pool_dir.path())).await;
+        let times = pooled.time_to_ready(engine, runs, Some(&pool_store)).await;
         eprintln!("{engine} from the pool: time to ready {}", summary(&times));
         report.time_to_ready.push((format!("{engine}, warm pool"), times));
     }
     drop(pooled);
+    drop(pool_store);
     cleanup(&prefix).await;
-    report.write(runs);
+    report.write(runs, &backend);
+}
+
+/// The store the measured dbrokers run on.
+enum Backend {
+    /// `dbroker.db` in each one's data directory: the embedded default.
+    Sqlite,
+    /// `BENCH_DATABASE_URL`: a PostgreSQL server, on which the bench makes a database for each
+    /// store. The URL may hold a password: it is never printed.
+    Postgres { server: String },
+}
+
+impl Backend {
+    fn from_env() -> Backend {
+        match std::env::var("BENCH_DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Backend::Postgres { server: url }
+            }
+            Ok(url) if !url.is_empty() => panic!("BENCH_DATABASE_URL is not a postgres:// URL"),
+            _ => Backend::Sqlite,
+        }
+    }
+
+    /// A fresh, empty store for the dbrokers of one phase, which keep their caches in `data_dir`.
+    async fn store(&self, data_dir: &Path, phase: &str) -> BenchStore {
+        let (url, database) = match self {
+            Backend::Sqlite => (dbroker::store::DatabaseUrl::in_data_dir(data_dir).to_string(), None),
+            Backend::Postgres { server } => {
+                let database = FreshDatabase::create(server, phase).await;
+                (database.url.clone(), Some(database))
+            }
+        };
+        let keys = tempfile::tempdir().expect("a directory for the master key");
+        let key_file = keys.path().join("master.key");
+        std::fs::write(&key_file, hex::encode(rand::random::<[u8; 32]>())).unwrap();
+        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        BenchStore { url, key_file, _keys: keys, _database: database }
+    }
+
+    /// Which store, for the results: PostgreSQL with its server's version, never its URL.
+    async fn describe(&self) -> String {
+        match self {
+            Backend::Sqlite => "SQLite (`dbroker.db` in the data directory)".into(),
+            Backend::Postgres { server } => {
+                let mut connection = sqlx::PgConnection::connect(server).await.expect("BENCH_DATABASE_URL answers");
+                let version: String = sqlx::query_scalar("SELECT current_setting('server_version')")
+                    .fetch_one(&mut connection)
+                    .await
+                    .unwrap();
+                format!("PostgreSQL {version}")
+            }
+        }
+    }
+
+    /// The results' file name, without extension.
+    fn results_name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "latest",
+            Backend::Postgres { .. } => "latest-postgres",
+        }
+    }
+}
+
+/// Where one phase's dbrokers keep their records, and the key file they are encrypted with.
+struct BenchStore {
+    /// `DBROKER_DATABASE_URL` for them; it may hold a password, so it is never printed.
+    url: String,
+    key_file: PathBuf,
+    _keys: tempfile::TempDir,
+    _database: Option<FreshDatabase>,
+}
+
+impl BenchStore {
+    /// The store as the bench itself opens it, to write records and watch the pool.
+    async fn open(&self) -> (dbroker::store::Store, dbroker::secrets::MasterKey) {
+        let url = self.url.parse().expect("the bench's own database URL");
+        let store = dbroker::store::Store::open(&url).await.expect("the store opens");
+        let source = dbroker::secrets::KeySource::File(self.key_file.clone());
+        (store, dbroker::secrets::MasterKey::load(&source, Path::new(""), false).expect("the key file reads"))
+    }
+}
+
+/// A database made on a PostgreSQL server for one phase of the bench, dropped with this value,
+/// whatever connections the dbrokers left.
+struct FreshDatabase {
+    server: String,
+    name: String,
+    /// The server's URL with this database in its path.
+    url: String,
+}
+
+impl FreshDatabase {
+    async fn create(server: &str, phase: &str) -> FreshDatabase {
+        let name = format!("dbroker_bench_{}_{phase}", std::process::id());
+        let mut connection = sqlx::PgConnection::connect(server).await.expect("BENCH_DATABASE_URL answers");
+        sqlx::query(drop_database(&name)).execute(&mut connection).await.unwrap();
+        // The bench's own name, never an input: quoted all the same.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut connection)
+            .await
+            .expect("the role of BENCH_DATABASE_URL may create databases (CREATEDB)");
+        let mut url = url::Url::parse(server).expect("BENCH_DATABASE_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        FreshDatabase { server: server.to_string(), name, url: url.into() }
+    }
+}
+
+/// Drops the bench's database `name` (its own name, never an input), closing whatever
+/// connections a dbroker left on it.
+fn drop_database(name: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop may run on the bench's runtime, which must not block: a thread and runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
+                let mut connection = sqlx::PgConnection::connect(&server).await?;
+                sqlx::query(drop_database(&name)).execute(&mut connection).await
+            })
+        });
+        if let Ok(Err(error)) = dropped.join() {
+            eprintln!("could not drop the bench's database {}: {error}", self.name);
+        }
+    }
 }
 
 /// `path` loaded on `on` and `off` in turn, `METRICS_ROUNDS` times.
@@ -188,13 +329,20 @@ struct Dbroker {
 }
 
 impl Dbroker {
-    fn start(data_dir: &Path, prefix: &str, metrics: Metrics) -> Dbroker {
+    fn start(store: &BenchStore, data_dir: &Path, prefix: &str, metrics: Metrics) -> Dbroker {
         let config = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/dbroker.offline.toml"));
         // The 1,000 records have no containers: no repair pass may run during the bench.
-        Self::start_with(data_dir, prefix, config, "86400", metrics)
+        Self::start_with(store, data_dir, prefix, config, "86400", metrics)
     }
 
-    fn start_with(data_dir: &Path, prefix: &str, config: &Path, reconcile_interval: &str, metrics: Metrics) -> Dbroker {
+    fn start_with(
+        store: &BenchStore,
+        data_dir: &Path,
+        prefix: &str,
+        config: &Path,
+        reconcile_interval: &str,
+        metrics: Metrics,
+    ) -> Dbroker {
         let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let metrics_listen = match metrics {
             Metrics::On => TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string(),
@@ -207,6 +355,10 @@ impl Dbroker {
             .env("DBROKER_LISTEN", listen.to_string())
             .env("DBROKER_METRICS_LISTEN", metrics_listen)
             .env("DBROKER_DATA_DIR", data_dir)
+            // In the environment, not the command line: a PostgreSQL URL may hold a password.
+            .env("DBROKER_DATABASE_URL", &store.url)
+            .env("DBROKER_MASTER_KEY_FILE", &store.key_file)
+            .env_remove("DBROKER_MASTER_KEY")
             .env("DBROKER_DEMO_USERS", USER)
             .env("DBROKER_INSTANCE_PREFIX", prefix)
             .env("DBROKER_PORT_RANGE", "31000-31999")
@@ -271,12 +423,12 @@ impl Dbroker {
 
     /// `runs` times: create an instance of `engine`, log in and query, delete it; the time from
     /// the request until the query answered. With `pool_dir`, each run first waits for a full
-    /// warm pool, so that every create is served from it.
-    async fn time_to_ready(&self, engine: &str, runs: usize, pool_dir: Option<&Path>) -> Vec<Duration> {
+    /// warm pool of `pool_store`, so that every create is served from it.
+    async fn time_to_ready(&self, engine: &str, runs: usize, pool_store: Option<&BenchStore>) -> Vec<Duration> {
         let mut times = Vec::new();
         for _ in 0..runs {
-            if let Some(pool_dir) = pool_dir {
-                self.wait_for_pool(pool_dir, engine, 2).await;
+            if let Some(pool_store) = pool_store {
+                self.wait_for_pool(pool_store, engine, 2).await;
             }
             let started = Instant::now();
             let instance = self.create(json!({"engine": engine})).await;
@@ -298,8 +450,8 @@ impl Dbroker {
     }
 
     /// Waits until the warm pool holds `count` running members of `engine`.
-    async fn wait_for_pool(&self, data_dir: &Path, engine: &str, count: usize) {
-        let store = dbroker::store::Store::open(data_dir).await.unwrap();
+    async fn wait_for_pool(&self, store: &BenchStore, engine: &str, count: usize) {
+        let (store, _) = store.open().await;
         let end = Instant::now() + Duration::from_secs(120);
         loop {
             let members = store.pool_members().await.unwrap();
@@ -327,9 +479,8 @@ impl Dbroker {
 
     /// Writes `RECORDS` instance records, `OWN_RECORDS` of them the bench user's, the rest 100
     /// other users'; returns the id of one of the bench user's.
-    async fn fill_store(&self, data_dir: &Path) -> String {
-        let store = dbroker::store::Store::open(data_dir).await.unwrap();
-        let key = dbroker::secrets::MasterKey::load(None, data_dir, false).unwrap();
+    async fn fill_store(&self, store: &BenchStore) -> String {
+        let (store, key) = store.open().await;
         let bench = store.user_by_name(USER).await.unwrap().unwrap();
         let mut owners = Vec::new();
         for n in 0..100 {
@@ -344,6 +495,7 @@ impl Dbroker {
             store
                 .insert_instance(&dbroker::store::NewInstanceRecord {
                     id: &id,
+                    node_id: dbroker::store::Node::LOCAL,
                     owner_id: Some(owner),
                     name: &format!("redis-{id}").parse().unwrap(),
                     settings: &dbroker::model::EngineSettings::Redis,
@@ -551,6 +703,8 @@ impl Reads {
 
 #[derive(Default)]
 struct Report {
+    /// Which store, as `Backend::describe` says.
+    store: String,
     time_to_ready: Vec<(String, Vec<Duration>)>,
     burst_wall: Duration,
     burst_distinct_ports: usize,
@@ -563,10 +717,12 @@ struct Report {
 }
 
 impl Report {
-    fn write(&self, runs: usize) {
+    fn write(&self, runs: usize, backend: &Backend) {
         let machine = machine();
+        let store = &self.store;
         let mut md = format!(
-            "Machine: {machine}. {runs} runs per engine and rounds per read load; offline images (`dbroker.offline.toml`).\n\n"
+            "Machine: {machine}. Store: {store}. {runs} runs per engine and rounds per read load; offline images \
+             (`dbroker.offline.toml`).\n\n"
         );
         md.push_str("| measure | median | p95 |\n|---|---|---|\n");
         let mut json_ready = serde_json::Map::new();
@@ -649,6 +805,7 @@ impl Report {
         ));
         let report = json!({
             "machine": machine,
+            "store": store,
             "runs": runs,
             "time_to_ready": json_ready,
             "burst": {"creates": BURST, "wall_s": self.burst_wall.as_secs_f64(), "distinct_ports": self.burst_distinct_ports},
@@ -657,8 +814,9 @@ impl Report {
         });
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench-results"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("latest.md"), &md).unwrap();
-        std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        let name = backend.results_name();
+        std::fs::write(dir.join(format!("{name}.md")), &md).unwrap();
+        std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(&report).unwrap()).unwrap();
         println!("{md}");
     }
 }

@@ -44,8 +44,10 @@ impl App {
     /// Opens the store, loads the master key, makes the demo users those of the configuration and
     /// binds the listener. The Docker engine need not answer yet: until it does, creates answer 503
     /// and reads still work. A demo user's name that belongs to a real user is an error, and then
-    /// no user is changed.
+    /// no user is changed. A store shared by replicas with no master key given is refused before
+    /// anything is opened or made.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        config.master_key.check_for_store(!config.database_url.is_embedded())?;
         // Only dbroker's user may look into its data directory: the store, the master key.
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -58,14 +60,15 @@ impl App {
         // could read none of them, and the passwords of the instances made with it would be lost
         // once the right key is back.
         let sample = store.oldest_password().await?;
-        let key = MasterKey::load(config.master_key.as_deref(), &config.data_dir, sample.is_none())?;
+        let key = MasterKey::load(&config.master_key, &config.data_dir, sample.is_none())?;
         if let Some(sample) = &sample
             && key.decrypt(sample).is_err()
         {
             anyhow::bail!(
-                "the master key does not decrypt the store's passwords: it is not the key they were encrypted \
-                 with. Restore that key ({}, or DBROKER_MASTER_KEY) from where it was backed up",
-                config.data_dir.join("master.key").display()
+                "the master key of {} does not decrypt the store's passwords: it is not the key they were \
+                 encrypted with. Restore that key from where it was backed up (every replica of one store needs \
+                 the same)",
+                config.master_key.describe(&config.data_dir)
             );
         }
 
@@ -91,6 +94,7 @@ impl App {
         };
         let config = Arc::new(config);
         let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone(), metrics.clone());
+        store.register_node(provisioner.node()).await.context("cannot write this node's row to the store")?;
         if engine_answers && let Err(error) = provisioner.prepare_network().await {
             tracing::warn!(%error, "could not make dbroker's network; the first create will try again");
         }

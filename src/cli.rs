@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Catalogue, Config, FileConfig, MetricsListen, PortRange, Quotas, Rate, RateLimits, defaults};
 use crate::model::{Engine, UserName};
+use crate::secrets::{KeySource, Secret};
 use crate::store::DatabaseUrl;
 
 #[derive(Debug, Parser)]
@@ -91,7 +92,7 @@ pub enum UserCommand {
 
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// Where dbroker keeps its database and master key.
+    /// Where dbroker keeps its SQLite store (unless --database-url says otherwise).
     #[arg(long, env = "DBROKER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// The store, sqlite://PATH or postgres://… [default: dbroker.db in the data directory].
@@ -120,13 +121,19 @@ pub struct ServeArgs {
     /// The address Prometheus scrapes /metrics on, or `off` [default: 127.0.0.1:9187].
     #[arg(long, env = "DBROKER_METRICS_LISTEN")]
     pub metrics_listen: Option<MetricsListen>,
-    /// Where dbroker keeps its database and master key [default: ./data].
+    /// Where dbroker keeps its SQLite store, its master key (unless one is given) and caches
+    /// [default: ./data].
     #[arg(long, env = "DBROKER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// The store, sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE [default: dbroker.db in
     /// the data directory]. Several dbroker replicas share one PostgreSQL database.
     #[arg(long, env = "DBROKER_DATABASE_URL")]
     pub database_url: Option<DatabaseUrl>,
+    /// A file holding the master key (64 hex characters), private to dbroker's user; read, never
+    /// made. The same file on every replica of a PostgreSQL store [default: DBROKER_MASTER_KEY,
+    /// else master.key in the data directory, made on an SQLite store's first start].
+    #[arg(long, env = "DBROKER_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
     /// The host put in connection details [default: 127.0.0.1].
     #[arg(long, env = "DBROKER_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
@@ -251,6 +258,12 @@ impl ServeArgs {
                 None => DatabaseUrl::in_data_dir(&data_dir),
             },
         };
+        // The key itself only from the environment: a flag's value would be on the command line.
+        let master_key = KeySource::from_settings(
+            std::env::var("DBROKER_MASTER_KEY").ok().map(Secret::new),
+            self.master_key_file.or(file.master_key_file),
+        )
+        .map_err(|e| e.to_string())?;
         Ok(Config {
             listen: self.listen.or(file.listen).unwrap_or_else(|| parse_default(defaults::LISTEN)),
             metrics_listen: self
@@ -275,7 +288,7 @@ impl ServeArgs {
                 .instance_prefix
                 .or(file.instance_prefix)
                 .unwrap_or_else(|| defaults::INSTANCE_PREFIX.into()),
-            master_key: std::env::var("DBROKER_MASTER_KEY").ok(),
+            master_key,
             reconcile_interval: Duration::from_secs(
                 self.reconcile_interval.or(file.reconcile_interval).unwrap_or(defaults::RECONCILE_INTERVAL_SECS).max(1),
             ),
@@ -422,5 +435,20 @@ mod tests {
         let refused = serve(&["--config", file.to_str().unwrap()]).unwrap_err();
 
         assert!(refused.contains("read_bursts") && refused.contains("line 3"), "{refused}");
+    }
+
+    #[test]
+    fn the_key_file_comes_from_the_flag_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dbroker.toml");
+        std::fs::write(&file, "master_key_file = \"/etc/dbroker/master.key\"\n").unwrap();
+        let file = file.to_str().unwrap();
+
+        let from_file = serve(&["--config", file]).unwrap();
+        let from_flag = serve(&["--config", file, "--master-key-file", "/run/key"]).unwrap();
+
+        assert_eq!(from_file.master_key, KeySource::File("/etc/dbroker/master.key".into()));
+        assert_eq!(from_flag.master_key, KeySource::File("/run/key".into()));
+        assert_eq!(serve(&[]).unwrap().master_key, KeySource::DataDir);
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engines::{self, MemoryBounds};
 use crate::model::{Engine, Flavor, Invalid, UserName, VersionName};
+use crate::secrets::KeySource;
 use crate::store::DatabaseUrl;
 
 /// An inclusive range of host ports that instances are published on.
@@ -198,8 +199,8 @@ pub struct Config {
     /// Names this deployment's containers and volumes (`PREFIX-ID`) and labels them
     /// `dbroker.prefix=PREFIX`, so several deployments (or test runs) share one engine safely.
     pub instance_prefix: String,
-    /// Hex AES-256 key for passwords at rest; else `master.key` in the data directory.
-    pub master_key: Option<String>,
+    /// Where the AES-256 key of passwords at rest comes from.
+    pub master_key: KeySource,
     /// How often the reconciler compares the store with Docker and repairs drift.
     pub reconcile_interval: Duration,
     /// How long an operation's lease holds: its process renews it every third of this while the
@@ -314,6 +315,7 @@ pub struct FileConfig {
     pub metrics_listen: Option<MetricsListen>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub master_key_file: Option<PathBuf>,
     pub advertise_host: Option<String>,
     pub publish_ip: Option<IpAddr>,
     pub port_range: Option<PortRange>,

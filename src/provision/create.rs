@@ -135,6 +135,7 @@ impl Provisioner {
         };
         let new_record = NewInstanceRecord {
             id: &id,
+            node_id: &self.node.id,
             owner_id: owner.map(|o| o.user_id),
             name: &name,
             settings: &settings,
@@ -189,11 +190,11 @@ impl Provisioner {
     /// The lowest port of the range that no record holds, nothing on the host listens on, and
     /// Docker has not refused already.
     pub(super) async fn free_port(&self, refused: &HashSet<u16>) -> Result<u16, ProvisionError> {
-        let range = self.config.port_range;
-        let leased = self.store.leased_ports(range.first, range.last).await?;
+        let range = self.node.port_range;
+        let leased = self.store.leased_ports(&self.node.id, range.first, range.last).await?;
         range
             .iter()
-            .find(|p| !leased.contains(p) && !refused.contains(p) && host_port_free(self.config.publish_ip, *p))
+            .find(|p| !leased.contains(p) && !refused.contains(p) && host_port_free(self.node.publish_ip, *p))
             .ok_or(ProvisionError::PortsExhausted(range))
     }
 

@@ -11,7 +11,7 @@ impl Provisioner {
     /// The figures of the store now (the reconciler's leadership is the reconciler's to say).
     pub async fn figures(&self) -> Result<Figures, ProvisionError> {
         let records = self.store.all_instances().await?;
-        let range = self.config.port_range;
+        let range = self.node.port_range;
         let mut figures = Figures {
             instances: Engine::ALL.iter().flat_map(|e| Status::ALL.iter().map(move |s| ((*e, *s), 0))).collect(),
             ports_in_range: u64::from(range.last - range.first) + 1,

@@ -41,7 +41,9 @@ use crate::model::{
 };
 use crate::runtime::{ContainerSpec, NetworkSpec, Runtime, SpecFile};
 use crate::secrets::{MasterKey, Secret};
-use crate::store::{AnswerKey, Cached, InstanceFilter, InstanceRecord, OperationRecord, OwnedInstance, Store, Subject};
+use crate::store::{
+    AnswerKey, Cached, InstanceFilter, InstanceRecord, Node, OperationRecord, OwnedInstance, Store, Subject,
+};
 use operations::{Begin, Operations, Progress};
 
 /// Labels on every container and volume dbroker creates, so it can always find its own.
@@ -123,6 +125,8 @@ pub struct Provisioner {
     runtime: Runtime,
     key: MasterKey,
     config: Arc<Config>,
+    /// The Docker host this process runs instances on (today the only one: see `store::Node`).
+    node: Arc<Node>,
     /// Every change runs as an operation (see `operations`).
     ops: Operations,
     /// Wakes the leader to refill the warm pool after a claim.
@@ -143,11 +147,19 @@ impl Provisioner {
     pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>, metrics: Metrics) -> Self {
         let ops = Operations::new(store.clone(), config.operation_lease, TaskTracker::new(), metrics.clone());
         let quotas = quotas::Quotas::new(config.quotas);
+        let node = Node {
+            id: Node::LOCAL.to_string(),
+            engine: config.docker_host.clone(),
+            publish_ip: config.publish_ip,
+            advertise_host: config.advertise_host.clone(),
+            port_range: config.port_range,
+        };
         Self {
             store,
             runtime,
             key,
             config,
+            node: Arc::new(node),
             ops,
             pool_wanted: Default::default(),
             template_lock: Default::default(),
@@ -163,6 +175,10 @@ impl Provisioner {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
     }
 
     /// Renews this process's operation leases until `stop`: keep it going until every operation
@@ -376,7 +392,7 @@ impl Provisioner {
                 None
             }
         };
-        Ok(Instance { record, password, host: self.config.advertise_host.clone() })
+        Ok(Instance { record, password, host: self.node.advertise_host.clone() })
     }
 
     /// The record's password, for dbroker's own use: an operation on an instance whose password
@@ -454,7 +470,7 @@ impl Provisioner {
             volume: self.volume_name(&record.id),
             data_path: data_path.to_string(),
             container_port: engines::profile(engine).port,
-            publish_ip: self.config.publish_ip,
+            publish_ip: self.node.publish_ip,
             host_port,
             memory_bytes: record.memory_mb.bytes(),
             cpu_shares: self.config.catalogue.engine(engine).cpu_shares,
@@ -474,7 +490,7 @@ impl Provisioner {
     /// Where dbroker's own client reaches a published port: the publish address, or loopback if
     /// ports are published on every interface.
     fn probe_host(&self) -> String {
-        match self.config.publish_ip {
+        match self.node.publish_ip {
             ip if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]).to_string(),
             ip => ip.to_string(),
         }

@@ -125,6 +125,7 @@ impl Provisioner {
             .insert_instance_within(
                 &NewInstanceRecord {
                     id,
+                    node_id: &self.node.id,
                     owner_id: Some(owner.user_id),
                     name: &name,
                     settings: &recovered.settings,

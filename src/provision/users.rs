@@ -243,6 +243,7 @@ mod tests {
         users.add(named("dave")).await.unwrap();
         let id = crate::model::InstanceId::random();
         let record = crate::store::NewInstanceRecord {
+            node_id: crate::store::Node::LOCAL,
             id: &id,
             owner_id: Some(carol.id),
             name: &"cache".parse().unwrap(),

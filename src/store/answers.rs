@@ -1,8 +1,9 @@
 //! Answers built from a user's instance records (a serialised list or detail), kept until the
 //! database changes, so that a read asked again and again costs one check of SQLite instead of a
-//! query, the passwords' decryption and the JSON. A SQLite backend's fast path: a store without it
-//! (PostgreSQL, say) would answer every `cached_answer` with a miss and lose nothing but speed.
-//! The check is a read transaction on the caller's thread, as `reads`' are: microseconds.
+//! query, the passwords' decryption and the JSON. The SQLite backend's fast path: PostgreSQL
+//! answers every `cached_answer` with a miss, and loses nothing but speed. The check is a read on
+//! the caller's thread, as the fast path's reads are (see `sqlite`): microseconds, and it never
+//! waits: a watch that finds the file locked answers a miss whose answer is not kept.
 //!
 //! Why a kept answer is never stale: each runtime thread checks on a connection of its own (a
 //! watch, which never writes), so that checks on two threads never wait for each other. SQLite
@@ -66,9 +67,10 @@ pub enum Cached {
     Miss(Mark),
 }
 
-/// The generation when a read that missed began (see the module's comment).
+/// The generation when a read that missed began (see the module's comment); `None` for an answer
+/// that is not to be kept (the backend keeps none, or the check could not be made).
 #[derive(Debug, Clone, Copy)]
-pub struct Mark(u64);
+pub struct Mark(Option<u64>);
 
 pub(super) struct Answers {
     path: PathBuf,
@@ -115,7 +117,13 @@ impl Answers {
     }
 
     pub fn get(&self, key: &AnswerKey) -> Result<Cached, StoreError> {
-        let generation = self.generation()?;
+        let generation = match self.generation() {
+            Ok(generation) => generation,
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
+                return Ok(Cached::Miss(Mark(None)));
+            }
+            Err(error) => return Err(error.into()),
+        };
         {
             let kept = self.kept.read().unwrap_or_else(PoisonError::into_inner);
             if kept.generation == generation {
@@ -124,7 +132,7 @@ impl Answers {
                 }
             }
             if kept.generation >= generation {
-                return Ok(Cached::Miss(Mark(generation)));
+                return Ok(Cached::Miss(Mark(Some(generation))));
             }
         }
         // The first read since a change forgets the answers made before it. Generations only
@@ -134,12 +142,13 @@ impl Answers {
             kept.generation = generation;
             kept.answers.clear();
         }
-        Ok(Cached::Miss(Mark(generation)))
+        Ok(Cached::Miss(Mark(Some(generation))))
     }
 
     /// Keeps `answer`, unless the database changed since `mark` was taken (a watch has moved the
     /// generation on since, and `answer` may be older than its records).
     pub fn keep(&self, Mark(generation): Mark, key: AnswerKey, answer: Bytes) {
+        let Some(generation) = generation else { return };
         let mut kept = self.kept.write().unwrap_or_else(PoisonError::into_inner);
         if kept.generation != generation || self.generation.load(Ordering::SeqCst) != generation {
             return;
@@ -153,7 +162,7 @@ impl Answers {
 
 impl Watch {
     fn open(path: &Path) -> rusqlite::Result<RefCell<Watch>> {
-        Ok(RefCell::new(Watch { connection: super::reads::open_reader(path)?, seen: None }))
+        Ok(RefCell::new(Watch { connection: super::sqlite::open_reader(path)?, seen: None }))
     }
 }
 
@@ -161,12 +170,17 @@ impl super::Store {
     /// The answer kept for `key`, if the database has not changed since it was made; else the
     /// mark to keep the one made now with (see [`Store::keep_answer`]).
     pub fn cached_answer(&self, key: &AnswerKey) -> Result<Cached, StoreError> {
-        self.answers.get(key)
+        match &*self.db {
+            super::Db::Sqlite(db) => db.answers.get(key),
+            super::Db::Postgres(_) => Ok(Cached::Miss(Mark(None))),
+        }
     }
 
     /// Keeps `answer`, made from records read after `mark` was taken, for the next reads of `key`.
     pub fn keep_answer(&self, mark: Mark, key: AnswerKey, answer: Bytes) {
-        self.answers.keep(mark, key, answer);
+        if let super::Db::Sqlite(db) = &*self.db {
+            db.answers.keep(mark, key, answer);
+        }
     }
 }
 

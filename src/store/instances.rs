@@ -2,11 +2,9 @@
 
 use std::collections::HashSet;
 
-use rusqlite::OptionalExtension;
-use sqlx::Row;
-
 use super::quotas::{self, Limits, Need};
-use super::{Store, StoreError, map_unique_violation, now_rfc3339};
+use super::sql::{Columns, narrowed, now, params, parsed};
+use super::{Constraint, Store, StoreError};
 use crate::model::{
     Charset, Collation, DatabaseName, Engine, EngineSettings, InstanceId, InstanceName, MemoryMb, OperationId, Status,
 };
@@ -18,6 +16,8 @@ pub struct InstanceRecord {
     /// `None` for a warm-pool member.
     pub owner_id: Option<i64>,
     pub name: InstanceName,
+    /// The node (Docker host) it runs on, whose port `port` is.
+    pub node_id: String,
     /// The engine, and what only it has (a charset, a database).
     pub settings: EngineSettings,
     /// The catalogue's name of the version asked for.
@@ -66,6 +66,8 @@ pub struct OwnedInstance {
 /// What a create writes before its container exists (status `provisioning`).
 pub struct NewInstanceRecord<'a> {
     pub id: &'a InstanceId,
+    /// The node it runs on (see `store::Node`).
+    pub node_id: &'a str,
     pub owner_id: Option<i64>,
     pub name: &'a InstanceName,
     pub settings: &'a EngineSettings,
@@ -99,13 +101,13 @@ pub struct PoolClaim<'a> {
 macro_rules! columns {
     () => {
         "i.id, i.owner_id, i.name, i.engine, i.version, i.image, i.status, i.status_reason, i.exit_code, \
-         i.oom_killed, i.memory_mb, i.charset, i.collation, i.database, i.port, i.username, i.password_enc, \
+         i.oom_killed, i.memory_mb, i.charset, i.\"collation\", i.database, i.port, i.username, i.password_enc, \
          i.pending_password_enc, i.created_at, i.template_image, o.id, i.attention, i.repair_failures, \
-         i.repair_after"
+         i.repair_after, i.node_id"
     };
 }
 /// Where the owner's name follows `columns!()` in `owned_instances`.
-const OWNER_COLUMN: usize = 24;
+const OWNER_COLUMN: usize = 25;
 macro_rules! from {
     () => {
         " FROM instances i LEFT JOIN operations o ON o.instance_id = i.id AND o.state IN ('pending', 'running')"
@@ -135,49 +137,58 @@ impl Store {
     ) -> Result<InstanceRecord, StoreError> {
         let memory = i64::from(new.memory_mb.0);
         let need = Need { owner_id: new.owner_id, instances: 1, owner_memory_mb: memory, host_memory_mb: memory };
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        quotas::check_room(&mut transaction, &need, limits).await?;
-        insert(&mut *transaction, new).await?;
-        transaction.commit().await?;
+        self.db
+            .write(async |tx| {
+                quotas::check_room(tx, &need, limits).await?;
+                tx.fetch_optional(INSERT, insert_params(new), |row| row.text(0)).await
+            })
+            .await
+            .map_err(|e| e.or_broke(Constraint::PortLease))?
+            .ok_or(StoreError::NameTaken)?;
         self.instance(new.id).await?.ok_or(StoreError::NotFound)
     }
 
     /// Writes a new record with no limit: for tools and tests that fill a store themselves.
     pub async fn insert_instance(&self, new: &NewInstanceRecord<'_>) -> Result<InstanceRecord, StoreError> {
-        insert(&self.pool, new).await?;
+        self.db
+            .fetch_optional(INSERT, insert_params(new), |row| row.text(0))
+            .await
+            .map_err(|e| e.or_broke(Constraint::PortLease))?
+            .ok_or(StoreError::NameTaken)?;
         self.instance(new.id).await?.ok_or(StoreError::NotFound)
     }
 
-    /// Every port leased within `first..=last`, by any instance of any user.
-    pub async fn leased_ports(&self, first: u16, last: u16) -> Result<HashSet<u16>, StoreError> {
-        let rows = sqlx::query("SELECT port FROM instances WHERE port BETWEEN ? AND ?")
-            .bind(first)
-            .bind(last)
-            .fetch_all(&self.pool)
+    /// Every port of `node` leased within `first..=last`, by any instance of any user.
+    pub async fn leased_ports(&self, node: &str, first: u16, last: u16) -> Result<HashSet<u16>, StoreError> {
+        let ports = self
+            .db
+            .fetch_all(
+                "SELECT port FROM instances WHERE node_id = $1 AND port BETWEEN $2 AND $3",
+                params![node, first, last],
+                |row| narrowed(row.int(0)?),
+            )
             .await?;
-        Ok(rows.iter().map(|r| r.get::<u16, _>(0)).collect())
+        Ok(ports.into_iter().collect())
     }
 
     /// Moves an instance's lease to another port; `PortTaken` if that one is leased.
     pub async fn move_port(&self, id: &InstanceId, port: u16) -> Result<(), StoreError> {
-        sqlx::query("UPDATE instances SET port = ? WHERE id = ?")
-            .bind(port)
-            .bind(id.as_str())
-            .execute(&self.pool)
+        self.db
+            .execute("UPDATE instances SET port = $1 WHERE id = $2", params![port, id.as_str()])
             .await
-            .map_err(map_unique_violation)?;
+            .map_err(|e| e.or_broke(Constraint::PortLease))?;
         Ok(())
     }
 
     /// Sets the status, clearing any reason and exit code of the previous one.
     pub async fn set_status(&self, id: &InstanceId, status: Status) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE instances SET status = ?, status_reason = NULL, exit_code = NULL, oom_killed = 0 WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await?;
+        self.db
+            .execute(
+                "UPDATE instances SET status = $1, status_reason = NULL, exit_code = NULL, oom_killed = FALSE \
+                 WHERE id = $2",
+                params![status.as_str(), id.as_str()],
+            )
+            .await?;
         Ok(())
     }
 
@@ -190,26 +201,25 @@ impl Store {
         } else {
             format!("the server exited with code {exit_code}")
         };
-        let done = sqlx::query(
-            "UPDATE instances SET status = 'exited', status_reason = ?2, exit_code = ?3, oom_killed = ?4 \
-             WHERE id = ?1 AND status IN ('running', 'exited') AND NOT EXISTS \
-             (SELECT 1 FROM operations WHERE instance_id = ?1 AND state IN ('pending', 'running'))",
-        )
-        .bind(id.as_str())
-        .bind(reason)
-        .bind(exit_code)
-        .bind(oom_killed)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let changed = self
+            .db
+            .execute(
+                "UPDATE instances SET status = 'exited', status_reason = $2, exit_code = $3, oom_killed = $4 \
+                 WHERE id = $1 AND status IN ('running', 'exited') AND NOT EXISTS \
+                 (SELECT 1 FROM operations WHERE instance_id = $1 AND state IN ('pending', 'running'))",
+                params![id.as_str(), reason, exit_code, oom_killed],
+            )
+            .await?;
+        Ok(changed > 0)
     }
 
     /// Marks a create that cannot finish as failed, releasing its port.
     pub async fn mark_failed(&self, id: &InstanceId, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE instances SET status = 'failed', status_reason = ?, port = NULL WHERE id = ?")
-            .bind(reason)
-            .bind(id.as_str())
-            .execute(&self.pool)
+        self.db
+            .execute(
+                "UPDATE instances SET status = 'failed', status_reason = $1, port = NULL WHERE id = $2",
+                params![reason, id.as_str()],
+            )
             .await?;
         Ok(())
     }
@@ -220,55 +230,51 @@ impl Store {
     pub async fn grow_memory(&self, record: &InstanceRecord, to: MemoryMb, limits: &Limits) -> Result<(), StoreError> {
         let more = i64::from(to.0) - i64::from(record.memory_mb.0);
         let need = Need { owner_id: record.owner_id, instances: 0, owner_memory_mb: more, host_memory_mb: more };
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        quotas::check_room(&mut transaction, &need, limits).await?;
-        let done = sqlx::query("UPDATE instances SET memory_mb = ? WHERE id = ? AND memory_mb = ?")
-            .bind(to.0)
-            .bind(record.id.as_str())
-            .bind(record.memory_mb.0)
-            .execute(&mut *transaction)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        transaction.commit().await?;
-        Ok(())
+        self.db
+            .write(async |tx| {
+                quotas::check_room(tx, &need, limits).await?;
+                let changed = tx
+                    .execute(
+                        "UPDATE instances SET memory_mb = $1 WHERE id = $2 AND memory_mb = $3",
+                        params![to.0, record.id.as_str(), record.memory_mb.0],
+                    )
+                    .await?;
+                if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+            })
+            .await
     }
 
     pub async fn set_memory(&self, id: &InstanceId, memory: MemoryMb) -> Result<(), StoreError> {
-        sqlx::query("UPDATE instances SET memory_mb = ? WHERE id = ?")
-            .bind(memory.0)
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.set("UPDATE instances SET memory_mb = $1 WHERE id = $2", memory.0.into(), id).await
     }
 
     pub async fn set_password(&self, id: &InstanceId, password_enc: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("UPDATE instances SET password_enc = ?, pending_password_enc = NULL WHERE id = ?")
-            .bind(password_enc)
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.set(
+            "UPDATE instances SET password_enc = $1, pending_password_enc = NULL WHERE id = $2",
+            password_enc.into(),
+            id,
+        )
+        .await
     }
 
     /// Stores a rotation's new password beside the current one, before the server gets it.
     pub async fn set_pending_password(&self, id: &InstanceId, password_enc: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("UPDATE instances SET pending_password_enc = ? WHERE id = ?")
-            .bind(password_enc)
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.set("UPDATE instances SET pending_password_enc = $1 WHERE id = $2", password_enc.into(), id).await
     }
 
     /// Forgets a pending password the server never got.
     pub async fn clear_pending_password(&self, id: &InstanceId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE instances SET pending_password_enc = NULL WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
+        self.db.execute("UPDATE instances SET pending_password_enc = NULL WHERE id = $1", params![id.as_str()]).await?;
+        Ok(())
+    }
+
+    pub async fn set_database(&self, id: &InstanceId, database: &DatabaseName) -> Result<(), StoreError> {
+        self.set("UPDATE instances SET database = $1 WHERE id = $2", database.as_str().into(), id).await
+    }
+
+    /// Runs an `UPDATE … SET column = $1 WHERE id = $2`.
+    async fn set(&self, sql: &'static str, value: super::sql::Param, id: &InstanceId) -> Result<(), StoreError> {
+        self.db.execute(sql, vec![value, id.as_str().into()]).await?;
         Ok(())
     }
 
@@ -280,48 +286,38 @@ impl Store {
         retry_after: std::time::Duration,
         attention: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE instances SET repair_failures = repair_failures + 1, repair_after = ?, \
-             attention = coalesce(?, attention) WHERE id = ?",
-        )
-        .bind(super::millis_from_now(retry_after))
-        .bind(attention)
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await?;
+        self.db
+            .execute(
+                "UPDATE instances SET repair_failures = repair_failures + 1, repair_after = $1, \
+                 attention = coalesce($2, attention) WHERE id = $3",
+                params![super::millis_from_now(retry_after), attention, id.as_str()],
+            )
+            .await?;
         Ok(())
     }
 
     /// Clears the repair back-off: the instance is healthy again (or its owner acted on it).
     pub async fn clear_repair_failures(&self, id: &InstanceId) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE instances SET repair_failures = 0, repair_after = NULL, attention = NULL \
-             WHERE id = ? AND repair_failures > 0",
-        )
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await?;
+        self.db
+            .execute(
+                "UPDATE instances SET repair_failures = 0, repair_after = NULL, attention = NULL \
+                 WHERE id = $1 AND repair_failures > 0",
+                params![id.as_str()],
+            )
+            .await?;
         Ok(())
     }
 
     /// One of `owner_id`'s instances. Another user's instance is `None`, as if it did not exist.
     pub async fn find_instance(&self, owner_id: i64, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
-        self.readers.read(|connection| {
-            connection
-                .prepare_cached(concat!("SELECT ", columns!(), from!(), " WHERE i.id = ?1 AND i.owner_id = ?2"))?
-                .query_row((id.as_str(), owner_id), record_from_row)
-                .optional()
-        })
+        let sql = concat!("SELECT ", columns!(), from!(), " WHERE i.id = $1 AND i.owner_id = $2");
+        Ok(self.db.read(sql, params![id.as_str(), owner_id], record_from_row).await?.pop())
     }
 
     /// Any instance, whoever owns it: for dbroker's own repairs.
     pub async fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
-        self.readers.read(|connection| {
-            connection
-                .prepare_cached(concat!("SELECT ", columns!(), from!(), " WHERE i.id = ?1"))?
-                .query_row([id.as_str()], record_from_row)
-                .optional()
-        })
+        let sql = concat!("SELECT ", columns!(), from!(), " WHERE i.id = $1");
+        Ok(self.db.read(sql, params![id.as_str()], record_from_row).await?.pop())
     }
 
     /// `owner_id`'s instances, oldest first, optionally of one engine only.
@@ -330,17 +326,13 @@ impl Store {
         owner_id: i64,
         engine: Option<Engine>,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
-        self.readers.read(|connection| {
-            connection
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    columns!(),
-                    from!(),
-                    " WHERE i.owner_id = ?1 AND (?2 IS NULL OR i.engine = ?2) ORDER BY i.created_at, i.id"
-                ))?
-                .query_map((owner_id, engine.map(Engine::as_str)), record_from_row)?
-                .collect()
-        })
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            from!(),
+            " WHERE i.owner_id = $1 AND ($2 IS NULL OR i.engine = $2) ORDER BY i.created_at, i.id"
+        );
+        self.db.read(sql, params![owner_id, engine.map(Engine::as_str)], record_from_row).await
     }
 
     /// Every user's instances (not the warm pool's), newest first, with their owner's name:
@@ -352,53 +344,42 @@ impl Store {
         before: Option<&InstanceId>,
         limit: u32,
     ) -> Result<Option<Vec<OwnedInstance>>, StoreError> {
-        self.readers.read(|connection| {
-            if let Some(before) = before {
-                let exists = connection
-                    .prepare_cached("SELECT 1 FROM instances WHERE id = ?1")?
-                    .query_row([before.as_str()], |_| Ok(()))
-                    .optional()?;
-                if exists.is_none() {
-                    return Ok(None);
-                }
+        if let Some(before) = before {
+            let exists = self.db.read("SELECT 1 FROM instances WHERE id = $1", params![before.as_str()], |_| Ok(()));
+            if exists.await?.is_empty() {
+                return Ok(None);
             }
-            // Ordered and paged by (created_at, id), both in the one comparison, so that a page
-            // ends where the next begins even among instances created in the same instant.
-            connection
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    columns!(),
-                    ", u.name",
-                    from!(),
-                    " JOIN users u ON u.id = i.owner_id \
-                     WHERE (?1 IS NULL OR i.owner_id = ?1) AND (?2 IS NULL OR i.engine = ?2) \
-                     AND (?3 IS NULL OR i.status = ?3) \
-                     AND (?4 IS NULL OR (i.created_at, i.id) < (SELECT created_at, id FROM instances WHERE id = ?4)) \
-                     ORDER BY i.created_at DESC, i.id DESC LIMIT ?5"
-                ))?
-                .query_map(
-                    (
-                        filter.owner_id,
-                        filter.engine.map(Engine::as_str),
-                        filter.status.map(Status::as_str),
-                        before.map(InstanceId::as_str),
-                        limit,
-                    ),
-                    |row| Ok(OwnedInstance { record: record_from_row(row)?, owner: row.get(OWNER_COLUMN)? }),
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map(Some)
-        })
+        }
+        // Ordered and paged by (created_at, id), both in the one comparison, so that a page ends
+        // where the next begins even among instances created in the same instant.
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            ", u.name",
+            from!(),
+            " JOIN users u ON u.id = i.owner_id \
+             WHERE ($1 IS NULL OR i.owner_id = $1) AND ($2 IS NULL OR i.engine = $2) \
+             AND ($3 IS NULL OR i.status = $3) \
+             AND ($4 IS NULL OR (i.created_at, i.id) < (SELECT created_at, id FROM instances WHERE id = $4)) \
+             ORDER BY i.created_at DESC, i.id DESC LIMIT $5"
+        );
+        let params = params![
+            filter.owner_id,
+            filter.engine.map(Engine::as_str),
+            filter.status.map(Status::as_str),
+            before.map(InstanceId::as_str),
+            limit,
+        ];
+        let owned = self.db.read(sql, params, |row| {
+            Ok(OwnedInstance { record: record_from_row(row)?, owner: row.text(OWNER_COLUMN)? })
+        });
+        Ok(Some(owned.await?))
     }
 
     /// Every instance of every user: what the reconciler compares with Docker.
     pub async fn all_instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
-        self.readers.read(|connection| {
-            connection
-                .prepare_cached(concat!("SELECT ", columns!(), from!(), " ORDER BY i.created_at, i.id"))?
-                .query_map([], record_from_row)?
-                .collect()
-        })
+        let sql = concat!("SELECT ", columns!(), from!(), " ORDER BY i.created_at, i.id");
+        self.db.read(sql, params![], record_from_row).await
     }
 
     /// Hands one running warm-pool member of the claim's engine and version to its owner, renamed
@@ -414,160 +395,140 @@ impl Store {
         limits: &Limits,
     ) -> Result<Option<(InstanceRecord, MemoryMb)>, StoreError> {
         let PoolClaim { engine, version, owner_id, name, memory, operation } = *claim;
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let member: Option<(String, u32)> = sqlx::query_as(
-            "SELECT id, memory_mb FROM instances WHERE owner_id IS NULL AND engine = ?1 AND version = ?2 \
-             AND status = 'running' AND NOT EXISTS (SELECT 1 FROM operations \
-                 WHERE instance_id = instances.id AND state IN ('pending', 'running')) \
-             ORDER BY created_at LIMIT 1",
-        )
-        .bind(engine.as_str())
-        .bind(version)
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let Some((id, pool_memory)) = member else { return Ok(None) };
-        // The member counts on the host already: only a larger cap takes more of it.
-        let need = Need {
-            owner_id: Some(owner_id),
-            instances: 1,
-            owner_memory_mb: memory.0.into(),
-            host_memory_mb: i64::from(memory.0) - i64::from(pool_memory),
-        };
-        quotas::check_room(&mut transaction, &need, limits).await?;
-        sqlx::query(
-            "UPDATE instances SET owner_id = ?1, name = coalesce(?2, engine || '-' || id), memory_mb = ?3 \
-             WHERE id = ?4 AND owner_id IS NULL",
-        )
-        .bind(owner_id)
-        .bind(name.map(InstanceName::as_str))
-        .bind(memory.0)
-        .bind(&id)
-        .execute(&mut *transaction)
-        .await
-        .map_err(map_unique_violation)?;
-        sqlx::query("UPDATE operations SET instance_id = ?, owner_id = ? WHERE id = ?")
-            .bind(&id)
-            .bind(owner_id)
-            .bind(operation.as_str())
-            .execute(&mut *transaction)
-            .await
-            .map_err(map_unique_violation)?;
-        transaction.commit().await?;
-        let id = id.parse().map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))?;
-        Ok(self.instance(&id).await?.map(|record| (record, MemoryMb(pool_memory))))
+        let claimed = self
+            .db
+            .write(async |tx| {
+                let member = tx
+                    .fetch_optional(
+                        "SELECT id, memory_mb FROM instances WHERE owner_id IS NULL AND engine = $1 \
+                         AND version = $2 AND status = 'running' AND NOT EXISTS (SELECT 1 FROM operations \
+                             WHERE instance_id = instances.id AND state IN ('pending', 'running')) \
+                         ORDER BY created_at LIMIT 1",
+                        params![engine.as_str(), version],
+                        |row| Ok((parsed::<InstanceId>(row, 0)?, MemoryMb(narrowed(row.int(1)?)?))),
+                    )
+                    .await?;
+                let Some((id, pool_memory)) = member else { return Ok(None) };
+                // The member counts on the host already: only a larger cap takes more of it.
+                let need = Need {
+                    owner_id: Some(owner_id),
+                    instances: 1,
+                    owner_memory_mb: memory.0.into(),
+                    host_memory_mb: i64::from(memory.0) - i64::from(pool_memory.0),
+                };
+                quotas::check_room(tx, &need, limits).await?;
+                tx.execute(
+                    "UPDATE instances SET owner_id = $1, name = coalesce($2, engine || '-' || id), memory_mb = $3 \
+                     WHERE id = $4 AND owner_id IS NULL",
+                    params![owner_id, name.map(InstanceName::as_str), memory.0, id.as_str()],
+                )
+                .await
+                .map_err(|e| e.or_broke(Constraint::InstanceName))?;
+                tx.execute(
+                    "UPDATE operations SET instance_id = $1, owner_id = $2 WHERE id = $3",
+                    params![id.as_str(), owner_id, operation.as_str()],
+                )
+                .await
+                .map_err(|e| e.or_broke(Constraint::OperationInFlight))?;
+                Ok(Some((id, pool_memory)))
+            })
+            .await?;
+        let Some((id, pool_memory)) = claimed else { return Ok(None) };
+        Ok(self.instance(&id).await?.map(|record| (record, pool_memory)))
     }
 
     /// The warm pool's members, oldest first.
     pub async fn pool_members(&self) -> Result<Vec<InstanceRecord>, StoreError> {
-        self.readers.read(|connection| {
-            connection
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    columns!(),
-                    from!(),
-                    " WHERE i.owner_id IS NULL ORDER BY i.created_at"
-                ))?
-                .query_map([], record_from_row)?
-                .collect()
-        })
+        let sql = concat!("SELECT ", columns!(), from!(), " WHERE i.owner_id IS NULL ORDER BY i.created_at");
+        self.db.read(sql, params![], record_from_row).await
     }
 
-    pub async fn set_database(&self, id: &InstanceId, database: &DatabaseName) -> Result<(), StoreError> {
-        sqlx::query("UPDATE instances SET database = ? WHERE id = ?")
-            .bind(database.as_str())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// The oldest stored password, if the store holds any: what start-up checks the master key
-    /// against.
+    /// A stored password, if the store holds any: an instance's (the oldest), else a template's.
+    /// What start-up checks the master key against.
     pub async fn oldest_password(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let password = sqlx::query_scalar("SELECT password_enc FROM instances ORDER BY created_at, id LIMIT 1")
-            .fetch_optional(&self.pool)
+        let instance = self
+            .db
+            .fetch_optional("SELECT password_enc FROM instances ORDER BY created_at, id LIMIT 1", params![], |row| {
+                row.bytes(0)
+            })
             .await?;
-        Ok(password)
+        match instance {
+            Some(password) => Ok(Some(password)),
+            None => {
+                let sql = "SELECT password_enc FROM template_passwords ORDER BY image_id LIMIT 1";
+                self.db.fetch_optional(sql, params![], |row| row.bytes(0)).await
+            }
+        }
     }
 
     /// Removes a record, which frees its port and its name.
     pub async fn delete_instance(&self, id: &InstanceId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM instances WHERE id = ?").bind(id.as_str()).execute(&self.pool).await?;
+        self.db.execute("DELETE FROM instances WHERE id = $1", params![id.as_str()]).await?;
         Ok(())
     }
 }
 
-/// The INSERT of a new record; `PortTaken` or `NameTaken` when a constraint stands in the way.
-async fn insert<'e>(executor: impl sqlx::SqliteExecutor<'e>, new: &NewInstanceRecord<'_>) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO instances (id, owner_id, name, engine, version, image, status, \
-         memory_mb, charset, collation, database, port, username, password_enc, created_at, template_image) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(new.id.as_str())
-    .bind(new.owner_id)
-    .bind(new.name.as_str())
-    .bind(new.settings.engine().as_str())
-    .bind(new.version)
-    .bind(new.image)
-    .bind(new.status.as_str())
-    .bind(new.memory_mb.0)
-    .bind(new.settings.charset().map(Charset::as_str))
-    .bind(new.settings.collation().map(Collation::as_str))
-    .bind(new.settings.database().map(DatabaseName::as_str))
-    .bind(new.port)
-    .bind(new.username)
-    .bind(new.password_enc)
-    .bind(now_rfc3339())
-    .bind(new.template_image)
-    .execute(executor)
-    .await
-    .map_err(map_unique_violation)?;
-    Ok(())
+/// The INSERT of a new record. A name the owner has already is no row (`ON CONFLICT DO NOTHING`),
+/// so that the only constraint it can break is the port's.
+const INSERT: &str = "INSERT INTO instances (id, owner_id, name, engine, version, image, status, memory_mb, \
+     charset, \"collation\", database, port, username, password_enc, created_at, template_image, node_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+     ON CONFLICT (owner_id, name) DO NOTHING RETURNING id";
+
+fn insert_params(new: &NewInstanceRecord<'_>) -> Vec<super::sql::Param> {
+    params![
+        new.id.as_str(),
+        new.owner_id,
+        new.name.as_str(),
+        new.settings.engine().as_str(),
+        new.version,
+        new.image,
+        new.status.as_str(),
+        new.memory_mb.0,
+        new.settings.charset().map(Charset::as_str),
+        new.settings.collation().map(Collation::as_str),
+        new.settings.database().map(DatabaseName::as_str),
+        new.port,
+        new.username,
+        new.password_enc,
+        now(),
+        new.template_image,
+        new.node_id,
+    ]
 }
 
-/// An instance row, read by position in `columns!`'s order: looking columns up by name was a
-/// fifth of the list route's CPU.
-fn record_from_row(row: &rusqlite::Row) -> rusqlite::Result<InstanceRecord> {
-    fn parsed<T: std::str::FromStr<Err = crate::model::Invalid>>(
-        row: &rusqlite::Row,
-        column: usize,
-    ) -> rusqlite::Result<T> {
-        parsed_text(row.get(column)?, column)
-    }
-    fn parsed_text<T: std::str::FromStr<Err = crate::model::Invalid>>(
-        text: String,
-        column: usize,
-    ) -> rusqlite::Result<T> {
-        text.parse()
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
-    }
+/// An instance row, read by position in `columns!`'s order.
+fn record_from_row(row: &dyn Columns) -> Result<InstanceRecord, StoreError> {
     let engine: Engine = parsed(row, 3)?;
-    let (charset, collation, database): (Option<String>, Option<String>, Option<String>) =
-        (row.get(11)?, row.get(12)?, row.get(13)?);
+    let (charset, collation, database) = (row.opt_text(11)?, row.opt_text(12)?, row.opt_text(13)?);
     let settings = EngineSettings::from_parts(engine, charset.as_deref(), collation.as_deref(), database.as_deref())
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, Box::new(e)))?;
+        .map_err(|e| StoreError::Corrupt(e.0))?;
     Ok(InstanceRecord {
         id: parsed(row, 0)?,
-        owner_id: row.get(1)?,
+        owner_id: row.opt_int(1)?,
         name: parsed(row, 2)?,
         settings,
-        version: row.get(4)?,
-        image: row.get(5)?,
+        version: row.text(4)?,
+        image: row.text(5)?,
         status: parsed(row, 6)?,
-        status_reason: row.get(7)?,
-        exit_code: row.get(8)?,
-        oom_killed: row.get(9)?,
-        memory_mb: MemoryMb(row.get(10)?),
-        port: row.get(14)?,
-        username: row.get(15)?,
-        password_enc: row.get(16)?,
-        pending_password_enc: row.get(17)?,
-        created_at: row.get(18)?,
-        template_image: row.get(19)?,
-        running_operation: row.get::<_, Option<String>>(20)?.map(|id| parsed_text(id, 20)).transpose()?,
-        attention: row.get(21)?,
-        repair_failures: row.get(22)?,
-        repair_after: row.get(23)?,
+        status_reason: row.opt_text(7)?,
+        exit_code: row.opt_int(8)?,
+        oom_killed: row.flag(9)?,
+        memory_mb: MemoryMb(narrowed(row.int(10)?)?),
+        port: row.opt_int(14)?.map(narrowed).transpose()?,
+        username: row.opt_text(15)?,
+        password_enc: row.bytes(16)?,
+        pending_password_enc: row.opt_bytes(17)?,
+        created_at: row.time(18)?,
+        template_image: row.opt_text(19)?,
+        running_operation: row
+            .opt_text(20)?
+            .map(|id| id.parse())
+            .transpose()
+            .map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))?,
+        attention: row.opt_text(21)?,
+        repair_failures: narrowed(row.int(22)?)?,
+        repair_after: row.opt_int(23)?,
+        node_id: row.text(24)?,
     })
 }

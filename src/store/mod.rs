@@ -1,8 +1,10 @@
-//! The store: users, instance records, operations, leases and facts of images, in an embedded
-//! SQLite database under the data directory. SQL lives here only. Invariants that must hold
-//! across processes (a port leased once, names unique per user, one operation in flight per
-//! instance) are constraints in the schema, mapped to [`StoreError`] variants here; so is what
-//! coordinates processes (operation leases, the reconciler's leadership).
+//! The store: users, instance records, operations, leases and facts of images, in SQLite (one
+//! host, embedded, the default) or PostgreSQL (several replicas). SQL lives here only, written once
+//! for both (see `sql`); what differs between them is in `sqlite` and `postgres`, and both are held
+//! to one contract by one test suite that runs on each (tests/api/store_contract.rs). Invariants
+//! that must hold across processes (a port leased once, names unique per user, one operation in
+//! flight per instance) are constraints in the schema, mapped to [`StoreError`] variants here; so
+//! is what coordinates processes (operation leases, leadership).
 
 mod answers;
 mod events;
@@ -10,25 +12,29 @@ mod image_facts;
 mod instances;
 mod leases;
 mod location;
+mod nodes;
 mod operations;
+mod postgres;
 mod quotas;
-mod reads;
+mod sql;
+mod sqlite;
 mod users;
 
-use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use answers::{AnswerKey, Cached, Mark, Subject};
 pub use events::{Event, Quarantined};
-pub use location::DatabaseUrl;
 pub use instances::{InstanceFilter, InstanceRecord, NewInstanceRecord, OwnedInstance, PoolClaim};
+pub use location::DatabaseUrl;
+pub use nodes::Node;
 pub use operations::{NewOperation, OperationRecord, Step};
 pub use quotas::{Exceeded, LimitChange, LimitKind, Limits, Need, Quota, QuotaChange, QuotaOverride, Usage};
 pub(crate) use quotas::{instances_limit_schema, memory_limit_schema};
 pub use users::{DemoUsers, User};
+
+use postgres::PostgresDb;
+use sql::{Map, Param, params};
+use sqlite::SqliteDb;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,51 +71,36 @@ pub enum StoreError {
     Private(std::io::Error),
 }
 
-/// How long a writer waits for another (maybe another process's) to finish before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// The connections that read instance records (see `reads`).
-    readers: std::sync::Arc<reads::Readers>,
-    /// Answers kept until the database changes (see `answers`).
-    answers: std::sync::Arc<answers::Answers>,
+    db: std::sync::Arc<Db>,
     /// This store's deployment (see the `deployment` table), read once at open.
     deployment_id: std::sync::Arc<str>,
 }
 
+/// The database behind the store: one per process, behind an `Arc`, so its variants' sizes do not
+/// matter.
+#[allow(clippy::large_enum_variant)]
+enum Db {
+    Sqlite(SqliteDb),
+    Postgres(PostgresDb),
+}
+
 impl Store {
-    /// Opens (creating if needed) the store at `url` and brings its schema up to date.
+    /// Opens (creating a SQLite file if needed) the store at `url` and brings its schema up to date.
     pub async fn open(url: &DatabaseUrl) -> Result<Self, StoreError> {
-        let path = match url {
-            DatabaseUrl::Sqlite(path) => path.clone(),
-            DatabaseUrl::Postgres(_) => return Err(StoreError::Corrupt("PostgreSQL is not supported yet".into())),
+        let db = match url {
+            DatabaseUrl::Sqlite(path) => Db::Sqlite(SqliteDb::open(path).await?),
+            DatabaseUrl::Postgres(url) => Db::Postgres(PostgresDb::open(url).await?),
         };
-        keep_private(&path)?;
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(&path)
-            .create_if_missing(true)
-            // WAL: readers never wait for the writer, and several processes can share the file.
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
         // The first process to open a new store names its deployment; every later one reads it.
-        sqlx::query("INSERT INTO deployment (singleton, id, created_at) VALUES (1, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(hex::encode(rand::random::<[u8; 8]>()))
-            .bind(now_rfc3339())
-            .execute(&pool)
-            .await?;
-        let deployment_id: String = sqlx::query_scalar("SELECT id FROM deployment").fetch_one(&pool).await?;
-        Ok(Self {
-            pool,
-            answers: std::sync::Arc::new(answers::Answers::open(&path)?),
-            readers: std::sync::Arc::new(reads::Readers::new(path)),
-            deployment_id: deployment_id.into(),
-        })
+        db.execute(
+            "INSERT INTO deployment (singleton, id, created_at) VALUES (1, $1, $2) ON CONFLICT DO NOTHING",
+            params![hex::encode(rand::random::<[u8; 8]>()), sql::now()],
+        )
+        .await?;
+        let deployment_id = db.fetch_one("SELECT id FROM deployment", params![], |row| row.text(0)).await?;
+        Ok(Self { db: std::sync::Arc::new(db), deployment_id: deployment_id.into() })
     }
 
     /// The id stamped on every container and volume this deployment makes.
@@ -119,67 +110,147 @@ impl Store {
 
     /// Answers when the database can run a query (for `/healthz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        self.db.execute("SELECT 1", params![]).await?;
         Ok(())
     }
 }
 
-/// Makes the store's files readable by dbroker's user only: they hold user names, token hashes
-/// and encrypted passwords. A new database file is created with mode 0600 before SQLite opens it,
-/// and SQLite gives its journal files (`-wal`, `-shm`) the database file's mode.
-fn keep_private(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
-    match created {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            for suffix in ["", "-wal", "-shm"] {
-                let file = format!("{}{suffix}", path.display());
-                match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StoreError::Private(e)),
-                    _ => {}
-                }
+/// Each backend's sqlx call for the same query, on `$on` (its pool, or a transaction's connection).
+macro_rules! on_backend {
+    ($db:expr, $on:ident => $function:ident($($arg:expr),*)) => {
+        match $db {
+            Db::Sqlite(db) => {
+                let $on = &db.pool;
+                sqlite::$function($($arg),*).await
             }
-            Ok(())
+            Db::Postgres(db) => {
+                let $on = &db.pool;
+                postgres::$function($($arg),*).await
+            }
         }
-        Err(e) => Err(StoreError::Private(e)),
+    };
+}
+
+impl Db {
+    /// Runs a statement; how many rows it changed.
+    async fn execute(&self, sql: &'static str, params: Vec<Param>) -> Result<u64, StoreError> {
+        on_backend!(self, pool => execute(pool, sql, params))
+    }
+
+    async fn fetch_all<T>(&self, sql: &'static str, params: Vec<Param>, map: Map<T>) -> Result<Vec<T>, StoreError> {
+        on_backend!(self, pool => fetch_all(pool, sql, params, map))
+    }
+
+    async fn fetch_optional<T>(
+        &self,
+        sql: &'static str,
+        params: Vec<Param>,
+        map: Map<T>,
+    ) -> Result<Option<T>, StoreError> {
+        on_backend!(self, pool => fetch_optional(pool, sql, params, map))
+    }
+
+    async fn fetch_one<T>(&self, sql: &'static str, params: Vec<Param>, map: Map<T>) -> Result<T, StoreError> {
+        self.fetch_optional(sql, params, map).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// A read that may take the backend's fast path (SQLite's: see `sqlite`).
+    async fn read<T: Send + 'static>(
+        &self,
+        sql: &'static str,
+        params: Vec<Param>,
+        map: Map<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.read(sql, params, map).await,
+            Db::Postgres(db) => postgres::fetch_all(&db.pool, sql, params, map).await,
+        }
+    }
+
+    /// Runs `work` in a transaction that holds the store's write lock from its first statement
+    /// (see each backend's `begin_write`), and commits it if `work` succeeds: what `work` reads is
+    /// still true when it writes, whichever process writes meanwhile. An error rolls it all back.
+    async fn write<T>(&self, work: impl AsyncFnOnce(&mut Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut tx = match self {
+            Db::Sqlite(db) => Tx::Sqlite(db.begin_write().await?),
+            Db::Postgres(db) => Tx::Postgres(db.begin_write().await?),
+        };
+        let done = work(&mut tx).await?;
+        match tx {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(done)
     }
 }
 
-/// The unique constraints a caller may run into, each standing for a domain error.
+/// A write transaction (see `Db::write`), with the calls of `Db` on its connection.
+enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// As `on_backend!`, on a transaction's connection.
+macro_rules! on_transaction {
+    ($tx:expr, $on:ident => $function:ident($($arg:expr),*)) => {
+        match $tx {
+            Tx::Sqlite(tx) => {
+                let $on = &mut **tx;
+                sqlite::$function($($arg),*).await
+            }
+            Tx::Postgres(tx) => {
+                let $on = &mut **tx;
+                postgres::$function($($arg),*).await
+            }
+        }
+    };
+}
+
+impl Tx {
+    async fn execute(&mut self, sql: &'static str, params: Vec<Param>) -> Result<u64, StoreError> {
+        on_transaction!(self, connection => execute(connection, sql, params))
+    }
+
+    async fn fetch_all<T>(&mut self, sql: &'static str, params: Vec<Param>, map: Map<T>) -> Result<Vec<T>, StoreError> {
+        on_transaction!(self, connection => fetch_all(connection, sql, params, map))
+    }
+
+    async fn fetch_optional<T>(
+        &mut self,
+        sql: &'static str,
+        params: Vec<Param>,
+        map: Map<T>,
+    ) -> Result<Option<T>, StoreError> {
+        on_transaction!(self, connection => fetch_optional(connection, sql, params, map))
+    }
+
+    async fn fetch_one<T>(&mut self, sql: &'static str, params: Vec<Param>, map: Map<T>) -> Result<T, StoreError> {
+        self.fetch_optional(sql, params, map).await?.ok_or(StoreError::NotFound)
+    }
+}
+
+/// The unique constraints a caller may run into, each standing for a domain error. A statement
+/// is written so that it can break at most one of them (another it might break is an `ON
+/// CONFLICT … DO NOTHING` that the caller reads as zero rows), and maps its error with
+/// [`StoreError::or_broke`]: PostgreSQL names the constraint a violation broke, SQLite names none
+/// (only a message, which is not an interface), so there the statement's one is the one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Constraint {
     PortLease,
     InstanceName,
     UserName,
     OperationInFlight,
-    IdempotencyKey,
 }
 
 impl Constraint {
-    /// The schema's name for it (what PostgreSQL reports), and the columns SQLite reports instead:
-    /// SQLite names no constraint in its errors, only `table.column, …`.
-    const ALL: [(Constraint, &'static str, &'static str); 5] = [
-        (Constraint::PortLease, "instances_port_unique", "instances.port"),
-        (Constraint::InstanceName, "instances_owner_name_unique", "instances.owner_id, instances.name"),
-        (Constraint::UserName, "users_name_unique", "users.name"),
-        (Constraint::OperationInFlight, "operations_one_in_flight", "operations.instance_id"),
-        (Constraint::IdempotencyKey, "operations_idempotency", "operations.owner_id, operations.idempotency_key"),
-    ];
-
-    /// Which constraint a unique violation broke, if it is one of ours.
-    fn of(error: &sqlx::Error) -> Option<Constraint> {
-        let sqlx::Error::Database(db) = error else { return None };
-        if db.kind() != sqlx::error::ErrorKind::UniqueViolation {
-            return None;
+    /// The schema's name for it, in both backends' schemas.
+    fn name(self) -> &'static str {
+        match self {
+            Constraint::PortLease => "instances_port_unique",
+            Constraint::InstanceName => "instances_owner_name_unique",
+            Constraint::UserName => "users_name_unique",
+            Constraint::OperationInFlight => "operations_one_in_flight",
         }
-        let message = db.message();
-        Constraint::ALL.into_iter().find_map(|(constraint, name, columns)| {
-            let named = db.constraint() == Some(name);
-            // The column list ends the message ("UNIQUE constraint failed: instances.port"), so
-            // a list that is another's prefix cannot match by mistake.
-            (named || message.ends_with(columns)).then_some(constraint)
-        })
     }
 
     fn error(self) -> StoreError {
@@ -187,16 +258,17 @@ impl Constraint {
             Constraint::PortLease => StoreError::PortTaken,
             Constraint::InstanceName | Constraint::UserName => StoreError::NameTaken,
             Constraint::OperationInFlight => StoreError::OperationInFlight,
-            Constraint::IdempotencyKey => StoreError::IdempotencyKeyUsed,
         }
     }
 }
 
-/// Maps a unique-constraint violation to the domain error its constraint stands for.
-fn map_unique_violation(error: sqlx::Error) -> StoreError {
-    match Constraint::of(&error) {
-        Some(constraint) => constraint.error(),
-        None => StoreError::Database(error),
+impl StoreError {
+    /// The domain error of `constraint` if this is a unique violation of it, else this error.
+    fn or_broke(self, constraint: Constraint) -> StoreError {
+        let StoreError::Database(sqlx::Error::Database(db)) = &self else { return self };
+        let broke = db.kind() == sqlx::error::ErrorKind::UniqueViolation
+            && db.constraint().is_none_or(|name| name == constraint.name());
+        if broke { constraint.error() } else { self }
     }
 }
 
@@ -210,9 +282,7 @@ fn millis_from_now(duration: Duration) -> i64 {
     now_millis().saturating_add(duration.as_millis() as i64)
 }
 
-/// Now, as RFC 3339 in UTC: sorts as text, reads as a date.
+/// Now, as the API shows times (RFC 3339 in UTC; see `sql::format_time`).
 pub(crate) fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("the current time formats as RFC 3339")
+    sql::format_time(sql::now())
 }

@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-use super::{Store, StoreError, map_unique_violation, millis_from_now, now_millis, now_rfc3339};
-use crate::model::{InstanceId, Invalid, OperationId, OperationKind, OperationState};
+use super::sql::{Columns, now, params, parsed};
+use super::{Constraint, Store, StoreError, millis_from_now, now_millis};
+use crate::model::{InstanceId, OperationId, OperationKind, OperationState};
 
 /// What a new operation records.
 pub struct NewOperation<'a> {
@@ -67,62 +66,62 @@ impl Store {
     /// Records a new operation, in flight and leased to its holder. `OperationInFlight` if the
     /// instance has one already; `IdempotencyKeyUsed` if the owner sent that key before.
     pub async fn insert_operation(&self, new: &NewOperation<'_>) -> Result<OperationRecord, StoreError> {
-        let now = now_rfc3339();
+        let now = now();
         let (key, hash) = new.idempotency.unzip();
-        let row = sqlx::query(concat!(
+        // A key used before is no row (`ON CONFLICT DO NOTHING`), so that the only constraint the
+        // insert can break is the one operation in flight per instance.
+        let sql = concat!(
             "INSERT INTO operations (id, instance_id, kind, state, requested_by, owner_id, holder, lease_until, \
              input, idempotency_key, request_hash, created_at, updated_at) \
-             VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
             op_columns!()
-        ))
-        .bind(new.id.as_str())
-        .bind(new.instance_id.as_str())
-        .bind(new.kind.as_str())
-        .bind(new.requested_by)
-        .bind(new.owner_id)
-        .bind(new.holder)
-        .bind(millis_from_now(new.lease))
-        .bind(new.input.to_string())
-        .bind(key)
-        .bind(hash)
-        .bind(&now)
-        .bind(&now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_unique_violation)?;
-        operation_from_row(&row)
+        );
+        let params = params![
+            new.id.as_str(),
+            new.instance_id.as_str(),
+            new.kind.as_str(),
+            new.requested_by,
+            new.owner_id,
+            new.holder,
+            millis_from_now(new.lease),
+            new.input.to_string(),
+            key,
+            hash,
+            now,
+            now,
+        ];
+        self.db
+            .fetch_optional(sql, params, operation_from_row)
+            .await
+            .map_err(|e| e.or_broke(Constraint::OperationInFlight))?
+            .ok_or(StoreError::IdempotencyKeyUsed)
     }
 
     pub async fn operation(&self, id: &OperationId) -> Result<Option<OperationRecord>, StoreError> {
-        let query = concat!("SELECT ", op_columns!(), " FROM operations WHERE id = ?");
-        let row = sqlx::query(query).bind(id.as_str()).fetch_optional(&self.pool).await?;
-        row.map(|r| operation_from_row(&r)).transpose()
+        let sql = concat!("SELECT ", op_columns!(), " FROM operations WHERE id = $1");
+        self.db.fetch_optional(sql, params![id.as_str()], operation_from_row).await
     }
 
     /// The operation in flight on an instance, if any.
     pub async fn operation_in_flight(&self, instance_id: &InstanceId) -> Result<Option<OperationRecord>, StoreError> {
-        let query = concat!(
+        let sql = concat!(
             "SELECT ",
             op_columns!(),
-            " FROM operations WHERE instance_id = ? AND state IN ('pending', 'running')"
+            " FROM operations WHERE instance_id = $1 AND state IN ('pending', 'running')"
         );
-        let row = sqlx::query(query).bind(instance_id.as_str()).fetch_optional(&self.pool).await?;
-        row.map(|r| operation_from_row(&r)).transpose()
+        self.db.fetch_optional(sql, params![instance_id.as_str()], operation_from_row).await
     }
 
     /// The operation that `owner_id` started with idempotency key `key`, if any.
     pub async fn operation_by_key(&self, owner_id: i64, key: &str) -> Result<Option<OperationRecord>, StoreError> {
-        let query = concat!("SELECT ", op_columns!(), " FROM operations WHERE owner_id = ? AND idempotency_key = ?");
-        let row = sqlx::query(query).bind(owner_id).bind(key).fetch_optional(&self.pool).await?;
-        row.map(|r| operation_from_row(&r)).transpose()
+        let sql = concat!("SELECT ", op_columns!(), " FROM operations WHERE owner_id = $1 AND idempotency_key = $2");
+        self.db.fetch_optional(sql, params![owner_id, key], operation_from_row).await
     }
 
     /// Frees an idempotency key that has outlived its window, for a new request to use.
     pub async fn forget_idempotency_key(&self, id: &OperationId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE operations SET idempotency_key = NULL WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
+        self.db.execute("UPDATE operations SET idempotency_key = NULL WHERE id = $1", params![id.as_str()]).await?;
         Ok(())
     }
 
@@ -133,47 +132,38 @@ impl Store {
         before: Option<&OperationId>,
         limit: u32,
     ) -> Result<Vec<OperationRecord>, StoreError> {
-        let query = concat!(
+        let sql = concat!(
             "SELECT ",
             op_columns!(),
-            " FROM operations WHERE instance_id = ?1 \
-             AND (?2 IS NULL OR seq < (SELECT seq FROM operations WHERE id = ?2)) ORDER BY seq DESC LIMIT ?3"
+            " FROM operations WHERE instance_id = $1 \
+             AND ($2 IS NULL OR seq < (SELECT seq FROM operations WHERE id = $2)) ORDER BY seq DESC LIMIT $3"
         );
-        let rows = sqlx::query(query)
-            .bind(instance_id.as_str())
-            .bind(before.map(OperationId::as_str))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(operation_from_row).collect()
+        let params = params![instance_id.as_str(), before.map(OperationId::as_str), limit];
+        self.db.fetch_all(sql, params, operation_from_row).await
     }
 
     /// Moves an operation to `running` and writes its steps so far; `false` if `holder` no longer
     /// holds it (its lease expired and another process took it over).
     pub async fn record_steps(&self, id: &OperationId, holder: &str, steps: &[Step]) -> Result<bool, StoreError> {
         let steps = serde_json::to_string(steps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let done = sqlx::query(
-            "UPDATE operations SET state = 'running', steps = ?, updated_at = ? \
-             WHERE id = ? AND holder = ? AND state IN ('pending', 'running')",
-        )
-        .bind(steps)
-        .bind(now_rfc3339())
-        .bind(id.as_str())
-        .bind(holder)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let changed = self
+            .db
+            .execute(
+                "UPDATE operations SET state = 'running', steps = $1, updated_at = $2 \
+                 WHERE id = $3 AND holder = $4 AND state IN ('pending', 'running')",
+                params![steps, now(), id.as_str(), holder],
+            )
+            .await?;
+        Ok(changed > 0)
     }
 
     /// Points a create's operation at the instance it ended up making (a warm-pool member it
     /// claimed has an id of its own).
     pub async fn repoint_operation(&self, id: &OperationId, instance_id: &InstanceId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE operations SET instance_id = ? WHERE id = ?")
-            .bind(instance_id.as_str())
-            .bind(id.as_str())
-            .execute(&self.pool)
+        self.db
+            .execute("UPDATE operations SET instance_id = $1 WHERE id = $2", params![instance_id.as_str(), id.as_str()])
             .await
-            .map_err(map_unique_violation)?;
+            .map_err(|e| e.or_broke(Constraint::OperationInFlight))?;
         Ok(())
     }
 
@@ -185,97 +175,82 @@ impl Store {
         holder: &str,
         error: Option<&serde_json::Value>,
     ) -> Result<bool, StoreError> {
-        let now = now_rfc3339();
+        let now = now();
         let state = if error.is_some() { OperationState::Failed } else { OperationState::Succeeded };
-        let done = sqlx::query(
-            "UPDATE operations SET state = ?, error = ?, updated_at = ?, finished_at = ?, holder = NULL, \
-             lease_until = NULL WHERE id = ? AND holder = ? AND state IN ('pending', 'running')",
-        )
-        .bind(state.as_str())
-        .bind(error.map(|e| e.to_string()))
-        .bind(&now)
-        .bind(&now)
-        .bind(id.as_str())
-        .bind(holder)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let changed = self
+            .db
+            .execute(
+                "UPDATE operations SET state = $1, error = $2, updated_at = $3, finished_at = $4, holder = NULL, \
+                 lease_until = NULL WHERE id = $5 AND holder = $6 AND state IN ('pending', 'running')",
+                params![state.as_str(), error.map(|e| e.to_string()), now, now, id.as_str(), holder],
+            )
+            .await?;
+        Ok(changed > 0)
     }
 
     /// Removes an operation that turned out to have nothing to do (a repair whose drift had
     /// gone by the time it looked again), so histories show only what changed something.
     pub async fn discard_operation(&self, id: &OperationId, holder: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM operations WHERE id = ? AND holder = ?")
-            .bind(id.as_str())
-            .bind(holder)
-            .execute(&self.pool)
-            .await?;
+        self.db.execute("DELETE FROM operations WHERE id = $1 AND holder = $2", params![id.as_str(), holder]).await?;
         Ok(())
     }
 
     /// Renews an operation's lease for `ttl`, if `holder` still holds it.
     pub async fn renew_lease(&self, id: &OperationId, holder: &str, ttl: Duration) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE operations SET lease_until = ? WHERE id = ? AND holder = ? AND state IN ('pending', 'running')",
-        )
-        .bind(millis_from_now(ttl))
-        .bind(id.as_str())
-        .bind(holder)
-        .execute(&self.pool)
-        .await?;
+        self.db
+            .execute(
+                "UPDATE operations SET lease_until = $1 WHERE id = $2 AND holder = $3 \
+                 AND state IN ('pending', 'running')",
+                params![millis_from_now(ttl), id.as_str(), holder],
+            )
+            .await?;
         Ok(())
     }
 
     /// Operations in flight whose holder stopped renewing their lease: it died.
     pub async fn abandoned_operations(&self) -> Result<Vec<OperationRecord>, StoreError> {
-        let query = concat!(
+        let sql = concat!(
             "SELECT ",
             op_columns!(),
-            " FROM operations WHERE state IN ('pending', 'running') AND lease_until < ? ORDER BY seq"
+            " FROM operations WHERE state IN ('pending', 'running') AND lease_until < $1 ORDER BY seq"
         );
-        let rows = sqlx::query(query).bind(now_millis()).fetch_all(&self.pool).await?;
-        rows.iter().map(operation_from_row).collect()
+        self.db.fetch_all(sql, params![now_millis()], operation_from_row).await
     }
 
     /// Takes over an abandoned operation for `holder`: `false` if its lease had not expired after
     /// all, or another process took it first.
     pub async fn take_over_operation(&self, id: &OperationId, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE operations SET holder = ?, lease_until = ?, updated_at = ? \
-             WHERE id = ? AND state IN ('pending', 'running') AND lease_until < ?",
-        )
-        .bind(holder)
-        .bind(millis_from_now(ttl))
-        .bind(now_rfc3339())
-        .bind(id.as_str())
-        .bind(now_millis())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let changed = self
+            .db
+            .execute(
+                "UPDATE operations SET holder = $1, lease_until = $2, updated_at = $3 \
+                 WHERE id = $4 AND state IN ('pending', 'running') AND lease_until < $5",
+                params![holder, millis_from_now(ttl), now(), id.as_str(), now_millis()],
+            )
+            .await?;
+        Ok(changed > 0)
     }
 }
 
-fn operation_from_row(row: &SqliteRow) -> Result<OperationRecord, StoreError> {
-    fn parsed<T: std::str::FromStr<Err = Invalid>>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
-        row.get::<String, _>(column).parse().map_err(|e: Invalid| StoreError::Corrupt(e.0))
-    }
+/// An operation row, read by position in `op_columns!`'s order.
+fn operation_from_row(row: &dyn Columns) -> Result<OperationRecord, StoreError> {
     fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
         serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
     Ok(OperationRecord {
-        id: parsed(row, "id")?,
-        instance_id: parsed(row, "instance_id")?,
-        kind: parsed(row, "kind")?,
-        state: parsed(row, "state")?,
-        requested_by: row.get("requested_by"),
-        owner_id: row.get("owner_id"),
-        holder: row.get("holder"),
-        input: json(row.get("input"))?,
-        steps: json(row.get("steps"))?,
-        error: row.get::<Option<String>, _>("error").as_deref().map(json).transpose()?,
-        request_hash: row.get("request_hash"),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
-        finished_at: row.get("finished_at"),
+        id: parsed(row, 0)?,
+        instance_id: parsed(row, 1)?,
+        kind: parsed(row, 2)?,
+        state: parsed(row, 3)?,
+        requested_by: row.text(4)?,
+        owner_id: row.opt_int(5)?,
+        holder: row.opt_text(6)?,
+        input: json(&row.text(7)?)?,
+        steps: json(&row.text(8)?)?,
+        error: row.opt_text(9)?.as_deref().map(json).transpose()?,
+        request_hash: row.opt_text(10)?,
+        created_at: row.time(11)?,
+        updated_at: row.time(12)?,
+        finished_at: row.opt_time(13)?,
     })
 }

@@ -1,15 +1,15 @@
 //! Quotas: how many instances and how much memory (the sum of memory caps) each user may hold, and
 //! how much memory all instances together (every user's and the warm pool's) may be capped at on
 //! the host. A change that needs room is checked inside the write transaction that makes it
-//! (`BEGIN IMMEDIATE`, so what is read is still true when it is written on): concurrent creates,
-//! in one process or several sharing the store, never pass a limit together.
+//! (which holds the store's write lock, so what is read is still true when it is written on):
+//! concurrent creates, in one process or several sharing the store, never pass a limit together.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqliteConnection};
 
-use super::{Store, StoreError};
+use super::sql::{Param, narrowed, params};
+use super::{Store, StoreError, Tx};
 
 /// How many instances, and how many MiB of memory caps in all, a user may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -143,29 +143,51 @@ macro_rules! counted {
     };
 }
 
+/// What `judge` needs of the store, in one row: the host's memory in use, the owner's instances
+/// and memory, and the owner's own limits (NULL: the default).
+const ROOM: &str = concat!(
+    "SELECT (SELECT CAST(coalesce(sum(memory_mb), 0) AS BIGINT) FROM instances WHERE ",
+    counted!(),
+    "), (SELECT count(*) FROM instances WHERE owner_id = $1 AND ",
+    counted!(),
+    "), (SELECT CAST(coalesce(sum(memory_mb), 0) AS BIGINT) FROM instances WHERE owner_id = $1 AND ",
+    counted!(),
+    "), (SELECT quota_instances FROM users WHERE id = $1), (SELECT quota_memory_mb FROM users WHERE id = $1)"
+);
+
+/// What the store holds that a change is checked against (`ROOM`'s row).
+struct InUse {
+    host_memory: i64,
+    owned: i64,
+    owned_memory: i64,
+    quota_instances: Option<i64>,
+    quota_memory: Option<i64>,
+}
+
+fn room_params(need: &Need) -> Vec<Param> {
+    params![need.owner_id]
+}
+
+fn in_use(row: &dyn super::sql::Columns) -> Result<InUse, StoreError> {
+    Ok(InUse {
+        host_memory: row.int(0)?,
+        owned: row.int(1)?,
+        owned_memory: row.int(2)?,
+        quota_instances: row.opt_int(3)?,
+        quota_memory: row.opt_int(4)?,
+    })
+}
+
 /// `Err(OverLimit)` if `need` does not fit within `limits` and the owner's quota, as the store is
-/// now. Run it on the connection of the write transaction that makes the change.
-pub(super) async fn check_room(
-    connection: &mut SqliteConnection,
-    need: &Need,
-    limits: &Limits,
-) -> Result<(), StoreError> {
-    let row = sqlx::query(concat!(
-        "SELECT (SELECT coalesce(sum(memory_mb), 0) FROM instances WHERE ",
-        counted!(),
-        "), (SELECT count(*) FROM instances WHERE owner_id = ?1 AND ",
-        counted!(),
-        "), (SELECT coalesce(sum(memory_mb), 0) FROM instances WHERE owner_id = ?1 AND ",
-        counted!(),
-        "), (SELECT quota_instances FROM users WHERE id = ?1), (SELECT quota_memory_mb FROM users WHERE id = ?1)"
-    ))
-    .bind(need.owner_id)
-    .fetch_one(&mut *connection)
-    .await?;
-    let (host_used, owned, owned_memory): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+/// now. Run it in the write transaction that makes the change.
+pub(super) async fn check_room(tx: &mut Tx, need: &Need, limits: &Limits) -> Result<(), StoreError> {
+    judge(&tx.fetch_one(ROOM, room_params(need), in_use).await?, need, limits)
+}
+
+fn judge(in_use: &InUse, need: &Need, limits: &Limits) -> Result<(), StoreError> {
     let quota = Quota {
-        instances: row.get::<Option<i64>, _>(3).map_or(limits.default_quota.instances, |n| n as u32),
-        memory_mb: row.get::<Option<i64>, _>(4).map_or(limits.default_quota.memory_mb, |n| n as u64),
+        instances: in_use.quota_instances.map_or(Ok(limits.default_quota.instances), narrowed)?,
+        memory_mb: in_use.quota_memory.map_or(Ok(limits.default_quota.memory_mb), narrowed)?,
     };
     let over = |quota: LimitKind, limit: u64, in_use: i64, requested: i64| {
         // In i128: a limit may be as large as u64 allows.
@@ -174,12 +196,13 @@ pub(super) async fn check_room(
     };
     // The user's own limits first: those are theirs to act on.
     let exceeded = if need.owner_id.is_some() {
-        over(LimitKind::Instances, quota.instances.into(), owned, need.instances.into())
-            .or_else(|| over(LimitKind::Memory, quota.memory_mb, owned_memory, need.owner_memory_mb))
+        over(LimitKind::Instances, quota.instances.into(), in_use.owned, need.instances.into())
+            .or_else(|| over(LimitKind::Memory, quota.memory_mb, in_use.owned_memory, need.owner_memory_mb))
     } else {
         None
     };
-    match exceeded.or_else(|| over(LimitKind::HostMemory, limits.host_memory_mb, host_used, need.host_memory_mb)) {
+    let host = || over(LimitKind::HostMemory, limits.host_memory_mb, in_use.host_memory, need.host_memory_mb);
+    match exceeded.or_else(host) {
         Some(exceeded) => Err(StoreError::OverLimit(exceeded)),
         None => Ok(()),
     }
@@ -190,22 +213,24 @@ impl Store {
     /// request that cannot be served records nothing. Only a hint: the change checks again as it
     /// writes.
     pub async fn check_room(&self, need: &Need, limits: &Limits) -> Result<(), StoreError> {
-        check_room(&mut *self.pool.acquire().await?, need, limits).await
+        judge(&self.db.fetch_one(ROOM, room_params(need), in_use).await?, need, limits)
     }
 
     /// Each user's holdings, counted as their quota counts them, by user id: users who hold
     /// nothing are not in it.
     pub async fn usage_by_owner(&self) -> Result<HashMap<i64, Usage>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT owner_id, count(*), coalesce(sum(memory_mb), 0) FROM instances WHERE owner_id IS NOT NULL AND ",
+        let sql = concat!(
+            "SELECT owner_id, count(*), CAST(coalesce(sum(memory_mb), 0) AS BIGINT) FROM instances \
+             WHERE owner_id IS NOT NULL AND ",
             counted!(),
             " GROUP BY owner_id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), Usage { instances: r.get::<i64, _>(1) as u64, memory_mb: r.get::<i64, _>(2) as u64 }))
-            .collect())
+        );
+        let rows = self
+            .db
+            .fetch_all(sql, params![], |row| {
+                Ok((row.int(0)?, Usage { instances: narrowed(row.int(1)?)?, memory_mb: narrowed(row.int(2)?)? }))
+            })
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 }

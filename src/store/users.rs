@@ -1,9 +1,8 @@
 //! Users and their API tokens (kept as hashes); demo users, disabled users, and their quota
 //! overrides (checked in `quotas`).
 
-use sqlx::Row;
-
-use super::{LimitChange, QuotaChange, QuotaOverride, Store, StoreError, map_unique_violation, now_rfc3339};
+use super::sql::{Columns, narrowed, now, params};
+use super::{Constraint, LimitChange, QuotaChange, QuotaOverride, Store, StoreError};
 use crate::model::UserName;
 use crate::secrets::hash_token;
 
@@ -66,22 +65,20 @@ impl Store {
         is_admin: bool,
         quota: QuotaOverride,
     ) -> Result<User, StoreError> {
-        let created_at = now_rfc3339();
-        let id = sqlx::query(
+        let sql = concat!(
             "INSERT INTO users (name, token_hash, is_admin, created_at, quota_instances, quota_memory_mb) \
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(name.as_str())
-        .bind(hash_token(token))
-        .bind(is_admin)
-        .bind(&created_at)
-        .bind(quota.instances)
-        .bind(quota.memory_mb.map(|m| m as i64))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_unique_violation)?
-        .get(0);
-        Ok(User { id, name: name.to_string(), is_admin, is_demo: false, disabled_at: None, created_at, quota })
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+            user_columns!()
+        );
+        let params = params![
+            name.as_str(),
+            hash_token(token),
+            is_admin,
+            now(),
+            quota.instances,
+            quota.memory_mb.map(|m| m as i64),
+        ];
+        self.db.fetch_one(sql, params, user_from_row).await.map_err(|e| e.or_broke(Constraint::UserName))
     }
 
     /// Makes the enabled demo users exactly those `names`, at start-up: each is added (its token its
@@ -89,79 +86,83 @@ impl Store {
     /// working once `--demo-users` no longer names it. A name that belongs to a real user is
     /// `NotADemoUser`, and then nothing changes: a real user's token is never replaced by their name.
     pub async fn sync_demo_users(&self, names: &[UserName]) -> Result<DemoUsers, StoreError> {
-        // IMMEDIATE takes the write lock before the first read, so who is a real user is still true
-        // when it is written on, whatever another process (`dbroker user add`) does meanwhile.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let now = now_rfc3339();
-        let mut outcome = DemoUsers { named: names.len(), ..DemoUsers::default() };
+        // The write lock is taken before the first read, so who is a real user is still true when
+        // it is written on, whatever another process (`dbroker user add`) does meanwhile.
+        self.db
+            .write(async |tx| {
+                let now = now();
+                let mut outcome = DemoUsers { named: names.len(), ..DemoUsers::default() };
 
-        // Users from before demo users were marked (migration 0005). A token that is its user's
-        // name can only have come from `--demo-users`: `user add` makes tokens of 40 random
-        // characters. An admin among them is a real admin whose token an old start-up replaced
-        // with their name: disabled, not made a demo user, so that the name neither stays an
-        // admin's token nor is handed out again as a demo user's.
-        let unmarked = sqlx::query("SELECT id, name, token_hash, is_admin FROM users WHERE is_demo = 0")
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in unmarked {
-            let (id, name, token_hash): (i64, String, String) = (row.get("id"), row.get("name"), row.get("token_hash"));
-            if token_hash != hash_token(&name) {
-                continue;
-            }
-            if row.get::<bool, _>("is_admin") {
-                sqlx::query("UPDATE users SET disabled_at = coalesce(disabled_at, ?) WHERE id = ?")
-                    .bind(&now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                outcome.admins_disabled.push(name);
-            } else {
-                sqlx::query("UPDATE users SET is_demo = 1 WHERE id = ?").bind(id).execute(&mut *tx).await?;
-            }
-        }
-
-        for name in names {
-            let is_demo: Option<bool> = sqlx::query_scalar("SELECT is_demo FROM users WHERE name = ?")
-                .bind(name.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            match is_demo {
-                // Dropping the transaction rolls back whatever it did.
-                Some(false) => return Err(StoreError::NotADemoUser(name.to_string())),
-                Some(true) => {
-                    sqlx::query("UPDATE users SET disabled_at = NULL WHERE name = ?")
-                        .bind(name.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                None => {
-                    sqlx::query(
-                        "INSERT INTO users (name, token_hash, is_admin, is_demo, created_at) VALUES (?, ?, 0, 1, ?)",
+                // Users from before demo users were marked (migration 0005). A token that is its user's
+                // name can only have come from `--demo-users`: `user add` makes tokens of 40 random
+                // characters. An admin among them is a real admin whose token an old start-up replaced
+                // with their name: disabled, not made a demo user, so that the name neither stays an
+                // admin's token nor is handed out again as a demo user's.
+                let unmarked = tx
+                    .fetch_all(
+                        "SELECT id, name, token_hash, is_admin FROM users WHERE is_demo = FALSE",
+                        params![],
+                        |row| Ok((row.int(0)?, row.text(1)?, row.text(2)?, row.flag(3)?)),
                     )
-                    .bind(name.as_str())
-                    .bind(hash_token(name.as_str()))
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_unique_violation)?;
+                    .await?;
+                for (id, name, token_hash, is_admin) in unmarked {
+                    if token_hash != hash_token(&name) {
+                        continue;
+                    }
+                    if is_admin {
+                        tx.execute(
+                            "UPDATE users SET disabled_at = coalesce(disabled_at, $1) WHERE id = $2",
+                            params![now, id],
+                        )
+                        .await?;
+                        outcome.admins_disabled.push(name);
+                    } else {
+                        tx.execute("UPDATE users SET is_demo = TRUE WHERE id = $1", params![id]).await?;
+                    }
                 }
-            }
-        }
 
-        let enabled: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM users WHERE is_demo = 1 AND disabled_at IS NULL")
-                .fetch_all(&mut *tx)
-                .await?;
-        for stale in enabled.iter().filter(|enabled| !names.iter().any(|name| name.as_str() == enabled.as_str())) {
-            sqlx::query("UPDATE users SET disabled_at = ? WHERE name = ?")
-                .bind(&now)
-                .bind(stale)
-                .execute(&mut *tx)
-                .await?;
-            outcome.disabled += 1;
-        }
-        tx.commit().await?;
-        Ok(outcome)
+                for name in names {
+                    let is_demo = tx
+                        .fetch_optional("SELECT is_demo FROM users WHERE name = $1", params![name.as_str()], |row| {
+                            row.flag(0)
+                        })
+                        .await?;
+                    match is_demo {
+                        // An error rolls back whatever the transaction did.
+                        Some(false) => return Err(StoreError::NotADemoUser(name.to_string())),
+                        Some(true) => {
+                            tx.execute("UPDATE users SET disabled_at = NULL WHERE name = $1", params![name.as_str()])
+                                .await?;
+                        }
+                        None => {
+                            tx.execute(
+                                "INSERT INTO users (name, token_hash, is_admin, is_demo, created_at) \
+                             VALUES ($1, $2, FALSE, TRUE, $3)",
+                                params![name.as_str(), hash_token(name.as_str()), now],
+                            )
+                            .await
+                            .map_err(|e| e.or_broke(Constraint::UserName))?;
+                        }
+                    }
+                }
+
+                let enabled = tx
+                    .fetch_all(
+                        "SELECT name FROM users WHERE is_demo = TRUE AND disabled_at IS NULL",
+                        params![],
+                        |row| row.text(0),
+                    )
+                    .await?;
+                for stale in
+                    enabled.iter().filter(|enabled| !names.iter().any(|name| name.as_str() == enabled.as_str()))
+                {
+                    tx.execute("UPDATE users SET disabled_at = $1 WHERE name = $2", params![now, stale.as_str()])
+                        .await?;
+                    outcome.disabled += 1;
+                }
+                Ok(outcome)
+            })
+            .await
     }
 
     /// Gives the user a new token: its hash replaces the old one's, so the old token stops working
@@ -169,137 +170,128 @@ impl Store {
     /// they are. A demo user becomes a real one, its token no longer being its name. Returns the
     /// user as they were before; `NotFound` if there is no such user.
     pub async fn rotate_token(&self, name: &UserName, token: &str) -> Result<User, StoreError> {
-        // IMMEDIATE: what is returned as "before" is what the update replaced.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let before = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE name = ?"))
-            .bind(name.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| user_from_row(&r))
-            .ok_or(StoreError::NotFound)?;
-        sqlx::query("UPDATE users SET token_hash = ?, is_demo = 0 WHERE id = ?")
-            .bind(hash_token(token))
-            .bind(before.id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(before)
+        // Under the write lock: what is returned as "before" is what the update replaced.
+        self.db
+            .write(async |tx| {
+                let before = tx
+                    .fetch_optional(
+                        concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1"),
+                        params![name.as_str()],
+                        user_from_row,
+                    )
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                tx.execute(
+                    "UPDATE users SET token_hash = $1, is_demo = FALSE WHERE id = $2",
+                    params![hash_token(token), before.id],
+                )
+                .await?;
+                Ok(before)
+            })
+            .await
     }
 
     /// Disables the user: their token is refused (on a running dbroker, within
     /// `api::auth::AUTH_CACHE_TTL`) but kept, and so are their instances. Disabling a disabled user
     /// keeps the first time. Returns the user as they are now; `NotFound` if there is no such user.
     pub async fn disable_user(&self, name: &UserName) -> Result<User, StoreError> {
-        sqlx::query(concat!(
-            "UPDATE users SET disabled_at = coalesce(disabled_at, ?) WHERE name = ? RETURNING ",
+        let sql = concat!(
+            "UPDATE users SET disabled_at = coalesce(disabled_at, $1) WHERE name = $2 RETURNING ",
             user_columns!()
-        ))
-        .bind(now_rfc3339())
-        .bind(name.as_str())
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| user_from_row(&r))
-        .ok_or(StoreError::NotFound)
+        );
+        self.db.fetch_one(sql, params![now(), name.as_str()], user_from_row).await
     }
 
     /// Enables the user again, with the token they had. Returns the user as they are now;
     /// `NotFound` if there is no such user.
     pub async fn enable_user(&self, name: &UserName) -> Result<User, StoreError> {
-        sqlx::query(concat!("UPDATE users SET disabled_at = NULL WHERE name = ? RETURNING ", user_columns!()))
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| user_from_row(&r))
-            .ok_or(StoreError::NotFound)
+        let sql = concat!("UPDATE users SET disabled_at = NULL WHERE name = $1 RETURNING ", user_columns!());
+        self.db.fetch_one(sql, params![name.as_str()], user_from_row).await
     }
 
     /// The user whose token has this hash (see `secrets::hash_token`), if any, disabled or not:
     /// the caller tells a disabled user from an unknown token.
     pub async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE token_hash = ?"))
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| user_from_row(&r)))
+        let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE token_hash = $1");
+        self.db.fetch_optional(sql, params![token_hash], user_from_row).await
     }
 
     /// The user of that name, if any.
     pub async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE name = ?"))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| user_from_row(&r)))
+        let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1");
+        self.db.fetch_optional(sql, params![name], user_from_row).await
     }
 
     /// Every user, by name.
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let rows =
-            sqlx::query(concat!("SELECT ", user_columns!(), " FROM users ORDER BY name")).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(user_from_row).collect())
+        let sql = concat!("SELECT ", user_columns!(), " FROM users ORDER BY name");
+        self.db.fetch_all(sql, params![], user_from_row).await
     }
 
     /// Changes the user's own quota, limit by limit (see [`QuotaChange`]); a running dbroker
     /// applies it to the next change. Returns the user as they are now; `NotFound` if there is no
     /// such user.
     pub async fn change_quota(&self, name: &UserName, change: QuotaChange) -> Result<User, StoreError> {
-        // Each limit: `?n` says whether it changes, `?n+1` is its new value (NULL: the default).
-        sqlx::query(concat!(
-            "UPDATE users SET quota_instances = CASE WHEN ?1 THEN ?2 ELSE quota_instances END, \
-             quota_memory_mb = CASE WHEN ?3 THEN ?4 ELSE quota_memory_mb END WHERE name = ?5 RETURNING ",
+        // Each limit: `$n` says whether it changes, `$n+1` is its new value (NULL: the default).
+        let sql = concat!(
+            "UPDATE users SET quota_instances = CASE WHEN $1 THEN $2 ELSE quota_instances END, \
+             quota_memory_mb = CASE WHEN $3 THEN $4 ELSE quota_memory_mb END WHERE name = $5 RETURNING ",
             user_columns!()
-        ))
-        .bind(!matches!(change.instances, LimitChange::Keep))
-        .bind(change.instances.value())
-        .bind(!matches!(change.memory_mb, LimitChange::Keep))
-        .bind(change.memory_mb.value().map(|m| m as i64))
-        .bind(name.as_str())
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| user_from_row(&r))
-        .ok_or(StoreError::NotFound)
+        );
+        let params = params![
+            !matches!(change.instances, LimitChange::Keep),
+            change.instances.value(),
+            !matches!(change.memory_mb, LimitChange::Keep),
+            change.memory_mb.value().map(|m| m as i64),
+            name.as_str(),
+        ];
+        self.db.fetch_one(sql, params, user_from_row).await
     }
 
     /// Removes a user who owns no instances, and returns them as they were. `NotFound` if there
     /// is no such user, `OwnsInstances` (how many) if they own any.
     pub async fn remove_user(&self, name: &UserName) -> Result<User, StoreError> {
-        // IMMEDIATE: no create can give them an instance between the count and the delete (the
-        // foreign key would refuse the delete then, but as an error of no use to anyone).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let user = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE name = ?"))
-            .bind(name.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| user_from_row(&r))
-            .ok_or(StoreError::NotFound)?;
-        let owned: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE owner_id = ?")
-            .bind(user.id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if owned > 0 {
-            return Err(StoreError::OwnsInstances(owned as u64));
-        }
-        // Their operations (and the idempotency keys on them) go with them: SQLite may give the
-        // next user added the same id, who must not read a removed user's history as their own.
-        sqlx::query("DELETE FROM operations WHERE owner_id = ?").bind(user.id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM users WHERE id = ?").bind(user.id).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(user)
+        // Under the write lock: no create can give them an instance between the count and the
+        // delete (the foreign key would refuse the delete then, but as an error of no use to anyone).
+        self.db
+            .write(async |tx| {
+                let user = tx
+                    .fetch_optional(
+                        concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1"),
+                        params![name.as_str()],
+                        user_from_row,
+                    )
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let owned = tx
+                    .fetch_one("SELECT count(*) FROM instances WHERE owner_id = $1", params![user.id], |row| row.int(0))
+                    .await?;
+                if owned > 0 {
+                    return Err(StoreError::OwnsInstances(narrowed(owned)?));
+                }
+                // Their operations (and the idempotency keys on them) go with them: SQLite may give
+                // the next user added the same id, who must not read a removed user's history as
+                // their own.
+                tx.execute("DELETE FROM operations WHERE owner_id = $1", params![user.id]).await?;
+                tx.execute("DELETE FROM users WHERE id = $1", params![user.id]).await?;
+                Ok(user)
+            })
+            .await
     }
 }
 
 /// A [`User`] from a row of `user_columns!()`.
-fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> User {
-    User {
-        id: row.get("id"),
-        name: row.get("name"),
-        is_admin: row.get("is_admin"),
-        is_demo: row.get("is_demo"),
-        disabled_at: row.get("disabled_at"),
-        created_at: row.get("created_at"),
+fn user_from_row(row: &dyn Columns) -> Result<User, StoreError> {
+    Ok(User {
+        id: row.int(0)?,
+        name: row.text(1)?,
+        is_admin: row.flag(2)?,
+        is_demo: row.flag(3)?,
+        disabled_at: row.opt_time(4)?,
+        created_at: row.time(5)?,
         quota: QuotaOverride {
-            instances: row.get::<Option<i64>, _>("quota_instances").map(|n| n as u32),
-            memory_mb: row.get::<Option<i64>, _>("quota_memory_mb").map(|n| n as u64),
+            instances: row.opt_int(6)?.map(narrowed).transpose()?,
+            memory_mb: row.opt_int(7)?.map(narrowed).transpose()?,
         },
-    }
+    })
 }

@@ -349,7 +349,7 @@ impl TestApp {
             ready_timeout: READY_TIMEOUT,
             demo_users: vec![ALICE.parse().unwrap(), BOB.parse().unwrap()],
             instance_prefix: unique_name("dbt"),
-            master_key: None,
+            master_key: dbroker::secrets::KeySource::DataDir,
             reconcile_interval: RECONCILE_INTERVAL,
             docker_host: None,
             operation_lease: Duration::from_secs(2),

@@ -334,7 +334,7 @@ async fn dbrokers_sharing_a_store_that_make_the_network_at_once_make_one_with_ic
     // Four processes on one store: a store, a Docker client and a provisioner each, so that none
     // waits for another's lock. (Docker 20.10 makes two networks of one name when asked at once.)
     let config = std::sync::Arc::new(app.config.clone());
-    let key = MasterKey::load(None, &config.data_dir, false).unwrap();
+    let key = MasterKey::load(&config.master_key, &config.data_dir, false).unwrap();
     let mut processes = Vec::new();
     for _ in 0..4 {
         let store = Store::open(&config.database_url).await.unwrap();

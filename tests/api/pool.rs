@@ -55,7 +55,7 @@ pub async fn wait_for_pool(app: &TestApp, admin: &str, engine: &str, count: usiz
 /// The password a pool member was started with, read from the store as dbroker would.
 async fn pool_password(app: &TestApp, id: &str) -> String {
     let store = Store::open(&app.config.database_url).await.unwrap();
-    let key = MasterKey::load(None, &app.config.data_dir, false).unwrap();
+    let key = MasterKey::load(&app.config.master_key, &app.config.data_dir, false).unwrap();
     let record = store.instance(&id.parse().unwrap()).await.unwrap().unwrap();
     key.decrypt(&record.password_enc).unwrap().expose().to_string()
 }

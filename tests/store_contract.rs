@@ -1,0 +1,419 @@
+//! The store's contract, held to on each backend: every test here runs once on SQLite (a file of
+//! its own) and once on PostgreSQL (a database of its own on the server `scripts/test` starts,
+//! `DBROKER_TEST_POSTGRES_URL`), as `NAME::on_sqlite` and `NAME::on_postgres`. What is shared
+//! across processes is what matters most here: constraints mapped to the same errors, the write
+//! lock that keeps quotas, leases, operations taken over, and values read back as written.
+
+use std::time::Duration;
+
+use dbroker::model::{EngineSettings, EventKind, InstanceId, MemoryMb, OperationId, OperationKind, Status, UserName};
+use dbroker::store::{
+    DatabaseUrl, LimitChange, Limits, NewInstanceRecord, NewOperation, Node, PoolClaim, Quota, QuotaChange, Store,
+    StoreError,
+};
+use sqlx::{ConnectOptions, Connection};
+
+/// The node every test's instances are on unless it says otherwise.
+fn node(id: &str, first: u16) -> Node {
+    Node {
+        id: id.to_string(),
+        engine: None,
+        publish_ip: "127.0.0.1".parse().unwrap(),
+        advertise_host: "db.example".into(),
+        port_range: dbroker::config::PortRange { first, last: first + 99 },
+    }
+}
+
+/// A store of the test's own, with the local node, removed when dropped.
+struct TestStore {
+    store: Store,
+    url: DatabaseUrl,
+    _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL server's admin URL and the database's name, to drop it at the end.
+    database: Option<(String, String)>,
+}
+
+impl TestStore {
+    async fn sqlite() -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::in_data_dir(dir.path());
+        TestStore { store: Store::open(&url).await.unwrap(), url, _dir: Some(dir), database: None }
+    }
+
+    async fn postgres() -> TestStore {
+        let admin = std::env::var("DBROKER_TEST_POSTGRES_URL")
+            .expect("DBROKER_TEST_POSTGRES_URL names a PostgreSQL server: run the tests with scripts/test");
+        let name = format!("dbt_store_{}_{:x}", std::process::id(), rand_suffix());
+        let mut connection = admin_connection(&admin).await;
+        // The name is made here of digits and letters, never taken from outside.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut connection).await.unwrap();
+        connection.close().await.ok();
+        let mut options: sqlx::postgres::PgConnectOptions = admin.parse().unwrap();
+        options = options.database(&name);
+        let url = DatabaseUrl::Postgres(options.to_url_lossy().to_string());
+        let store = Store::open(&url).await.expect("the store opens on PostgreSQL");
+        TestStore { store, url, _dir: None, database: Some((admin, name)) }
+    }
+}
+
+async fn admin_connection(admin: &str) -> sqlx::PgConnection {
+    admin.parse::<sqlx::postgres::PgConnectOptions>().unwrap().connect().await.expect("the test PostgreSQL answers")
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 & 0xffff_ffff_ffff
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.database.take() else { return };
+        // A thread and runtime of its own: the test's runtime may not block here.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
+                let mut connection = admin_connection(&admin).await;
+                let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut connection).await.ok();
+            })
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+/// One test of the contract, run on each backend.
+macro_rules! contract {
+    ($name:ident, |$test:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                let $test = TestStore::sqlite().await;
+                $test.store.register_node(&node(Node::LOCAL, 20000)).await.unwrap();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                let $test = TestStore::postgres().await;
+                $test.store.register_node(&node(Node::LOCAL, 20000)).await.unwrap();
+                $body
+            }
+        }
+    };
+}
+
+const NO_LIMITS: Limits =
+    Limits { default_quota: Quota { instances: u32::MAX, memory_mb: u64::MAX }, host_memory_mb: u64::MAX };
+
+async fn user(store: &Store, name: &str) -> i64 {
+    store.add_user(&name.parse().unwrap(), &format!("token-of-{name}"), false).await.unwrap().id
+}
+
+/// A Redis record of `owner` called `name` on `port`, written within `limits`.
+async fn insert(
+    store: &Store,
+    owner: Option<i64>,
+    name: &str,
+    port: u16,
+    limits: &Limits,
+) -> Result<InstanceId, StoreError> {
+    insert_on(store, Node::LOCAL, owner, name, port, limits).await
+}
+
+/// As `insert`, on `node`.
+async fn insert_on(
+    store: &Store,
+    node: &str,
+    owner: Option<i64>,
+    name: &str,
+    port: u16,
+    limits: &Limits,
+) -> Result<InstanceId, StoreError> {
+    let id = InstanceId::random();
+    let new = NewInstanceRecord {
+        id: &id,
+        node_id: node,
+        owner_id: owner,
+        name: &name.parse().unwrap(),
+        settings: &EngineSettings::Redis,
+        version: "7.0",
+        image: "redis:7.0",
+        memory_mb: MemoryMb(64),
+        port,
+        username: None,
+        password_enc: &[0, 1, 2, 255],
+        status: Status::Running,
+        template_image: None,
+    };
+    store.insert_instance_within(&new, limits).await.map(|_| id)
+}
+
+fn operation<'a>(id: &'a OperationId, instance: &'a InstanceId, owner: i64, key: Option<&'a str>) -> NewOperation<'a> {
+    NewOperation {
+        id,
+        instance_id: instance,
+        kind: OperationKind::Restart,
+        requested_by: "alice",
+        owner_id: Some(owner),
+        holder: "replica-a",
+        lease: Duration::from_secs(60),
+        input: serde_json::json!({"why": "a test"}),
+        idempotency: key.map(|key| (key, "hash")),
+    }
+}
+
+contract!(a_record_reads_back_as_it_was_written, |test| {
+    let alice = user(&test.store, "alice").await;
+    let id = insert(&test.store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+
+    let record = test.store.find_instance(alice, &id).await.unwrap().expect("alice's instance");
+
+    assert_eq!((record.name.as_str(), record.port, record.owner_id), ("shop", Some(20001), Some(alice)));
+    assert_eq!(record.password_enc, vec![0, 1, 2, 255], "bytes, including a zero");
+    assert!(!record.oom_killed);
+    assert!(time::OffsetDateTime::parse(&record.created_at, &time::format_description::well_known::Rfc3339).is_ok());
+    assert!(test.store.find_instance(alice + 1, &id).await.unwrap().is_none(), "another owner sees nothing");
+    test.store.mark_exited(&id, 137, true).await.unwrap();
+    let exited = test.store.instance(&id).await.unwrap().unwrap();
+    assert_eq!((exited.status, exited.exit_code, exited.oom_killed), (Status::Exited, Some(137), true));
+});
+
+contract!(a_port_or_a_name_taken_is_its_own_error, |test| {
+    let alice = user(&test.store, "alice").await;
+    let first = insert(&test.store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+
+    let port = insert(&test.store, Some(alice), "other", 20001, &NO_LIMITS).await;
+    let name = insert(&test.store, Some(alice), "shop", 20002, &NO_LIMITS).await;
+    let second = insert(&test.store, Some(alice), "second", 20002, &NO_LIMITS).await.unwrap();
+    let moved = test.store.move_port(&second, 20001).await;
+    let user_name = test.store.add_user(&"alice".parse().unwrap(), "another-token", false).await;
+
+    assert!(matches!(port, Err(StoreError::PortTaken)), "{port:?}");
+    assert!(matches!(name, Err(StoreError::NameTaken)), "{name:?}");
+    assert!(matches!(moved, Err(StoreError::PortTaken)), "{moved:?}");
+    assert!(matches!(user_name, Err(StoreError::NameTaken)), "{user_name:?}");
+    assert_eq!(test.store.list_instances(alice, None).await.unwrap().len(), 2, "nothing half-written");
+    let bob = user(&test.store, "bob").await;
+    insert(&test.store, Some(bob), "shop", 20003, &NO_LIMITS).await.expect("names are per user");
+    test.store.delete_instance(&first).await.unwrap();
+    insert(&test.store, Some(alice), "shop", 20001, &NO_LIMITS).await.expect("a deleted record frees both");
+});
+
+contract!(one_operation_in_flight_per_instance_and_an_idempotency_key_once, |test| {
+    let alice = user(&test.store, "alice").await;
+    let instance = insert(&test.store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+    let (first, second, third) = (OperationId::random(), OperationId::random(), OperationId::random());
+    test.store.insert_operation(&operation(&first, &instance, alice, Some("key-1"))).await.unwrap();
+
+    let busy = test.store.insert_operation(&operation(&second, &instance, alice, None)).await;
+    let reused = test.store.insert_operation(&operation(&third, &instance, alice, Some("key-1"))).await;
+
+    assert!(matches!(busy, Err(StoreError::OperationInFlight)), "{busy:?}");
+    assert!(matches!(reused, Err(StoreError::IdempotencyKeyUsed)), "{reused:?}");
+    let by_key = test.store.operation_by_key(alice, "key-1").await.unwrap().expect("found by its key");
+    assert_eq!(by_key.id, first);
+    assert_eq!(by_key.input, serde_json::json!({"why": "a test"}));
+    assert!(test.store.finish_operation(&first, "replica-a", None).await.unwrap());
+    test.store.insert_operation(&operation(&second, &instance, alice, None)).await.expect("room once it ended");
+    assert_eq!(test.store.operation_in_flight(&instance).await.unwrap().map(|o| o.id), Some(second));
+});
+
+contract!(an_expired_operation_lease_is_taken_over_once_and_its_first_holder_loses_it, |test| {
+    let alice = user(&test.store, "alice").await;
+    let instance = insert(&test.store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+    let id = OperationId::random();
+    let mut new = operation(&id, &instance, alice, None);
+    new.lease = Duration::from_millis(200);
+    test.store.insert_operation(&new).await.unwrap();
+    assert!(!test.store.take_over_operation(&id, "replica-b", Duration::from_secs(60)).await.unwrap(), "not yet");
+
+    let abandoned = poll(|| async { test.store.abandoned_operations().await.unwrap().into_iter().next() }).await;
+    let takers = [("replica-b", test.store.clone()), ("replica-c", test.store.clone())].map(|(holder, store)| {
+        let id = id.clone();
+        tokio::spawn(async move { store.take_over_operation(&id, holder, Duration::from_secs(60)).await.unwrap() })
+    });
+    let mut taken = 0;
+    for taker in takers {
+        taken += usize::from(taker.await.unwrap());
+    }
+
+    assert_eq!(abandoned.id, id);
+    assert_eq!(taken, 1, "exactly one replica takes it over");
+    assert!(!test.store.record_steps(&id, "replica-a", &[]).await.unwrap(), "the first holder lost it");
+    let holder = test.store.operation(&id).await.unwrap().unwrap().holder.unwrap();
+    assert!(test.store.finish_operation(&id, &holder, None).await.unwrap());
+});
+
+contract!(a_named_lease_has_one_holder_until_it_expires_or_is_released, |test| {
+    let store = &test.store;
+    assert!(store.try_lease("leader", "replica-a", Duration::from_millis(300)).await.unwrap());
+    assert!(!store.try_lease("leader", "replica-b", Duration::from_secs(60)).await.unwrap());
+    assert!(store.try_lease("leader", "replica-a", Duration::from_millis(300)).await.unwrap(), "renewed");
+
+    poll(|| async { store.try_lease("leader", "replica-b", Duration::from_secs(60)).await.unwrap().then_some(()) })
+        .await;
+    assert!(!store.try_lease("leader", "replica-a", Duration::from_secs(60)).await.unwrap(), "b holds it now");
+    store.release_lease("leader", "replica-b").await.unwrap();
+    assert!(store.try_lease("leader", "replica-a", Duration::from_secs(60)).await.unwrap());
+});
+
+contract!(concurrent_creates_never_pass_a_quota_together, |test| {
+    let alice = user(&test.store, "alice").await;
+    let limits = Limits { default_quota: Quota { instances: 3, memory_mb: u64::MAX }, host_memory_mb: u64::MAX };
+    let creates: Vec<_> = (0..8u16)
+        .map(|n| {
+            let store = test.store.clone();
+            tokio::spawn(async move { insert(&store, Some(alice), &format!("i{n}"), 20001 + n, &limits).await })
+        })
+        .collect();
+    let mut passed = 0;
+    for create in creates {
+        match create.await.unwrap() {
+            Ok(_) => passed += 1,
+            Err(StoreError::OverLimit(exceeded)) => assert_eq!((exceeded.limit, exceeded.in_use), (3, 3)),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(passed, 3);
+    assert_eq!(test.store.list_instances(alice, None).await.unwrap().len(), 3);
+});
+
+contract!(two_claims_never_get_the_same_pool_member, |test| {
+    let alice = user(&test.store, "alice").await;
+    let bob = user(&test.store, "bob").await;
+    let member = insert(&test.store, None, "pool-member", 20001, &NO_LIMITS).await.unwrap();
+    let claims: Vec<_> = [alice, bob]
+        .into_iter()
+        .map(|owner| {
+            let store = test.store.clone();
+            tokio::spawn(async move {
+                let operation = OperationId::random();
+                let pending = InstanceId::random();
+                store.insert_operation(&super::operation(&operation, &pending, owner, None)).await.unwrap();
+                let claim = PoolClaim {
+                    engine: dbroker::model::Engine::Redis,
+                    version: "7.0",
+                    owner_id: owner,
+                    name: None,
+                    memory: MemoryMb(128),
+                    operation: &operation,
+                };
+                store.claim_pool_member(&claim, &NO_LIMITS).await.unwrap().map(|(record, pool_memory)| {
+                    (record.id, record.owner_id, record.name.as_str().to_string(), record.memory_mb, pool_memory)
+                })
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for claim in claims {
+        claimed.extend(claim.await.unwrap());
+    }
+
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    let (id, owner, name, memory, pool_memory) = claimed.pop().unwrap();
+    assert_eq!(id, member);
+    assert!(owner == Some(alice) || owner == Some(bob));
+    assert_eq!((name, memory, pool_memory), (format!("redis-{member}"), MemoryMb(128), MemoryMb(64)));
+    assert!(test.store.pool_members().await.unwrap().is_empty());
+});
+
+contract!(users_demo_users_and_quotas_round_trip, |test| {
+    let store = &test.store;
+    let carol: UserName = "carol".parse().unwrap();
+    store.add_user(&carol, "carols-token", true).await.unwrap();
+    let demo = store.sync_demo_users(&["alice".parse().unwrap()]).await.unwrap();
+    assert_eq!(demo.named, 1);
+    assert!(matches!(store.sync_demo_users(std::slice::from_ref(&carol)).await, Err(StoreError::NotADemoUser(_))));
+
+    let disabled = store.disable_user(&carol).await.unwrap();
+    let quota = QuotaChange { instances: LimitChange::Set(7), memory_mb: LimitChange::Set(u64::MAX >> 1) };
+    let changed = store.change_quota(&carol, quota).await.unwrap();
+    let by_token = store.user_by_token_hash(&dbroker::secrets::hash_token("carols-token")).await.unwrap().unwrap();
+
+    assert!(disabled.is_disabled() && disabled.is_admin && !disabled.is_demo);
+    assert_eq!((changed.quota.instances, changed.quota.memory_mb), (Some(7), Some(u64::MAX >> 1)));
+    assert_eq!(by_token.disabled_at, disabled.disabled_at, "a time reads back as it was written");
+    let names: Vec<_> = store.list_users().await.unwrap().into_iter().map(|u| (u.name, u.is_demo)).collect();
+    assert_eq!(names, [("alice".to_string(), true), ("carol".to_string(), false)]);
+    assert!(matches!(store.enable_user(&"nobody".parse().unwrap()).await, Err(StoreError::NotFound)));
+    store.remove_user(&carol).await.unwrap();
+    assert!(store.user_by_name("carol").await.unwrap().is_none());
+});
+
+contract!(pages_of_instances_and_events_end_where_the_next_begins, |test| {
+    let alice = user(&test.store, "alice").await;
+    let mut ids = Vec::new();
+    for n in 0..5u16 {
+        ids.push(insert(&test.store, Some(alice), &format!("i{n}"), 20001 + n, &NO_LIMITS).await.unwrap());
+    }
+    let filter = dbroker::store::InstanceFilter { owner_id: Some(alice), ..Default::default() };
+    let first = test.store.owned_instances(&filter, None, 3).await.unwrap().unwrap();
+    let last = first.last().map(|o| o.record.id.clone());
+    let second = test.store.owned_instances(&filter, last.as_ref(), 3).await.unwrap().unwrap();
+    let mut paged: Vec<_> = first.iter().chain(&second).map(|o| o.record.id.clone()).collect();
+    paged.reverse();
+    assert_eq!(paged, ids, "newest first, each once");
+    assert_eq!(first[0].owner, "alice");
+
+    for kind in [EventKind::Created, EventKind::Ready, EventKind::Stopped] {
+        test.store.add_event(&ids[0], kind, "alice", Some("detail")).await.unwrap();
+    }
+    let latest = test.store.events(&ids[0], None, 2).await.unwrap();
+    let older = test.store.events(&ids[0], Some(latest[0].id), 2).await.unwrap();
+    let kinds: Vec<_> = older.iter().chain(&latest).map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Created, EventKind::Ready, EventKind::Stopped]);
+    assert_eq!(test.store.prune_history(Duration::ZERO).await.unwrap(), 3, "older than now: all");
+});
+
+contract!(the_deployment_id_is_made_once_and_read_by_every_later_open, |test| {
+    let again = Store::open(&test.url).await.unwrap();
+    assert_eq!(again.deployment_id(), test.store.deployment_id());
+    assert_eq!(test.store.deployment_id().len(), 16);
+});
+
+contract!(image_facts_and_template_passwords_are_kept, |test| {
+    let store = &test.store;
+    store.set_image_flavor("sha256:abc", dbroker::model::Flavor::Mariadb).await.unwrap();
+    assert!(store.image_collations("sha256:abc").await.unwrap().is_none(), "not read yet");
+    let pairs = [("utf8mb4_general_ci".to_string(), "utf8mb4".to_string())];
+    store.set_image_collations("sha256:abc", &pairs).await.unwrap();
+    store.set_template_password("sha256:t", &[9, 9]).await.unwrap();
+    store.set_template_password("sha256:t", &[7]).await.unwrap();
+
+    assert_eq!(store.image_flavor("sha256:abc").await.unwrap(), Some(dbroker::model::Flavor::Mariadb));
+    assert!(store.image_collations("sha256:abc").await.unwrap().is_some());
+    assert_eq!(store.template_password("sha256:t").await.unwrap(), Some(vec![7]));
+    assert_eq!(store.oldest_password().await.unwrap(), Some(vec![7]), "what the master key is checked against");
+});
+
+contract!(a_port_is_leased_once_per_node_and_a_nodes_row_is_rewritten_by_each_start, |test| {
+    let store = &test.store;
+    let other = node("host-2", 30000);
+    store.register_node(&other).await.unwrap();
+    let moved = Node { advertise_host: "db2.example".into(), ..node(Node::LOCAL, 21000) };
+    store.register_node(&moved).await.unwrap();
+    let alice = user(store, "alice").await;
+
+    insert_on(store, Node::LOCAL, Some(alice), "a", 21001, &NO_LIMITS).await.unwrap();
+    insert_on(store, "host-2", Some(alice), "b", 21001, &NO_LIMITS).await.expect("the same port on another node");
+    let taken = insert_on(store, Node::LOCAL, Some(alice), "c", 21001, &NO_LIMITS).await;
+    let unknown = insert_on(store, "nowhere", Some(alice), "d", 21002, &NO_LIMITS).await;
+
+    assert!(matches!(taken, Err(StoreError::PortTaken)), "{taken:?}");
+    assert!(unknown.is_err(), "an instance is on a node the store knows");
+    assert_eq!(store.nodes().await.unwrap(), [other, moved]);
+    assert_eq!(store.leased_ports(Node::LOCAL, 21000, 21099).await.unwrap(), [21001].into());
+});
+
+/// Polls `attempt` every 50 ms until it gives `Some`, for at most 10 s.
+async fn poll<T, F: Future<Output = Option<T>>>(mut attempt: impl FnMut() -> F) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
