@@ -118,12 +118,15 @@ impl Backend {
     }
 }
 
-/// A test's data directory and store. On PostgreSQL the store is a database of its own, dropped
-/// with the `TestStore`; share one between processes (`Arc`) to have them share the store.
+/// A test's data directory, store and master key. On PostgreSQL the store is a database of its
+/// own, dropped with the `TestStore`; share one between processes (`Arc`) to have them share it.
 pub struct TestStore {
     /// The store, as `Config.database_url` takes it.
     pub url: DatabaseUrl,
     data_dir: tempfile::TempDir,
+    /// A key file of the store's own, outside every data directory, as replicas are given theirs.
+    key_file: std::path::PathBuf,
+    _key_dir: tempfile::TempDir,
     _database: Option<TestDatabase>,
 }
 
@@ -142,11 +145,24 @@ impl TestStore {
                 (DatabaseUrl::Postgres(database.url.clone()), Some(database))
             }
         };
-        TestStore { url, data_dir, _database: database }
+        let key_dir = tempfile::tempdir().expect("a temporary directory for the key");
+        let key_file =
+            crate::master_key::key_file(key_dir.path(), "master.key", &hex::encode(rand::random::<[u8; 32]>()));
+        TestStore { url, data_dir, key_file, _key_dir: key_dir, _database: database }
     }
 
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()
+    }
+
+    /// Where a dbroker with this store's data directory gets its master key: on SQLite the data
+    /// directory's `master.key`, made on the first start, as a single host has it; on PostgreSQL,
+    /// which refuses to start without one given, the store's key file.
+    pub fn master_key(&self) -> KeySource {
+        match self.url {
+            DatabaseUrl::Sqlite(_) => KeySource::DataDir,
+            DatabaseUrl::Postgres(_) => KeySource::File(self.key_file.clone()),
+        }
     }
 
     /// The store's URL whole, password and all, for `DBROKER_DATABASE_URL` (`DatabaseUrl` prints a
@@ -190,13 +206,19 @@ impl TestStore {
         }
     }
 
-    /// `dbroker serve` (see `dbroker_serve`) on this store and its data directory.
+    /// `dbroker serve` (see `dbroker_serve`) on this store and its data directory, with the
+    /// master key of `master_key`.
     pub fn serve(&self, prefix: &str, demo_user: &str, first_port: u16) -> (tokio::process::Command, String) {
-        self.serve_in(self.data_dir(), prefix, demo_user, first_port)
+        let (mut command, base) = dbroker_serve(self.data_dir(), prefix, demo_user, first_port);
+        command.env("DBROKER_DATABASE_URL", self.url_for_env());
+        if let KeySource::File(key_file) = self.master_key() {
+            command.env("DBROKER_MASTER_KEY_FILE", key_file);
+        }
+        (command, base)
     }
 
     /// `dbroker serve` on this store with a data directory of its own, as a replica on another
-    /// host would be.
+    /// host would be: given the store's key file on either backend, as replicas share one key.
     pub fn serve_in(
         &self,
         data_dir: &std::path::Path,
@@ -205,7 +227,7 @@ impl TestStore {
         first_port: u16,
     ) -> (tokio::process::Command, String) {
         let (mut command, base) = dbroker_serve(data_dir, prefix, demo_user, first_port);
-        command.env("DBROKER_DATABASE_URL", self.url_for_env());
+        command.env("DBROKER_DATABASE_URL", self.url_for_env()).env("DBROKER_MASTER_KEY_FILE", &self.key_file);
         (command, base)
     }
 }
@@ -285,6 +307,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use dbroker::app::App;
 use dbroker::config::{Catalogue, Config, FileConfig, PortRange};
 use dbroker::model::Engine;
+use dbroker::secrets::KeySource;
 use dbroker::store::DatabaseUrl;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -349,7 +372,7 @@ impl TestApp {
             ready_timeout: READY_TIMEOUT,
             demo_users: vec![ALICE.parse().unwrap(), BOB.parse().unwrap()],
             instance_prefix: unique_name("dbt"),
-            master_key: dbroker::secrets::KeySource::DataDir,
+            master_key: store.master_key(),
             reconcile_interval: RECONCILE_INTERVAL,
             docker_host: None,
             operation_lease: Duration::from_secs(2),

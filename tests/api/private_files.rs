@@ -25,7 +25,8 @@ async fn the_data_directory_the_store_and_the_master_key_are_private_to_dbrokers
     // The store is a file here only on SQLite.
     let store_files: &[&str] =
         if app.store.url.is_embedded() { &["dbroker.db", "dbroker.db-wal", "dbroker.db-shm"] } else { &[] };
-    for file in store_files.iter().chain(&["master.key"]) {
+    let key_file: &[&str] = if matches!(app.config.master_key, KeySource::DataDir) { &["master.key"] } else { &[] };
+    for file in store_files.iter().chain(key_file) {
         assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
     }
 }

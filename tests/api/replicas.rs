@@ -1,7 +1,7 @@
 //! Several `dbroker serve` processes, replicas, on one store and one Docker engine, as a fleet runs
 //! them behind a load balancer; the store is whatever the backend switch gives (`TestStore`). Each
 //! replica has a data directory of its own, as on a host of its own, and all share the master key
-//! (from the environment), the instance prefix, the port range and the demo user. Each test proves
+//! (one key file), the instance prefix, the port range and the demo user. Each test proves
 //! one sentence of the issue on several replicas: an operation is visible from every replica, a
 //! replica killed mid-create has its operation taken over and ended, a client retrying through a
 //! real haproxy gets the one instance, and a killed leader is replaced.
@@ -53,14 +53,12 @@ impl Fleet {
         let prefix = unique_name("dbt-replicas");
         let cleanup = PrefixGuard(prefix.clone());
         let store = TestStore::new().await;
-        let master_key = hex::encode(rand::random::<[u8; 32]>());
         let first_port = free_port();
         let mut replicas = Vec::new();
         for _ in 0..count {
             let data_dir = tempfile::tempdir().unwrap();
             let (mut command, base) = store.serve_in(data_dir.path(), &prefix, ALICE, first_port);
             command
-                .env("DBROKER_MASTER_KEY", &master_key)
                 .env("DBROKER_OPERATION_LEASE", LEASE_SECONDS.to_string())
                 .env("DBROKER_RECONCILE_INTERVAL", "1")
                 .env("DBROKER_REDIS_IMAGE", image("redis"));
