@@ -358,8 +358,13 @@ impl TestApp {
 
     /// Spawns an app after `adjust` has changed its configuration.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_on(Backend::of_this_run(), adjust).await
+    }
+
+    /// Spawns an app on `backend` whatever the run's, for what only one backend has.
+    pub async fn spawn_on(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
         init_test_logging();
-        let store = Arc::new(TestStore::new().await);
+        let store = Arc::new(TestStore::on(backend).await);
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),

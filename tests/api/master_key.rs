@@ -14,7 +14,9 @@ use dbroker::store::{NewInstanceRecord, Store};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{ALICE, TestApp, dbroker_serve, free_port, port_and_password, redis_connect, unique_name};
+use crate::helpers::{
+    ALICE, Backend, TestApp, dbroker_serve, free_port, port_and_password, redis_connect, unique_name,
+};
 
 /// How long a `dbroker serve` that refuses to start may take to say so: it stops before the
 /// Docker engine is asked anything.
@@ -79,7 +81,9 @@ async fn start_up_error(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn a_store_with_passwords_and_no_master_key_refuses_to_start_saying_what_to_restore() {
-    let mut app = TestApp::spawn().await;
+    // The data directory's key is SQLite's: a shared store refuses to start with no key given at all
+    // (`dbroker_serve_on_a_postgresql_store_without_a_given_key_refuses_...`).
+    let mut app = TestApp::spawn_on(Backend::Sqlite, |_| {}).await;
     let instance = app.create(ALICE, json!({"engine": "redis"})).await;
     app.stop().await;
     let key = app.config.data_dir.join("master.key");
@@ -102,7 +106,10 @@ async fn a_master_key_that_cannot_decrypt_the_store_refuses_to_start() {
     let mut app = TestApp::spawn().await;
     app.create(ALICE, json!({"engine": "redis"})).await;
     app.stop().await;
-    let key = app.config.data_dir.join("master.key");
+    let key = match &app.config.master_key {
+        KeySource::File(path) => path.clone(),
+        _ => app.config.data_dir.join("master.key"),
+    };
     let original = std::fs::read(&key).unwrap();
     std::fs::write(&key, "11".repeat(32)).unwrap();
 
