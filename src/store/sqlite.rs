@@ -53,7 +53,17 @@ impl SqliteDb {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        // sqlx locks nothing around SQLite's migrations: of two processes opening a new file at
+        // once, one would fail on tables the other made. An flock on the file itself (apart from
+        // the fcntl locks SQLite takes) lets one migrate while the other waits, then finds it done.
+        let file = std::fs::File::open(path).map_err(StoreError::MigrationLock)?;
+        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("the migration lock's thread failed: {e}")))?
+            .map_err(StoreError::MigrationLock)?;
+        let migrated = sqlx::migrate!("./migrations/sqlite").run(&pool).await;
+        drop(file);
+        migrated?;
         Ok(SqliteDb { pool, readers: Readers::new(path.to_owned()), answers: Answers::open(path)? })
     }
 
@@ -263,6 +273,23 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_opening_a_new_file_at_once_migrate_it_once_and_all_open_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dbroker.db");
+        // Each open has its own connections, as another process would.
+        let opens: Vec<_> = (0..4).map(|_| tokio::spawn(SqliteDb::open_owned(path.clone()))).collect();
+        for open in opens {
+            open.await.unwrap().expect("every open succeeds");
+        }
+    }
+
+    impl SqliteDb {
+        async fn open_owned(path: PathBuf) -> Result<SqliteDb, StoreError> {
+            SqliteDb::open(&path).await
+        }
+    }
 
     /// The fast read path runs on the caller's thread but never waits there: with the file locked
     /// by another connection (exclusively, as a tool's `locking_mode=EXCLUSIVE` does: in WAL mode
