@@ -69,6 +69,8 @@ pub enum StoreError {
     Read(#[from] rusqlite::Error),
     #[error("cannot make the store's files private: {0}")]
     Private(std::io::Error),
+    #[error("cannot lock the store's file for its migrations: {0}")]
+    MigrationLock(std::io::Error),
 }
 
 #[derive(Clone)]

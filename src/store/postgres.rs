@@ -3,12 +3,12 @@
 //! once), a transaction-scoped advisory lock as the write lock, and PostgreSQL's values (see
 //! `sql`). Reads go through sqlx like writes: there is no file to read on this host.
 
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgExecutor, Postgres, Row};
+use sqlx::Postgres;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use time::OffsetDateTime;
 
 use super::StoreError;
-use super::sql::{Columns, Map, Param, format_time};
+use super::sql::{Columns, Map, Param, format_time, sqlx_calls};
 
 /// The advisory lock a write transaction takes (see `begin_write`): any number, the same in every
 /// replica ("dbroker" in ASCII).
@@ -48,62 +48,9 @@ impl PostgresDb {
     }
 }
 
-fn bind(
-    mut query: sqlx::query::Query<'static, Postgres, PgArguments>,
-    params: Vec<Param>,
-) -> sqlx::query::Query<'static, Postgres, PgArguments> {
-    for param in params {
-        query = match param {
-            Param::Text(value) => query.bind(value),
-            Param::Int(value) => query.bind(value),
-            Param::Bool(value) => query.bind(value),
-            Param::Bytes(value) => query.bind(value),
-            Param::Time(value) => query.bind(value),
-        };
-    }
-    query
-}
+sqlx_calls!(Postgres, PgExecutor, PgRow, std::convert::identity);
 
-pub(super) async fn execute<'e>(
-    executor: impl PgExecutor<'e>,
-    sql: &'static str,
-    params: Vec<Param>,
-) -> Result<u64, StoreError> {
-    Ok(bind(sqlx::query(sql), params).execute(executor).await?.rows_affected())
-}
-
-pub(super) async fn fetch_all<'e, T>(
-    executor: impl PgExecutor<'e>,
-    sql: &'static str,
-    params: Vec<Param>,
-    map: Map<T>,
-) -> Result<Vec<T>, StoreError> {
-    bind(sqlx::query(sql), params).fetch_all(executor).await?.iter().map(|row| map(row)).collect()
-}
-
-pub(super) async fn fetch_optional<'e, T>(
-    executor: impl PgExecutor<'e>,
-    sql: &'static str,
-    params: Vec<Param>,
-    map: Map<T>,
-) -> Result<Option<T>, StoreError> {
-    bind(sqlx::query(sql), params).fetch_optional(executor).await?.map(|row| map(&row)).transpose()
-}
-
-impl Columns for PgRow {
-    fn opt_text(&self, column: usize) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-    fn opt_int(&self, column: usize) -> Result<Option<i64>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-    fn flag(&self, column: usize) -> Result<bool, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-    fn opt_bytes(&self, column: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-    fn opt_time(&self, column: usize) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get::<Option<OffsetDateTime>, _>(column)?.map(format_time))
-    }
+/// A time as PostgreSQL stores it (`TIMESTAMPTZ`), as the API shows it.
+fn read_time(row: &PgRow, column: usize) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::Row::try_get::<Option<OffsetDateTime>, _>(row, column)?.map(format_time))
 }

@@ -163,3 +163,70 @@ pub(super) fn narrowed<T: TryFrom<i64>>(value: i64) -> Result<T, StoreError> {
 
 /// The rows the query returns, each read by `map`: what every query that reads runs with.
 pub(super) type Map<T> = fn(&dyn Columns) -> Result<T, StoreError>;
+
+/// The calls that run shared SQL through one sqlx backend, and `Columns` for its rows: the same for
+/// each but for the types, and for how a time is bound (`$time` turns an `OffsetDateTime` into what
+/// the backend stores).
+macro_rules! sqlx_calls {
+    ($database:ty, $executor:ident, $row:ty, $time:expr) => {
+        type Query = sqlx::query::Query<'static, $database, <$database as sqlx::Database>::Arguments>;
+
+        fn bind(mut query: Query, params: Vec<Param>) -> Query {
+            for param in params {
+                query = match param {
+                    Param::Text(value) => query.bind(value),
+                    Param::Int(value) => query.bind(value),
+                    Param::Bool(value) => query.bind(value),
+                    Param::Bytes(value) => query.bind(value),
+                    Param::Time(value) => query.bind(value.map($time)),
+                };
+            }
+            query
+        }
+
+        pub(super) async fn execute<'e>(
+            executor: impl sqlx::$executor<'e>,
+            sql: &'static str,
+            params: Vec<Param>,
+        ) -> Result<u64, StoreError> {
+            Ok(bind(sqlx::query(sql), params).execute(executor).await?.rows_affected())
+        }
+
+        pub(super) async fn fetch_all<'e, T>(
+            executor: impl sqlx::$executor<'e>,
+            sql: &'static str,
+            params: Vec<Param>,
+            map: Map<T>,
+        ) -> Result<Vec<T>, StoreError> {
+            bind(sqlx::query(sql), params).fetch_all(executor).await?.iter().map(|row| map(row)).collect()
+        }
+
+        pub(super) async fn fetch_optional<'e, T>(
+            executor: impl sqlx::$executor<'e>,
+            sql: &'static str,
+            params: Vec<Param>,
+            map: Map<T>,
+        ) -> Result<Option<T>, StoreError> {
+            bind(sqlx::query(sql), params).fetch_optional(executor).await?.map(|row| map(&row)).transpose()
+        }
+
+        impl Columns for $row {
+            fn opt_text(&self, column: usize) -> Result<Option<String>, StoreError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_int(&self, column: usize) -> Result<Option<i64>, StoreError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn flag(&self, column: usize) -> Result<bool, StoreError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_bytes(&self, column: usize) -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_time(&self, column: usize) -> Result<Option<String>, StoreError> {
+                read_time(self, column)
+            }
+        }
+    };
+}
+pub(super) use sqlx_calls;

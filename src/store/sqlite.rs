@@ -16,15 +16,14 @@ use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use sqlx::Sqlite;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqliteExecutor};
 
 use super::StoreError;
 use super::answers::Answers;
-use super::sql::{Columns, Map, Param, format_time};
+use super::sql::{Columns, Map, Param, format_time, sqlx_calls};
 
 /// How long a writer, or a read moved off the runtime, waits for another connection (maybe another
 /// process's) to finish before giving up.
@@ -53,7 +52,17 @@ impl SqliteDb {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        // sqlx locks nothing around SQLite's migrations: of two processes opening a new file at
+        // once, one would fail on tables the other made. An flock on the file itself (apart from
+        // the fcntl locks SQLite takes) lets one migrate while the other waits, then finds it done.
+        let file = std::fs::File::open(path).map_err(StoreError::MigrationLock)?;
+        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("the migration lock's thread failed: {e}")))?
+            .map_err(StoreError::MigrationLock)?;
+        let migrated = sqlx::migrate!("./migrations/sqlite").run(&pool).await;
+        drop(file);
+        migrated?;
         Ok(SqliteDb { pool, readers: Readers::new(path.to_owned()), answers: Answers::open(path)? })
     }
 
@@ -164,66 +173,13 @@ fn keep_private(path: &Path) -> Result<(), StoreError> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Running the shared SQL through sqlx.
+// Running the shared SQL through sqlx, and through rusqlite on the fast path.
 
-fn bind(
-    mut query: sqlx::query::Query<'static, Sqlite, SqliteArguments>,
-    params: Vec<Param>,
-) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
-    for param in params {
-        query = match param {
-            Param::Text(value) => query.bind(value),
-            Param::Int(value) => query.bind(value),
-            Param::Bool(value) => query.bind(value),
-            Param::Bytes(value) => query.bind(value),
-            Param::Time(value) => query.bind(value.map(format_time)),
-        };
-    }
-    query
-}
+sqlx_calls!(Sqlite, SqliteExecutor, SqliteRow, format_time);
 
-pub(super) async fn execute<'e>(
-    executor: impl SqliteExecutor<'e>,
-    sql: &'static str,
-    params: Vec<Param>,
-) -> Result<u64, StoreError> {
-    Ok(bind(sqlx::query(sql), params).execute(executor).await?.rows_affected())
-}
-
-pub(super) async fn fetch_all<'e, T>(
-    executor: impl SqliteExecutor<'e>,
-    sql: &'static str,
-    params: Vec<Param>,
-    map: Map<T>,
-) -> Result<Vec<T>, StoreError> {
-    bind(sqlx::query(sql), params).fetch_all(executor).await?.iter().map(|row| map(row)).collect()
-}
-
-pub(super) async fn fetch_optional<'e, T>(
-    executor: impl SqliteExecutor<'e>,
-    sql: &'static str,
-    params: Vec<Param>,
-    map: Map<T>,
-) -> Result<Option<T>, StoreError> {
-    bind(sqlx::query(sql), params).fetch_optional(executor).await?.map(|row| map(&row)).transpose()
-}
-
-impl Columns for SqliteRow {
-    fn opt_text(&self, column: usize) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-    fn opt_int(&self, column: usize) -> Result<Option<i64>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-    fn flag(&self, column: usize) -> Result<bool, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-    fn opt_bytes(&self, column: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-    fn opt_time(&self, column: usize) -> Result<Option<String>, StoreError> {
-        self.opt_text(column)
-    }
+/// A time as SQLite stores it: the text it was written as.
+fn read_time(row: &SqliteRow, column: usize) -> Result<Option<String>, StoreError> {
+    row.opt_text(column)
 }
 
 impl Columns for rusqlite::Row<'_> {
@@ -263,6 +219,23 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_opening_a_new_file_at_once_migrate_it_once_and_all_open_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dbroker.db");
+        // Each open has its own connections, as another process would.
+        let opens: Vec<_> = (0..4).map(|_| tokio::spawn(SqliteDb::open_owned(path.clone()))).collect();
+        for open in opens {
+            open.await.unwrap().expect("every open succeeds");
+        }
+    }
+
+    impl SqliteDb {
+        async fn open_owned(path: PathBuf) -> Result<SqliteDb, StoreError> {
+            SqliteDb::open(&path).await
+        }
+    }
 
     /// The fast read path runs on the caller's thread but never waits there: with the file locked
     /// by another connection (exclusively, as a tool's `locking_mode=EXCLUSIVE` does: in WAL mode

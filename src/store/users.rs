@@ -2,7 +2,7 @@
 //! overrides (checked in `quotas`).
 
 use super::sql::{Columns, narrowed, now, params};
-use super::{Constraint, LimitChange, QuotaChange, QuotaOverride, Store, StoreError};
+use super::{Constraint, LimitChange, QuotaChange, QuotaOverride, Store, StoreError, Tx};
 use crate::model::UserName;
 use crate::secrets::hash_token;
 
@@ -173,14 +173,7 @@ impl Store {
         // Under the write lock: what is returned as "before" is what the update replaced.
         self.db
             .write(async |tx| {
-                let before = tx
-                    .fetch_optional(
-                        concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1"),
-                        params![name.as_str()],
-                        user_from_row,
-                    )
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
+                let before = user_named(tx, name).await?;
                 tx.execute(
                     "UPDATE users SET token_hash = $1, is_demo = FALSE WHERE id = $2",
                     params![hash_token(token), before.id],
@@ -255,14 +248,7 @@ impl Store {
         // delete (the foreign key would refuse the delete then, but as an error of no use to anyone).
         self.db
             .write(async |tx| {
-                let user = tx
-                    .fetch_optional(
-                        concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1"),
-                        params![name.as_str()],
-                        user_from_row,
-                    )
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
+                let user = user_named(tx, name).await?;
                 let owned = tx
                     .fetch_one("SELECT count(*) FROM instances WHERE owner_id = $1", params![user.id], |row| row.int(0))
                     .await?;
@@ -278,6 +264,12 @@ impl Store {
             })
             .await
     }
+}
+
+/// The user of that name, read in a write transaction; `NotFound` if there is none.
+async fn user_named(tx: &mut Tx, name: &UserName) -> Result<User, StoreError> {
+    let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1");
+    tx.fetch_optional(sql, params![name.as_str()], user_from_row).await?.ok_or(StoreError::NotFound)
 }
 
 /// A [`User`] from a row of `user_columns!()`.
