@@ -51,15 +51,16 @@ impl SqliteDb {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        // sqlx locks nothing around SQLite's migrations: of two processes opening a new file at
-        // once, one would fail on tables the other made. An flock on the file itself (apart from
-        // the fcntl locks SQLite takes) lets one migrate while the other waits, then finds it done.
+        // sqlx locks nothing around SQLite's first connection (which turns WAL on) or its
+        // migrations: of two processes opening a new file at once, one would fail, the file
+        // locked or its tables made by the other. An flock on the file itself (apart from the
+        // fcntl locks SQLite takes) lets one open it while the others wait, then find it done.
         let file = std::fs::File::open(path).map_err(StoreError::MigrationLock)?;
         let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
             .await
             .map_err(|e| StoreError::Corrupt(format!("the migration lock's thread failed: {e}")))?
             .map_err(StoreError::MigrationLock)?;
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         let migrated = sqlx::migrate!("./migrations/sqlite").run(&pool).await;
         drop(file);
         migrated?;
