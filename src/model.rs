@@ -743,6 +743,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_large_whole_number_written_as_a_float_is_read_exactly() {
+        #[derive(Deserialize)]
+        struct Limit(#[serde(deserialize_with = "whole_number")] u64);
+        // Schemathesis drew it: serde_json's fast float parsing read it as ...046.5, a fraction.
+        let read: Limit = serde_json::from_str("3758621434141046.0").unwrap();
+        assert_eq!(read.0, 3_758_621_434_141_046);
+        assert!(serde_json::from_str::<Limit>("3758621434141046.5").is_err());
+    }
+
+    #[test]
     fn a_random_instance_id_is_twelve_lowercase_hex_characters() {
         let id = InstanceId::random();
         assert!(id.as_str().parse::<InstanceId>().is_ok(), "{id}");
