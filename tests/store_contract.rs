@@ -223,10 +223,10 @@ contract!(an_expired_operation_lease_is_taken_over_once_and_its_first_holder_los
     let alice = user(&test.store, "alice").await;
     let instance = insert(&test.store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
     let id = OperationId::random();
-    let mut new = operation(&id, &instance, alice, None);
-    new.lease = Duration::from_millis(200);
-    test.store.insert_operation(&new).await.unwrap();
+    test.store.insert_operation(&operation(&id, &instance, alice, None)).await.unwrap();
     assert!(!test.store.take_over_operation(&id, "replica-b", Duration::from_secs(60)).await.unwrap(), "not yet");
+    // Its holder renews it one last time, for no time at all, as one that dies right after would.
+    test.store.renew_lease(&id, "replica-a", Duration::ZERO).await.unwrap();
 
     let abandoned = poll(|| async { test.store.abandoned_operations().await.unwrap().into_iter().next() }).await;
     let takers = [("replica-b", test.store.clone()), ("replica-c", test.store.clone())].map(|(holder, store)| {
@@ -247,9 +247,10 @@ contract!(an_expired_operation_lease_is_taken_over_once_and_its_first_holder_los
 
 contract!(a_named_lease_has_one_holder_until_it_expires_or_is_released, |test| {
     let store = &test.store;
-    assert!(store.try_lease("leader", "replica-a", Duration::from_millis(300)).await.unwrap());
+    assert!(store.try_lease("leader", "replica-a", Duration::from_secs(60)).await.unwrap());
     assert!(!store.try_lease("leader", "replica-b", Duration::from_secs(60)).await.unwrap());
-    assert!(store.try_lease("leader", "replica-a", Duration::from_millis(300)).await.unwrap(), "renewed");
+    // Renewed one last time, for no time at all, as by a holder that dies right after.
+    assert!(store.try_lease("leader", "replica-a", Duration::ZERO).await.unwrap(), "renewed");
 
     poll(|| async { store.try_lease("leader", "replica-b", Duration::from_secs(60)).await.unwrap().then_some(()) })
         .await;
