@@ -367,6 +367,18 @@ contract!(pages_of_instances_and_events_end_where_the_next_begins, |test| {
     assert_eq!(test.store.prune_history(Duration::ZERO).await.unwrap(), 3, "older than now: all");
 });
 
+contract!(a_text_with_a_nul_character_matches_nothing_and_is_kept_in_a_detail, |test| {
+    let store = &test.store;
+    let alice = user(store, "alice").await;
+    let id = insert(store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+
+    assert!(store.user_by_name("ali\0ce").await.unwrap().is_none());
+    assert!(store.quarantined_container("dbroker-\0").await.unwrap().is_none());
+    store.add_event(&id, EventKind::Exited, "dbroker", Some("a log line with a \0 in it")).await.unwrap();
+    let detail = store.events(&id, None, 1).await.unwrap().pop().unwrap().detail.unwrap();
+    assert!(detail.starts_with("a log line with a ") && detail.ends_with(" in it"), "{detail:?}");
+});
+
 contract!(the_deployment_id_is_made_once_and_read_by_every_later_open, |test| {
     let again = Store::open(&test.url).await.unwrap();
     assert_eq!(again.deployment_id(), test.store.deployment_id());

@@ -48,7 +48,15 @@ impl PostgresDb {
     }
 }
 
-sqlx_calls!(Postgres, PgExecutor, PgRow, std::convert::identity);
+sqlx_calls!(Postgres, PgExecutor, PgRow, without_nul, std::convert::identity);
+
+/// A text as PostgreSQL can hold it: its `text` holds no NUL character, and a value with one is an
+/// error (an invalid byte sequence), so U+FFFD stands in for it. What dbroker stores of its own
+/// never holds one (names are checked at the edge), so a key with a NUL matches nothing, as in
+/// SQLite, and a text from elsewhere (a server's log line) is kept with a mark where it was.
+fn without_nul(text: String) -> String {
+    if text.contains('\0') { text.replace('\0', "\u{FFFD}") } else { text }
+}
 
 /// A time as PostgreSQL stores it (`TIMESTAMPTZ`), as the API shows it.
 fn read_time(row: &PgRow, column: usize) -> Result<Option<String>, StoreError> {

@@ -165,16 +165,16 @@ pub(super) fn narrowed<T: TryFrom<i64>>(value: i64) -> Result<T, StoreError> {
 pub(super) type Map<T> = fn(&dyn Columns) -> Result<T, StoreError>;
 
 /// The calls that run shared SQL through one sqlx backend, and `Columns` for its rows: the same for
-/// each but for the types, and for how a time is bound (`$time` turns an `OffsetDateTime` into what
-/// the backend stores).
+/// each but for the types, and for how a text and a time are bound (`$text` and `$time` turn a
+/// `String` and an `OffsetDateTime` into what the backend stores).
 macro_rules! sqlx_calls {
-    ($database:ty, $executor:ident, $row:ty, $time:expr) => {
+    ($database:ty, $executor:ident, $row:ty, $text:expr, $time:expr) => {
         type Query = sqlx::query::Query<'static, $database, <$database as sqlx::Database>::Arguments>;
 
         fn bind(mut query: Query, params: Vec<Param>) -> Query {
             for param in params {
                 query = match param {
-                    Param::Text(value) => query.bind(value),
+                    Param::Text(value) => query.bind(value.map($text)),
                     Param::Int(value) => query.bind(value),
                     Param::Bool(value) => query.bind(value),
                     Param::Bytes(value) => query.bind(value),

@@ -176,7 +176,7 @@ fn keep_private(path: &Path) -> Result<(), StoreError> {
 // ---------------------------------------------------------------------------------------------
 // Running the shared SQL through sqlx, and through rusqlite on the fast path.
 
-sqlx_calls!(Sqlite, SqliteExecutor, SqliteRow, format_time);
+sqlx_calls!(Sqlite, SqliteExecutor, SqliteRow, std::convert::identity, format_time);
 
 /// A time as SQLite stores it: the text it was written as.
 fn read_time(row: &SqliteRow, column: usize) -> Result<Option<String>, StoreError> {
