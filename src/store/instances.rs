@@ -432,7 +432,14 @@ impl Store {
                 .map_err(|e| e.or_broke(Constraint::OperationInFlight))?;
                 Ok(Some((id, pool_memory)))
             })
-            .await?;
+            .await;
+        let claimed = match claimed {
+            // A repair began on the member after it was chosen: a write that takes no write lock
+            // (PostgreSQL's is advisory) may come between, and the one operation in flight per
+            // instance refuses the claim then. Nothing was changed; the create makes its own.
+            Err(StoreError::OperationInFlight) => None,
+            claimed => claimed?,
+        };
         let Some((id, pool_memory)) = claimed else { return Ok(None) };
         Ok(self.instance(&id).await?.map(|record| (record, pool_memory)))
     }

@@ -9,8 +9,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
+use std::time::Duration;
+
 use crate::helpers::{
-    ALICE, BOB, TestApp, image, mysql_connect, port_and_password, redis_connect, step_names, unique_name,
+    ALICE, BOB, TestApp, image, mysql_connect, port_and_password, redis_connect, step_names, unique_name, wait_until,
 };
 
 fn id_of(value: &Value) -> &str {
@@ -290,4 +292,41 @@ async fn replaying_the_key_of_a_change_to_an_instance_deleted_since_is_404_sayin
     assert_eq!(replayed, StatusCode::NOT_FOUND, "{problem}");
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("has been deleted since") && detail.contains(id_of(&instance)), "{problem}");
+}
+
+#[tokio::test]
+async fn an_abandoned_operation_is_taken_over_soon_after_its_lease_expires_not_at_the_next_pass() {
+    // One pass at start-up, the next in five minutes: only the leader's every-second look can
+    // take the operation over within the deadline.
+    let app = TestApp::spawn_with(|c| c.reconcile_interval = Duration::from_secs(300)).await;
+    let instance = app.create(ALICE, json!({"engine": "redis"})).await;
+    let id: dbroker::model::InstanceId = instance["id"].as_str().unwrap().parse().unwrap();
+    let store = dbroker::store::Store::open(&app.config.database_url).await.unwrap();
+    let alice = store.user_by_name(ALICE).await.unwrap().unwrap();
+    // A restart recorded by a replica that died at once: its lease ends as soon as it is written.
+    let operation = dbroker::model::OperationId::random();
+    store
+        .insert_operation(&dbroker::store::NewOperation {
+            id: &operation,
+            instance_id: &id,
+            kind: dbroker::model::OperationKind::Restart,
+            requested_by: ALICE,
+            owner_id: Some(alice.id),
+            holder: "a-replica-that-died",
+            lease: Duration::ZERO,
+            input: json!({}),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+
+    let ended = wait_until("the abandoned restart to be taken over and end", Duration::from_secs(30), || async {
+        let (_, body) = app.get(&format!("/v1/operations/{operation}"), ALICE).await;
+        matches!(body["state"].as_str(), Some("succeeded" | "failed")).then_some(body)
+    })
+    .await;
+
+    assert_eq!(ended["state"], "succeeded", "{ended}");
+    let (port, password) = port_and_password(&app.detail(ALICE, &instance).await);
+    assert_eq!(ping(port, &password).await, "PONG");
 }

@@ -30,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 use super::Provisioner;
 use repairs::Repair;
 
+/// How often a replica tries to lead, and the leader looks for abandoned operations, at most.
+const FAILOVER_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The lease of the process that leads the repairs.
 const LEADER_LEASE: &str = "reconciler";
 
@@ -93,13 +96,15 @@ impl Reconciler {
         self.service.metrics.repaired(repair);
     }
 
-    /// Runs the reconciler until `shutdown` is cancelled: keeps trying to lead (renewing the lease
-    /// every third of it), and while leading, reconciles at each tick, refills the warm pool and
-    /// follows Docker's events.
+    /// Runs the reconciler until `shutdown` is cancelled: keeps trying to lead (every second, or
+    /// every third of the lease if that is shorter), and while leading, takes over abandoned
+    /// operations at the same ticks (so within a second of their lease's expiry, whatever the
+    /// reconcile interval), reconciles at each pass, refills the warm pool and follows Docker's
+    /// events. A leader that dies is so replaced within a second of its lease's expiry too.
     pub async fn run(self, shutdown: CancellationToken) {
         let lease = self.service.ops.lease();
         let mut passes = tokio::time::interval(self.service.config.reconcile_interval);
-        let mut renewals = tokio::time::interval(lease / 3);
+        let mut renewals = tokio::time::interval(FAILOVER_POLL.min(lease / 3));
         for ticks in [&mut passes, &mut renewals] {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
@@ -132,6 +137,9 @@ impl Reconciler {
                 let stop = shutdown.child_token();
                 self.service.ops.tasks().spawn(self.clone().watch_events(stop.clone()));
                 watcher = Some(stop);
+            }
+            if !pass && let Err(error) = self.take_over_abandoned().await {
+                tracing::warn!(%error, "could not look for abandoned operations; trying again next tick");
             }
             if pass {
                 self.prune_history().await;

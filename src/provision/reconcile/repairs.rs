@@ -50,14 +50,21 @@ impl Repair {
 }
 
 impl Reconciler {
-    /// One comparison of the store with Docker: takes over the operations whose process died,
-    /// and starts a repair for each instance that looks adrift. Returns without waiting for them.
-    pub async fn reconcile_once(&self) -> Result<(), ProvisionError> {
+    /// Takes over the operations whose process died (their lease expired) and resumes each in the
+    /// background: one indexed query when there are none, so the leader looks every second.
+    pub(super) async fn take_over_abandoned(&self) -> Result<(), ProvisionError> {
         for operation in self.service.store.abandoned_operations().await? {
             if self.service.ops.take_over(&operation).await? {
                 self.resume(operation);
             }
         }
+        Ok(())
+    }
+
+    /// One comparison of the store with Docker: takes over the operations whose process died,
+    /// and starts a repair for each instance that looks adrift. Returns without waiting for them.
+    pub async fn reconcile_once(&self) -> Result<(), ProvisionError> {
+        self.take_over_abandoned().await?;
         // Records first: a create that ends between the two reads then shows as a record with its
         // operation in flight, and its container, rather than as a record with no container.
         let records = self.service.store.all_instances().await?;
