@@ -335,6 +335,11 @@ impl Operations {
         self.let_go(id, Outcome::Discarded);
     }
 
+    /// Whether this process is running operation `id` now (and renewing its lease).
+    pub fn holds(&self, id: &OperationId) -> bool {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).contains_key(id)
+    }
+
     fn hold(&self, id: &OperationId, kind: OperationKind, engine: Option<Engine>) {
         let held = Held { kind, engine, since: Instant::now() };
         self.held.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), held);

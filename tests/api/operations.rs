@@ -330,3 +330,25 @@ async fn an_abandoned_operation_is_taken_over_soon_after_its_lease_expires_not_a
     let (port, password) = port_and_password(&app.detail(ALICE, &instance).await);
     assert_eq!(ping(port, &password).await, "PONG");
 }
+
+#[tokio::test]
+async fn an_operation_this_process_runs_is_never_taken_over_by_it_when_its_renewal_lags() {
+    let app = TestApp::spawn().await;
+    let admin = format!("Bearer {}", app.add_admin("root").await);
+    let store = dbroker::store::Store::open(&app.config.database_url).await.unwrap();
+    let create = app.send_async(Method::POST, "/v1/instances", ALICE, Some(json!({"engine": "mysql"}))).await;
+    let id: dbroker::model::OperationId = create["id"].as_str().unwrap().parse().unwrap();
+    let holder = store.operation(&id).await.unwrap().unwrap().holder.expect("a holder while it runs");
+
+    // Its lease lapses again and again while it runs, as renewals that lag on a busy machine let it.
+    let ended = wait_until("the create to end", Duration::from_secs(150), || async {
+        store.renew_lease(&id, &holder, Duration::ZERO).await.unwrap();
+        let (_, operation) = app.get(&format!("/v1/operations/{id}"), ALICE).await;
+        matches!(operation["state"].as_str(), Some("succeeded" | "failed")).then_some(operation)
+    })
+    .await;
+
+    assert_eq!(ended["state"], "succeeded", "{ended}");
+    let (_, report) = app.get("/v1/admin/reconciler", &admin).await;
+    assert_eq!(report["repairs"].get("take_over"), None, "nothing was taken over: {report}");
+}

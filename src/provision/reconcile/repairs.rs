@@ -54,6 +54,11 @@ impl Reconciler {
     /// background: one indexed query when there are none, so the leader looks every second.
     pub(super) async fn take_over_abandoned(&self) -> Result<(), ProvisionError> {
         for operation in self.service.store.abandoned_operations().await? {
+            // One this process runs is not abandoned: its renewal only lagged (a busy machine, a
+            // slow store), and the next one extends it. Taken over, it would run twice.
+            if self.service.ops.holds(&operation.id) {
+                continue;
+            }
             if self.service.ops.take_over(&operation).await? {
                 self.resume(operation);
             }
