@@ -29,15 +29,21 @@ struct TestStore {
     store: Store,
     url: DatabaseUrl,
     _dir: Option<tempfile::TempDir>,
-    /// The PostgreSQL server's admin URL and the database's name, to drop it at the end.
-    database: Option<(String, String)>,
+    _database: Option<TestDatabase>,
+}
+
+/// A PostgreSQL database of a test's own (the server's admin URL, its name), dropped when this is,
+/// also when the test panics before its store opens.
+struct TestDatabase {
+    admin: String,
+    name: String,
 }
 
 impl TestStore {
     async fn sqlite() -> TestStore {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::in_data_dir(dir.path());
-        TestStore { store: Store::open(&url).await.unwrap(), url, _dir: Some(dir), database: None }
+        TestStore { store: Store::open(&url).await.unwrap(), url, _dir: Some(dir), _database: None }
     }
 
     async fn postgres() -> TestStore {
@@ -48,11 +54,12 @@ impl TestStore {
         // The name is made here of digits and letters, never taken from outside.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut connection).await.unwrap();
         connection.close().await.ok();
+        let database = TestDatabase { admin: admin.clone(), name: name.clone() };
         let mut options: sqlx::postgres::PgConnectOptions = admin.parse().unwrap();
         options = options.database(&name);
         let url = DatabaseUrl::Postgres(options.to_url_lossy().to_string());
         let store = Store::open(&url).await.expect("the store opens on PostgreSQL");
-        TestStore { store, url, _dir: None, database: Some((admin, name)) }
+        TestStore { store, url, _dir: None, _database: Some(database) }
     }
 }
 
@@ -64,9 +71,9 @@ fn rand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 & 0xffff_ffff_ffff
 }
 
-impl Drop for TestStore {
+impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some((admin, name)) = self.database.take() else { return };
+        let (admin, name) = (self.admin.clone(), self.name.clone());
         // A thread and runtime of its own: the test's runtime may not block here.
         std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
