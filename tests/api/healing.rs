@@ -32,10 +32,12 @@ async fn a_redis_container_removed_behind_dbrokers_back_comes_back_on_its_port_w
 
     remove_behind_dbrokers_back(&app.container_of(&instance)).await;
 
-    let mut conn =
-        wait_until("the container to be recreated", DEADLINE, || async { redis_connect(port, &password).await.ok() })
-            .await;
-    let value: String = redis::cmd("GET").arg("k").query_async(&mut conn).await.unwrap();
+    // Until it has loaded its data, a Redis that accepts connections answers LOADING.
+    let value: String = wait_until("the container to be recreated and its data loaded", DEADLINE, || async {
+        let mut conn = redis_connect(port, &password).await.ok()?;
+        redis::cmd("GET").arg("k").query_async(&mut conn).await.ok()
+    })
+    .await;
     assert_eq!(value, "survives");
     let kinds = wait_until("the repair to be recorded", DEADLINE, || async {
         let kinds = app.event_kinds(ALICE, &instance).await;
