@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::quotas::{self, Limits, Need};
-use super::sql::{Columns, narrowed, now, params, parsed};
+use super::sql::{Columns, narrowed, now, params, parsed, parsed_text};
 use super::{Constraint, Store, StoreError};
 use crate::model::{
     Charset, Collation, DatabaseName, Engine, EngineSettings, InstanceId, InstanceName, MemoryMb, OperationId, Status,
@@ -528,11 +528,7 @@ fn record_from_row(row: &dyn Columns) -> Result<InstanceRecord, StoreError> {
         pending_password_enc: row.opt_bytes(17)?,
         created_at: row.time(18)?,
         template_image: row.opt_text(19)?,
-        running_operation: row
-            .opt_text(20)?
-            .map(|id| id.parse())
-            .transpose()
-            .map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))?,
+        running_operation: row.opt_text(20)?.as_deref().map(parsed_text).transpose()?,
         attention: row.opt_text(21)?,
         repair_failures: narrowed(row.int(22)?)?,
         repair_after: row.opt_int(23)?,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::sql::{Param, narrowed, params};
+use super::sql::{narrowed, params};
 use super::{Store, StoreError, Tx};
 
 /// How many instances, and how many MiB of memory caps in all, a user may hold.
@@ -164,10 +164,6 @@ struct InUse {
     quota_memory: Option<i64>,
 }
 
-fn room_params(need: &Need) -> Vec<Param> {
-    params![need.owner_id]
-}
-
 fn in_use(row: &dyn super::sql::Columns) -> Result<InUse, StoreError> {
     Ok(InUse {
         host_memory: row.int(0)?,
@@ -181,7 +177,7 @@ fn in_use(row: &dyn super::sql::Columns) -> Result<InUse, StoreError> {
 /// `Err(OverLimit)` if `need` does not fit within `limits` and the owner's quota, as the store is
 /// now. Run it in the write transaction that makes the change.
 pub(super) async fn check_room(tx: &mut Tx, need: &Need, limits: &Limits) -> Result<(), StoreError> {
-    judge(&tx.fetch_one(ROOM, room_params(need), in_use).await?, need, limits)
+    judge(&tx.fetch_one(ROOM, params![need.owner_id], in_use).await?, need, limits)
 }
 
 fn judge(in_use: &InUse, need: &Need, limits: &Limits) -> Result<(), StoreError> {
@@ -213,7 +209,7 @@ impl Store {
     /// request that cannot be served records nothing. Only a hint: the change checks again as it
     /// writes.
     pub async fn check_room(&self, need: &Need, limits: &Limits) -> Result<(), StoreError> {
-        judge(&self.db.fetch_one(ROOM, room_params(need), in_use).await?, need, limits)
+        judge(&self.db.fetch_one(ROOM, params![need.owner_id], in_use).await?, need, limits)
     }
 
     /// Each user's holdings, counted as their quota counts them, by user id: users who hold

@@ -153,7 +153,12 @@ pub(super) fn parsed<T: std::str::FromStr<Err = crate::model::Invalid>>(
     row: &dyn Columns,
     column: usize,
 ) -> Result<T, StoreError> {
-    row.text(column)?.parse().map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))
+    parsed_text(&row.text(column)?)
+}
+
+/// A stored text parsed into a typed value.
+pub(super) fn parsed_text<T: std::str::FromStr<Err = crate::model::Invalid>>(text: &str) -> Result<T, StoreError> {
+    text.parse().map_err(|e: crate::model::Invalid| StoreError::Corrupt(e.0))
 }
 
 /// A column's integer as a narrower one.
