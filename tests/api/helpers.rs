@@ -582,6 +582,14 @@ pub async fn redis_connect(port: u16, password: &str) -> redis::RedisResult<redi
     redis::Client::open(info)?.get_multiplexed_async_connection().await
 }
 
+/// A connection to a Redis that has loaded its data, or None while it has not: a Redis accepts
+/// connections before, and answers LOADING to everything but a few commands until it is done.
+pub async fn redis_loaded(port: u16, password: &str) -> Option<redis::aio::MultiplexedConnection> {
+    let mut conn = redis_connect(port, password).await.ok()?;
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.ok()?;
+    (pong == "PONG").then_some(conn)
+}
+
 /// A PostgreSQL connection as `postgres` with `password` to `database`, or the error the server gave.
 pub async fn postgres_connect(port: u16, password: &str, database: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
     use sqlx::ConnectOptions;

@@ -10,7 +10,7 @@ use sqlx::{Connection, Row};
 
 use crate::helpers::{
     ALICE, BOB, TestApp, docker, kill_server_process, memory_cap, mysql_connect, port_and_password, redis_connect,
-    wait_until, write_mysql_row,
+    redis_loaded, wait_until, write_mysql_row,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -96,7 +96,7 @@ async fn resize_changes_the_container_cap_and_redis_maxmemory_in_place_and_keeps
     };
     assert_eq!(maxmemory(port, password.clone()).await, 96 * 1024 * 1024, "75% of the new cap, live");
     docker().await.restart_container(&container, None::<RestartContainerOptions>).await.unwrap();
-    wait_until("Redis back", DEADLINE, || async { redis_connect(port, &password).await.ok() }).await;
+    wait_until("Redis back", DEADLINE, || redis_loaded(port, &password)).await;
     assert_eq!(maxmemory(port, password.clone()).await, 96 * 1024 * 1024, "and after a restart");
     assert_eq!(redis_get(port, &password, "k").await.as_deref(), Some("kept"));
     assert!(app.event_kinds(ALICE, &instance).await.contains(&"resized".to_string()));
@@ -117,7 +117,7 @@ async fn a_rotated_redis_password_works_at_once_the_old_is_refused_and_a_restart
     assert_eq!(redis_get(port, &new, "k").await.as_deref(), Some("kept"));
     assert_eq!(port_and_password(&app.detail(ALICE, &instance).await).1, new, "the store has the new one");
     docker().await.restart_container(&app.container_of(&instance), None::<RestartContainerOptions>).await.unwrap();
-    wait_until("Redis back with the new password", DEADLINE, || async { redis_connect(port, &new).await.ok() }).await;
+    wait_until("Redis back with the new password", DEADLINE, || redis_loaded(port, &new)).await;
     assert!(redis_connect(port, &old).await.is_err(), "a restart does not bring the old password back");
 }
 

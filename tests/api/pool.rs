@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     ALICE, BOB, TestApp, docker, image, memory_cap, port_and_password, postgres_connect, postgres_databases,
-    redis_connect, wait_until,
+    redis_connect, redis_loaded, wait_until,
 };
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -96,7 +96,7 @@ async fn a_redis_instance_from_the_pool_has_its_own_password_and_memory_cap_and_
     let mut conn = redis_connect(port, &password).await.unwrap();
     let _: () = redis::cmd("SET").arg("k").arg("mine").query_async(&mut conn).await.unwrap();
     docker().await.restart_container(&container, None::<RestartContainerOptions>).await.unwrap();
-    let mut conn = wait_until("Redis back", DEADLINE, || async { redis_connect(port, &password).await.ok() }).await;
+    let mut conn = wait_until("Redis back", DEADLINE, || redis_loaded(port, &password)).await;
     let value: String = redis::cmd("GET").arg("k").query_async(&mut conn).await.unwrap();
     assert_eq!(value, "mine");
     assert!(

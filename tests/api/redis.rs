@@ -6,7 +6,7 @@ use bollard::query_parameters::{InspectContainerOptions, RestartContainerOptions
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{ALICE, TestApp, docker, port_and_password, redis_connect, wait_until};
+use crate::helpers::{ALICE, TestApp, docker, port_and_password, redis_connect, redis_loaded, wait_until};
 
 #[tokio::test]
 async fn a_redis_instance_from_v1_accepts_its_password_and_refuses_another() {
@@ -67,10 +67,8 @@ async fn a_redis_key_survives_a_container_restart_and_a_dbroker_restart() {
     let _: () = redis::cmd("SET").arg("greeting").arg("hello").query_async(&mut conn).await.unwrap();
 
     docker().await.restart_container(&app.container_of(&instance), None::<RestartContainerOptions>).await.unwrap();
-    let mut conn = wait_until("Redis back after a restart", Duration::from_secs(60), || async {
-        redis_connect(port, &password).await.ok()
-    })
-    .await;
+    let mut conn =
+        wait_until("Redis back after a restart", Duration::from_secs(60), || redis_loaded(port, &password)).await;
     let after_container_restart: String = redis::cmd("GET").arg("greeting").query_async(&mut conn).await.unwrap();
 
     app.restart().await;
