@@ -52,6 +52,8 @@ pub struct Metrics {
     steps: Histograms<StepLabels>,
     passes: Family<PassLabels, Counter>,
     repairs: Family<RepairLabels, Counter>,
+    backups: Family<BackupLabels, Counter>,
+    backup_bytes: Family<EngineLabels, Counter>,
     docker_errors: DockerErrors,
 }
 
@@ -71,6 +73,8 @@ impl Metrics {
         let passes = Family::<PassLabels, Counter>::default();
         let repairs = Family::<RepairLabels, Counter>::default();
         let docker_errors = DockerErrors::default();
+        let backups = Family::<BackupLabels, Counter>::default();
+        let backup_bytes = Family::<EngineLabels, Counter>::default();
         registry.register(
             "dbroker_http_request_duration_seconds",
             "HTTP requests to the API and how long each took to answer, by method, route template and status",
@@ -98,7 +102,27 @@ impl Metrics {
             "Calls to the Docker engine that failed, by call and error (unreachable, refused, port_taken)",
             docker_errors.0.clone(),
         );
-        Self { registry: Arc::new(registry), http, operations, steps, passes, repairs, docker_errors }
+        registry.register(
+            "dbroker_backups",
+            "Backups taken, by engine and outcome (stored, failed), and verifications that failed (verify_failed)",
+            backups.clone(),
+        );
+        registry.register(
+            "dbroker_backup_stored_bytes",
+            "Bytes of backups written to their targets, sealed, by engine",
+            backup_bytes.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            http,
+            operations,
+            steps,
+            passes,
+            repairs,
+            backups,
+            backup_bytes,
+            docker_errors,
+        }
     }
 
     /// The layer that times every request of the router it wraps.
@@ -121,6 +145,19 @@ impl Metrics {
 
     pub fn repaired(&self, repair: &'static str) {
         self.repairs.get_or_create(&RepairLabels { repair }).inc();
+    }
+
+    pub fn backup_stored(&self, engine: Engine, bytes: u64) {
+        self.backups.get_or_create(&BackupLabels { engine: engine.as_str(), outcome: "stored" }).inc();
+        self.backup_bytes.get_or_create(&EngineLabels { engine: engine.as_str() }).inc_by(bytes);
+    }
+
+    pub fn backup_failed(&self, engine: Engine) {
+        self.backups.get_or_create(&BackupLabels { engine: engine.as_str(), outcome: "failed" }).inc();
+    }
+
+    pub fn backup_verify_failed(&self, engine: Engine) {
+        self.backups.get_or_create(&BackupLabels { engine: engine.as_str(), outcome: "verify_failed" }).inc();
     }
 
     /// Where the runtime counts the Docker engine's errors.
@@ -207,6 +244,17 @@ struct PassLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RepairLabels {
     repair: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackupLabels {
+    engine: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EngineLabels {
+    engine: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -352,6 +400,9 @@ pub struct Figures {
     /// The host's memory budget; `None` while the Docker engine has not told its host's memory.
     pub host_memory_budget_bytes: Option<u64>,
     pub reconciler_leader: bool,
+    /// Every user's stored backups together, as the backup quotas count them.
+    pub backups_held: u64,
+    pub backup_bytes_held: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -433,6 +484,18 @@ impl Figures {
                 budget,
             );
         }
+        gauge(
+            registry,
+            "dbroker_quota_backups_held",
+            "Backups users hold on the targets, as their backup quotas count them",
+            self.backups_held,
+        );
+        gauge(
+            registry,
+            "dbroker_quota_backup_bytes_held",
+            "Bytes of the backups users hold on the targets, as their backup quotas count them",
+            self.backup_bytes_held,
+        );
         gauge(
             registry,
             "dbroker_reconciler_leader",

@@ -23,6 +23,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("the request body is larger than {} KiB", super::MAX_BODY_BYTES / 1024)]
     PayloadTooLarge,
+    /// An upload beyond its own limit (an import's).
+    #[error("{0}")]
+    UploadTooLarge(String),
     #[error("{0}")]
     RateLimited(super::rate_limit::Throttled),
     #[error(transparent)]
@@ -49,7 +52,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge | ApiError::UploadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Provision(e) => status_of(e.code()),
             ApiError::Reported(report) => status_of(&report.code),
@@ -86,15 +89,17 @@ impl ApiError {
 /// for errors as they happen and as failed operations keep them.
 fn status_of(code: &str) -> StatusCode {
     match code {
-        "not_found" | "user_not_found" => StatusCode::NOT_FOUND,
+        "not_found" | "user_not_found" | "no_backup_policy" => StatusCode::NOT_FOUND,
         "quota_exceeded" => StatusCode::FORBIDDEN,
-        "invalid" | "idempotency_key_reused" => StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid" | "idempotency_key_reused" | "not_loadable" => StatusCode::UNPROCESSABLE_ENTITY,
         "name_taken" | "busy" | "conflict" | "user_owns_instances" => StatusCode::CONFLICT,
         "ports_exhausted" | "engine_unreachable" | "image_missing" | "host_memory_exhausted" => {
             StatusCode::SERVICE_UNAVAILABLE
         }
         // The database server, dbroker's upstream, failed to come up or refused.
         "not_ready" | "server_refused" => StatusCode::BAD_GATEWAY,
+        // So did a backup target.
+        "target_failed" => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod admin_users;
 mod auth;
+mod backups;
 mod detached;
 mod error;
 mod json;

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 pub use super::rate_limit::{Class, CountedBy, Throttled};
 use crate::model::{
-    Charset, Collation, DatabaseName, Engine, InstanceId, InstanceName, MemoryMb, OperationId, OperationKind,
+    BackupId, BackupKind, BackupState, Schedule, TargetName, Charset, Collation, DatabaseName, Engine, InstanceId, InstanceName, MemoryMb, OperationId, OperationKind,
     OperationState, Status, UserName, VersionName,
 };
 pub use crate::store::{Event, Exceeded, LimitKind, Quarantined, Quota, QuotaOverride, Step, Usage};
@@ -33,6 +33,9 @@ pub struct CreateInstance {
     pub collation: Option<Collation>,
     /// PostgreSQL only; `app` if absent.
     pub database: Option<DatabaseName>,
+    /// One of the caller's succeeded backups of this engine: the new instance answers once it
+    /// holds that backup's data.
+    pub from_backup: Option<BackupId>,
 }
 
 /// A create as each engine takes it: only its own options (another engine's is 422), and its
@@ -63,6 +66,7 @@ impl utoipa::PartialSchema for CreateInstance {
                 .property("version", optional(named("VersionName")))
                 .property("name", optional(named("InstanceName")))
                 .property("memory_mb", optional(memory.into()))
+                .property("from_backup", optional(named("BackupId")))
                 .additional_properties(Some(AdditionalProperties::FreeForm(false)));
             for option in profile.options {
                 let schema = match *option {
@@ -87,6 +91,7 @@ impl ToSchema for CreateInstance {
             ("Charset".into(), Charset::schema()),
             ("Collation".into(), Collation::schema()),
             ("DatabaseName".into(), DatabaseName::schema()),
+            ("BackupId".into(), BackupId::schema()),
         ]);
     }
 }
@@ -251,6 +256,131 @@ pub struct OperationsPage {
     pub operations: Vec<OperationView>,
     #[schema(required = true)]
     pub next: Option<OperationId>,
+}
+
+// ---- v1: backups ----
+
+/// `POST /v1/instances/{id}/backups`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TakeBackup {
+    /// A configured target's name; the default target if absent.
+    pub target: Option<TargetName>,
+    /// Restore the new backup into a throwaway server and check its content (`verified_at` or
+    /// `verify_error` on the answer).
+    pub verify: Option<bool>,
+}
+
+/// A backup: where it is, what it holds, and whether it is proven restorable.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackupView {
+    pub id: BackupId,
+    /// The instance it was taken of, which may have been deleted since.
+    pub instance_id: InstanceId,
+    pub engine: Engine,
+    pub version: String,
+    pub target: TargetName,
+    /// `manual`, `scheduled` (by the instance's policy) or `safety` (before an in-place restore).
+    pub kind: BackupKind,
+    pub state: BackupState,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Of the stored object, once it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// Of the stored object, once it succeeded: `sha256sum` of the file on the target gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Whether the object is sealed to the configured recipient (`age -d -i KEY | zstd -d` opens it).
+    pub encrypted: bool,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// When a restore of it into a throwaway server held what was backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<String>,
+    /// Why that check failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_error: Option<String>,
+    /// The operation that took it.
+    pub operation_id: OperationId,
+}
+
+/// `GET /v1/backups`, `GET /v1/instances/{id}/backups`: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Backups {
+    pub backups: Vec<BackupView>,
+}
+
+/// `GET /v1/backups?instance=`.
+#[derive(Debug, Deserialize, Serialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BackupsQuery {
+    /// Only the backups of this instance (deleted or not).
+    pub instance: Option<InstanceId>,
+}
+
+/// `{id}` in a backup's routes.
+#[derive(Debug, Clone, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BackupPath {
+    /// The backup's id; another user's, or one that cannot exist, is 404.
+    pub id: BackupId,
+}
+
+/// `PUT /v1/instances/{id}/backup-policy`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutBackupPolicy {
+    /// When to back up: a 5-field cron line (minute hour day-of-month month day-of-week), in UTC.
+    pub schedule: Schedule,
+    /// The default target if absent.
+    pub target: Option<TargetName>,
+    /// Keep at most this many scheduled backups (the newest); all if absent.
+    #[schema(minimum = 1)]
+    pub keep_last: Option<u32>,
+    /// Remove scheduled backups older than this many days; none if absent. The newest succeeded
+    /// one is kept whatever its age.
+    #[schema(minimum = 1)]
+    pub keep_days: Option<u32>,
+    /// Verify each scheduled backup (see `TakeBackup::verify`); false if absent.
+    pub verify: Option<bool>,
+}
+
+/// An instance's backup policy.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackupPolicyView {
+    pub schedule: Schedule,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
+    pub verify: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_at: Option<String>,
+    /// When the next scheduled backup starts (within a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_at: Option<String>,
+}
+
+/// `POST /v1/instances/{id}/restore`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreInstance {
+    /// One of the caller's succeeded backups, of the instance's engine.
+    pub backup: BackupId,
+}
+
+/// `POST /v1/instances/{id}/clone`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloneInstance {
+    /// The new instance's name; the engine and its id if absent.
+    pub name: Option<InstanceName>,
 }
 
 // ---- v1: the catalogue ----

@@ -22,7 +22,9 @@ use super::types::{
 };
 use super::{ApiError, AppState};
 use crate::model::{InstanceId, OperationId, OperationKind};
-use crate::provision::{ErrorReport, Idempotency, Instance, MAX_LOG_LINES, NewInstance, ProvisionError, Running};
+use crate::provision::{
+    ErrorReport, Idempotency, Instance, MAX_LOG_LINES, NewInstance, ProvisionError, Running, Seed,
+};
 use crate::store::OperationRecord;
 
 /// The routes and their descriptions (see each handler's `utoipa::path`).
@@ -40,6 +42,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(instance_operations))
         .routes(routes!(get_operation))
         .routes(routes!(list_engines))
+        .merge(super::backups::routes())
 }
 
 /// How many log lines `GET …/logs` returns when the caller does not say.
@@ -58,7 +61,7 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// How a change was asked for: `Prefer: respond-async` (answer 202 at once, RFC 7240), and an
 /// `Idempotency-Key` with what identifies the request besides its body (method and path).
-struct Change {
+pub(super) struct Change {
     respond_async: bool,
     key: Option<String>,
     target: String,
@@ -130,7 +133,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Change {
 impl Change {
     /// The key, with a hash of the request it came with: method, path and body (as parsed, so
     /// the same fields in another order or spacing are the same request).
-    fn idempotency(&self, body: &impl Serialize) -> Option<Idempotency> {
+    pub(super) fn idempotency(&self, body: &impl Serialize) -> Option<Idempotency> {
         let key = self.key.clone()?;
         let body = serde_json::to_string(body).unwrap_or_default();
         let request_hash = crate::secrets::hash_token(&format!("{}\n{body}", self.target));
@@ -139,7 +142,7 @@ impl Change {
 
     /// The answer to a change that was started (or found started before, for a replayed key):
     /// 202 and the operation at once if asked for, else what it ends with, as `done` answers it.
-    async fn answer<T>(
+    pub(super) async fn answer<T>(
         &self,
         state: &AppState,
         user: &CurrentUser,
@@ -182,6 +185,10 @@ async fn replayed(state: &AppState, user: &CurrentUser, operation: &OperationRec
     }
     let status = match operation.kind {
         OperationKind::Delete => return Ok(StatusCode::NO_CONTENT.into_response()),
+        OperationKind::Backup => {
+            let backup = state.provisioner.backup_of_operation(user.0.id, &operation.id).await?;
+            return Ok((StatusCode::CREATED, axum::Json(super::types::BackupView::from(backup))).into_response());
+        }
         OperationKind::Create => StatusCode::CREATED,
         _ => StatusCode::OK,
     };
@@ -261,7 +268,7 @@ impl From<Instance> for InstanceView {
     }
 }
 
-fn instance_response(status: StatusCode, instance: Instance) -> Response {
+pub(super) fn instance_response(status: StatusCode, instance: Instance) -> Response {
     (status, axum::Json(InstanceView::from(instance))).into_response()
 }
 
@@ -291,6 +298,7 @@ async fn create_instance(
         charset: body.charset,
         collation: body.collation,
         database: body.database,
+        seed: body.from_backup.map(Seed::Backup),
     };
     let started = state.provisioner.create(&user.caller(), request, idempotency.as_ref()).await;
     change.answer(&state, &user, started, |instance| instance_response(StatusCode::CREATED, instance)).await

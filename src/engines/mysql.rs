@@ -163,3 +163,23 @@ pub async fn stats(host: &str, port: u16, password: &Secret) -> Result<ServerSta
         databases: databases.into_iter().map(|(name, bytes)| DatabaseSize { name, bytes }).collect(),
     })
 }
+
+/// The databases a server holds that are its own, not a user's: a dump leaves them out, and
+/// emptying an instance keeps them (its users, its root password, its schema of schemas).
+pub const SYSTEM_DATABASES: &[&str] = &["mysql", "sys", "information_schema", "performance_schema"];
+
+/// Drops every user database, keeping the server's own (`SYSTEM_DATABASES`): what an in-place
+/// restore or an import starts from. The names are the server's own, quoted as identifiers.
+pub async fn wipe(host: &str, port: u16, password: &Secret) -> Result<(), String> {
+    let mut conn = connect(host, port, password).await?;
+    let names: Vec<String> = sqlx::query_scalar("SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA")
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    for name in names.iter().filter(|n| !SYSTEM_DATABASES.contains(&n.as_str())) {
+        let statement = format!("DROP DATABASE `{}`", name.replace('`', "``"));
+        sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut conn).await.map_err(|e| e.to_string())?;
+    }
+    let _ = conn.close().await;
+    Ok(())
+}

@@ -278,3 +278,20 @@ mod tests {
         }
     }
 }
+
+/// Drops the instance's database and makes it again, empty, owned by the instance's user: what an
+/// in-place restore or an import starts from. Connected to the `postgres` database (a database
+/// cannot be dropped by a session connected to it); sessions on it are ended (`FORCE`). The name
+/// is a validated identifier (`DatabaseName`), quoted all the same.
+pub async fn wipe(host: &str, port: u16, password: &Secret, database: &str) -> Result<(), String> {
+    let database: DatabaseName = database.parse().map_err(|e: crate::model::Invalid| e.0)?;
+    let mut conn = connect(host, port, password, MAINTENANCE_DATABASE).await?;
+    for statement in [
+        format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", database.as_str()),
+        format!("CREATE DATABASE \"{}\" OWNER {USER}", database.as_str()),
+    ] {
+        sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut conn).await.map_err(|e| e.to_string())?;
+    }
+    let _ = conn.close().await;
+    Ok(())
+}

@@ -71,6 +71,9 @@ impl Provisioner {
                 host_memory_mb: 0,
             };
             self.store.check_room(&need, &self.quotas.users()).await?;
+            if let Some(seed) = &request.seed {
+                self.check_seed(owner.user_id, request.engine, seed).await?;
+            }
         }
         let id = InstanceId::random();
         let begin = Begin {
@@ -91,6 +94,28 @@ impl Provisioner {
     /// create operation.
     #[tracing::instrument(skip_all, fields(engine = %request.engine, instance_id))]
     async fn create_now(
+        &self,
+        owner: Option<&Caller>,
+        id: InstanceId,
+        request: NewInstance,
+        plan: Plan,
+        progress: &Progress,
+    ) -> Result<Instance, ProvisionError> {
+        let seed = request.seed.clone();
+        let instance = self.create_empty(owner, id, request, plan, progress).await?;
+        let (Some(seed), Some(owner)) = (seed, owner) else { return Ok(instance) };
+        // The instance is the caller's only once it holds its data: a seed that fails to load
+        // undoes the whole create.
+        if let Err(error) = self.seed_now(owner.user_id, &instance.record, &seed, progress).await {
+            tracing::warn!(%error, "seeding the new instance failed; rolling back");
+            self.roll_back(&instance.record.id, &error.to_string()).await;
+            return Err(error);
+        }
+        self.reveal_current(&instance.record.id).await
+    }
+
+    /// Creates instance `id` with its engine's empty data (see `create_now`).
+    async fn create_empty(
         &self,
         owner: Option<&Caller>,
         id: InstanceId,

@@ -58,6 +58,15 @@ pub enum ProvisionError {
     /// The database did not accept its credentials in time, or its server exited.
     #[error("the database did not become ready: {reason}")]
     NotReady { reason: String, last_logs: Vec<String> },
+    /// The server did not load a dump (an import's, a backup's): its message, and that nothing
+    /// was changed.
+    #[error("the server did not load the dump: {0}")]
+    NotLoadable(String),
+    /// A backup target refused, could not be reached, or is full.
+    #[error("{0}")]
+    TargetFailed(String),
+    #[error("instance {0} has no backup policy; PUT one to schedule its backups")]
+    NoBackupPolicy(crate::model::InstanceId),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -117,6 +126,9 @@ impl ProvisionError {
             ProvisionError::Replay(_) => "replay",
             ProvisionError::IdempotencyKeyReused => "idempotency_key_reused",
             ProvisionError::ServerRefused(_) => "server_refused",
+            ProvisionError::NotLoadable(_) => "not_loadable",
+            ProvisionError::TargetFailed(_) => "target_failed",
+            ProvisionError::NoBackupPolicy(_) => "no_backup_policy",
             ProvisionError::QuotaExceeded(_) => "quota_exceeded",
             ProvisionError::HostMemoryExhausted(_) => "host_memory_exhausted",
             ProvisionError::PortsExhausted(_) => "ports_exhausted",

@@ -2,6 +2,7 @@
 //! keeping the store and the Docker engine in step. Calls go one way:
 //! api → provision → {engines, runtime, store}.
 
+mod backups;
 mod create;
 mod error;
 mod figures;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use backups::{Export, Seed};
 pub use error::{ErrorReport, INTERNAL_DETAIL, ProvisionError};
 pub use lifecycle::MAX_LOG_LINES;
 pub use operations::{Idempotency, Running};
@@ -69,12 +71,24 @@ pub struct NewInstance {
     pub charset: Option<Charset>,
     pub collation: Option<Collation>,
     pub database: Option<DatabaseName>,
+    /// The data it starts with, if not the engine's empty one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<Seed>,
 }
 
 impl NewInstance {
     /// A request for `engine` with every option at its default.
     pub fn of(engine: Engine) -> Self {
-        NewInstance { engine, version: None, name: None, memory: None, charset: None, collation: None, database: None }
+        NewInstance {
+            engine,
+            version: None,
+            name: None,
+            memory: None,
+            charset: None,
+            collation: None,
+            database: None,
+            seed: None,
+        }
     }
 }
 
@@ -138,13 +152,22 @@ pub struct Provisioner {
     quotas: quotas::Quotas,
     /// Where operations and repairs are counted (the runtime counts Docker's errors).
     metrics: Metrics,
+    /// The backup targets and keys, if the configuration has any (see `backups`).
+    backups: Option<Arc<crate::backups::Backups>>,
 }
 
 /// The store's lease held while dbroker's network is looked up or made (see `prepare_network`).
 const NETWORK_LEASE: &str = "network";
 
 impl Provisioner {
-    pub fn new(store: Store, runtime: Runtime, key: MasterKey, config: Arc<Config>, metrics: Metrics) -> Self {
+    pub fn new(
+        store: Store,
+        runtime: Runtime,
+        key: MasterKey,
+        config: Arc<Config>,
+        metrics: Metrics,
+        backups: Option<Arc<crate::backups::Backups>>,
+    ) -> Self {
         let ops = Operations::new(store.clone(), config.operation_lease, TaskTracker::new(), metrics.clone());
         let quotas = quotas::Quotas::new(config.quotas);
         let node = Node {
@@ -165,6 +188,7 @@ impl Provisioner {
             template_lock: Default::default(),
             quotas,
             metrics,
+            backups,
         }
     }
 

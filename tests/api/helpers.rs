@@ -986,3 +986,31 @@ pub fn succeeded(output: &std::process::Output) -> String {
     assert!(output.status.success(), "dbroker user failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
+
+/// Runs `command` in `container` with `input` on its standard input (through the Docker CLI's
+/// `exec -i`), insisting that it succeeds; its output is in the panic if not.
+pub async fn exec_with_stdin(container: &str, command: &[&str], input: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("docker")
+        .args(["exec", "-i", container])
+        .args(command)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("docker exec starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeding = tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+    });
+    let output = child.wait_with_output().await.expect("docker exec ends");
+    feeding.await.ok();
+    assert!(
+        output.status.success(),
+        "{command:?} in {container} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -61,6 +61,8 @@ struct ReconcilerState {
     slots: Arc<Semaphore>,
     /// Whether a refill of the warm pool is under way.
     filling: AtomicBool,
+    /// Whether a look for due scheduled backups is under way.
+    scheduling: AtomicBool,
     /// When the history was last pruned.
     pruned: Mutex<Option<std::time::Instant>>,
 }
@@ -73,6 +75,7 @@ impl Default for ReconcilerState {
             repairs: Mutex::new(BTreeMap::new()),
             slots: Arc::new(Semaphore::new(REPAIR_CONCURRENCY)),
             filling: AtomicBool::new(false),
+            scheduling: AtomicBool::new(false),
             pruned: Mutex::new(None),
         }
     }
@@ -158,6 +161,7 @@ impl Reconciler {
                 self.state.passes.fetch_add(1, Ordering::Relaxed);
             }
             self.spawn_pool_refill();
+            self.spawn_scheduled_backups();
         }
         if let Err(error) = self.service.store.release_lease(LEADER_LEASE, self.service.ops.holder()).await {
             tracing::warn!(%error, "could not give up the reconciler's lease");
@@ -188,6 +192,22 @@ impl Reconciler {
             Ok(rows) => tracing::info!(rows, ?retention, "forgot history past its retention"),
             Err(error) => tracing::warn!(%error, "could not prune the history"),
         }
+    }
+
+    /// Starts the scheduled backups that are due, in the background, unless a look for them is
+    /// under way already (see `Provisioner::run_due_backups`): every tick, so a backup starts
+    /// within a second or so of its time.
+    fn spawn_scheduled_backups(&self) {
+        if self.state.scheduling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        self.service.ops.tasks().spawn(async move {
+            if let Err(error) = this.service.run_due_backups().await {
+                tracing::warn!(%error, "could not start the scheduled backups; trying again next tick");
+            }
+            this.state.scheduling.store(false, Ordering::Release);
+        });
     }
 
     /// Refills the warm pool in the background, unless a refill is under way already: the loop

@@ -21,6 +21,10 @@ impl Reconciler {
         let operation_id = operation.id.clone();
         drop(self.service.ops.run(operation, move |_| async move {
             let interrupted = |what: &str| ProvisionError::Conflict(format!("dbroker stopped during the {what}"));
+            // Whatever its instance: a backup half written is no backup.
+            if matches!(kind, OperationKind::Backup | OperationKind::Restore) {
+                this.service.fail_interrupted_backups(&operation_id).await?;
+            }
             let Some(record) = this.service.store.instance(&id).await? else {
                 return match kind {
                     // Nothing was recorded yet, or the delete had removed the record: done.
@@ -34,6 +38,11 @@ impl Reconciler {
                 };
             };
             match kind {
+                // Its data was being loaded, or was about to be: nobody can tell how much of it.
+                OperationKind::Create if input.get("seed").is_some() => {
+                    this.service.roll_back(&id, "dbroker stopped while the new instance was loaded with its data").await;
+                    Err(interrupted("create, while its data was loaded; it was rolled back"))
+                }
                 OperationKind::Create if record.status == Status::Provisioning => {
                     this.finish_or_roll_back_create(&record, &operation_id).await?;
                     // A create rolled back has failed, whatever undid it.
@@ -61,6 +70,15 @@ impl Reconciler {
                 OperationKind::Rotate => this.settle_or_fail(&record).await,
                 // The next pass looks at the instance again.
                 OperationKind::Repair => Err(interrupted("repair")),
+                OperationKind::Backup => Err(interrupted("backup, which is marked failed")),
+                // The safety backup, if it was complete, holds the data as it was.
+                OperationKind::Restore => {
+                    this.service.undo_interrupted_restore(&record, &operation_id).await?;
+                    Err(interrupted("restore; the instance holds its data as it was before"))
+                }
+                OperationKind::Import => {
+                    Err(interrupted("import; its upload was lost with that process, and the data may be partly loaded"))
+                }
             }
         }));
     }

@@ -1,0 +1,533 @@
+//! Backups: an instance's data dumped by its own server's tools, sealed (compressed, then
+//! encrypted to the operator's public key: see `backups::seal`) and streamed to a configured
+//! target, and everything made from one: a new instance, an in-place restore, a verification.
+//! Clones, exports and imports use the same dump and load without a target.
+//!
+//! Each change is an operation: a backup and an in-place restore or import hold their instance; a
+//! restore into a new instance or a clone is that instance's create (see `Seed`). Nothing is
+//! reported done before it is: a backup is `succeeded` only once its object is complete on the
+//! target, with its size and sha256 read back from what was written.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::lifecycle::require_status;
+use super::{Caller, Idempotency, Instance, ProvisionError, Provisioner, Running};
+use crate::backups::{self, Backups, StoredObject, TargetError};
+use crate::engines;
+use crate::model::{BackupId, BackupKind, EventKind, InstanceId, OperationId, OperationKind, Status, TargetName};
+use crate::store::{BackupRecord, InstanceRecord, NewBackup};
+
+/// What a new instance starts with besides its engine's empty data: kept in the create
+/// operation's input, so that a takeover knows a create half done has data half loaded.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seed {
+    /// The data of one of the caller's backups.
+    Backup(BackupId),
+    /// A copy of one of the caller's instances, dumped while it runs.
+    CloneOf(InstanceId),
+}
+
+impl Provisioner {
+    /// The configured backups, or why there are none.
+    fn backups(&self) -> Result<&Arc<Backups>, ProvisionError> {
+        self.backups.as_ref().ok_or_else(|| {
+            ProvisionError::Conflict(
+                "no backup target is configured: add a [backups] section to the configuration file (see the README)"
+                    .into(),
+            )
+        })
+    }
+
+    /// Backs up one of the caller's running instances to `target` (the default one if `None`), as
+    /// an operation on it; its outcome is the backup, succeeded, or the error it failed with (the
+    /// backup is then recorded as failed, with that reason). With `verify`, the backup is then
+    /// restored into a throwaway server and checked (see `verify_now`).
+    pub async fn back_up(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        target: Option<TargetName>,
+        verify: bool,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<BackupRecord>, ProvisionError> {
+        let target = self.backups()?.target_name(target.as_ref()).map_err(invalid_target)?;
+        self.check_backup_room(caller.user_id).await?;
+        let input = json!({ "target": target, "verify": verify });
+        self.change(caller, id, OperationKind::Backup, input, idempotency, move |this, record, progress| async move {
+            require_status(&record, &[Status::Running], "back up")?;
+            let backup = this.back_up_now(&record, &target, BackupKind::Manual, progress.operation_id()).await?;
+            progress.step("backed up").await;
+            if !verify {
+                return Ok(backup);
+            }
+            this.verify_now(&backup, progress.operation_id()).await?;
+            progress.step("verified").await;
+            this.owned_backup(record.owner_id.unwrap_or_default(), &backup.id).await
+        })
+        .await
+    }
+
+    /// Dumps the instance into a new object on `target`, recording the backup first (running)
+    /// and at its end (succeeded, or failed with the reason). A failed upload leaves no object.
+    pub(super) async fn back_up_now(
+        &self,
+        record: &InstanceRecord,
+        target_name: &TargetName,
+        kind: BackupKind,
+        operation: &OperationId,
+    ) -> Result<BackupRecord, ProvisionError> {
+        let backups = self.backups()?;
+        let target = backups.target(target_name).map_err(invalid_target)?;
+        let id = BackupId::random();
+        let key = object_key(record, &id);
+        let new = NewBackup {
+            id: &id,
+            instance_id: &record.id,
+            owner_id: record.owner_id,
+            engine: record.engine(),
+            version: &record.version,
+            target: target_name,
+            object_key: &key,
+            encrypted: true,
+            kind,
+            operation_id: operation,
+        };
+        self.store.insert_backup(&new).await?;
+        let written = async {
+            let mut object = target.create(&key).await.map_err(target_failed)?;
+            let mut sealed = backups.seal(&mut object);
+            let digest = self.dump_into(record, &mut sealed).await?;
+            sealed.shutdown().await.map_err(|e| target_failed(TargetError::from_io(target_name, e)))?;
+            drop(sealed);
+            let stored = object.finish().await.map_err(target_failed)?;
+            Ok::<_, ProvisionError>((stored, digest))
+        };
+        match written.await {
+            Ok((StoredObject { size, sha256 }, digest)) => {
+                self.store.backup_succeeded(&id, size, &sha256, &digest).await?;
+                self.store
+                    .add_event(&record.id, EventKind::BackedUp, super::SYSTEM_ACTOR, Some(&format!("backup {id}")))
+                    .await?;
+                self.metrics.backup_stored(record.engine(), size);
+                self.store.backup(&id).await?.ok_or(ProvisionError::NotFound)
+            }
+            Err(error) => {
+                self.store.backup_failed(&id, &error.to_string()).await?;
+                self.metrics.backup_failed(record.engine());
+                Err(error)
+            }
+        }
+    }
+
+    /// Streams a consistent dump of the instance's data, in its engine's own format, into `sink`,
+    /// and returns the digest of its content (see `engines::dump`).
+    async fn dump_into(
+        &self,
+        record: &InstanceRecord,
+        sink: &mut (impl AsyncWrite + Unpin + Send),
+    ) -> Result<String, ProvisionError> {
+        let password = self.password_of(record)?;
+        let host = self.probe_host();
+        let endpoint = self.endpoint(record, &host, &password);
+        let container = self.container_name(&record.id);
+        let mut dump = engines::dump(record.engine(), &self.runtime, &container, &endpoint)
+            .await
+            .map_err(|e| ProvisionError::ServerRefused(format!("the dump did not start: {e}")))?;
+        let copied = tokio::io::copy(dump.output(), sink).await;
+        let digest = dump.finish().await.map_err(|e| ProvisionError::ServerRefused(format!("the dump failed: {e}")))?;
+        copied.map_err(|e| ProvisionError::Internal(anyhow::anyhow!("could not stream the dump: {e}")))?;
+        Ok(digest)
+    }
+
+    /// Loads a dump in the instance's engine's own format into its running server. A dump the
+    /// server refuses is `NotLoadable` with the server's message.
+    async fn load_from(
+        &self,
+        record: &InstanceRecord,
+        input: impl AsyncRead + Unpin + Send + 'static,
+    ) -> Result<(), ProvisionError> {
+        let password = self.password_of(record)?;
+        let host = self.probe_host();
+        let endpoint = self.endpoint(record, &host, &password);
+        let container = self.container_name(&record.id);
+        engines::load(record.engine(), &self.runtime, &container, &endpoint, input)
+            .await
+            .map_err(|e| ProvisionError::NotLoadable(e.to_string()))
+    }
+
+    /// The backup's object, checked whole against the size and sha256 recorded when it was
+    /// written and opened with the identity, before anything is changed: a corrupted or truncated
+    /// object, or an identity it was not sealed to, is refused here with what is wrong.
+    async fn fetch_checked(&self, backup: &BackupRecord) -> Result<backups::Fetched, ProvisionError> {
+        let backups = self.backups()?;
+        if backup.state != crate::model::BackupState::Succeeded {
+            return Err(ProvisionError::Conflict(format!(
+                "backup {} is {}, not succeeded: it cannot be restored",
+                backup.id, backup.state
+            )));
+        }
+        let (Some(size), Some(sha256)) = (backup.size_bytes, backup.sha256.as_deref()) else {
+            return Err(ProvisionError::Conflict(format!("backup {} records no size or checksum", backup.id)));
+        };
+        backups
+            .fetch_checked(&backup.target, &backup.object_key, size, sha256, &self.config.data_dir)
+            .await
+            .map_err(|e| match e {
+                backups::FetchError::Target(e) => target_failed(e),
+                unusable => ProvisionError::Conflict(format!("backup {} cannot be restored: {unusable}", backup.id)),
+            })
+    }
+
+    /// Loads a checked backup into the instance's running server.
+    async fn load_backup(&self, record: &InstanceRecord, fetched: backups::Fetched) -> Result<(), ProvisionError> {
+        let plain = fetched.open().await.map_err(|e| ProvisionError::Conflict(format!("cannot open the backup: {e}")))?;
+        self.load_from(record, plain).await
+    }
+
+    /// Fills a new instance, just ready, with what it was asked to start with.
+    pub(super) async fn seed_now(
+        &self,
+        owner_id: i64,
+        record: &InstanceRecord,
+        seed: &Seed,
+        progress: &super::Progress,
+    ) -> Result<(), ProvisionError> {
+        match seed {
+            Seed::Backup(backup) => {
+                let backup = self.owned_backup(owner_id, backup).await?;
+                let fetched = self.fetch_checked(&backup).await?;
+                progress.step("backup fetched and checked").await;
+                self.load_backup(record, fetched).await?;
+                progress.step("backup loaded").await;
+            }
+            Seed::CloneOf(source) => {
+                let source = self.owned(owner_id, source).await?;
+                require_status(&source, &[Status::Running], "clone")?;
+                // The dump streams straight into the new server: no copy is kept anywhere.
+                let (reader, mut writer) = tokio::io::duplex(PIPE_BUFFER);
+                let (dumped, loaded) = tokio::join!(
+                    async {
+                        let digest = self.dump_into(&source, &mut writer).await;
+                        drop(writer);
+                        digest
+                    },
+                    self.load_from(record, reader),
+                );
+                dumped?;
+                loaded?;
+                progress.step("data copied").await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what a seed names before anything is recorded: the backup or the source instance is
+    /// the caller's and of the engine asked for.
+    pub(super) async fn check_seed(
+        &self,
+        owner_id: i64,
+        engine: crate::model::Engine,
+        seed: &Seed,
+    ) -> Result<(), ProvisionError> {
+        let (what, found) = match seed {
+            Seed::Backup(id) => {
+                self.backups()?;
+                let backup = self.owned_backup(owner_id, id).await.map_err(|_| ProvisionError::Invalid {
+                    field: "from_backup",
+                    reason: format!("you have no backup {id}"),
+                })?;
+                if backup.state != crate::model::BackupState::Succeeded {
+                    return Err(ProvisionError::Invalid {
+                        field: "from_backup",
+                        reason: format!("backup {id} is {}: only a succeeded backup can be restored", backup.state),
+                    });
+                }
+                ("backup", backup.engine)
+            }
+            Seed::CloneOf(id) => ("instance", self.owned(owner_id, id).await?.engine()),
+        };
+        if found != engine {
+            return Err(ProvisionError::Invalid {
+                field: "engine",
+                reason: format!("the {what} is {found}, not {engine}: a restore or clone keeps its engine"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Restores one of the caller's backups into one of their instances, in place, as an
+    /// operation on it: the backup is checked whole first, then a safety backup of the current data
+    /// is taken (to the same target), then the backup is loaded; if the load fails, the safety
+    /// backup is loaded back, and the instance is as it was.
+    pub async fn restore_in_place(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        backup: &BackupId,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<Instance>, ProvisionError> {
+        let backup = self.owned_backup(caller.user_id, backup).await.map_err(|_| ProvisionError::Invalid {
+            field: "backup",
+            reason: format!("you have no backup {backup}"),
+        })?;
+        let input = json!({ "backup": backup.id });
+        let actor = caller.name.clone();
+        self.change(caller, id, OperationKind::Restore, input, idempotency, move |this, record, progress| async move {
+            require_status(&record, &[Status::Running], "restore")?;
+            if backup.engine != record.engine() {
+                return Err(ProvisionError::Invalid {
+                    field: "backup",
+                    reason: format!("backup {} is of {}, the instance {}", backup.id, backup.engine, record.engine()),
+                });
+            }
+            let fetched = this.fetch_checked(&backup).await?;
+            progress.step("backup fetched and checked").await;
+            let operation = progress.operation_id();
+            let safety = this.back_up_now(&record, &backup.target, BackupKind::Safety, operation).await?;
+            progress.step("safety backup taken").await;
+            if let Err(error) = this.replace_data(&record, fetched).await {
+                tracing::warn!(instance_id = %record.id, %error, "restore failed; loading the safety backup back");
+                let safety = this.fetch_checked(&safety).await?;
+                this.replace_data(&record, safety).await?;
+                return Err(error);
+            }
+            progress.step("backup loaded").await;
+            let detail = format!("from backup {}", backup.id);
+            this.store.add_event(&record.id, EventKind::Restored, &actor, Some(&detail)).await?;
+            this.reveal_current(&record.id).await
+        })
+        .await
+    }
+
+    /// Empties the instance's data and loads `fetched` in its place.
+    async fn replace_data(&self, record: &InstanceRecord, fetched: backups::Fetched) -> Result<(), ProvisionError> {
+        self.wipe(record).await?;
+        self.load_backup(record, fetched).await
+    }
+
+    /// Empties the instance's data, keeping its server, credentials and settings.
+    async fn wipe(&self, record: &InstanceRecord) -> Result<(), ProvisionError> {
+        let password = self.password_of(record)?;
+        let host = self.probe_host();
+        let endpoint = self.endpoint(record, &host, &password);
+        engines::wipe(record.engine(), &self.runtime, &self.container_name(&record.id), &endpoint)
+            .await
+            .map_err(|e| ProvisionError::ServerRefused(format!("could not empty the instance: {e}")))
+    }
+
+    /// One of `owner_id`'s backups; another user's is `NotFound`, as if it did not exist.
+    pub async fn owned_backup(&self, owner_id: i64, id: &BackupId) -> Result<BackupRecord, ProvisionError> {
+        match self.store.backup(id).await? {
+            Some(backup) if backup.owner_id == Some(owner_id) => Ok(backup),
+            _ => Err(ProvisionError::NotFound),
+        }
+    }
+
+    /// `owner_id`'s backups, newest first; of one instance (which may be deleted) if given.
+    pub async fn list_backups(
+        &self,
+        owner_id: i64,
+        instance: Option<&InstanceId>,
+    ) -> Result<Vec<BackupRecord>, ProvisionError> {
+        Ok(self.store.backups_of_owner(owner_id, instance).await?)
+    }
+
+    /// Removes one of the caller's backups: its object, then its record. A running one is refused.
+    pub async fn delete_backup(&self, owner_id: i64, id: &BackupId) -> Result<(), ProvisionError> {
+        let backup = self.owned_backup(owner_id, id).await?;
+        if backup.state == crate::model::BackupState::Running {
+            return Err(ProvisionError::Conflict(format!(
+                "backup {id} is still running; delete it once its operation {} has ended",
+                backup.operation_id
+            )));
+        }
+        self.remove_backup(&backup).await
+    }
+
+    /// Object first, record second: a target that fails half way leaves the record, and a retry
+    /// finishes the job.
+    pub(super) async fn remove_backup(&self, backup: &BackupRecord) -> Result<(), ProvisionError> {
+        if let Some(backups) = &self.backups {
+            backups.delete(&backup.target, &backup.object_key).await.map_err(target_failed)?;
+        }
+        self.store.delete_backup(&backup.id).await?;
+        Ok(())
+    }
+
+    async fn check_backup_room(&self, owner_id: i64) -> Result<(), ProvisionError> {
+        self.store.check_backup_room(owner_id, &self.quotas.backups()).await?;
+        Ok(())
+    }
+}
+
+/// How much of a dump is in flight between a clone's source and its copy.
+const PIPE_BUFFER: usize = 256 * 1024;
+
+/// Where a backup's object lives on its target: under its instance, named by its id, with what it
+/// holds in its extension (`age -d -i KEY FILE | zstd -d` gives the engine's own dump).
+fn object_key(record: &InstanceRecord, id: &BackupId) -> String {
+    let format = engines::dump_extension(record.engine());
+    format!("{}/{id}.{format}.zst.age", record.id)
+}
+
+fn invalid_target(error: backups::UnknownTarget) -> ProvisionError {
+    ProvisionError::Invalid { field: "target", reason: error.to_string() }
+}
+
+fn target_failed(error: TargetError) -> ProvisionError {
+    ProvisionError::TargetFailed(error.to_string())
+}
+
+// ---- policies: scheduled backups and their retention ----
+
+/// Who scheduled backups are taken by, in instance histories.
+const SCHEDULER_ACTOR: &str = "dbroker (backup policy)";
+
+impl Provisioner {
+    /// Sets the backup policy of one of `owner_id`'s instances; its first run is at the
+    /// schedule's next time from now.
+    pub async fn put_backup_policy(
+        &self,
+        owner_id: i64,
+        id: &InstanceId,
+        policy: BackupPolicy,
+    ) -> Result<BackupPolicyRecord, ProvisionError> {
+        self.owned(owner_id, id).await?;
+        let backups = self.backups()?;
+        backups.target_name(policy.target.as_ref()).map_err(invalid_target)?;
+        Ok(self.store.put_backup_policy(id, &policy).await?)
+    }
+
+    pub async fn backup_policy(&self, owner_id: i64, id: &InstanceId) -> Result<BackupPolicyRecord, ProvisionError> {
+        self.owned(owner_id, id).await?;
+        self.store.backup_policy(id).await?.ok_or_else(|| ProvisionError::NoBackupPolicy(id.clone()))
+    }
+
+    pub async fn delete_backup_policy(&self, owner_id: i64, id: &InstanceId) -> Result<(), ProvisionError> {
+        self.owned(owner_id, id).await?;
+        self.store.delete_backup_policy(id).await?;
+        Ok(())
+    }
+
+    /// Starts every scheduled backup that is due, once each: a policy's run is recorded (compare
+    /// and set) before its backup starts, so that two leaders in turn never both take it. Called
+    /// by the leader only, every tick; a run missed while dbroker was down is due once at its
+    /// next start. Each backup then runs as its instance's operation; one whose instance is busy
+    /// or stopped fails with the reason, and the schedule tries again at its next time.
+    pub(super) async fn run_due_backups(&self) -> Result<(), ProvisionError> {
+        let now = time::OffsetDateTime::now_utc();
+        for policy in self.store.due_backup_policies(now).await? {
+            if !self.store.record_policy_run(&policy, now).await? {
+                continue; // Another leader took this run.
+            }
+            let Some(record) = self.store.instance(&policy.instance_id).await? else { continue };
+            let Some(owner_id) = record.owner_id else { continue };
+            let caller = Caller { user_id: owner_id, name: SCHEDULER_ACTOR.to_string(), is_admin: false };
+            let started = self.scheduled_backup(&caller, &record, &policy).await;
+            if let Err(error) = started {
+                tracing::warn!(instance_id = %record.id, %error, "a scheduled backup could not start");
+            }
+        }
+        Ok(())
+    }
+
+    async fn scheduled_backup(
+        &self,
+        caller: &Caller,
+        record: &InstanceRecord,
+        policy: &BackupPolicyRecord,
+    ) -> Result<(), ProvisionError> {
+        let target = self.backups()?.target_name(policy.target.as_ref()).map_err(invalid_target)?;
+        self.check_backup_room(caller.user_id).await?;
+        let input = json!({ "target": target, "verify": policy.verify, "scheduled": true });
+        let policy = policy.clone();
+        let running = self
+            .change(caller, &record.id, OperationKind::Backup, input, None, move |this, record, progress| async move {
+                require_status(&record, &[Status::Running], "back up")?;
+                let operation = progress.operation_id();
+                let backup = this.back_up_now(&record, &target, BackupKind::Scheduled, operation).await?;
+                progress.step("backed up").await;
+                if policy.verify {
+                    this.verify_now(&backup, operation).await?;
+                    progress.step("verified").await;
+                }
+                this.apply_retention(&record.id, &policy).await?;
+                Ok(backup)
+            })
+            .await?;
+        drop(running); // It runs on; its end is in its operation.
+        Ok(())
+    }
+
+    /// Removes the instance's scheduled backups beyond the policy's `keep_last` and older than its
+    /// `keep_days`, never its newest succeeded one (see `backups::retention`).
+    async fn apply_retention(&self, id: &InstanceId, policy: &BackupPolicyRecord) -> Result<(), ProvisionError> {
+        let backups = self.store.backups_of_instance(id).await?;
+        let now = time::OffsetDateTime::now_utc();
+        for backup in crate::backups::retention::to_remove(&backups, policy.keep_last, policy.keep_days, now) {
+            if let Err(error) = self.remove_backup(backup).await {
+                tracing::warn!(backup = %backup.id, %error, "could not remove a backup past its retention");
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- after a crash ----
+
+impl Provisioner {
+    /// Marks the backups an operation was writing when its process died as failed, and removes
+    /// what was written of their objects.
+    pub(super) async fn fail_interrupted_backups(&self, operation: &OperationId) -> Result<(), ProvisionError> {
+        for backup in self.store.running_backups_of(operation).await? {
+            if let Some(backups) = &self.backups
+                && let Err(error) = backups.delete(&backup.target, &backup.object_key).await
+            {
+                tracing::warn!(backup = %backup.id, %error, "could not remove an interrupted backup's partial object");
+            }
+            self.store.backup_failed(&backup.id, "dbroker stopped while it ran").await?;
+        }
+        Ok(())
+    }
+
+    /// Loads back the safety backup an interrupted in-place restore took, if it was complete: the
+    /// restore may have emptied the instance or loaded part of the backup. If it was not, the
+    /// restore had not changed anything yet.
+    pub(super) async fn undo_interrupted_restore(
+        &self,
+        record: &InstanceRecord,
+        operation: &OperationId,
+    ) -> Result<(), ProvisionError> {
+        let safety = self.store.backups_of_operation(operation).await?.into_iter().find(|b| {
+            b.kind == BackupKind::Safety && b.state == crate::model::BackupState::Succeeded
+        });
+        let Some(safety) = safety else { return Ok(()) };
+        self.wait_until_ready(record).await?;
+        let fetched = self.fetch_checked(&safety).await?;
+        self.replace_data(record, fetched).await
+    }
+}
+
+impl Provisioner {
+    /// The backup an operation took (not its safety backup), for a replayed request's answer.
+    pub async fn backup_of_operation(
+        &self,
+        owner_id: i64,
+        operation: &OperationId,
+    ) -> Result<BackupRecord, ProvisionError> {
+        let backups = self.store.backups_of_operation(operation).await?;
+        backups
+            .into_iter()
+            .find(|b| b.kind != BackupKind::Safety && b.owner_id == Some(owner_id))
+            .ok_or(ProvisionError::NotFound)
+    }
+
+    /// The largest dump an import takes.
+    pub fn import_max_bytes(&self) -> u64 {
+        self.config.import_max_bytes
+    }
+}
