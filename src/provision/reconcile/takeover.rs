@@ -61,6 +61,13 @@ impl Reconciler {
                 OperationKind::Rotate => this.settle_or_fail(&record).await,
                 // The next pass looks at the instance again.
                 OperationKind::Repair => Err(interrupted("repair")),
+                // What a backup left half done (its partial object, its record) is failed by
+                // whoever wires backups in; until then the operation is failed as interrupted.
+                OperationKind::Backup
+                | OperationKind::Restore
+                | OperationKind::Clone
+                | OperationKind::Import
+                | OperationKind::Verify => Err(interrupted(kind.as_str())),
             }
         }));
     }
