@@ -588,6 +588,10 @@ contract!(a_policy_reads_back_as_written_and_its_due_run_is_recorded_once_by_two
     let ran = store.backup_policy(&instance).await.unwrap().unwrap();
     assert_eq!(ran.last_run_at, Some(due_at));
     assert_eq!(ran.next_due_at, Some(due_at + Duration::from_secs(300)), "the schedule's next time");
+    for kept in [&policy, &ran] {
+        let decided = dbroker::provision::backup_schedule::next_run(&kept.schedule, kept.last_run_at, kept.updated_at);
+        assert_eq!(kept.next_due_at, decided, "the store keeps what the schedule's rules decide");
+    }
     assert!(store.due_backup_policies(due_at).await.unwrap().is_empty(), "recorded once, due no more");
     // A change of the policy since it was read wins over a run recorded from the old one.
     store.put_backup_policy(&instance, &NewPolicy { verify: false, ..new.clone() }).await.unwrap();
