@@ -847,9 +847,11 @@ impl FromStr for Schedule {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
         use croner::parser::{CronParser, Seconds, Year};
-        if s.is_empty() || s.len() > SCHEDULE_MAX_LEN || !s.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        let printable = s.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+        if s.trim() != s || s.is_empty() || s.len() > SCHEDULE_MAX_LEN || !printable {
             return Err(Invalid(format!(
-                "a schedule is a cron line of 1 to {SCHEDULE_MAX_LEN} printable characters, such as \"30 2 * * *\""
+                "a schedule is a cron line of 1 to {SCHEDULE_MAX_LEN} printable characters, with no space around it, \
+                 such as \"30 2 * * *\""
             )));
         }
         // Five fields exactly: croner also reads seconds and years, which no crontab has, and a
