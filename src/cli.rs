@@ -230,6 +230,8 @@ impl ServeArgs {
                 .host_memory_percent
                 .or(file.quotas.host_memory_percent)
                 .unwrap_or(defaults::HOST_MEMORY_PERCENT),
+            backups: file.quotas.backups.unwrap_or(defaults::QUOTA_BACKUPS),
+            backup_mb: file.quotas.backup_mb.unwrap_or(defaults::QUOTA_BACKUP_MB),
         };
         if !(1..=100).contains(&quotas.host_memory_percent) {
             return Err(format!(
@@ -376,7 +378,7 @@ mod tests {
     fn quotas_come_from_a_flag_the_file_or_the_default_and_a_host_share_beyond_100_percent_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("dbroker.toml");
-        std::fs::write(&file, "[quotas]\ninstances = 3\nmemory_mb = 2048\n").unwrap();
+        std::fs::write(&file, "[quotas]\ninstances = 3\nmemory_mb = 2048\nbackups = 7\nbackup_mb = 100\n").unwrap();
         let file = file.to_str().unwrap();
 
         let from_file = serve(&["--config", file, "--quota-memory-mb", "4096"]).unwrap();
@@ -384,7 +386,7 @@ mod tests {
 
         assert_eq!(
             from_file.quotas,
-            Quotas { instances: 3, memory_mb: 4096, host_memory_percent: defaults::HOST_MEMORY_PERCENT }
+            Quotas { instances: 3, memory_mb: 4096, backups: 7, backup_mb: 100, ..Quotas::default() }
         );
         assert!(beyond.contains("host_memory_percent") && beyond.contains("101"), "{beyond}");
     }

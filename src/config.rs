@@ -224,6 +224,17 @@ pub struct Quotas {
     pub memory_mb: u64,
     /// 1 to 100.
     pub host_memory_percent: u8,
+    /// How many backups a user may keep (running and succeeded), and how many MiB they may take
+    /// in all (file only: `backups`, `backup_mb`).
+    pub backups: u32,
+    pub backup_mb: u64,
+}
+
+impl Quotas {
+    /// The default backup quota, for users without their own (see `Store::insert_backup`).
+    pub fn backup_quota(&self) -> crate::store::BackupQuota {
+        crate::store::BackupQuota { backups: self.backups, storage_mb: self.backup_mb }
+    }
 }
 
 impl Default for Quotas {
@@ -232,6 +243,8 @@ impl Default for Quotas {
             instances: defaults::QUOTA_INSTANCES,
             memory_mb: defaults::QUOTA_MEMORY_MB,
             host_memory_percent: defaults::HOST_MEMORY_PERCENT,
+            backups: defaults::QUOTA_BACKUPS,
+            backup_mb: defaults::QUOTA_BACKUP_MB,
         }
     }
 }
@@ -296,6 +309,9 @@ pub mod defaults {
     pub const QUOTA_MEMORY_MB: u64 = 8192;
     /// What is left is for the host itself, the Docker engine and dbroker.
     pub const HOST_MEMORY_PERCENT: u8 = 90;
+    /// A month of nightly backups of one instance, or a week of several; 20 GiB of them.
+    pub const QUOTA_BACKUPS: u32 = 50;
+    pub const QUOTA_BACKUP_MB: u64 = 20480;
     /// Per user (or address): far above what a person or a script polling an operation sends, far
     /// below what the read path serves (tens of thousands a second), so no one caller can take it.
     pub const READS_PER_SECOND: u32 = 50;
@@ -340,6 +356,8 @@ pub struct FileQuotas {
     pub instances: Option<u32>,
     pub memory_mb: Option<u64>,
     pub host_memory_percent: Option<u8>,
+    pub backups: Option<u32>,
+    pub backup_mb: Option<u64>,
 }
 
 /// `[rate_limits]` in the file: each key optional.

@@ -644,6 +644,14 @@ text_enum! {
         Adopt = "adopt",
         /// One of the reconciler's repairs (its name is in the operation's input).
         Repair = "repair",
+        /// A backup of the instance's data to a target (see `store::backups`), and its
+        /// verification if asked for. A restore into a new instance, or a clone, is that
+        /// instance's create.
+        Backup = "backup",
+        /// A backup loaded into the instance in place (after a safety backup).
+        Restore = "restore",
+        /// A dump its owner sent, loaded into the instance.
+        Import = "import",
     }
 }
 
@@ -706,6 +714,249 @@ impl fmt::Display for OperationId {
     }
 }
 
+/// A backup's id: 16 lowercase hex characters, random, as an operation's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct BackupId(String);
+
+impl BackupId {
+    pub fn random() -> Self {
+        let bytes: [u8; 8] = rand::random();
+        Self(hex::encode(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for BackupId {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        if s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Invalid("a backup id is 16 lowercase hex characters".into()))
+        }
+    }
+}
+deserialize_from_str!(BackupId);
+string_schema!(BackupId, "^[0-9a-f]{16}$", 16..=16, "4b1d9e07c2a8f356", "A backup's id: 16 lowercase hex characters.");
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The name of a configured backup target (`[backups.targets.NAME]`): `[a-z0-9_-]{1,32}`, so it is
+/// safe in a log line, a metric's label and a file name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TargetName(String);
+
+impl TargetName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for TargetName {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
+        if (1..=32).contains(&s.len()) && s.bytes().all(allowed) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Invalid("a target's name is 1 to 32 characters of lowercase letters, digits, '-' and '_'".into()))
+        }
+    }
+}
+
+impl fmt::Display for TargetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+deserialize_from_str!(TargetName);
+string_schema!(TargetName, "^[a-z0-9_-]{1,32}$", 1..=32, "offsite", "A configured backup target's name.");
+
+text_enum! {
+    /// Where a backup is. Stored as text, with a `CHECK` in the schema.
+    pub enum BackupState {
+        /// Its dump is being written to the target.
+        Running = "running",
+        /// Its object is complete on the target, with its size and checksums.
+        Succeeded = "succeeded",
+        /// It did not finish (its reason says why); no object of it is kept.
+        Failed = "failed",
+    }
+}
+
+text_enum! {
+    /// Why a backup was taken, which decides whether retention may remove it (see
+    /// `provision::backup_schedule`). Stored as text, with a `CHECK` in the schema.
+    pub enum BackupKind {
+        /// Asked for by its owner: kept until they delete it.
+        Manual = "manual",
+        /// Taken by the instance's backup policy: kept as the policy's retention says.
+        Scheduled = "scheduled",
+        /// Taken before a restore in place, to undo it: kept for the policy's `keep_days`.
+        Safety = "safety",
+    }
+}
+
+/// The longest schedule taken: a cron line is a few dozen characters; a longer one is a mistake.
+const SCHEDULE_MAX_LEN: usize = 100;
+
+/// A backup policy's schedule: a 5-field cron line (minute, hour, day of month, month, day of week,
+/// as crontab(5) reads them, with `@daily` and the like), read by `croner`, in UTC. Kept, stored
+/// and sent as the text given; a line no date ever matches (`0 0 30 2 *`) is refused, as it would
+/// never run.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    text: String,
+    cron: croner::Cron,
+}
+
+impl Schedule {
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The first time the schedule names strictly after `time`, to the second; `None` if there is
+    /// none that `time`'s types can hold.
+    pub fn next_after(&self, time: time::OffsetDateTime) -> Option<time::OffsetDateTime> {
+        let at = chrono::DateTime::<chrono::Utc>::from_timestamp(time.unix_timestamp(), time.nanosecond())?;
+        // Exclusive: croner steps to the next whole second first, so a slot is never `time` itself.
+        let next = self.cron.find_next_occurrence(&at, false).ok()?;
+        time::OffsetDateTime::from_unix_timestamp(next.timestamp()).ok()
+    }
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+impl Eq for Schedule {}
+
+impl FromStr for Schedule {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        use croner::parser::{CronParser, Seconds, Year};
+        let printable = s.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+        if s.trim() != s || s.is_empty() || s.len() > SCHEDULE_MAX_LEN || !printable {
+            return Err(Invalid(format!(
+                "a schedule is a cron line of 1 to {SCHEDULE_MAX_LEN} printable characters, with no space around it, \
+                 such as \"30 2 * * *\""
+            )));
+        }
+        // Five fields exactly: croner also reads seconds and years, which no crontab has, and a
+        // sixth field is more likely a mistake than a second.
+        let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
+        let cron = parser.parse(s).map_err(|e| {
+            Invalid(format!(
+                "{s:?} is not a 5-field cron line (minute hour day-of-month month day-of-week, in UTC): {e}"
+            ))
+        })?;
+        let schedule = Schedule { text: s.to_string(), cron };
+        if schedule.next_after(time::OffsetDateTime::now_utc()).is_none() {
+            return Err(Invalid(format!("{s:?} names no date that comes: it would never run")));
+        }
+        Ok(schedule)
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+deserialize_from_str!(Schedule);
+
+impl utoipa::PartialSchema for Schedule {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(SCHEDULE_MAX_LEN))
+            .description(Some(
+                "A 5-field cron line (minute hour day-of-month month day-of-week, or @daily and the like), in UTC.",
+            ))
+            .examples(["30 2 * * *"])
+            .into()
+    }
+}
+impl utoipa::ToSchema for Schedule {}
+
+/// A count of whole things with bounds, read from a JSON number (see [`whole_number`]) and refused
+/// outside them.
+macro_rules! bounded_count {
+    ($(#[$meta:meta])* $name:ident, $min:literal..=$max:literal, $what:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(u32);
+
+        impl $name {
+            pub const MIN: u32 = $min;
+            pub const MAX: u32 = $max;
+
+            pub fn new(value: u32) -> Result<Self, Invalid> {
+                if ($min..=$max).contains(&value) {
+                    Ok(Self(value))
+                } else {
+                    Err(Invalid(format!(concat!($what, " is {} to {}, not {}"), $min, $max, value)))
+                }
+            }
+
+            pub fn get(self) -> u32 {
+                self.0
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $name::new(whole_number(d)?).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::Integer)
+                    .minimum(Some($min))
+                    .maximum(Some($max))
+                    .description(Some(concat!($what, ", ", stringify!($min), " to ", stringify!($max))))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+bounded_count!(
+    /// How many of a policy's newest good backups retention keeps: at least one, so a policy
+    /// always leaves something to restore.
+    KeepLast,
+    1..=1000,
+    "keep_last"
+);
+
+bounded_count!(
+    /// How many days a policy's backups are kept: at most ten years.
+    KeepDays,
+    1..=3650,
+    "keep_days"
+);
+
 /// A user's name: `[a-z0-9_-]{1,64}` (the old tool's users are `user1`, `user2`, `user3`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -750,6 +1001,68 @@ mod tests {
         let read: Limit = serde_json::from_str("3758621434141046.0").unwrap();
         assert_eq!(read.0, 3_758_621_434_141_046);
         assert!(serde_json::from_str::<Limit>("3758621434141046.5").is_err());
+    }
+
+    #[test]
+    fn a_backup_id_or_target_name_of_the_wrong_shape_is_rejected() {
+        assert!(BackupId::random().as_str().parse::<BackupId>().is_ok());
+        for bad in ["4B1D9E07C2A8F356", "4b1d9e07c2a8f35", "../../etc/passwd", ""] {
+            assert!(bad.parse::<BackupId>().is_err(), "{bad:?} was accepted");
+        }
+        assert!("off-site_2".parse::<TargetName>().is_ok());
+        for bad in ["Offsite", "off site", "a/b", "", &"a".repeat(33)] {
+            assert!(bad.parse::<TargetName>().is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_five_field_cron_line_is_a_schedule_kept_as_written() {
+        for good in ["30 2 * * *", "*/15 * * * *", "0 3 * * MON-FRI", "@daily", "0 0 1 jan *"] {
+            let schedule: Schedule = good.parse().unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            assert_eq!(schedule.as_str(), good);
+            assert_eq!(serde_json::to_value(&schedule).unwrap(), serde_json::json!(good));
+        }
+    }
+
+    #[test]
+    fn a_schedule_that_is_not_a_five_field_cron_line_is_rejected_saying_why() {
+        for bad in
+            ["", "* * * *", "0 30 2 * * *", "0 30 2 * * * 2030", "61 * * * *", "* 24 * * *", "every day", "* * * * *\n"]
+        {
+            let refused = bad.parse::<Schedule>().expect_err(bad);
+            assert!(refused.0.contains("cron line"), "{bad:?}: {refused}");
+        }
+        let refused = serde_json::from_str::<Schedule>("\"* * *\"").unwrap_err().to_string();
+        assert!(refused.contains("5-field"), "{refused}");
+    }
+
+    #[test]
+    fn a_schedule_no_date_matches_is_rejected_as_never_running() {
+        let refused = "0 0 30 2 *".parse::<Schedule>().unwrap_err();
+        assert!(refused.0.contains("never run"), "{refused}");
+    }
+
+    #[test]
+    fn a_schedules_next_time_is_strictly_after_the_time_given() {
+        let at =
+            |text: &str| time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
+        let nightly: Schedule = "30 2 * * *".parse().unwrap();
+        assert_eq!(nightly.next_after(at("2026-03-01T01:00:00Z")), Some(at("2026-03-01T02:30:00Z")));
+        assert_eq!(nightly.next_after(at("2026-03-01T02:30:00Z")), Some(at("2026-03-02T02:30:00Z")), "not itself");
+        assert_eq!(nightly.next_after(at("2026-03-01T02:29:59.5Z")), Some(at("2026-03-01T02:30:00Z")));
+        let minutely: Schedule = "* * * * *".parse().unwrap();
+        assert_eq!(minutely.next_after(at("2026-03-01T02:30:00.25Z")), Some(at("2026-03-01T02:31:00Z")));
+    }
+
+    #[test]
+    fn keep_last_and_keep_days_outside_their_bounds_are_rejected() {
+        assert_eq!(serde_json::from_str::<KeepLast>("2").unwrap().get(), 2);
+        assert_eq!(serde_json::from_str::<KeepDays>("30.0").unwrap().get(), 30);
+        for bad in ["0", "1001", "-1", "2.5", "\"3\""] {
+            assert!(serde_json::from_str::<KeepLast>(bad).is_err(), "{bad} was accepted");
+        }
+        assert!(serde_json::from_str::<KeepDays>("3651").is_err());
+        assert!(KeepDays::new(0).unwrap_err().0.contains("keep_days is 1 to 3650"));
     }
 
     #[test]

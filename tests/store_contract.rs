@@ -6,12 +6,16 @@
 
 use std::time::Duration;
 
-use dbroker::model::{EngineSettings, EventKind, InstanceId, MemoryMb, OperationId, OperationKind, Status, UserName};
+use dbroker::model::{
+    BackupId, BackupKind, BackupState, Engine, EngineSettings, EventKind, InstanceId, KeepDays, KeepLast, MemoryMb,
+    OperationId, OperationKind, Schedule, Status, TargetName, UserName,
+};
 use dbroker::store::{
-    DatabaseUrl, LimitChange, Limits, NewInstanceRecord, NewOperation, Node, PoolClaim, Quota, QuotaChange, Store,
-    StoreError,
+    BackupFilter, BackupQuota, BackupUsage, DatabaseUrl, LimitChange, LimitKind, Limits, NewBackup, NewInstanceRecord,
+    NewOperation, NewPolicy, Node, PoolClaim, Quota, QuotaChange, Store, StoreError, StoredObject,
 };
 use sqlx::{ConnectOptions, Connection};
+use time::OffsetDateTime;
 
 /// The node every test's instances are on unless it says otherwise.
 fn node(id: &str, first: u16) -> Node {
@@ -424,6 +428,317 @@ contract!(a_port_is_leased_once_per_node_and_a_nodes_row_is_rewritten_by_each_st
     assert!(unknown.is_err(), "an instance is on a node the store knows");
     assert_eq!(store.nodes().await.unwrap(), [other, moved]);
     assert_eq!(store.leased_ports(Node::LOCAL, 21000, 21099).await.unwrap(), [21001].into());
+});
+
+const NO_BACKUP_LIMITS: BackupQuota = BackupQuota { backups: u32::MAX, storage_mb: u64::MAX };
+
+/// Records a running backup of `instance` for `owner`, taken by operation `operation`, within `quota`.
+async fn backup_of(
+    store: &Store,
+    instance: &InstanceId,
+    owner: i64,
+    kind: BackupKind,
+    operation: &OperationId,
+    quota: Option<&BackupQuota>,
+) -> Result<BackupId, StoreError> {
+    let id = BackupId::random();
+    let new = NewBackup {
+        id: &id,
+        instance_id: instance,
+        owner_id: owner,
+        engine: Engine::Redis,
+        version: "7.0",
+        target: &"offsite".parse().unwrap(),
+        object_key: &format!("prod/{instance}/{id}.rdb.zst.age"),
+        kind,
+        encrypted: true,
+        operation_id: operation,
+    };
+    store.insert_backup(&new, quota).await.map(|record| record.id)
+}
+
+/// A backup of `instance` that succeeded, `size` bytes stored.
+async fn stored_backup(store: &Store, instance: &InstanceId, owner: i64, size: u64) -> BackupId {
+    let operation = OperationId::random();
+    let id =
+        backup_of(store, instance, owner, BackupKind::Scheduled, &operation, Some(&NO_BACKUP_LIMITS)).await.unwrap();
+    let stored = StoredObject { size_bytes: size, sha256: &"ab".repeat(32), content_digest: "digest" };
+    assert!(store.backup_succeeded(&id, &stored).await.unwrap());
+    id
+}
+
+contract!(a_backup_reads_back_as_written_and_ends_once_succeeded_or_failed, |test| {
+    let store = &test.store;
+    let alice = user(store, "alice").await;
+    let instance = insert(store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+    let operation = OperationId::random();
+    let id = backup_of(store, &instance, alice, BackupKind::Manual, &operation, None).await.unwrap();
+
+    let running = store.find_backup(alice, &id).await.unwrap().expect("alice's backup");
+    let stored = StoredObject { size_bytes: 5_000_000_000, sha256: &"0f".repeat(32), content_digest: "crc:1234" };
+    assert!(store.backup_succeeded(&id, &stored).await.unwrap());
+    let again = store.backup_succeeded(&id, &stored).await.unwrap();
+    let failed_late = store.backup_failed(&id, "too late").await.unwrap();
+    let succeeded = store.backup(&id).await.unwrap().unwrap();
+
+    assert_eq!((running.state, running.kind, running.owner_id), (BackupState::Running, BackupKind::Manual, alice));
+    assert_eq!((running.engine, running.version.as_str(), running.target.as_str()), (Engine::Redis, "7.0", "offsite"));
+    assert_eq!((running.operation_id.clone(), running.encrypted, running.finished_at), (operation, true, None));
+    assert_eq!(running.object_key, format!("prod/{instance}/{id}.rdb.zst.age"));
+    assert!(store.find_backup(alice + 1, &id).await.unwrap().is_none(), "another owner sees nothing");
+    assert!(!again && !failed_late, "a backup ends once");
+    assert_eq!(succeeded.state, BackupState::Succeeded);
+    assert_eq!(succeeded.size_bytes, Some(5_000_000_000), "beyond 32 bits");
+    assert_eq!(
+        (succeeded.sha256.as_deref(), succeeded.content_digest.as_deref()),
+        (Some(&*"0f".repeat(32)), Some("crc:1234"))
+    );
+    assert!(succeeded.finished_at.unwrap() >= succeeded.started_at);
+    assert!(succeeded.started_at > OffsetDateTime::now_utc() - Duration::from_secs(60));
+
+    // A verification's outcome replaces the last one's.
+    assert!(store.set_backup_verified(&id, Err("the server did not start")).await.unwrap());
+    let unverified = store.backup(&id).await.unwrap().unwrap();
+    assert!(store.set_backup_verified(&id, Ok(())).await.unwrap());
+    let verified = store.backup(&id).await.unwrap().unwrap();
+    assert_eq!((unverified.verified_at, unverified.verify_error.as_deref()), (None, Some("the server did not start")));
+    assert!(verified.verified_at.is_some() && verified.verify_error.is_none());
+
+    let other = backup_of(store, &instance, alice, BackupKind::Safety, &OperationId::random(), None).await.unwrap();
+    assert!(!store.set_backup_verified(&other, Ok(())).await.unwrap(), "only a succeeded backup is verified");
+    assert!(!store.delete_backup(&other).await.unwrap(), "a running backup is not deleted");
+    assert!(store.backup_failed(&other, "the target refused the credentials").await.unwrap());
+    assert!(!store.backup_succeeded(&other, &stored).await.unwrap(), "a failed backup stays failed");
+    let failed = store.backup(&other).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.state, failed.reason.as_deref()),
+        (BackupState::Failed, Some("the target refused the credentials"))
+    );
+    assert!(failed.finished_at.is_some() && failed.size_bytes.is_none());
+    assert!(store.delete_backup(&other).await.unwrap());
+    assert!(store.backup(&other).await.unwrap().is_none());
+});
+
+contract!(a_backup_is_kept_after_its_instances_record_is_deleted, |test| {
+    let store = &test.store;
+    let alice = user(store, "alice").await;
+    let instance = insert(store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+    let id = stored_backup(store, &instance, alice, 100).await;
+    let schedule: Schedule = "* * * * *".parse().unwrap();
+    let policy = NewPolicy { schedule: &schedule, target: None, keep_last: None, keep_days: None, verify: false };
+    store.put_backup_policy(&instance, &policy).await.unwrap();
+    let later = OffsetDateTime::now_utc() + Duration::from_secs(120);
+    assert_eq!(store.due_backup_policies(later).await.unwrap().len(), 1);
+
+    store.delete_instance(&instance).await.unwrap();
+
+    let kept = store.find_backup(alice, &id).await.unwrap().expect("the backup outlives its instance");
+    assert_eq!(kept.instance_id, instance);
+    let of_instance = BackupFilter { owner_id: Some(alice), instance_id: Some(&instance) };
+    assert_eq!(store.list_backups(&of_instance, None, 10).await.unwrap().unwrap(), [kept.clone()]);
+    assert_eq!(store.backups_of_instance(&instance).await.unwrap(), [kept]);
+    assert!(store.due_backup_policies(later).await.unwrap().is_empty(), "a deleted instance is not backed up");
+    assert_eq!(store.backup_policies().await.unwrap().len(), 1, "its policy is kept, for its retention");
+    let removed = store.remove_user(&"alice".parse().unwrap()).await;
+    assert!(matches!(removed, Err(StoreError::OwnsBackups(1))), "{removed:?}");
+    store.delete_backup(&id).await.unwrap();
+    store.remove_user(&"alice".parse().unwrap()).await.expect("no backups left");
+});
+
+contract!(a_policy_reads_back_as_written_and_its_due_run_is_recorded_once_by_two_racers, |test| {
+    let store = &test.store;
+    let alice = user(store, "alice").await;
+    let instance = insert(store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+    let schedule: Schedule = "*/5 * * * *".parse().unwrap();
+    let target: TargetName = "local".parse().unwrap();
+    let new = NewPolicy {
+        schedule: &schedule,
+        target: Some(&target),
+        keep_last: Some(KeepLast::new(2).unwrap()),
+        keep_days: Some(KeepDays::new(30).unwrap()),
+        verify: true,
+    };
+    let before = OffsetDateTime::now_utc();
+    let policy = store.put_backup_policy(&instance, &new).await.unwrap();
+    assert_eq!(store.backup_policy(&instance).await.unwrap().as_ref(), Some(&policy), "read back as written");
+    assert_eq!((policy.schedule.as_str(), policy.target.as_ref()), ("*/5 * * * *", Some(&target)));
+    assert_eq!(
+        (policy.keep_last.map(KeepLast::get), policy.keep_days.map(KeepDays::get), policy.verify),
+        (Some(2), Some(30), true)
+    );
+    let due_at = policy.next_due_at.expect("a schedule that runs");
+    assert!(due_at > before && due_at <= before + Duration::from_secs(300), "{due_at}");
+    assert_eq!(policy.last_run_at, None);
+    assert!(store.due_backup_policies(due_at - Duration::from_secs(1)).await.unwrap().is_empty(), "not yet due");
+
+    let due = store.due_backup_policies(due_at).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, policy) = (store.clone(), due[0].clone());
+            tokio::spawn(async move { store.record_backup_run(&policy, due_at).await.unwrap() })
+        })
+        .collect();
+    let mut runs = 0;
+    for racer in racers {
+        runs += usize::from(racer.await.unwrap());
+    }
+
+    assert_eq!(runs, 1, "exactly one process runs it");
+    let ran = store.backup_policy(&instance).await.unwrap().unwrap();
+    assert_eq!(ran.last_run_at, Some(due_at));
+    assert_eq!(ran.next_due_at, Some(due_at + Duration::from_secs(300)), "the schedule's next time");
+    for kept in [&policy, &ran] {
+        let decided = dbroker::provision::backup_schedule::next_run(&kept.schedule, kept.last_run_at, kept.updated_at);
+        assert_eq!(kept.next_due_at, decided, "the store keeps what the schedule's rules decide");
+    }
+    assert!(store.due_backup_policies(due_at).await.unwrap().is_empty(), "recorded once, due no more");
+    // A change of the policy since it was read wins over a run recorded from the old one.
+    store.put_backup_policy(&instance, &NewPolicy { verify: false, ..new.clone() }).await.unwrap();
+    assert!(!store.record_backup_run(&ran, due_at + Duration::from_secs(300)).await.unwrap());
+    assert_eq!(store.backup_policy(&instance).await.unwrap().unwrap().last_run_at, Some(due_at), "its last run kept");
+    assert!(store.delete_backup_policy(&instance).await.unwrap());
+    assert!(store.backup_policy(&instance).await.unwrap().is_none());
+    assert!(!store.delete_backup_policy(&instance).await.unwrap());
+});
+
+contract!(backup_usage_sums_what_is_stored_and_the_quota_refuses_one_more, |test| {
+    let store = &test.store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let instance = insert(store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+    const MIB: u64 = 1024 * 1024;
+    stored_backup(store, &instance, alice, MIB).await;
+    stored_backup(store, &instance, alice, 2 * MIB).await;
+    let failed = backup_of(store, &instance, alice, BackupKind::Manual, &OperationId::random(), None).await.unwrap();
+    store.backup_failed(&failed, "the disk is full").await.unwrap();
+    backup_of(store, &instance, alice, BackupKind::Manual, &OperationId::random(), None).await.unwrap();
+
+    let usage = store.backup_usage(alice).await.unwrap();
+    let by_owner = store.backup_usage_by_owner().await.unwrap();
+    let three = BackupQuota { backups: 3, storage_mb: 100 };
+    let by_count = backup_of(store, &instance, alice, BackupKind::Manual, &OperationId::random(), Some(&three)).await;
+    let full = BackupQuota { backups: 100, storage_mb: 3 };
+    let by_bytes = store.check_backup_room(alice, &full).await;
+
+    assert_eq!(usage, BackupUsage { backups: 3, bytes: 3 * MIB }, "running and stored count, a failed one does not");
+    assert_eq!(by_owner.len(), 1);
+    assert_eq!(by_owner[&alice], usage);
+    assert_eq!(store.backup_usage(bob).await.unwrap(), BackupUsage::default());
+    match by_count {
+        Err(StoreError::OverLimit(exceeded)) => {
+            assert_eq!((exceeded.quota, exceeded.limit, exceeded.in_use), (LimitKind::Backups, 3, 3))
+        }
+        other => panic!("{other:?}"),
+    }
+    match by_bytes {
+        Err(StoreError::OverLimit(exceeded)) => {
+            assert_eq!((exceeded.quota, exceeded.limit, exceeded.in_use), (LimitKind::BackupStorage, 3, 3))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.backup_usage(alice).await.unwrap().backups, 3, "the refused one recorded nothing");
+    // Their own limits win over the default; and a safety backup is taken whatever the room.
+    store.change_backup_quota(alice, LimitChange::Set(4), LimitChange::Keep).await.unwrap();
+    backup_of(store, &instance, alice, BackupKind::Manual, &OperationId::random(), Some(&three)).await.unwrap();
+    let over = backup_of(store, &instance, alice, BackupKind::Manual, &OperationId::random(), Some(&three)).await;
+    assert!(matches!(over, Err(StoreError::OverLimit(_))), "{over:?}");
+    backup_of(store, &instance, alice, BackupKind::Safety, &OperationId::random(), None).await.unwrap();
+    store.change_backup_quota(alice, LimitChange::Default, LimitChange::Set(10)).await.unwrap();
+    assert!(store.check_backup_room(alice, &three).await.is_err(), "back to the default count");
+    assert!(store.check_backup_room(alice, &full).await.is_ok(), "10 MiB of their own, not the default 3");
+    assert!(matches!(
+        store.change_backup_quota(bob + 100, LimitChange::Default, LimitChange::Keep).await,
+        Err(StoreError::NotFound)
+    ));
+});
+
+contract!(concurrent_backups_never_pass_the_quota_together, |test| {
+    let alice = user(&test.store, "alice").await;
+    let instance = insert(&test.store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+    let quota = BackupQuota { backups: 3, storage_mb: u64::MAX };
+    let backups: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, instance) = (test.store.clone(), instance.clone());
+            tokio::spawn(async move {
+                backup_of(&store, &instance, alice, BackupKind::Manual, &OperationId::random(), Some(&quota)).await
+            })
+        })
+        .collect();
+    let mut passed = 0;
+    for backup in backups {
+        match backup.await.unwrap() {
+            Ok(_) => passed += 1,
+            Err(StoreError::OverLimit(_)) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(passed, 3);
+    assert_eq!(test.store.backup_usage(alice).await.unwrap().backups, 3);
+});
+
+contract!(a_running_backup_whose_operation_ended_is_failed_and_one_in_flight_is_not, |test| {
+    let store = &test.store;
+    let alice = user(store, "alice").await;
+    let instance = insert(store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+    let operation = OperationId::random();
+    let new = NewOperation { kind: OperationKind::Backup, ..super::operation(&operation, &instance, alice, None) };
+    store.insert_operation(&new).await.expect("the store takes a backup's operation");
+    let in_flight = backup_of(store, &instance, alice, BackupKind::Manual, &operation, None).await.unwrap();
+    let never_recorded =
+        backup_of(store, &instance, alice, BackupKind::Manual, &OperationId::random(), None).await.unwrap();
+
+    let first = store.fail_orphaned_backups("dbroker stopped while it ran").await.unwrap();
+    assert!(
+        store.finish_operation(&operation, "replica-a", Some(&serde_json::json!({"detail": "lost"}))).await.unwrap()
+    );
+    let second = store.fail_orphaned_backups("dbroker stopped while it ran").await.unwrap();
+
+    assert_eq!(first.iter().map(|b| &b.id).collect::<Vec<_>>(), [&never_recorded], "its operation is not in flight");
+    assert_eq!(second.iter().map(|b| &b.id).collect::<Vec<_>>(), [&in_flight]);
+    assert_eq!(
+        (second[0].state, second[0].reason.as_deref()),
+        (BackupState::Failed, Some("dbroker stopped while it ran"))
+    );
+    assert_eq!(store.backup(&in_flight).await.unwrap().unwrap().state, BackupState::Failed);
+    for kind in [OperationKind::Restore, OperationKind::Clone, OperationKind::Import, OperationKind::Verify] {
+        let id = OperationId::random();
+        store.insert_operation(&NewOperation { kind, ..super::operation(&id, &instance, alice, None) }).await.unwrap();
+        assert!(store.finish_operation(&id, "replica-a", None).await.unwrap());
+        assert_eq!(store.operation(&id).await.unwrap().unwrap().kind, kind);
+    }
+});
+
+contract!(pages_of_backups_end_where_the_next_begins, |test| {
+    let store = &test.store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let shop = insert(store, Some(alice), "shop", 20001, &NO_LIMITS).await.unwrap();
+    let other = insert(store, Some(alice), "other", 20002, &NO_LIMITS).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(stored_backup(store, if n % 2 == 0 { &shop } else { &other }, alice, n).await);
+    }
+    let bobs = insert(store, Some(bob), "bobs", 20003, &NO_LIMITS).await.unwrap();
+    stored_backup(store, &bobs, bob, 1).await;
+
+    let alices = BackupFilter { owner_id: Some(alice), instance_id: None };
+    let first = store.list_backups(&alices, None, 3).await.unwrap().unwrap();
+    let second = store.list_backups(&alices, first.last().map(|b| &b.id), 3).await.unwrap().unwrap();
+    let of_shop = BackupFilter { owner_id: Some(alice), instance_id: Some(&shop) };
+    let shops = store.list_backups(&of_shop, None, 10).await.unwrap().unwrap();
+    let everyone = store.list_backups(&BackupFilter::default(), None, 10).await.unwrap().unwrap();
+    let gone = store.list_backups(&alices, Some(&BackupId::random()), 3).await.unwrap();
+
+    let mut paged: Vec<_> = first.iter().chain(&second).map(|b| b.id.clone()).collect();
+    paged.reverse();
+    assert_eq!(paged, ids, "newest first, each once");
+    assert_eq!(
+        shops.iter().map(|b| b.id.clone()).collect::<Vec<_>>(),
+        [ids[4].clone(), ids[2].clone(), ids[0].clone()]
+    );
+    assert_eq!(everyone.len(), 6, "an admin's listing");
+    assert!(gone.is_none(), "a page after a backup that is not there");
 });
 
 /// Polls `attempt` every 50 ms until it gives `Some`, for at most 10 s.

@@ -96,6 +96,14 @@ fn limit_message(exceeded: &Exceeded) -> String {
             "the host's memory budget for instances, {limit} MiB, would be passed ({in_use} MiB in use, \
              {requested} MiB more asked): ask for less memory, or try again once instances are deleted"
         ),
+        LimitKind::Backups => format!(
+            "the quota of {limit} backups is reached ({in_use} kept): delete a backup, keep fewer in the backup \
+             policy, or ask an admin to raise the quota"
+        ),
+        LimitKind::BackupStorage => format!(
+            "the backup storage quota of {limit} MiB is used up ({in_use} MiB kept): delete a backup, keep fewer \
+             in the backup policy, or ask an admin to raise the quota"
+        ),
     }
 }
 

@@ -2,6 +2,7 @@
 //! keeping the store and the Docker engine in step. Calls go one way:
 //! api → provision → {engines, runtime, store}.
 
+pub mod backup_schedule;
 mod backups;
 mod create;
 mod error;

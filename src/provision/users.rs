@@ -107,6 +107,9 @@ impl Users {
     pub async fn remove(&self, name: &UserName) -> Result<User, ProvisionError> {
         self.store.remove_user(name).await.map_err(|e| match e {
             StoreError::OwnsInstances(count) => ProvisionError::UserOwnsInstances { name: name.clone(), count },
+            StoreError::OwnsBackups(count) => {
+                ProvisionError::Conflict(format!("{name} has {count} backup(s): delete them before the user"))
+            }
             other => of_user(name, other),
         })
     }

@@ -1,4 +1,4 @@
-//! The store: users, instance records, operations, leases and facts of images, in SQLite (one
+//! The store: users, instance records, operations, leases, backups and facts of images, in SQLite (one
 //! host, embedded, the default) or PostgreSQL (several replicas). SQL lives here only, written once
 //! for both (see `sql`); what differs between them is in `sqlite` and `postgres`, and both are held
 //! to one contract by one test suite that runs on each (tests/api/store_contract.rs). Invariants
@@ -7,6 +7,7 @@
 //! is what coordinates processes (operation leases, leadership).
 
 mod answers;
+mod backups;
 mod events;
 mod image_facts;
 mod instances;
@@ -23,12 +24,15 @@ mod users;
 use std::time::Duration;
 
 pub use answers::{AnswerKey, Cached, Mark, Subject};
+pub use backups::{BackupFilter, BackupPolicy, BackupRecord, NewBackup, NewPolicy, StoredObject};
 pub use events::{Event, Quarantined};
 pub use instances::{InstanceFilter, InstanceRecord, NewInstanceRecord, OwnedInstance, PoolClaim};
 pub use location::DatabaseUrl;
 pub use nodes::Node;
 pub use operations::{NewOperation, OperationRecord, Step};
-pub use quotas::{Exceeded, LimitChange, LimitKind, Limits, Need, Quota, QuotaChange, QuotaOverride, Usage};
+pub use quotas::{
+    BackupQuota, BackupUsage, Exceeded, LimitChange, LimitKind, Limits, Need, Quota, QuotaChange, QuotaOverride, Usage,
+};
 pub(crate) use quotas::{instances_limit_schema, memory_limit_schema};
 pub use users::{DemoUsers, User};
 
@@ -50,6 +54,9 @@ pub enum StoreError {
     /// A user cannot be removed while they own instances (how many).
     #[error("the user owns {0} instance(s)")]
     OwnsInstances(u64),
+    /// A user cannot be removed while they have backups (how many): their objects would be nobody's.
+    #[error("the user has {0} backup(s)")]
+    OwnsBackups(u64),
     /// Another operation is in flight on the instance (its id, when it could be read).
     #[error("another operation is in flight on the instance")]
     OperationInFlight,

@@ -3,6 +3,8 @@
 //! the host. A change that needs room is checked inside the write transaction that makes it
 //! (which holds the store's write lock, so what is read is still true when it is written on):
 //! concurrent creates, in one process or several sharing the store, never pass a limit together.
+//! Backups have a quota of their own (how many, and how many MiB stored), checked the same way as
+//! a backup is recorded (see `backups`).
 
 use std::collections::HashMap;
 
@@ -124,6 +126,10 @@ pub enum LimitKind {
     Memory,
     /// The sum of every instance's memory cap on the host, MiB.
     HostMemory,
+    /// The user's number of backups (running and succeeded).
+    Backups,
+    /// The MiB the user's stored backups take in all.
+    BackupStorage,
 }
 
 /// A limit a change would pass: which, the limit, what is in use, and what the change asked for
@@ -204,7 +210,110 @@ fn judge(in_use: &InUse, need: &Need, limits: &Limits) -> Result<(), StoreError>
     }
 }
 
+/// How many backups, and how many MiB of stored backups in all, a user may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BackupQuota {
+    pub backups: u32,
+    pub storage_mb: u64,
+}
+
+/// What a user's backups take, as their quota counts them: backups running or succeeded (a failed
+/// one keeps no object), and the bytes of those stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BackupUsage {
+    pub backups: u64,
+    pub bytes: u64,
+}
+
+/// The count and bytes of a set of backup rows, as `BackupUsage` counts them (the rows to count
+/// are the query's to choose: `state <> 'failed'`).
+macro_rules! backup_usage_columns {
+    () => {
+        "count(*), CAST(coalesce(sum(size_bytes), 0) AS BIGINT)"
+    };
+}
+pub(super) use backup_usage_columns;
+
+/// An owner's backups as their quota counts them, and their own backup limits (NULL: the default).
+pub(super) const BACKUP_USAGE: &str = concat!(
+    "SELECT ",
+    backup_usage_columns!(),
+    ", (SELECT quota_backups FROM users WHERE id = $1), (SELECT quota_backup_mb FROM users WHERE id = $1) \
+     FROM backups WHERE owner_id = $1 AND state <> 'failed'"
+);
+
+pub(super) fn backup_usage_from_row(row: &dyn super::sql::Columns) -> Result<BackupUsage, StoreError> {
+    Ok(BackupUsage { backups: narrowed(row.int(0)?)?, bytes: narrowed(row.int(1)?)? })
+}
+
+/// `Err(OverLimit)` unless `owner_id` has room for one more backup within `default` (or their own
+/// limits): fewer backups than their limit, and stored bytes below theirs (a backup's size is
+/// known only once it is written, so room for one more is room below the limit). Run it in the
+/// write transaction that records the backup.
+pub(super) async fn check_backup_room(tx: &mut Tx, owner_id: i64, default: &BackupQuota) -> Result<(), StoreError> {
+    let (usage, own) = tx.fetch_one(BACKUP_USAGE, params![owner_id], backup_room).await?;
+    judge_backup(usage, own, default)
+}
+
+type OwnBackupQuota = (Option<i64>, Option<i64>);
+
+fn backup_room(row: &dyn super::sql::Columns) -> Result<(BackupUsage, OwnBackupQuota), StoreError> {
+    Ok((backup_usage_from_row(row)?, (row.opt_int(2)?, row.opt_int(3)?)))
+}
+
+fn judge_backup(usage: BackupUsage, own: OwnBackupQuota, default: &BackupQuota) -> Result<(), StoreError> {
+    const MIB: u64 = 1024 * 1024;
+    let backups: u32 = own.0.map_or(Ok(default.backups), narrowed)?;
+    let storage_mb: u64 = own.1.map_or(Ok(default.storage_mb), narrowed)?;
+    if usage.backups >= u64::from(backups) {
+        let exceeded =
+            Exceeded { quota: LimitKind::Backups, limit: backups.into(), in_use: usage.backups, requested: 1 };
+        return Err(StoreError::OverLimit(exceeded));
+    }
+    // In u128: a limit may be as large as u64 allows, and so its bytes more.
+    if u128::from(usage.bytes) >= u128::from(storage_mb) * u128::from(MIB) {
+        let in_use = usage.bytes.div_ceil(MIB);
+        let exceeded = Exceeded { quota: LimitKind::BackupStorage, limit: storage_mb, in_use, requested: 0 };
+        return Err(StoreError::OverLimit(exceeded));
+    }
+    Ok(())
+}
+
 impl Store {
+    /// Whether `owner_id` has room for one more backup as the store is now (see
+    /// `check_backup_room`): a check before a backup's operation is recorded, so that one that
+    /// cannot be taken records nothing. Only a hint: `insert_backup` checks again as it writes.
+    pub async fn check_backup_room(&self, owner_id: i64, default: &BackupQuota) -> Result<(), StoreError> {
+        let (usage, own) = self.db.fetch_one(BACKUP_USAGE, params![owner_id], backup_room).await?;
+        judge_backup(usage, own, default)
+    }
+
+    /// Sets a user's own backup limits (`Default`: back to the configuration's), by user id.
+    /// `NotFound` if there is no such user.
+    pub async fn change_backup_quota(
+        &self,
+        owner_id: i64,
+        backups: LimitChange<u32>,
+        storage_mb: LimitChange<u64>,
+    ) -> Result<(), StoreError> {
+        // Each limit: `$n` says whether it changes, `$n+1` is its new value (NULL: the default).
+        let changed = self
+            .db
+            .execute(
+                "UPDATE users SET quota_backups = CASE WHEN $1 THEN $2 ELSE quota_backups END, \
+                 quota_backup_mb = CASE WHEN $3 THEN $4 ELSE quota_backup_mb END WHERE id = $5",
+                params![
+                    !matches!(backups, LimitChange::Keep),
+                    backups.value(),
+                    !matches!(storage_mb, LimitChange::Keep),
+                    storage_mb.value().map(|mb| i64::try_from(mb).unwrap_or(i64::MAX)),
+                    owner_id,
+                ],
+            )
+            .await?;
+        if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
     /// Whether `need` fits as the store is now: a check before a change is recorded, so that a
     /// request that cannot be served records nothing. Only a hint: the change checks again as it
     /// writes.

@@ -107,6 +107,12 @@ impl From<OffsetDateTime> for Param {
     }
 }
 
+impl From<Option<OffsetDateTime>> for Param {
+    fn from(value: Option<OffsetDateTime>) -> Self {
+        Param::Time(value)
+    }
+}
+
 /// Now, to the microsecond (what PostgreSQL keeps), so that a time written reads back the same.
 pub(super) fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();

@@ -242,7 +242,7 @@ impl Store {
     }
 
     /// Removes a user who owns no instances, and returns them as they were. `NotFound` if there
-    /// is no such user, `OwnsInstances` (how many) if they own any.
+    /// is no such user, `OwnsInstances` (how many) if they own any, `OwnsBackups` if they have backups.
     pub async fn remove_user(&self, name: &UserName) -> Result<User, StoreError> {
         // Under the write lock: no create can give them an instance between the count and the
         // delete (the foreign key would refuse the delete then, but as an error of no use to anyone).
@@ -254,6 +254,13 @@ impl Store {
                     .await?;
                 if owned > 0 {
                     return Err(StoreError::OwnsInstances(narrowed(owned)?));
+                }
+                // A backup outlives its instance, and keeps its owner (a foreign key).
+                let backups = tx
+                    .fetch_one("SELECT count(*) FROM backups WHERE owner_id = $1", params![user.id], |row| row.int(0))
+                    .await?;
+                if backups > 0 {
+                    return Err(StoreError::OwnsBackups(narrowed(backups)?));
                 }
                 // Their operations (and the idempotency keys on them) go with them: SQLite may give
                 // the next user added the same id, who must not read a removed user's history as
