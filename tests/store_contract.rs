@@ -701,7 +701,7 @@ contract!(a_running_backup_whose_operation_ended_is_failed_and_one_in_flight_is_
         (BackupState::Failed, Some("dbroker stopped while it ran"))
     );
     assert_eq!(store.backup(&in_flight).await.unwrap().unwrap().state, BackupState::Failed);
-    for kind in [OperationKind::Restore, OperationKind::Clone, OperationKind::Import, OperationKind::Verify] {
+    for kind in [OperationKind::Restore, OperationKind::Import] {
         let id = OperationId::random();
         store.insert_operation(&NewOperation { kind, ..super::operation(&id, &instance, alice, None) }).await.unwrap();
         assert!(store.finish_operation(&id, "replica-a", None).await.unwrap());

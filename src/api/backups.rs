@@ -21,6 +21,44 @@ use super::v1::{Change, instance_response, parse_id};
 use super::{ApiError, AppState};
 use crate::model::BackupId;
 use crate::provision::{NewInstance, ProvisionError, Seed};
+use crate::store::{BackupPolicy, BackupRecord, NewPolicy, format_time};
+
+impl From<BackupRecord> for BackupView {
+    fn from(b: BackupRecord) -> Self {
+        BackupView {
+            id: b.id,
+            instance_id: b.instance_id,
+            engine: b.engine,
+            version: b.version,
+            target: b.target,
+            kind: b.kind,
+            state: b.state,
+            reason: b.reason,
+            size_bytes: b.size_bytes,
+            sha256: b.sha256,
+            encrypted: b.encrypted,
+            started_at: format_time(b.started_at),
+            finished_at: b.finished_at.map(format_time),
+            verified_at: b.verified_at.map(format_time),
+            verify_error: b.verify_error,
+            operation_id: b.operation_id,
+        }
+    }
+}
+
+impl From<BackupPolicy> for BackupPolicyView {
+    fn from(p: BackupPolicy) -> Self {
+        BackupPolicyView {
+            schedule: p.schedule,
+            target: p.target,
+            keep_last: p.keep_last,
+            keep_days: p.keep_days,
+            verify: p.verify,
+            last_run_at: p.last_run_at.map(format_time),
+            next_run_at: p.next_due_at.map(format_time),
+        }
+    }
+}
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -74,9 +112,9 @@ async fn take_backup(
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}/backups", tag = "backups",
-    params(InstancePath),
+    params(InstancePath, BackupsQuery),
     responses(
-        (status = 200, description = "The instance's backups, newest first", body = Backups),
+        (status = 200, description = "A page of the instance's backups, newest first", body = Backups),
         (status = 404, description = "No such instance of the caller's"),
     ),
 )]
@@ -84,24 +122,49 @@ async fn instance_backups(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    QueryParams(query): QueryParams<BackupsQuery>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    if query.instance.as_ref().is_some_and(|other| *other != id) {
+        return Err(ApiError::Unprocessable("instance: the path names the instance already".into()));
+    }
     state.provisioner.get(user.0.id, &id).await?;
-    let backups = state.provisioner.list_backups(user.0.id, Some(&id)).await?;
-    Ok(axum::Json(Backups { backups: backups.into_iter().map(BackupView::from).collect() }).into_response())
+    page_of_backups(&state, &user, Some(&id), query).await
 }
 
 #[utoipa::path(get, path = "/v1/backups", tag = "backups",
     params(BackupsQuery),
-    responses((status = 200, description = "The caller's backups, newest first, also of deleted instances", body = Backups)),
+    responses((status = 200, description = "A page of the caller's backups, newest first, also of deleted instances", body = Backups)),
 )]
 async fn list_backups(
     State(state): State<AppState>,
     user: CurrentUser,
     QueryParams(query): QueryParams<BackupsQuery>,
 ) -> Result<Response, ApiError> {
-    let backups = state.provisioner.list_backups(user.0.id, query.instance.as_ref()).await?;
-    Ok(axum::Json(Backups { backups: backups.into_iter().map(BackupView::from).collect() }).into_response())
+    let instance = query.instance.clone();
+    page_of_backups(&state, &user, instance.as_ref(), query).await
+}
+
+/// How many backups a page holds when the caller does not say, and at most.
+const DEFAULT_BACKUPS_PAGE: u32 = 20;
+const MAX_BACKUPS_PAGE: u32 = 100;
+
+async fn page_of_backups(
+    state: &AppState,
+    user: &CurrentUser,
+    instance: Option<&crate::model::InstanceId>,
+    query: BackupsQuery,
+) -> Result<Response, ApiError> {
+    let limit = super::v1::page_size(query.limit, DEFAULT_BACKUPS_PAGE, MAX_BACKUPS_PAGE, "backups")?;
+    // One more than asked for tells whether there is a next page.
+    let mut backups = state.provisioner.list_backups(user.0.id, instance, query.before.as_ref(), limit + 1).await?;
+    let next = if backups.len() > limit as usize {
+        backups.truncate(limit as usize);
+        backups.last().map(|b| b.id.clone())
+    } else {
+        None
+    };
+    Ok(axum::Json(Backups { backups: backups.into_iter().map(BackupView::from).collect(), next }).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/backups/{id}", tag = "backups",
@@ -156,7 +219,14 @@ async fn put_backup_policy(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PutBackupPolicy>,
 ) -> Result<Response, ApiError> {
-    let policy = state.provisioner.put_backup_policy(user.0.id, &parse_id(&id)?, body.into()).await?;
+    let policy = NewPolicy {
+        schedule: &body.schedule,
+        target: body.target.as_ref(),
+        keep_last: body.keep_last,
+        keep_days: body.keep_days,
+        verify: body.verify.unwrap_or(false),
+    };
+    let policy = state.provisioner.put_backup_policy(user.0.id, &parse_id(&id)?, &policy).await?;
     Ok(axum::Json(BackupPolicyView::from(policy)).into_response())
 }
 

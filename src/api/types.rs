@@ -8,9 +8,10 @@ use utoipa::{IntoParams, ToSchema};
 
 pub use super::rate_limit::{Class, CountedBy, Throttled};
 use crate::model::{
-    BackupId, BackupKind, BackupState, Schedule, TargetName, Charset, Collation, DatabaseName, Engine, InstanceId, InstanceName, MemoryMb, OperationId, OperationKind,
+    BackupId, BackupKind, BackupState, Charset, Collation, DatabaseName, Engine, InstanceId, InstanceName, MemoryMb, OperationId, OperationKind,
     OperationState, Status, UserName, VersionName,
 };
+use crate::model::{KeepDays, KeepLast, Schedule, TargetName};
 pub use crate::store::{Event, Exceeded, LimitKind, Quarantined, Quota, QuotaOverride, Step, Usage};
 
 // ---- v1: instances ----
@@ -307,19 +308,27 @@ pub struct BackupView {
     pub operation_id: OperationId,
 }
 
-/// `GET /v1/backups`, `GET /v1/instances/{id}/backups`: newest first.
+/// A page of backups, newest first; `next` is the `before` of the next page, `null` on the last.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Backups {
     pub backups: Vec<BackupView>,
+    #[schema(required = true)]
+    pub next: Option<BackupId>,
 }
 
-/// `GET /v1/backups?instance=`.
+/// `GET /v1/backups?instance=&limit=&before=`, and `GET /v1/instances/{id}/backups?limit=&before=`
+/// (whose instance is the path's).
 #[derive(Debug, Deserialize, Serialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct BackupsQuery {
     /// Only the backups of this instance (deleted or not).
     pub instance: Option<InstanceId>,
+    /// Backups a page holds: 1 to 100, 20 if absent.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// Only backups older than this one (a page's `next`).
+    pub before: Option<BackupId>,
 }
 
 /// `{id}` in a backup's routes.
@@ -339,12 +348,10 @@ pub struct PutBackupPolicy {
     /// The default target if absent.
     pub target: Option<TargetName>,
     /// Keep at most this many scheduled backups (the newest); all if absent.
-    #[schema(minimum = 1)]
-    pub keep_last: Option<u32>,
-    /// Remove scheduled backups older than this many days; none if absent. The newest succeeded
-    /// one is kept whatever its age.
-    #[schema(minimum = 1)]
-    pub keep_days: Option<u32>,
+    pub keep_last: Option<KeepLast>,
+    /// Remove scheduled and safety backups older than this many days; none if absent. The newest
+    /// succeeded backup is kept whatever its age, and manual ones until their owner deletes them.
+    pub keep_days: Option<KeepDays>,
     /// Verify each scheduled backup (see `TakeBackup::verify`); false if absent.
     pub verify: Option<bool>,
 }
@@ -356,9 +363,9 @@ pub struct BackupPolicyView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_last: Option<u32>,
+    pub keep_last: Option<KeepLast>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_days: Option<u32>,
+    pub keep_days: Option<KeepDays>,
     pub verify: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_at: Option<String>,

@@ -186,7 +186,7 @@ async fn replayed(state: &AppState, user: &CurrentUser, operation: &OperationRec
     let status = match operation.kind {
         OperationKind::Delete => return Ok(StatusCode::NO_CONTENT.into_response()),
         OperationKind::Backup => {
-            let backup = state.provisioner.backup_of_operation(user.0.id, &operation.id).await?;
+            let backup = state.provisioner.backup_of_operation(user.0.id, operation).await?;
             return Ok((StatusCode::CREATED, axum::Json(super::types::BackupView::from(backup))).into_response());
         }
         OperationKind::Create => StatusCode::CREATED,

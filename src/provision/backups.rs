@@ -15,10 +15,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::lifecycle::require_status;
 use super::{Caller, Idempotency, Instance, ProvisionError, Provisioner, Running};
-use crate::backups::{self, Backups, StoredObject, TargetError};
+use super::backup_schedule::{self, Retention};
+use crate::backups::{self, Backups, TargetError};
 use crate::engines;
-use crate::model::{BackupId, BackupKind, EventKind, InstanceId, OperationId, OperationKind, Status, TargetName};
-use crate::store::{BackupRecord, InstanceRecord, NewBackup};
+use crate::model::{BackupId, BackupKind, BackupState, InstanceId, OperationId, OperationKind, Status, TargetName};
+use crate::store::{BackupFilter, BackupPolicy, BackupRecord, InstanceRecord, NewBackup, NewPolicy, StoredObject};
 
 /// What a new instance starts with besides its engine's empty data: kept in the create
 /// operation's input, so that a takeover knows a create half done has data half loaded.
@@ -55,7 +56,7 @@ impl Provisioner {
         idempotency: Option<&Idempotency>,
     ) -> Result<Running<BackupRecord>, ProvisionError> {
         let target = self.backups()?.target_name(target.as_ref()).map_err(invalid_target)?;
-        self.check_backup_room(caller.user_id).await?;
+        self.store.check_backup_room(caller.user_id, &self.config.quotas.backup_quota()).await?;
         let input = json!({ "target": target, "verify": verify });
         self.change(caller, id, OperationKind::Backup, input, idempotency, move |this, record, progress| async move {
             require_status(&record, &[Status::Running], "back up")?;
@@ -66,7 +67,7 @@ impl Provisioner {
             }
             this.verify_now(&backup, progress.operation_id()).await?;
             progress.step("verified").await;
-            this.owned_backup(record.owner_id.unwrap_or_default(), &backup.id).await
+            Ok(this.store.backup(&backup.id).await?.ok_or(ProvisionError::NotFound)?)
         })
         .await
     }
@@ -82,12 +83,13 @@ impl Provisioner {
     ) -> Result<BackupRecord, ProvisionError> {
         let backups = self.backups()?;
         let target = backups.target(target_name).map_err(invalid_target)?;
+        let owner_id = record.owner_id.ok_or_else(|| ProvisionError::Conflict("a pool member has no backups".into()))?;
         let id = BackupId::random();
         let key = object_key(record, &id);
         let new = NewBackup {
             id: &id,
             instance_id: &record.id,
-            owner_id: record.owner_id,
+            owner_id,
             engine: record.engine(),
             version: &record.version,
             target: target_name,
@@ -96,7 +98,9 @@ impl Provisioner {
             kind,
             operation_id: operation,
         };
-        self.store.insert_backup(&new).await?;
+        // A safety backup is never refused for room: it is what makes a restore safe.
+        let quota = self.config.quotas.backup_quota();
+        self.store.insert_backup(&new, (kind != BackupKind::Safety).then_some(&quota)).await?;
         let written = async {
             let mut object = target.create(&key).await.map_err(target_failed)?;
             let mut sealed = backups.seal(&mut object);
@@ -107,12 +111,11 @@ impl Provisioner {
             Ok::<_, ProvisionError>((stored, digest))
         };
         match written.await {
-            Ok((StoredObject { size, sha256 }, digest)) => {
-                self.store.backup_succeeded(&id, size, &sha256, &digest).await?;
-                self.store
-                    .add_event(&record.id, EventKind::BackedUp, super::SYSTEM_ACTOR, Some(&format!("backup {id}")))
-                    .await?;
-                self.metrics.backup_stored(record.engine(), size);
+            Ok((stored, digest)) => {
+                let digest = digest.to_string();
+                let object = StoredObject { size_bytes: stored.size, sha256: &stored.sha256, content_digest: &digest };
+                self.store.backup_succeeded(&id, &object).await?;
+                self.metrics.backup_stored(record.engine(), stored.size);
                 self.store.backup(&id).await?.ok_or(ProvisionError::NotFound)
             }
             Err(error) => {
@@ -129,17 +132,15 @@ impl Provisioner {
         &self,
         record: &InstanceRecord,
         sink: &mut (impl AsyncWrite + Unpin + Send),
-    ) -> Result<String, ProvisionError> {
-        let password = self.password_of(record)?;
-        let host = self.probe_host();
-        let endpoint = self.endpoint(record, &host, &password);
+    ) -> Result<engines::ContentDigest, ProvisionError> {
         let container = self.container_name(&record.id);
-        let mut dump = engines::dump(record.engine(), &self.runtime, &container, &endpoint)
+        let mut dump = engines::dump(record.engine(), &self.runtime, &container, record.database())
             .await
             .map_err(|e| ProvisionError::ServerRefused(format!("the dump did not start: {e}")))?;
-        let copied = tokio::io::copy(dump.output(), sink).await;
-        let digest = dump.finish().await.map_err(|e| ProvisionError::ServerRefused(format!("the dump failed: {e}")))?;
-        copied.map_err(|e| ProvisionError::Internal(anyhow::anyhow!("could not stream the dump: {e}")))?;
+        let copied = tokio::io::copy(&mut dump, sink).await;
+        // The tool's own error says more than a broken pipe's, so it comes first.
+        let digest = dump.finish().await.map_err(|e| ProvisionError::ServerRefused(e.to_string()))?;
+        copied.map_err(|e| ProvisionError::TargetFailed(format!("the dump could not be written: {e}")))?;
         Ok(digest)
     }
 
@@ -164,7 +165,7 @@ impl Provisioner {
     /// object, or an identity it was not sealed to, is refused here with what is wrong.
     async fn fetch_checked(&self, backup: &BackupRecord) -> Result<backups::Fetched, ProvisionError> {
         let backups = self.backups()?;
-        if backup.state != crate::model::BackupState::Succeeded {
+        if backup.state != BackupState::Succeeded {
             return Err(ProvisionError::Conflict(format!(
                 "backup {} is {}, not succeeded: it cannot be restored",
                 backup.id, backup.state
@@ -240,7 +241,7 @@ impl Provisioner {
                     field: "from_backup",
                     reason: format!("you have no backup {id}"),
                 })?;
-                if backup.state != crate::model::BackupState::Succeeded {
+                if backup.state != BackupState::Succeeded {
                     return Err(ProvisionError::Invalid {
                         field: "from_backup",
                         reason: format!("backup {id} is {}: only a succeeded backup can be restored", backup.state),
@@ -297,7 +298,7 @@ impl Provisioner {
             }
             progress.step("backup loaded").await;
             let detail = format!("from backup {}", backup.id);
-            this.store.add_event(&record.id, EventKind::Restored, &actor, Some(&detail)).await?;
+            tracing::info!(instance_id = %record.id, %actor, detail, "restored in place");
             this.reveal_current(&record.id).await
         })
         .await
@@ -321,25 +322,29 @@ impl Provisioner {
 
     /// One of `owner_id`'s backups; another user's is `NotFound`, as if it did not exist.
     pub async fn owned_backup(&self, owner_id: i64, id: &BackupId) -> Result<BackupRecord, ProvisionError> {
-        match self.store.backup(id).await? {
-            Some(backup) if backup.owner_id == Some(owner_id) => Ok(backup),
-            _ => Err(ProvisionError::NotFound),
-        }
+        self.store.find_backup(owner_id, id).await?.ok_or(ProvisionError::NotFound)
     }
 
-    /// `owner_id`'s backups, newest first; of one instance (which may be deleted) if given.
+    /// `owner_id`'s backups, newest first: of one instance (which may be deleted) if given,
+    /// `limit` of them, older than backup `before`.
     pub async fn list_backups(
         &self,
         owner_id: i64,
         instance: Option<&InstanceId>,
+        before: Option<&BackupId>,
+        limit: u32,
     ) -> Result<Vec<BackupRecord>, ProvisionError> {
-        Ok(self.store.backups_of_owner(owner_id, instance).await?)
+        let filter = BackupFilter { owner_id: Some(owner_id), instance_id: instance };
+        self.store.list_backups(&filter, before, limit).await?.ok_or_else(|| ProvisionError::Invalid {
+            field: "before",
+            reason: "no such backup (deleted since that page was read?): list again from the first page".into(),
+        })
     }
 
     /// Removes one of the caller's backups: its object, then its record. A running one is refused.
     pub async fn delete_backup(&self, owner_id: i64, id: &BackupId) -> Result<(), ProvisionError> {
         let backup = self.owned_backup(owner_id, id).await?;
-        if backup.state == crate::model::BackupState::Running {
+        if backup.state == BackupState::Running {
             return Err(ProvisionError::Conflict(format!(
                 "backup {id} is still running; delete it once its operation {} has ended",
                 backup.operation_id
@@ -355,11 +360,6 @@ impl Provisioner {
             backups.delete(&backup.target, &backup.object_key).await.map_err(target_failed)?;
         }
         self.store.delete_backup(&backup.id).await?;
-        Ok(())
-    }
-
-    async fn check_backup_room(&self, owner_id: i64) -> Result<(), ProvisionError> {
-        self.store.check_backup_room(owner_id, &self.quotas.backups()).await?;
         Ok(())
     }
 }
@@ -382,71 +382,209 @@ fn target_failed(error: TargetError) -> ProvisionError {
     ProvisionError::TargetFailed(error.to_string())
 }
 
+// ---- verification ----
+
+impl Provisioner {
+    /// Restores `backup` into a throwaway server of its engine and version, and compares the
+    /// digest of what that server then holds with the one taken when the backup was made. The
+    /// outcome is recorded on the backup (`verified_at`, or `verify_error` with what went wrong);
+    /// the throwaway is removed either way. Named for `operation`, as a template's build
+    /// container is, so that the reconciler removes it if this process dies meanwhile.
+    pub(super) async fn verify_now(&self, backup: &BackupRecord, operation: &OperationId) -> Result<(), ProvisionError> {
+        let outcome = self.restore_and_compare(backup, operation).await;
+        if let Err(reason) = &outcome {
+            tracing::warn!(backup = %backup.id, %reason, "a backup failed its verification");
+            self.metrics.backup_verify_failed(backup.engine);
+        }
+        self.store.set_backup_verified(&backup.id, outcome.as_ref().map(drop).map_err(String::as_str)).await?;
+        Ok(())
+    }
+
+    async fn restore_and_compare(&self, backup: &BackupRecord, operation: &OperationId) -> Result<(), String> {
+        let expected = backup.content_digest.clone().ok_or("the backup records no content digest")?;
+        let fetched = self.fetch_checked(backup).await.map_err(|e| e.to_string())?;
+        let version = backup.version.parse().map_err(|e: crate::model::Invalid| e.0)?;
+        let (_, spec) = self
+            .config
+            .catalogue
+            .resolve(backup.engine, Some(&version))
+            .map_err(|e| format!("version {} is no longer in the catalogue: {}", backup.version, e.0))?;
+        let (throwaway, password) =
+            self.first_start(backup.engine, &spec.image, engines::TEMPLATE_DATA_PATH, operation);
+        let name = throwaway.name.clone();
+        let found = async {
+            let port = self.runtime.run_throwaway(throwaway).await.map_err(|e| e.to_string())?;
+            let database = engines::profile(backup.engine).default_database;
+            let endpoint = engines::Endpoint { host: "127.0.0.1", port, password: &password, database };
+            self.wait_throwaway_ready(backup.engine, &name, &endpoint).await.map_err(|e| e.to_string())?;
+            let plain = fetched.open().await.map_err(|e| e.to_string())?;
+            engines::load(backup.engine, &self.runtime, &name, &endpoint, plain)
+                .await
+                .map_err(|e| format!("the server did not load it: {e}"))?;
+            engines::content_digest(backup.engine, &self.runtime, &name, database)
+                .await
+                .map(|digest| digest.to_string())
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(error) = self.runtime.remove_container(&name).await {
+            tracing::warn!(container = %name, %error, "could not remove a verification's throwaway server");
+        }
+        let found = found?;
+        if found != expected {
+            return Err(format!(
+                "the restored server holds other data than was backed up (content digest {found}, expected {expected})"
+            ));
+        }
+        Ok(())
+    }
+}
+
+// ---- export and import ----
+
+/// A dump as it streams out of an instance, in its engine's own format: its bytes end with an
+/// error if the dump tool fails before its end (the client sees a broken transfer, not a short
+/// file that looks whole).
+pub struct Export {
+    pub file_name: String,
+    pub bytes: futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
+}
+
+impl Provisioner {
+    /// Streams a consistent dump of one of `owner_id`'s running instances, which the engine's own
+    /// client loads (SQL for MySQL and PostgreSQL, an RDB file for Redis). Not an operation: it
+    /// changes nothing.
+    pub async fn export(&self, owner_id: i64, id: &InstanceId) -> Result<Export, ProvisionError> {
+        let record = self.owned(owner_id, id).await?;
+        require_status(&record, &[Status::Running], "export")?;
+        let dump = engines::dump(record.engine(), &self.runtime, &self.container_name(id), record.database())
+            .await
+            .map_err(|e| ProvisionError::ServerRefused(format!("the dump did not start: {e}")))?;
+        let file_name = format!("{}.{}", record.name, engines::dump_extension(record.engine()));
+        Ok(Export { file_name, bytes: dump_stream(dump) })
+    }
+
+    /// Replaces the data of one of the caller's running instances with a dump in its engine's own
+    /// format, as an operation on it. The upload is kept whole first (refused beyond the
+    /// configured size); then the current data is dumped aside, the instance emptied and the
+    /// upload loaded. A dump the server refuses is `NotLoadable` with the server's message, and
+    /// the data set aside is loaded back: the instance is as it was.
+    pub async fn import(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        upload: backups::Spooled,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<Instance>, ProvisionError> {
+        let input = json!({ "bytes": upload.len(), "sha256": upload.sha256() });
+        let actor = caller.name.clone();
+        self.change(caller, id, OperationKind::Import, input, idempotency, move |this, record, progress| async move {
+            require_status(&record, &[Status::Running], "import into")?;
+            let spool_failed = |e: std::io::Error| ProvisionError::Internal(anyhow::anyhow!("the spool file: {e}"));
+            let aside = backups::Spooled::create(&this.config.data_dir).await.map_err(spool_failed)?;
+            let mut writer = aside.writer().await.map_err(spool_failed)?;
+            this.dump_into(&record, &mut writer).await?;
+            writer.shutdown().await.map_err(spool_failed)?;
+            progress.step("current data set aside").await;
+            let loaded = async {
+                this.wipe(&record).await?;
+                this.load_from(&record, upload.reader().await.map_err(spool_failed)?).await
+            };
+            if let Err(error) = loaded.await {
+                tracing::warn!(instance_id = %record.id, %error, "import failed; loading the data set aside back");
+                this.wipe(&record).await?;
+                this.load_from(&record, aside.reader().await.map_err(spool_failed)?).await?;
+                return Err(error);
+            }
+            progress.step("dump loaded").await;
+            tracing::info!(instance_id = %record.id, %actor, "imported a dump");
+            this.reveal_current(&record.id).await
+        })
+        .await
+    }
+}
+
+/// The bytes of a dump, then its end: an error if the tool failed, which breaks the transfer.
+fn dump_stream(dump: engines::Dump) -> futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> {
+    use futures_util::StreamExt;
+    let state = Some((dump, bytes::BytesMut::with_capacity(EXPORT_CHUNK)));
+    futures_util::stream::unfold(state, |state| async move {
+        let (mut dump, mut buffer) = state?;
+        buffer.reserve(EXPORT_CHUNK);
+        match tokio::io::AsyncReadExt::read_buf(&mut dump, &mut buffer).await {
+            Ok(0) => match dump.finish().await {
+                Ok(_) => None,
+                Err(error) => Some((Err(std::io::Error::other(error.to_string())), None)),
+            },
+            Ok(_) => Some((Ok(buffer.split().freeze()), Some((dump, buffer)))),
+            Err(error) => Some((Err(error), None)),
+        }
+    })
+    .boxed()
+}
+
+/// How much of an export is read from the dump at once.
+const EXPORT_CHUNK: usize = 64 * 1024;
+
 // ---- policies: scheduled backups and their retention ----
 
-/// Who scheduled backups are taken by, in instance histories.
+/// Who scheduled backups are taken by, in operations.
 const SCHEDULER_ACTOR: &str = "dbroker (backup policy)";
 
 impl Provisioner {
-    /// Sets the backup policy of one of `owner_id`'s instances; its first run is at the
-    /// schedule's next time from now.
+    /// Sets the backup policy of one of `owner_id`'s instances; its first run is the schedule's
+    /// next time from now.
     pub async fn put_backup_policy(
         &self,
         owner_id: i64,
         id: &InstanceId,
-        policy: BackupPolicy,
-    ) -> Result<BackupPolicyRecord, ProvisionError> {
+        policy: &NewPolicy<'_>,
+    ) -> Result<BackupPolicy, ProvisionError> {
         self.owned(owner_id, id).await?;
-        let backups = self.backups()?;
-        backups.target_name(policy.target.as_ref()).map_err(invalid_target)?;
-        Ok(self.store.put_backup_policy(id, &policy).await?)
+        self.backups()?.target_name(policy.target).map_err(invalid_target)?;
+        Ok(self.store.put_backup_policy(id, policy).await?)
     }
 
-    pub async fn backup_policy(&self, owner_id: i64, id: &InstanceId) -> Result<BackupPolicyRecord, ProvisionError> {
+    pub async fn backup_policy(&self, owner_id: i64, id: &InstanceId) -> Result<BackupPolicy, ProvisionError> {
         self.owned(owner_id, id).await?;
         self.store.backup_policy(id).await?.ok_or_else(|| ProvisionError::NoBackupPolicy(id.clone()))
     }
 
+    /// Ends the instance's scheduled backups; those taken are kept.
     pub async fn delete_backup_policy(&self, owner_id: i64, id: &InstanceId) -> Result<(), ProvisionError> {
         self.owned(owner_id, id).await?;
         self.store.delete_backup_policy(id).await?;
         Ok(())
     }
 
-    /// Starts every scheduled backup that is due, once each: a policy's run is recorded (compare
-    /// and set) before its backup starts, so that two leaders in turn never both take it. Called
-    /// by the leader only, every tick; a run missed while dbroker was down is due once at its
-    /// next start. Each backup then runs as its instance's operation; one whose instance is busy
-    /// or stopped fails with the reason, and the schedule tries again at its next time.
+    /// Starts every scheduled backup that is due, once each: a policy's run is recorded (a
+    /// compare and set) before its backup starts, so that two leaders in turn never both take
+    /// it. Called by the leader only, every tick; a run missed while dbroker was down is due once
+    /// at its next start (see `backup_schedule::next_run`). Each backup runs as its instance's
+    /// operation; one whose instance is busy or stopped fails with the reason, and the schedule
+    /// tries again at its next time.
     pub(super) async fn run_due_backups(&self) -> Result<(), ProvisionError> {
         let now = time::OffsetDateTime::now_utc();
         for policy in self.store.due_backup_policies(now).await? {
-            if !self.store.record_policy_run(&policy, now).await? {
+            if !self.store.record_backup_run(&policy, now).await? {
                 continue; // Another leader took this run.
             }
-            let Some(record) = self.store.instance(&policy.instance_id).await? else { continue };
-            let Some(owner_id) = record.owner_id else { continue };
-            let caller = Caller { user_id: owner_id, name: SCHEDULER_ACTOR.to_string(), is_admin: false };
-            let started = self.scheduled_backup(&caller, &record, &policy).await;
-            if let Err(error) = started {
-                tracing::warn!(instance_id = %record.id, %error, "a scheduled backup could not start");
+            if let Err(error) = self.scheduled_backup(&policy).await {
+                tracing::warn!(instance_id = %policy.instance_id, %error, "a scheduled backup could not start");
             }
         }
         Ok(())
     }
 
-    async fn scheduled_backup(
-        &self,
-        caller: &Caller,
-        record: &InstanceRecord,
-        policy: &BackupPolicyRecord,
-    ) -> Result<(), ProvisionError> {
+    async fn scheduled_backup(&self, policy: &BackupPolicy) -> Result<(), ProvisionError> {
+        let record = self.store.instance(&policy.instance_id).await?.ok_or(ProvisionError::NotFound)?;
+        let owner_id = record.owner_id.ok_or(ProvisionError::NotFound)?;
+        let caller = Caller { user_id: owner_id, name: SCHEDULER_ACTOR.to_string(), is_admin: false };
         let target = self.backups()?.target_name(policy.target.as_ref()).map_err(invalid_target)?;
-        self.check_backup_room(caller.user_id).await?;
         let input = json!({ "target": target, "verify": policy.verify, "scheduled": true });
         let policy = policy.clone();
         let running = self
-            .change(caller, &record.id, OperationKind::Backup, input, None, move |this, record, progress| async move {
+            .change(&caller, &record.id, OperationKind::Backup, input, None, move |this, record, progress| async move {
                 require_status(&record, &[Status::Running], "back up")?;
                 let operation = progress.operation_id();
                 let backup = this.back_up_now(&record, &target, BackupKind::Scheduled, operation).await?;
@@ -455,23 +593,37 @@ impl Provisioner {
                     this.verify_now(&backup, operation).await?;
                     progress.step("verified").await;
                 }
-                this.apply_retention(&record.id, &policy).await?;
-                Ok(backup)
+                this.apply_retention(&policy).await?;
+                Ok(this.store.backup(&backup.id).await?.ok_or(ProvisionError::NotFound)?)
             })
             .await?;
         drop(running); // It runs on; its end is in its operation.
         Ok(())
     }
 
-    /// Removes the instance's scheduled backups beyond the policy's `keep_last` and older than its
-    /// `keep_days`, never its newest succeeded one (see `backups::retention`).
-    async fn apply_retention(&self, id: &InstanceId, policy: &BackupPolicyRecord) -> Result<(), ProvisionError> {
-        let backups = self.store.backups_of_instance(id).await?;
+    /// Removes what every policy's retention no longer keeps (see `apply_retention`): on each of
+    /// the leader's passes, so that `keep_days` holds while no new backup is taken.
+    pub(super) async fn sweep_retention(&self) -> Result<(), ProvisionError> {
+        for policy in self.store.backup_policies().await? {
+            self.apply_retention(&policy).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the instance's backups that the policy's retention no longer keeps (see
+    /// `backup_schedule::to_remove`: never a manual one, never the newest good one). A deleted
+    /// instance's policy stays for its backups' retention, and goes with its last backup.
+    async fn apply_retention(&self, policy: &BackupPolicy) -> Result<(), ProvisionError> {
+        let backups = self.store.backups_of_instance(&policy.instance_id).await?;
         let now = time::OffsetDateTime::now_utc();
-        for backup in crate::backups::retention::to_remove(&backups, policy.keep_last, policy.keep_days, now) {
+        for id in backup_schedule::to_remove(&backups, Retention::from(policy), now) {
+            let Some(backup) = backups.iter().find(|b| b.id == id) else { continue };
             if let Err(error) = self.remove_backup(backup).await {
                 tracing::warn!(backup = %backup.id, %error, "could not remove a backup past its retention");
             }
+        }
+        if backups.is_empty() && self.store.instance(&policy.instance_id).await?.is_none() {
+            self.store.delete_backup_policy(&policy.instance_id).await?;
         }
         Ok(())
     }
@@ -480,16 +632,18 @@ impl Provisioner {
 // ---- after a crash ----
 
 impl Provisioner {
-    /// Marks the backups an operation was writing when its process died as failed, and removes
-    /// what was written of their objects.
-    pub(super) async fn fail_interrupted_backups(&self, operation: &OperationId) -> Result<(), ProvisionError> {
-        for backup in self.store.running_backups_of(operation).await? {
+    /// Fails the backups left running by operations no longer in flight (their process died and
+    /// the operation was taken over and ended), and removes what was written of their objects.
+    /// Called by the leader after each look for abandoned operations.
+    pub(super) async fn fail_orphaned_backups(&self) -> Result<(), ProvisionError> {
+        for backup in self.store.fail_orphaned_backups("dbroker stopped while it ran").await? {
+            tracing::warn!(backup = %backup.id, "a backup interrupted by a crash is marked failed");
+            self.metrics.backup_failed(backup.engine);
             if let Some(backups) = &self.backups
                 && let Err(error) = backups.delete(&backup.target, &backup.object_key).await
             {
                 tracing::warn!(backup = %backup.id, %error, "could not remove an interrupted backup's partial object");
             }
-            self.store.backup_failed(&backup.id, "dbroker stopped while it ran").await?;
         }
         Ok(())
     }
@@ -502,8 +656,9 @@ impl Provisioner {
         record: &InstanceRecord,
         operation: &OperationId,
     ) -> Result<(), ProvisionError> {
-        let safety = self.store.backups_of_operation(operation).await?.into_iter().find(|b| {
-            b.kind == BackupKind::Safety && b.state == crate::model::BackupState::Succeeded
+        let backups = self.store.backups_of_instance(&record.id).await?;
+        let safety = backups.into_iter().find(|b| {
+            &b.operation_id == operation && b.kind == BackupKind::Safety && b.state == BackupState::Succeeded
         });
         let Some(safety) = safety else { return Ok(()) };
         self.wait_until_ready(record).await?;
@@ -517,12 +672,12 @@ impl Provisioner {
     pub async fn backup_of_operation(
         &self,
         owner_id: i64,
-        operation: &OperationId,
+        operation: &crate::store::OperationRecord,
     ) -> Result<BackupRecord, ProvisionError> {
-        let backups = self.store.backups_of_operation(operation).await?;
+        let backups = self.store.backups_of_instance(&operation.instance_id).await?;
         backups
             .into_iter()
-            .find(|b| b.kind != BackupKind::Safety && b.owner_id == Some(owner_id))
+            .find(|b| b.operation_id == operation.id && b.kind != BackupKind::Safety && b.owner_id == owner_id)
             .ok_or(ProvisionError::NotFound)
     }
 

@@ -295,3 +295,8 @@ fn millis_from_now(duration: Duration) -> i64 {
 pub(crate) fn now_rfc3339() -> String {
     sql::format_time(sql::now())
 }
+
+/// A time as the API shows it (see `sql::format_time`).
+pub fn format_time(time: time::OffsetDateTime) -> String {
+    sql::format_time(time)
+}

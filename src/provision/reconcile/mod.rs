@@ -141,11 +141,19 @@ impl Reconciler {
                 self.service.ops.tasks().spawn(self.clone().watch_events(stop.clone()));
                 watcher = Some(stop);
             }
-            if !pass && let Err(error) = self.take_over_abandoned().await {
-                tracing::warn!(%error, "could not look for abandoned operations; trying again next tick");
+            if !pass {
+                if let Err(error) = self.take_over_abandoned().await {
+                    tracing::warn!(%error, "could not look for abandoned operations; trying again next tick");
+                }
+                if let Err(error) = self.service.fail_orphaned_backups().await {
+                    tracing::warn!(%error, "could not look for interrupted backups; trying again next tick");
+                }
             }
             if pass {
                 self.prune_history().await;
+                if let Err(error) = self.service.sweep_retention().await {
+                    tracing::warn!(%error, "could not apply the backup policies' retention; trying again next pass");
+                }
                 let outcome = match self.reconcile_once().await {
                     Ok(()) => "done",
                     Err(super::ProvisionError::EngineUnreachable(reason)) => {

@@ -21,10 +21,6 @@ impl Reconciler {
         let operation_id = operation.id.clone();
         drop(self.service.ops.run(operation, move |_| async move {
             let interrupted = |what: &str| ProvisionError::Conflict(format!("dbroker stopped during the {what}"));
-            // Whatever its instance: a backup half written is no backup.
-            if matches!(kind, OperationKind::Backup | OperationKind::Restore) {
-                this.service.fail_interrupted_backups(&operation_id).await?;
-            }
             let Some(record) = this.service.store.instance(&id).await? else {
                 return match kind {
                     // Nothing was recorded yet, or the delete had removed the record: done.
@@ -70,6 +66,8 @@ impl Reconciler {
                 OperationKind::Rotate => this.settle_or_fail(&record).await,
                 // The next pass looks at the instance again.
                 OperationKind::Repair => Err(interrupted("repair")),
+                // Its backup is failed, and its partial object removed, once the operation has
+                // ended (see `Provisioner::fail_orphaned_backups`).
                 OperationKind::Backup => Err(interrupted("backup, which is marked failed")),
                 // The safety backup, if it was complete, holds the data as it was.
                 OperationKind::Restore => {
