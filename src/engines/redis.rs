@@ -4,8 +4,15 @@
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::time::Instant;
+
+use super::dump::{ContentDigest, Dump, DumpError, LoadError, READ_AHEAD_BYTES};
 use super::{ConfigFile, Launch, Launched, MemoryBounds, Profile, Recovered, ServerStats, Settings};
 use crate::model::{EngineSettings, MemoryMb};
+use crate::runtime::{Exec, Runtime, RuntimeError};
 use crate::secrets::Secret;
 
 pub const PROFILE: Profile = Profile {
@@ -49,7 +56,10 @@ pub fn launch(settings: &Settings) -> Launch {
          # Refuse writes at the limit rather than drop a user's keys.\n\
          maxmemory-policy noeviction\n\
          # Every write reaches the volume, so the data survives a restart.\n\
-         appendonly yes\n",
+         appendonly yes\n\
+         # DEBUG from inside the container only (dbroker's DIGEST and RELOAD for backups, see\n\
+         # engines::dump); clients reach the server through Docker's port, never as local.\n\
+         enable-debug-command local\n",
         password = settings.password.expose(),
         maxmemory = maxmemory_mb(settings.memory),
     );
@@ -162,6 +172,286 @@ async fn config_set(host: &str, port: u16, password: &Secret, key: &str, value: 
         .await
         .map_err(|e| e.to_string())?;
     redis::cmd("CONFIG").arg("REWRITE").query_async::<()>(&mut conn).await.map_err(|e| format!("CONFIG REWRITE: {e}"))
+}
+
+/// How long Redis's snapshot (`BGSAVE`), its append-only file's rewrite after a load, and a
+/// snapshot or rewrite that was already running when one was asked for, may take together.
+pub const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(600);
+const SNAPSHOT_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The longest a dump pauses the instance's writers (`CLIENT PAUSE … WRITE`): long enough for
+/// `DEBUG DIGEST` of a large dataset and the fork; the pause ends by itself after it even if
+/// dbroker dies half way. Normally it lasts as long as the digest takes.
+const WRITE_PAUSE_MS: &str = "30000";
+
+/// Exit code of `STREAM_SCRIPT` when another snapshot replaced the one it was to stream.
+const REPLACED_EXIT_CODE: i64 = 75;
+
+/// `redis-cli` inside the container, logged in with `REDISCLI_AUTH`, which this constant script
+/// sets from the configuration file's `requirepass` (its path the first argument; `CONFIG
+/// REWRITE` writes the value quoted, dbroker's first write does not). The file is Redis's own
+/// after its first start and follows every rotation at once. It connects to 127.0.0.1 inside the
+/// container: the local connection `enable-debug-command local` lets run `DEBUG`, which no client
+/// from outside (through Docker's port) may.
+const CLI_SCRIPT: &str = r#"REDISCLI_AUTH=$(sed -n 's/^requirepass "\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$1") || exit 1
+export REDISCLI_AUTH
+shift
+exec redis-cli "$@""#;
+
+/// Streams the snapshot file `$2` once it is open and the server's count of snapshots started is
+/// still `$3`, the dump's own: a later snapshot, renamed over the file before it was opened,
+/// would hold other data than the digest's. Opened first, checked second: a snapshot renamed
+/// over the file after it is open leaves the open file as it was.
+const STREAM_SCRIPT: &str = r#"exec 3<"$2" || exit 1
+REDISCLI_AUTH=$(sed -n 's/^requirepass "\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$1") || exit 1
+export REDISCLI_AUTH
+saves=$(redis-cli INFO persistence | tr -d '\r' | sed -n 's/^rdb_saves://p')
+[ "$saves" = "$3" ] || { echo "another snapshot took the dump's place" >&2; exit 75; }
+exec cat <&3"#;
+
+/// Takes a load's RDB from stdin into the file `$1` and has Redis's own checker read it whole
+/// (its format version, every key, the checksum at its end): a file that fails is removed, the
+/// checker's findings on stderr, and the server is never touched.
+const RECEIVE_SCRIPT: &str = r#"cat >"$1" || { rm -f "$1"; exit 1; }
+if ! redis-check-rdb "$1" >&2; then rm -f "$1"; exit 1; fi"#;
+
+/// The user Redis's files belong to, which the load's files must be written as.
+const OS_USER: &str = "redis";
+
+fn cli_command(args: &[&str]) -> Exec {
+    let mut argv = vec!["sh", "-c", CLI_SCRIPT, "sh", CONFIG_PATH];
+    argv.extend(args);
+    Exec::new(argv)
+}
+
+/// What `redis-cli` prints for an error reply (on stdout, exiting 0 all the same).
+fn error_reply(output: &str) -> Option<&str> {
+    const ERRORS: [&str; 8] = ["ERR", "NOAUTH", "WRONGPASS", "NOPERM", "LOADING", "BUSY", "MISCONF", "AUTH failed"];
+    output.lines().find(|line| ERRORS.iter().any(|e| line.starts_with(e)))
+}
+
+/// The most a `redis-cli` answer may be: an `INFO` section or a digest, never data.
+const CLI_OUTPUT_LIMIT: u64 = 1024 * 1024;
+
+/// Runs `redis-cli` with `args` (or, with `session`, the commands of its lines on one
+/// connection) and returns what it printed; `Err` with the server's message for an error reply.
+async fn cli(
+    runtime: &Runtime,
+    container: &str,
+    args: &[&str],
+    session: Option<&'static str>,
+) -> Result<String, DumpError> {
+    let mut command = cli_command(args);
+    if let Some(lines) = session {
+        command = command.with_stdin(lines.as_bytes());
+    }
+    let mut execution = runtime.exec(container, command).await?;
+    let mut output = String::new();
+    let read = (&mut execution).take(CLI_OUTPUT_LIMIT).read_to_string(&mut output).await;
+    read.map_err(|e| DumpError::Runtime(RuntimeError::Unreachable(e.to_string())))?;
+    execution.finish().await?;
+    match error_reply(&output) {
+        Some(error) => Err(DumpError::Failed(format!("Redis answered {error}"))),
+        None => Ok(output),
+    }
+}
+
+/// A field of `INFO persistence` as a number.
+fn persistence_number(info: &str, name: &str) -> Result<u64, DumpError> {
+    info_number(info, name).ok_or_else(|| DumpError::Failed(format!("INFO persistence has no {name}")))
+}
+
+/// Polls `INFO persistence` until `done` says so (or `Err` to stop), within the deadline.
+async fn wait_for_persistence<T>(
+    runtime: &Runtime,
+    container: &str,
+    deadline: Instant,
+    mut done: impl FnMut(&str) -> Result<Option<T>, DumpError>,
+) -> Result<T, DumpError> {
+    loop {
+        let info = cli(runtime, container, &["INFO", "persistence"], None).await?;
+        if let Some(value) = done(&info)? {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            return Err(DumpError::Deadline(SNAPSHOT_DEADLINE));
+        }
+        tokio::time::sleep(SNAPSHOT_POLL_INTERVAL).await;
+    }
+}
+
+/// Whether the server runs no child: no snapshot, append-only rewrite or module fork, nor one due
+/// to start. Only then does a `BGSAVE` fork at once, and a `DEBUG RELOAD` find no snapshot about
+/// to land on its file.
+fn no_child(info: &str) -> Result<bool, DumpError> {
+    let busy =
+        ["rdb_bgsave_in_progress", "aof_rewrite_in_progress", "aof_rewrite_scheduled", "module_fork_in_progress"];
+    for field in busy {
+        if persistence_number(info, field)? != 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The commands of a snapshot, on one connection: writers paused (readers are not), the digest of
+/// what the server holds, the snapshot forked from exactly that, its number, writers let go. In a
+/// `MULTI` Redis would only schedule the `BGSAVE`, for later, after other writes: hence the pause.
+const SNAPSHOT_SESSION: &str =
+    concat!("CLIENT PAUSE 30000 WRITE\n", "DEBUG DIGEST\n", "BGSAVE\n", "INFO persistence\n", "CLIENT UNPAUSE\n");
+
+/// Redis's dump: an RDB snapshot the server makes itself, streamed out of the container, with the
+/// digest of the data at the instant it forked (see `SNAPSHOT_SESSION`). Tried again when another
+/// snapshot gets in the way (a save point, a client's `BGSAVE`), within `SNAPSHOT_DEADLINE`.
+pub(super) async fn dump(runtime: &Runtime, container: &str) -> Result<Dump, DumpError> {
+    debug_assert!(SNAPSHOT_SESSION.contains(WRITE_PAUSE_MS));
+    let deadline = Instant::now() + SNAPSHOT_DEADLINE;
+    let file = snapshot_file(runtime, container).await?;
+    loop {
+        wait_for_persistence(runtime, container, deadline, |info| Ok(no_child(info)?.then_some(()))).await?;
+        let answer = cli(runtime, container, &[], Some(SNAPSHOT_SESSION)).await?;
+        let digest = answer.lines().find(|l| l.len() == 40 && l.bytes().all(|b| b.is_ascii_hexdigit()));
+        let Some(digest) = digest.map(|d| ContentDigest(format!("redis:{d}"))) else {
+            return Err(DumpError::Failed(format!("DEBUG DIGEST gave no digest: {answer}")));
+        };
+        if !answer.contains("Background saving started") {
+            // Scheduled behind a child that started in between, or refused: not at the digest's instant.
+            continue;
+        }
+        let ours = persistence_number(&answer, "rdb_saves")?;
+        let completed = wait_for_persistence(runtime, container, deadline, |info| {
+            let saves = persistence_number(info, "rdb_saves")?;
+            if saves == ours && persistence_number(info, "rdb_bgsave_in_progress")? == 0 {
+                return match info.lines().any(|l| l.trim() == "rdb_last_bgsave_status:ok") {
+                    true => Ok(Some(true)),
+                    false => Err(DumpError::Failed("the server's snapshot failed (see its log)".into())),
+                };
+            }
+            Ok((saves != ours).then_some(false))
+        })
+        .await?;
+        if !completed {
+            continue;
+        }
+        let ours = ours.to_string();
+        let argv = ["sh", "-c", STREAM_SCRIPT, "sh", CONFIG_PATH, file.as_str(), ours.as_str()];
+        let mut stream = BufReader::with_capacity(READ_AHEAD_BYTES, runtime.exec(container, Exec::new(argv)).await?);
+        // The script writes nothing before its check: a first byte says it passed.
+        let started = !stream
+            .fill_buf()
+            .await
+            .map_err(|e| DumpError::Runtime(RuntimeError::Unreachable(e.to_string())))?
+            .is_empty();
+        if started {
+            return Ok(Dump::with_digest(stream, digest));
+        }
+        match stream.into_inner().finish().await {
+            Err(RuntimeError::ExecFailed { code: REPLACED_EXIT_CODE, .. }) => continue,
+            Err(other) => return Err(other.into()),
+            Ok(()) => return Err(DumpError::Failed(format!("the snapshot {file} is empty"))),
+        }
+    }
+}
+
+/// Where the server writes its snapshot: `dir` and `dbfilename` of its configuration.
+async fn snapshot_file(runtime: &Runtime, container: &str) -> Result<String, DumpError> {
+    let dir = config_value(runtime, container, "dir").await?;
+    let name = config_value(runtime, container, "dbfilename").await?;
+    Ok(format!("{}/{name}", dir.trim_end_matches('/')))
+}
+
+/// One setting, as `CONFIG GET` gives it (its name on one line, its value on the next).
+async fn config_value(runtime: &Runtime, container: &str, name: &str) -> Result<String, DumpError> {
+    let answer = cli(runtime, container, &["CONFIG", "GET", name], None).await?;
+    let mut lines = answer.lines();
+    match (lines.next(), lines.next()) {
+        (Some(key), Some(value)) if key == name => Ok(value.to_string()),
+        _ => Err(DumpError::Failed(format!("CONFIG GET {name} answered {answer:?}"))),
+    }
+}
+
+/// `DEBUG DIGEST` of what the server holds now.
+pub(super) async fn digest(runtime: &Runtime, container: &str) -> Result<ContentDigest, DumpError> {
+    let answer = cli(runtime, container, &["DEBUG", "DIGEST"], None).await?;
+    match answer.trim() {
+        d if d.len() == 40 && d.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(ContentDigest(format!("redis:{d}"))),
+        other => Err(DumpError::Failed(format!("DEBUG DIGEST answered {other:?}"))),
+    }
+}
+
+/// Replaces the running server's data with an RDB from `input`, without a restart:
+/// 1. the RDB goes into a file beside the server's snapshot and Redis's own checker reads it
+///    whole; one that fails is removed and the server never touched (the checker's message is
+///    the error);
+/// 2. automatic snapshots are held off (`save ""`) and any running child is waited for, so no
+///    snapshot lands on the server's snapshot file, which the checked file then replaces;
+/// 3. `DEBUG RELOAD NOSAVE` empties the server and loads that file (the server answers no one
+///    meanwhile);
+/// 4. the append-only file, which the server starts from and which still holds the old data, is
+///    rewritten from what the server now holds (`BGREWRITEAOF`), and waited for: only then does
+///    the loaded data survive a restart;
+/// 5. the snapshot settings are put back as they were.
+pub(super) async fn load(
+    runtime: &Runtime,
+    container: &str,
+    input: impl AsyncRead + Send + Unpin + 'static,
+) -> Result<(), LoadError> {
+    let deadline = Instant::now() + SNAPSHOT_DEADLINE;
+    let snapshot = snapshot_file(runtime, container).await?;
+    let received = format!("{snapshot}.dbroker-load");
+    let receive = Exec::new(["sh", "-c", RECEIVE_SCRIPT, "sh", received.as_str()]).as_user(OS_USER).with_stdin(input);
+    runtime.exec(container, receive).await?.finish().await.map_err(|error| match error {
+        RuntimeError::ExecFailed { stderr, .. } => LoadError::Rejected(checker_findings(&stderr)),
+        other => other.into(),
+    })?;
+    let save = config_value(runtime, container, "save").await?;
+    cli(runtime, container, &["CONFIG", "SET", "save", ""], None).await?;
+    let loaded = reload_from(runtime, container, &received, &snapshot, deadline).await;
+    // Put back whatever happened; the file is gone if it was moved, and removed if not.
+    let restored = cli(runtime, container, &["CONFIG", "SET", "save", save.as_str()], None).await;
+    let _ = runtime.exec(container, Exec::new(["rm", "-f", received.as_str()]).as_user(OS_USER)).await?.finish().await;
+    loaded?;
+    restored?;
+    Ok(())
+}
+
+async fn reload_from(
+    runtime: &Runtime,
+    container: &str,
+    received: &str,
+    snapshot: &str,
+    deadline: Instant,
+) -> Result<(), DumpError> {
+    wait_for_persistence(runtime, container, deadline, |info| Ok(no_child(info)?.then_some(()))).await?;
+    runtime.exec(container, Exec::new(["mv", received, snapshot]).as_user(OS_USER)).await?.finish().await?;
+    cli(runtime, container, &["DEBUG", "RELOAD", "NOSAVE"], None).await?;
+    let info = cli(runtime, container, &["INFO", "persistence"], None).await?;
+    let rewrites_before = persistence_number(&info, "aof_rewrites")?;
+    cli(runtime, container, &["BGREWRITEAOF"], None).await?;
+    wait_for_persistence(runtime, container, deadline, |info| {
+        let done = persistence_number(info, "aof_rewrites")? > rewrites_before && no_child(info)?;
+        match (done, info.lines().any(|l| l.trim() == "aof_last_bgrewrite_status:ok")) {
+            (true, true) => Ok(Some(())),
+            (true, false) => Err(DumpError::Failed("rewriting the append-only file failed (see its log)".into())),
+            (false, _) => Ok(None),
+        }
+    })
+    .await
+}
+
+/// What a person needs of `redis-check-rdb`'s report: its error lines, not its progress.
+fn checker_findings(report: &str) -> String {
+    let findings: Vec<&str> = report
+        .lines()
+        .filter(|line| {
+            !line.starts_with("[offset")
+                || line.contains("RDB ERROR")
+                || line.contains("Wrong")
+                || line.contains("Can't")
+        })
+        .filter(|line| !line.starts_with("[info]"))
+        .collect();
+    if findings.is_empty() { report.trim().to_string() } else { findings.join("\n").trim().to_string() }
 }
 
 #[cfg(test)]
