@@ -332,6 +332,33 @@ impl<R: AsyncRead + Unpin> AsyncRead for Transaction<R> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_dump_that_ends_cleanly_is_wrapped_in_one_transaction() {
+        use tokio::io::AsyncReadExt;
+        let mut wrapped = String::new();
+        Transaction::new(&b"CREATE TABLE t ();"[..]).read_to_string(&mut wrapped).await.unwrap();
+        assert_eq!(wrapped, "BEGIN;\nCREATE TABLE t ();\nCOMMIT;\n");
+    }
+
+    #[tokio::test]
+    async fn a_dump_whose_input_fails_gets_no_commit() {
+        use tokio::io::AsyncReadExt;
+        struct Broken;
+        impl AsyncRead for Broken {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                _: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Err(std::io::Error::other("cut")))
+            }
+        }
+        let mut wrapped = Vec::new();
+        let read = Transaction::new((&b"CREATE TABLE t ();\n"[..]).chain(Broken)).read_to_end(&mut wrapped).await;
+        assert!(read.is_err());
+        assert!(!String::from_utf8_lossy(&wrapped).contains("COMMIT"), "{wrapped:?}");
+    }
+
     /// A control file laid out as PostgreSQL's: identifier first, nonce, then the CRC of both.
     fn control_file(id: u64, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
         let mut control = vec![0u8; 8192];

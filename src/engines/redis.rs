@@ -179,11 +179,6 @@ async fn config_set(host: &str, port: u16, password: &Secret, key: &str, value: 
 pub const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(600);
 const SNAPSHOT_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// The longest a dump pauses the instance's writers (`CLIENT PAUSE … WRITE`): long enough for
-/// `DEBUG DIGEST` of a large dataset and the fork; the pause ends by itself after it even if
-/// dbroker dies half way. Normally it lasts as long as the digest takes.
-const WRITE_PAUSE_MS: &str = "30000";
-
 /// Exit code of `STREAM_SCRIPT` when another snapshot replaced the one it was to stream.
 const REPLACED_EXIT_CODE: i64 = 75;
 
@@ -251,6 +246,10 @@ async fn cli(
     read.map_err(|e| DumpError::Runtime(RuntimeError::Unreachable(e.to_string())))?;
     execution.finish().await?;
     match error_reply(&output) {
+        Some(error) if error.contains("DEBUG command not allowed") => Err(DumpError::Failed(format!(
+            "Redis answered {error} (a container made before dbroker's backups lacks \
+             `enable-debug-command local` in its redis.conf: recreated from its record, it has it)"
+        ))),
         Some(error) => Err(DumpError::Failed(format!("Redis answered {error}"))),
         None => Ok(output),
     }
@@ -297,6 +296,8 @@ fn no_child(info: &str) -> Result<bool, DumpError> {
 /// The commands of a snapshot, on one connection: writers paused (readers are not), the digest of
 /// what the server holds, the snapshot forked from exactly that, its number, writers let go. In a
 /// `MULTI` Redis would only schedule the `BGSAVE`, for later, after other writes: hence the pause.
+/// It lasts as long as the digest takes (a second for millions of keys), and ends by itself after
+/// 30 s even if dbroker dies half way.
 const SNAPSHOT_SESSION: &str =
     concat!("CLIENT PAUSE 30000 WRITE\n", "DEBUG DIGEST\n", "BGSAVE\n", "INFO persistence\n", "CLIENT UNPAUSE\n");
 
@@ -304,7 +305,6 @@ const SNAPSHOT_SESSION: &str =
 /// digest of the data at the instant it forked (see `SNAPSHOT_SESSION`). Tried again when another
 /// snapshot gets in the way (a save point, a client's `BGSAVE`), within `SNAPSHOT_DEADLINE`.
 pub(super) async fn dump(runtime: &Runtime, container: &str) -> Result<Dump, DumpError> {
-    debug_assert!(SNAPSHOT_SESSION.contains(WRITE_PAUSE_MS));
     let deadline = Instant::now() + SNAPSHOT_DEADLINE;
     let file = snapshot_file(runtime, container).await?;
     loop {
@@ -439,19 +439,12 @@ async fn reload_from(
     .await
 }
 
-/// What a person needs of `redis-check-rdb`'s report: its error lines, not its progress.
+/// What a person needs of `redis-check-rdb`'s report: from its error on, without its counts
+/// (before the error it lists what it read, fine).
 fn checker_findings(report: &str) -> String {
-    let findings: Vec<&str> = report
-        .lines()
-        .filter(|line| {
-            !line.starts_with("[offset")
-                || line.contains("RDB ERROR")
-                || line.contains("Wrong")
-                || line.contains("Can't")
-        })
-        .filter(|line| !line.starts_with("[info]"))
-        .collect();
-    if findings.is_empty() { report.trim().to_string() } else { findings.join("\n").trim().to_string() }
+    let from_error = report.find("--- RDB ERROR DETECTED ---").map_or(report, |at| &report[at..]);
+    let findings: Vec<&str> = from_error.lines().filter(|line| !line.starts_with("[info]")).collect();
+    findings.join("\n").trim().to_string()
 }
 
 #[cfg(test)]
@@ -467,5 +460,27 @@ mod tests {
         assert_eq!(info_number(info, "connected_clients"), Some(3));
         assert_eq!(keys_in_keyspace(info), 7);
         assert_eq!(keys_in_keyspace("# Keyspace\r\n"), 0, "an empty server lists no database");
+    }
+
+    #[test]
+    fn the_checkers_findings_are_its_error_without_what_it_read_before() {
+        let report = "[offset 0] Checking RDB file /data/dump.rdb.dbroker-load\n\
+                      --- RDB ERROR DETECTED ---\n\
+                      [offset 9] Wrong signature trying to load DB from file\n\
+                      [additional info] While doing: start\n\
+                      [info] 0 keys read\n[info] 0 expires\n";
+
+        assert_eq!(
+            checker_findings(report),
+            "--- RDB ERROR DETECTED ---\n[offset 9] Wrong signature trying to load DB from file\n\
+             [additional info] While doing: start"
+        );
+    }
+
+    #[test]
+    fn redis_clis_error_replies_are_found_among_its_answers() {
+        assert_eq!(error_reply("OK\nERR unknown command 'X'\n\nOK\n"), Some("ERR unknown command 'X'"));
+        assert_eq!(error_reply("NOAUTH Authentication required.\n"), Some("NOAUTH Authentication required."));
+        assert_eq!(error_reply("OK\n7dff4aa4711992a6870417c26949f355d23a7cac\nBackground saving started\n"), None);
     }
 }

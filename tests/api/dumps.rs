@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bollard::query_parameters::InspectContainerOptions;
 use dbroker::engines::{self, ContentDigest, Endpoint, Engine, LoadError};
 use dbroker::runtime::Runtime;
 use dbroker::secrets::Secret;
@@ -388,4 +389,44 @@ async fn debug_commands_are_refused_to_clients_from_outside_the_container() {
 
     let refused = digest.expect_err("DEBUG is for local connections only");
     assert!(refused.to_string().contains("not allowed"), "{refused}");
+}
+
+/// The processes of `container` whose argv begins with `tool`, found through their cgroup, which
+/// names the container's id.
+async fn tools_in(container: &str, tool: &str) -> usize {
+    let inspect = docker().await.inspect_container(container, None::<InspectContainerOptions>).await.unwrap();
+    let id = inspect.id.expect("a container has an id");
+    let mut found = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let (Ok(argv), Ok(cgroup)) =
+            (std::fs::read(entry.path().join("cmdline")), std::fs::read_to_string(entry.path().join("cgroup")))
+        else {
+            continue;
+        };
+        if cgroup.contains(&id) && argv.starts_with(format!("{tool}\0").as_bytes()) {
+            found += 1;
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_dump_given_up_on_half_way_ends_its_tool_in_the_container() {
+    let app = TestApp::spawn().await;
+    let runtime = Runtime::new(None);
+    let instance = app.create(ALICE, json!({"engine": "postgres"})).await;
+    let (port, password) = port_and_password(&instance);
+    let mut conn = postgres_connect(port, &password, "app").await.unwrap();
+    let fill = "CREATE TABLE t AS SELECT g AS id, repeat(md5(g::text), 10) AS v FROM generate_series(1, 20000) g";
+    sqlx::raw_sql(fill).execute(&mut conn).await.unwrap();
+    let container = app.container_of(&instance);
+    let mut dump = engines::dump(Engine::Postgres, &runtime, &container, Some("app")).await.unwrap();
+    let mut buf = vec![0u8; READ_BYTES];
+    assert!(dump.read(&mut buf).await.unwrap() > 0);
+    assert_eq!(tools_in(&container, "pg_dump").await, 1, "pg_dump runs, held up by its unread output");
+
+    drop(dump);
+
+    wait_until("pg_dump to end", DEADLINE, || async { (tools_in(&container, "pg_dump").await == 0).then_some(()) })
+        .await;
 }
