@@ -268,7 +268,7 @@ impl CanonicalHasher {
                     let byte = data[0];
                     data = &data[1..];
                     self.head.push(byte);
-                    if self.skip.iter().any(|prefix| self.head.as_slice() == *prefix) {
+                    if self.skip.contains(&self.head.as_slice()) {
                         self.head.clear();
                         self.line = Line::Skipped;
                     } else if byte == b'\n' || !self.skip.iter().any(|prefix| prefix.starts_with(&self.head)) {

@@ -16,7 +16,7 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::task::JoinHandle;
 
 use super::{Runtime, RuntimeError};
@@ -29,6 +29,9 @@ pub const STDERR_TAIL_BYTES: usize = 8 * 1024;
 /// has closed its stdout and stderr, so it is exiting).
 const EXIT_REPORT_DEADLINE: Duration = Duration::from_secs(10);
 const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How much of a command's input is read from the caller at a time: all dbroker holds of it.
+const FEED_BYTES: usize = 64 * 1024;
 
 /// What a caller's reader gives a command as its stdin.
 pub type Input = Box<dyn AsyncRead + Send + Unpin + 'static>;
@@ -81,7 +84,8 @@ pub struct Execution {
     pending: Bytes,
     stderr: VecDeque<u8>,
     ended: bool,
-    /// Copies the caller's input into the command's stdin; its error, if any, is the input's.
+    /// Copies the caller's input into the command's stdin; its error, if any, is the input's
+    /// (one writing to the command only means it stopped reading, which its exit explains).
     feeder: Option<JoinHandle<Result<(), std::io::Error>>>,
 }
 
@@ -112,12 +116,23 @@ impl Runtime {
             // A task of its own: the command may need its stdout read before it reads more input
             // (psql prints as it goes), which the caller or `finish` does meanwhile.
             tokio::spawn(async move {
-                let copied = tokio::io::copy(&mut stdin, &mut input).await.map(|_| ());
+                let mut buf = vec![0u8; FEED_BYTES];
+                let fed = loop {
+                    match stdin.read(&mut buf).await {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            if input.write_all(&buf[..n]).await.is_err() {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
                 // The end of the input, or its failure, closes the command's stdin either way:
                 // a command must not wait for more. Commands that must not act on a cut input
                 // are told its end explicitly by their caller (see `engines::dump`).
                 let _ = input.shutdown().await;
-                copied
+                fed
             })
         });
         Ok(Execution {
@@ -134,25 +149,23 @@ impl Runtime {
 
 impl Execution {
     /// Reads the rest of stdout (discarding it), waits for the command to exit, and says how it
-    /// went: `ExecFailed` with its stderr's tail for a non-zero exit, `ExecInput` if the caller's
-    /// input failed before its end (whatever the command made of the cut input).
+    /// went: `ExecInput` if the caller's input failed before its end (whatever the command made
+    /// of the cut input: that failure is the cause), else `ExecFailed` with its stderr's tail for
+    /// a non-zero exit.
     pub async fn finish(mut self) -> Result<(), RuntimeError> {
         let mut sink = tokio::io::sink();
         tokio::io::copy(&mut self, &mut sink).await.map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
         let code = self.exit_code().await?;
-        let fed = match self.feeder.take() {
-            Some(feeder) => feeder.await.map_err(|e| RuntimeError::ExecInput(e.to_string()))?,
-            None => Ok(()),
-        };
+        if let Some(feeder) = self.feeder.take() {
+            feeder
+                .await
+                .map_err(|e| RuntimeError::ExecInput(e.to_string()))?
+                .map_err(|e| RuntimeError::ExecInput(e.to_string()))?;
+        }
         if code != 0 {
             return Err(RuntimeError::ExecFailed { code, stderr: self.stderr_tail() });
         }
-        // A pipe closed by a command that exited 0 without reading all is its own business;
-        // any other failure is the input's.
-        match fed {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(RuntimeError::ExecInput(e.to_string())),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// The last `STDERR_TAIL_BYTES` of stderr so far, as text.

@@ -376,6 +376,18 @@ async fn a_redis_snapshot_taken_while_writes_go_on_loads_into_a_fresh_instance_a
     assert_eq!(after_restart, digest, "the loaded data survives a restart");
 
     garbage_is_refused(&runtime, Engine::Redis, &target_container, &target_endpoint, "Wrong signature").await;
+    // Half an RDB: refused by Redis's checker if the input ends there, as the input's failure if
+    // it fails there; the server keeps what it has either way.
+    let rdb = tokio::fs::read(&path).await.unwrap();
+    let half = rdb[..rdb.len() / 2].to_vec();
+    let cut =
+        engines::load(Engine::Redis, &runtime, &target_container, &target_endpoint, std::io::Cursor::new(half.clone()));
+    assert!(matches!(cut.await, Err(LoadError::Rejected(_))), "a truncated RDB is refused");
+    let broken = std::io::Cursor::new(half).chain(FailingReader);
+    let broken = engines::load(Engine::Redis, &runtime, &target_container, &target_endpoint, broken).await;
+    assert!(matches!(broken, Err(LoadError::Input(_))), "{broken:?}");
+    let kept = engines::content_digest(Engine::Redis, &runtime, &target_container, None).await.unwrap();
+    assert_eq!(kept, digest, "neither changed the server's data");
 }
 
 #[tokio::test]
