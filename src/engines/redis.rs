@@ -228,31 +228,52 @@ fn error_reply(output: &str) -> Option<&str> {
 /// The most a `redis-cli` answer may be: an `INFO` section or a digest, never data.
 const CLI_OUTPUT_LIMIT: u64 = 1024 * 1024;
 
-/// Runs `redis-cli` with `args` (or, with `session`, the commands of its lines on one
-/// connection) and returns what it printed; `Err` with the server's message for an error reply.
-async fn cli(
-    runtime: &Runtime,
-    container: &str,
-    args: &[&str],
-    session: Option<&'static str>,
-) -> Result<String, DumpError> {
-    let mut command = cli_command(args);
-    if let Some(lines) = session {
-        command = command.with_stdin(lines.as_bytes());
+/// Runs `redis-cli` with `args` and returns what it printed; `Err` with the server's message for
+/// an error reply.
+async fn cli(runtime: &Runtime, container: &str, args: &[&str]) -> Result<String, DumpError> {
+    let output = cli_output(runtime, container, cli_command(args)).await?;
+    match error_reply(&output) {
+        Some(error) => Err(refused(error)),
+        None => Ok(output),
     }
+}
+
+/// What `redis-cli` printed, error replies and all.
+async fn cli_output(runtime: &Runtime, container: &str, command: Exec) -> Result<String, DumpError> {
     let mut execution = runtime.exec(container, command).await?;
     let mut output = String::new();
     let read = (&mut execution).take(CLI_OUTPUT_LIMIT).read_to_string(&mut output).await;
     read.map_err(|e| DumpError::Runtime(RuntimeError::Unreachable(e.to_string())))?;
     execution.finish().await?;
-    match error_reply(&output) {
-        Some(error) if error.contains("DEBUG command not allowed") => Err(DumpError::Failed(format!(
+    Ok(output)
+}
+
+fn refused(error: &str) -> DumpError {
+    if error.contains("DEBUG command not allowed") {
+        return DumpError::Failed(format!(
             "Redis answered {error} (a container made before dbroker's backups lacks \
              `enable-debug-command local` in its redis.conf: recreated from its record, it has it)"
-        ))),
-        Some(error) => Err(DumpError::Failed(format!("Redis answered {error}"))),
-        None => Ok(output),
+        ));
     }
+    DumpError::Failed(format!("Redis answered {error}"))
+}
+
+/// What a snapshot's session (see `SNAPSHOT_SESSION`) came to: the digest and the snapshot's
+/// number when the snapshot forked at the digest's instant, `None` when it did not (another
+/// child ran by then: Redis refuses a `BGSAVE` then, or schedules it for later), to try again.
+fn snapshot_taken(answer: &str) -> Result<Option<(ContentDigest, u64)>, DumpError> {
+    let busy = |line: &str| line.contains("BGSAVE") || line.contains("Background save");
+    if let Some(error) = answer.lines().filter(|line| error_reply(line).is_some()).find(|line| !busy(line)) {
+        return Err(refused(error));
+    }
+    if !answer.lines().any(|line| line == "Background saving started") {
+        return Ok(None);
+    }
+    let digest = answer.lines().find(|l| l.len() == 40 && l.bytes().all(|b| b.is_ascii_hexdigit()));
+    let Some(digest) = digest.map(|d| ContentDigest(format!("redis:{d}"))) else {
+        return Err(DumpError::Failed(format!("DEBUG DIGEST gave no digest: {answer}")));
+    };
+    Ok(Some((digest, persistence_number(answer, "rdb_saves")?)))
 }
 
 /// A field of `INFO persistence` as a number.
@@ -268,7 +289,7 @@ async fn wait_for_persistence<T>(
     mut done: impl FnMut(&str) -> Result<Option<T>, DumpError>,
 ) -> Result<T, DumpError> {
     loop {
-        let info = cli(runtime, container, &["INFO", "persistence"], None).await?;
+        let info = cli(runtime, container, &["INFO", "persistence"]).await?;
         if let Some(value) = done(&info)? {
             return Ok(value);
         }
@@ -309,16 +330,9 @@ pub(super) async fn dump(runtime: &Runtime, container: &str) -> Result<Dump, Dum
     let file = snapshot_file(runtime, container).await?;
     loop {
         wait_for_persistence(runtime, container, deadline, |info| Ok(no_child(info)?.then_some(()))).await?;
-        let answer = cli(runtime, container, &[], Some(SNAPSHOT_SESSION)).await?;
-        let digest = answer.lines().find(|l| l.len() == 40 && l.bytes().all(|b| b.is_ascii_hexdigit()));
-        let Some(digest) = digest.map(|d| ContentDigest(format!("redis:{d}"))) else {
-            return Err(DumpError::Failed(format!("DEBUG DIGEST gave no digest: {answer}")));
-        };
-        if !answer.contains("Background saving started") {
-            // Scheduled behind a child that started in between, or refused: not at the digest's instant.
-            continue;
-        }
-        let ours = persistence_number(&answer, "rdb_saves")?;
+        let session = cli_command(&[]).with_stdin(SNAPSHOT_SESSION.as_bytes());
+        let answer = cli_output(runtime, container, session).await?;
+        let Some((digest, ours)) = snapshot_taken(&answer.replace('\r', ""))? else { continue };
         let completed = wait_for_persistence(runtime, container, deadline, |info| {
             let saves = persistence_number(info, "rdb_saves")?;
             if saves == ours && persistence_number(info, "rdb_bgsave_in_progress")? == 0 {
@@ -362,7 +376,7 @@ async fn snapshot_file(runtime: &Runtime, container: &str) -> Result<String, Dum
 
 /// One setting, as `CONFIG GET` gives it (its name on one line, its value on the next).
 async fn config_value(runtime: &Runtime, container: &str, name: &str) -> Result<String, DumpError> {
-    let answer = cli(runtime, container, &["CONFIG", "GET", name], None).await?;
+    let answer = cli(runtime, container, &["CONFIG", "GET", name]).await?;
     let mut lines = answer.lines();
     match (lines.next(), lines.next()) {
         (Some(key), Some(value)) if key == name => Ok(value.to_string()),
@@ -372,7 +386,7 @@ async fn config_value(runtime: &Runtime, container: &str, name: &str) -> Result<
 
 /// `DEBUG DIGEST` of what the server holds now.
 pub(super) async fn digest(runtime: &Runtime, container: &str) -> Result<ContentDigest, DumpError> {
-    let answer = cli(runtime, container, &["DEBUG", "DIGEST"], None).await?;
+    let answer = cli(runtime, container, &["DEBUG", "DIGEST"]).await?;
     match answer.trim() {
         d if d.len() == 40 && d.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(ContentDigest(format!("redis:{d}"))),
         other => Err(DumpError::Failed(format!("DEBUG DIGEST answered {other:?}"))),
@@ -405,10 +419,10 @@ pub(super) async fn load(
         other => other.into(),
     })?;
     let save = config_value(runtime, container, "save").await?;
-    cli(runtime, container, &["CONFIG", "SET", "save", ""], None).await?;
+    cli(runtime, container, &["CONFIG", "SET", "save", ""]).await?;
     let loaded = reload_from(runtime, container, &received, &snapshot, deadline).await;
     // Put back whatever happened; the file is gone if it was moved, and removed if not.
-    let restored = cli(runtime, container, &["CONFIG", "SET", "save", save.as_str()], None).await;
+    let restored = cli(runtime, container, &["CONFIG", "SET", "save", save.as_str()]).await;
     let _ = runtime.exec(container, Exec::new(["rm", "-f", received.as_str()]).as_user(OS_USER)).await?.finish().await;
     loaded?;
     restored?;
@@ -424,10 +438,10 @@ async fn reload_from(
 ) -> Result<(), DumpError> {
     wait_for_persistence(runtime, container, deadline, |info| Ok(no_child(info)?.then_some(()))).await?;
     runtime.exec(container, Exec::new(["mv", received, snapshot]).as_user(OS_USER)).await?.finish().await?;
-    cli(runtime, container, &["DEBUG", "RELOAD", "NOSAVE"], None).await?;
-    let info = cli(runtime, container, &["INFO", "persistence"], None).await?;
+    cli(runtime, container, &["DEBUG", "RELOAD", "NOSAVE"]).await?;
+    let info = cli(runtime, container, &["INFO", "persistence"]).await?;
     let rewrites_before = persistence_number(&info, "aof_rewrites")?;
-    cli(runtime, container, &["BGREWRITEAOF"], None).await?;
+    cli(runtime, container, &["BGREWRITEAOF"]).await?;
     wait_for_persistence(runtime, container, deadline, |info| {
         let done = persistence_number(info, "aof_rewrites")? > rewrites_before && no_child(info)?;
         match (done, info.lines().any(|l| l.trim() == "aof_last_bgrewrite_status:ok")) {
@@ -474,6 +488,26 @@ mod tests {
             checker_findings(report),
             "--- RDB ERROR DETECTED ---\n[offset 9] Wrong signature trying to load DB from file\n\
              [additional info] While doing: start"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_counts_only_when_it_forked_at_the_digests_instant() {
+        let digest = "7dff4aa4711992a6870417c26949f355d23a7cac";
+        let session = |bgsave: &str| format!("OK\n{digest}\n{bgsave}\n# Persistence\nrdb_saves:7\nOK\n");
+
+        let (taken, saves) = snapshot_taken(&session("Background saving started")).unwrap().expect("taken");
+        assert_eq!((taken.0.as_str(), saves), (format!("redis:{digest}").as_str(), 7));
+        for later in [
+            "Background saving scheduled",
+            "ERR Background save already in progress",
+            "ERR Another child process is active (AOF?): can't BGSAVE right now. Use BGSAVE SCHEDULE in order to schedule a BGSAVE whenever possible.",
+        ] {
+            assert!(snapshot_taken(&session(later)).unwrap().is_none(), "{later}: tried again");
+        }
+        let refused = "OK\nERR DEBUG command not allowed. If the enable-debug-command option is set\n\nBackground saving started\n";
+        assert!(
+            matches!(snapshot_taken(refused), Err(DumpError::Failed(m)) if m.contains("enable-debug-command local"))
         );
     }
 
