@@ -4,6 +4,7 @@
 //! of itself. [`Engine`] dispatches with `match`, so a new engine is one file and the arms the
 //! compiler points to.
 
+mod dump;
 mod mysql;
 mod postgres;
 mod redis;
@@ -13,6 +14,8 @@ use std::time::Duration;
 pub use crate::model::Engine;
 use crate::model::{DatabaseName, EngineSettings, Flavor, MemoryMb};
 use crate::secrets::Secret;
+pub use dump::{ContentDigest, Dump, DumpError, LoadError, content_digest, dump, load};
+pub use redis::SNAPSHOT_DEADLINE as REDIS_SNAPSHOT_DEADLINE;
 
 /// The settings of one instance that shape its container. Values come from a request's validated
 /// fields or from the instance's record.
@@ -351,6 +354,23 @@ pub async fn server_stats(engine: Engine, endpoint: &Endpoint<'_>) -> Result<Ser
         }
     })
     .await
+}
+
+/// How long a server that has just loaded a dump may take to answer again.
+pub const LOAD_READY_DEADLINE: Duration = Duration::from_secs(120);
+const LOAD_READY_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Polls the readiness probe until the server answers, or `LOAD_READY_DEADLINE` has passed;
+/// `Err` is the last probe's reason.
+async fn wait_answers(engine: Engine, endpoint: &Endpoint<'_>) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + LOAD_READY_DEADLINE;
+    loop {
+        match probe(engine, endpoint).await {
+            Ok(()) => return Ok(()),
+            Err(reason) if tokio::time::Instant::now() >= deadline => return Err(reason),
+            Err(_) => tokio::time::sleep(LOAD_READY_POLL_INTERVAL).await,
+        }
+    }
 }
 
 async fn with_timeout<T>(attempt: impl Future<Output = Result<T, String>>) -> Result<T, String> {

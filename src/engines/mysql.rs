@@ -4,9 +4,11 @@
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+use tokio::io::AsyncRead;
 
 use super::{DatabaseSize, Launch, Launched, MemoryBounds, PASSWORD_PATH, Profile, Recovered, ServerStats, Settings};
 use crate::model::{EngineSettings, MemoryMb};
+use crate::runtime::Exec;
 use crate::secrets::Secret;
 
 const DATA_PATH: &str = "/var/lib/mysql";
@@ -164,9 +166,65 @@ pub async fn stats(host: &str, port: u16, password: &Secret) -> Result<ServerSta
     })
 }
 
+/// The dump's script, a constant: the root password is read from the container's password file
+/// (its path is the first argument; dbroker rewrites the file on every rotation) into
+/// `MYSQL_PWD`, never an argument. Every user
+/// database is dumped; the server's own (`mysql` and the schemas about the server) are not, so a
+/// restore never replaces the new instance's root credentials. Database names come one a line
+/// from the server, into separate arguments (no globbing). No user database: an empty dump.
+/// MariaDB's images have `mariadb-dump`, Oracle's only `mysqldump`; the options are the same.
+const DUMP_SCRIPT: &str = r#"set -e
+MYSQL_PWD=$(cat "$1")
+export MYSQL_PWD
+shift
+if command -v mariadb-dump >/dev/null; then dump=mariadb-dump client=mariadb; else dump=mysqldump client=mysql; fi
+databases=$("$client" --user=root --batch --skip-column-names --execute="SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ('mysql', 'sys', 'information_schema', 'performance_schema') ORDER BY schema_name")
+[ -n "$databases" ] || exit 0
+set -f
+IFS='
+'
+exec "$dump" --user=root "$@" --databases $databases"#;
+
+/// The dump's options: one consistent snapshot of InnoDB tables that blocks no writer
+/// (`--single-transaction`, rows read one at a time with `--quick`), everything a restore needs
+/// (routines, triggers, events; each database dropped and made again), and nothing that changes
+/// between two dumps of the same data (no date, no comments with the host or the time), so that
+/// the dump's sha256 is a digest of the data (see `dump`).
+const DUMP_OPTIONS: &[&str] = &[
+    "--single-transaction",
+    "--quick",
+    "--routines",
+    "--triggers",
+    "--events",
+    "--add-drop-database",
+    "--hex-blob",
+    "--skip-dump-date",
+    "--skip-comments",
+];
+
+/// The load's script, a constant, with the password read as the dump's is.
+const LOAD_SCRIPT: &str = r#"MYSQL_PWD=$(cat "$1") || exit 1
+export MYSQL_PWD
+shift
+if command -v mariadb >/dev/null; then exec mariadb --user=root --batch "$@"; fi
+exec mysql --user=root --batch "$@""#;
+
+/// The command that writes a dump of every user database to stdout (see `DUMP_SCRIPT`).
+pub(super) fn dump_command() -> Exec {
+    let mut argv = vec!["sh".to_string(), "-c".into(), DUMP_SCRIPT.into(), "sh".into(), PASSWORD_PATH.into()];
+    argv.extend(DUMP_OPTIONS.iter().map(|o| o.to_string()));
+    Exec::new(argv)
+}
+
+/// The command that loads a dump from `input`: the server's client, which stops at the first
+/// statement that fails, with the server's message on stderr.
+pub(super) fn load_command(input: impl AsyncRead + Send + Unpin + 'static) -> Exec {
+    Exec::new(["sh", "-c", LOAD_SCRIPT, "sh", PASSWORD_PATH]).with_stdin(input)
+}
+
 /// The databases a server holds that are its own, not a user's: a dump leaves them out, and
 /// emptying an instance keeps them (its users, its root password, its schema of schemas).
-pub const SYSTEM_DATABASES: &[&str] = &["mysql", "sys", "information_schema", "performance_schema"];
+const SYSTEM_DATABASES: &[&str] = &["mysql", "sys", "information_schema", "performance_schema"];
 
 /// Drops every user database, keeping the server's own (`SYSTEM_DATABASES`): what an in-place
 /// restore or an import starts from. The names are the server's own, quoted as identifiers.

@@ -3,12 +3,15 @@
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+use tokio::io::AsyncRead;
 
+use super::dump::{DumpError, LoadError};
 use super::{
     DatabaseSize, IdentityEdit, Launch, Launched, MemoryBounds, PASSWORD_PATH, Profile, Recovered, ServerStats,
     Settings,
 };
 use crate::model::{DatabaseName, EngineSettings, MemoryMb};
+use crate::runtime::Exec;
 use crate::secrets::Secret;
 
 const DATA_PATH: &str = "/var/lib/postgresql/data";
@@ -223,9 +226,138 @@ fn new_system_identifier() -> u64 {
 
 const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
+/// What `pg_dump` writes differently each time for the same data: since 15.14 (and 16.10, 17.6)
+/// a plain dump opens with `\restrict KEY` and ends with `\unrestrict KEY`, the key random. Left
+/// out of the dump's digest (see `dump`).
+pub(super) const VOLATILE_DUMP_LINES: &[&[u8]] = &[b"\\restrict ", b"\\unrestrict "];
+
+/// The user the dump and load run as inside the container: the cluster's superuser, whose
+/// socket logins the images trust (`initdb --auth-local=trust`), so no password is needed at all.
+const OS_USER: &str = "postgres";
+
+/// `pg_dump` of `database` in plain SQL, in its own snapshot (pg_dump's one transaction, which
+/// blocks no writer). Owners and privileges are left out: a fresh instance of ours has only the
+/// `postgres` role, which then owns everything loaded, and a grant to a role it lacks would stop
+/// the load. Each object is dropped before it is made (`--clean --if-exists`), so a load into an
+/// instance that has them replaces them.
+pub(super) fn dump_command(database: &str) -> Result<Exec, DumpError> {
+    let database = checked_database(database).map_err(DumpError::Failed)?;
+    Ok(Exec::new([
+        "pg_dump",
+        "--no-password",
+        "--format=plain",
+        "--no-owner",
+        "--no-privileges",
+        "--clean",
+        "--if-exists",
+        "--dbname",
+        database.as_str(),
+    ])
+    .as_user(OS_USER))
+}
+
+/// `psql` into `database`, stopping at the first error (`ON_ERROR_STOP`, with the server's message
+/// on stderr), the whole dump in one transaction: `BEGIN` before it and `COMMIT` after it, sent
+/// only once the input has ended cleanly (see `Transaction`). No `psqlrc` of the image is read.
+pub(super) fn load_command(database: &str, input: impl AsyncRead + Send + Unpin + 'static) -> Result<Exec, LoadError> {
+    let database = checked_database(database).map_err(LoadError::Rejected)?;
+    let argv =
+        ["psql", "--no-password", "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--dbname", database.as_str()];
+    Ok(Exec::new(argv).as_user(OS_USER).with_stdin(Transaction::new(input)))
+}
+
+/// A database name as `DatabaseName` allows them (lowercase letters, digits, '_'): never taken
+/// by `--dbname` for a connection string.
+fn checked_database(database: &str) -> Result<DatabaseName, String> {
+    database.parse().map_err(|e: crate::model::Invalid| e.0)
+}
+
+/// A dump's input wrapped in one transaction. `COMMIT` follows only a clean end of the input: an
+/// input that fails (a cut upload, a failed decryption) ends the stream with no `COMMIT`, psql
+/// reaches its end inside the transaction and disconnects, and the server rolls it all back.
+struct Transaction<R> {
+    input: R,
+    state: TransactionState,
+}
+
+enum TransactionState {
+    Begin(&'static [u8]),
+    Body,
+    Commit(&'static [u8]),
+}
+
+impl<R> Transaction<R> {
+    fn new(input: R) -> Self {
+        Transaction { input, state: TransactionState::Begin(b"BEGIN;\n") }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Transaction<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            match &mut this.state {
+                TransactionState::Begin(rest) | TransactionState::Commit(rest) if !rest.is_empty() => {
+                    let n = rest.len().min(buf.remaining());
+                    buf.put_slice(&rest[..n]);
+                    *rest = &rest[n..];
+                    return Poll::Ready(Ok(()));
+                }
+                TransactionState::Begin(_) => this.state = TransactionState::Body,
+                TransactionState::Commit(_) => return Poll::Ready(Ok(())),
+                TransactionState::Body => {
+                    let before = buf.filled().len();
+                    match std::pin::Pin::new(&mut this.input).poll_read(cx, buf) {
+                        Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                            // A newline first: the dump's last line may lack one.
+                            this.state = TransactionState::Commit(b"\nCOMMIT;\n");
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_dump_that_ends_cleanly_is_wrapped_in_one_transaction() {
+        use tokio::io::AsyncReadExt;
+        let mut wrapped = String::new();
+        Transaction::new(&b"CREATE TABLE t ();"[..]).read_to_string(&mut wrapped).await.unwrap();
+        assert_eq!(wrapped, "BEGIN;\nCREATE TABLE t ();\nCOMMIT;\n");
+    }
+
+    #[tokio::test]
+    async fn a_dump_whose_input_fails_gets_no_commit() {
+        use tokio::io::AsyncReadExt;
+        struct Broken;
+        impl AsyncRead for Broken {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                _: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Err(std::io::Error::other("cut")))
+            }
+        }
+        let mut wrapped = Vec::new();
+        let read = Transaction::new((&b"CREATE TABLE t ();\n"[..]).chain(Broken)).read_to_end(&mut wrapped).await;
+        assert!(read.is_err());
+        assert!(!String::from_utf8_lossy(&wrapped).contains("COMMIT"), "{wrapped:?}");
+    }
 
     /// A control file laid out as PostgreSQL's: identifier first, nonce, then the CRC of both.
     fn control_file(id: u64, nonce: [u8; NONCE_LEN]) -> Vec<u8> {

@@ -20,11 +20,13 @@ use bollard::query_parameters::{
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::RwLock;
 
+mod exec;
 mod files;
 mod network;
 
 use crate::metrics::DockerErrors;
 
+pub use exec::{Exec, Execution, Input, STDERR_TAIL_BYTES};
 pub use network::NetworkSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,13 @@ pub enum RuntimeError {
     NotFound,
     #[error("the Docker engine refused: {0}")]
     Refused(String),
+    /// A command run in a container (see `exec`) exited with `code`; `stderr` is the tail of what
+    /// it wrote there, for the person who reads the error.
+    #[error("the command exited with {code}: {stderr}")]
+    ExecFailed { code: i64, stderr: String },
+    /// The input given to a command failed before its end.
+    #[error("the command's input failed: {0}")]
+    ExecInput(String),
 }
 
 impl RuntimeError {
@@ -710,7 +719,11 @@ fn counted(errors: &DockerErrors, call: &'static str, error: RuntimeError) -> Ru
         RuntimeError::Unreachable(_) => "unreachable",
         RuntimeError::Refused(_) => "refused",
         RuntimeError::PortTaken => "port_taken",
-        RuntimeError::NotFound | RuntimeError::ImageMissing { .. } => return error,
+        // A command's own failure, or its input's, is an answer too, not the engine's fault.
+        RuntimeError::NotFound
+        | RuntimeError::ImageMissing { .. }
+        | RuntimeError::ExecFailed { .. }
+        | RuntimeError::ExecInput(_) => return error,
     };
     errors.count(call, kind);
     error

@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod catalogue;
 mod connections;
+mod dumps;
 mod failures;
 mod first_run;
 mod healing;
