@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::backups::BackupSettings;
 use crate::config::{Catalogue, Config, FileConfig, MetricsListen, PortRange, Quotas, Rate, RateLimits, defaults};
 use crate::model::{Engine, UserName};
 use crate::secrets::{KeySource, Secret};
@@ -266,6 +267,7 @@ impl ServeArgs {
             self.master_key_file.or(file.master_key_file),
         )
         .map_err(|e| e.to_string())?;
+        let backups = file.backups.as_ref().map(BackupSettings::from_file).transpose()?;
         Ok(Config {
             listen: self.listen.or(file.listen).unwrap_or_else(|| parse_default(defaults::LISTEN)),
             metrics_listen: self
@@ -308,6 +310,7 @@ impl ServeArgs {
             docker_host: std::env::var("DOCKER_HOST").ok(),
             quotas,
             rate_limits,
+            backups,
         })
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backups::{BackupSettings, FileBackups};
 use crate::engines::{self, MemoryBounds};
 use crate::model::{Engine, Flavor, Invalid, UserName, VersionName};
 use crate::secrets::KeySource;
@@ -213,6 +214,9 @@ pub struct Config {
     pub docker_host: Option<String>,
     pub quotas: Quotas,
     pub rate_limits: RateLimits,
+    /// `[backups]`: targets, the encryption recipient and identity; `None`: backups are not
+    /// configured.
+    pub backups: Option<BackupSettings>,
 }
 
 /// `[quotas]`: what each user may hold unless `dbroker user quota` gives them their own, and the
@@ -347,6 +351,7 @@ pub struct FileConfig {
     pub rate_limits: FileRateLimits,
     #[serde(default)]
     pub engines: BTreeMap<Engine, FileEngine>,
+    pub backups: Option<FileBackups>,
 }
 
 /// `[quotas]` in the file: each key optional.

@@ -11,12 +11,14 @@
 //! - [`runtime`]: the Docker Engine API, wrapped once, in our own words.
 //! - [`store`]: users, instance records, operations and leases in SQLite.
 //! - [`model`] and [`secrets`]: validated values, credentials and their encryption at rest.
+//! - [`backups`]: backups' targets (a directory, S3) and the sealed (compressed, encrypted) stream.
 //! - [`metrics`]: the Prometheus figures, recorded where things happen, served on a listener of
 //!   their own.
 //! - [`config`] and [`app`]: typed configuration, and building and running the service.
 
 pub mod api;
 pub mod app;
+pub mod backups;
 pub mod cli;
 pub mod config;
 pub mod engines;

@@ -384,6 +384,7 @@ impl TestApp {
             history_retention: Duration::from_secs(90 * 86_400),
             quotas: Default::default(),
             rate_limits: Default::default(),
+            backups: None,
         };
         adjust(&mut config);
         let mut app = TestApp {
