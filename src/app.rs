@@ -93,7 +93,13 @@ impl App {
             None => None,
         };
         let config = Arc::new(config);
-        let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone(), metrics.clone());
+        let backups = config
+            .backups
+            .as_ref()
+            .map(crate::backups::Backups::from_settings)
+            .transpose()
+            .context("cannot set up the backup targets ([backups] of the configuration file)")?;
+        let provisioner = Provisioner::new(store.clone(), runtime, key, config.clone(), metrics.clone(), backups);
         store.register_node(provisioner.node()).await.context("cannot write this node's row to the store")?;
         if engine_answers && let Err(error) = provisioner.prepare_network().await {
             tracing::warn!(%error, "could not make dbroker's network; the first create will try again");

@@ -278,6 +278,27 @@ pub async fn rotate_password(engine: Engine, endpoint: &Endpoint<'_>, new: &Secr
     .await
 }
 
+/// Empties the instance's data, keeping its server, credentials and settings: what an in-place
+/// restore or an import starts from. MySQL: every user database is dropped; PostgreSQL: the
+/// instance's database is made again, empty; Redis: nothing to do, as its load replaces the
+/// whole dataset.
+pub async fn wipe(engine: Engine, endpoint: &Endpoint<'_>) -> Result<(), String> {
+    let Endpoint { host, port, password, .. } = *endpoint;
+    match engine {
+        Engine::Mysql => mysql::wipe(host, port, password).await,
+        Engine::Postgres => postgres::wipe(host, port, password, endpoint.database()).await,
+        Engine::Redis => Ok(()),
+    }
+}
+
+/// The file extension of the engine's dumps: `sql` (MySQL, PostgreSQL), `rdb` (Redis).
+pub fn dump_extension(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Mysql | Engine::Postgres => "sql",
+        Engine::Redis => "rdb",
+    }
+}
+
 /// Renames the endpoint's database to `new` on the running server, for engines that have
 /// databases (PostgreSQL): an instance started with the default database gets the one asked for,
 /// and no other besides.

@@ -8,15 +8,13 @@
 //! reported done before it is: a backup is `succeeded` only once its object is complete on the
 //! target, with its size and sha256 read back from what was written.
 
-use std::sync::Arc;
-
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::lifecycle::require_status;
 use super::{Caller, Idempotency, Instance, ProvisionError, Provisioner, Running};
 use super::backup_schedule::{self, Retention};
-use crate::backups::{self, Backups, TargetError};
+use crate::backups::{self, Backups, Checked, ReadError, SealError, TargetError};
 use crate::engines;
 use crate::model::{BackupId, BackupKind, BackupState, InstanceId, OperationId, OperationKind, Status, TargetName};
 use crate::store::{BackupFilter, BackupPolicy, BackupRecord, InstanceRecord, NewBackup, NewPolicy, StoredObject};
@@ -34,7 +32,7 @@ pub enum Seed {
 
 impl Provisioner {
     /// The configured backups, or why there are none.
-    fn backups(&self) -> Result<&Arc<Backups>, ProvisionError> {
+    fn backups(&self) -> Result<&Backups, ProvisionError> {
         self.backups.as_ref().ok_or_else(|| {
             ProvisionError::Conflict(
                 "no backup target is configured: add a [backups] section to the configuration file (see the README)"
@@ -82,7 +80,6 @@ impl Provisioner {
         operation: &OperationId,
     ) -> Result<BackupRecord, ProvisionError> {
         let backups = self.backups()?;
-        let target = backups.target(target_name).map_err(invalid_target)?;
         let owner_id = record.owner_id.ok_or_else(|| ProvisionError::Conflict("a pool member has no backups".into()))?;
         let id = BackupId::random();
         let key = object_key(record, &id);
@@ -101,19 +98,11 @@ impl Provisioner {
         // A safety backup is never refused for room: it is what makes a restore safe.
         let quota = self.config.quotas.backup_quota();
         self.store.insert_backup(&new, (kind != BackupKind::Safety).then_some(&quota)).await?;
-        let written = async {
-            let mut object = target.create(&key).await.map_err(target_failed)?;
-            let mut sealed = backups.seal(&mut object);
-            let digest = self.dump_into(record, &mut sealed).await?;
-            sealed.shutdown().await.map_err(|e| target_failed(TargetError::from_io(target_name, e)))?;
-            drop(sealed);
-            let stored = object.finish().await.map_err(target_failed)?;
-            Ok::<_, ProvisionError>((stored, digest))
-        };
-        match written.await {
+        match self.dump_and_store(record, backups, target_name, &key).await {
             Ok((stored, digest)) => {
                 let digest = digest.to_string();
-                let object = StoredObject { size_bytes: stored.size, sha256: &stored.sha256, content_digest: &digest };
+                let sha256 = stored.sha256_hex();
+                let object = StoredObject { size_bytes: stored.size, sha256: &sha256, content_digest: &digest };
                 self.store.backup_succeeded(&id, &object).await?;
                 self.metrics.backup_stored(record.engine(), stored.size);
                 self.store.backup(&id).await?.ok_or(ProvisionError::NotFound)
@@ -124,6 +113,34 @@ impl Provisioner {
                 Err(error)
             }
         }
+    }
+
+    /// Streams a dump of the instance, sealed, into object `key` on `target`. A dump whose tool
+    /// fails half way reads as a short stream that seals fine: its object is removed, and its
+    /// tool's error is the backup's.
+    async fn dump_and_store(
+        &self,
+        record: &InstanceRecord,
+        backups: &Backups,
+        target: &TargetName,
+        key: &str,
+    ) -> Result<(backups::StoredObject, engines::ContentDigest), ProvisionError> {
+        let container = self.container_name(&record.id);
+        let mut dump = engines::dump(record.engine(), &self.runtime, &container, record.database())
+            .await
+            .map_err(|e| ProvisionError::ServerRefused(format!("the dump did not start: {e}")))?;
+        let stored = backups.store(&mut dump, target, key).await;
+        let finished = dump.finish().await;
+        let failed = match (stored, finished) {
+            (Ok(stored), Ok(digest)) => return Ok((stored, digest)),
+            (Ok(_), Err(dumped)) => ProvisionError::ServerRefused(dumped.to_string()),
+            (Err(SealError::Source(_)), Err(dumped)) => ProvisionError::ServerRefused(dumped.to_string()),
+            (Err(sealed), _) => sealed_failed(sealed),
+        };
+        if let Err(error) = backups.delete(target, key).await {
+            tracing::warn!(%error, "could not remove a failed backup's object");
+        }
+        Err(failed)
     }
 
     /// Streams a consistent dump of the instance's data, in its engine's own format, into `sink`,
@@ -160,10 +177,10 @@ impl Provisioner {
             .map_err(|e| ProvisionError::NotLoadable(e.to_string()))
     }
 
-    /// The backup's object, checked whole against the size and sha256 recorded when it was
-    /// written and opened with the identity, before anything is changed: a corrupted or truncated
-    /// object, or an identity it was not sealed to, is refused here with what is wrong.
-    async fn fetch_checked(&self, backup: &BackupRecord) -> Result<backups::Fetched, ProvisionError> {
+    /// The backup, read whole from its target and checked with the identity before anything is
+    /// changed: a damaged or truncated object, or one sealed to another key, is refused here
+    /// (`Conflict`, saying which), as is a backup that did not succeed.
+    async fn fetch_checked(&self, backup: &BackupRecord) -> Result<Checked, ProvisionError> {
         let backups = self.backups()?;
         if backup.state != BackupState::Succeeded {
             return Err(ProvisionError::Conflict(format!(
@@ -171,21 +188,12 @@ impl Provisioner {
                 backup.id, backup.state
             )));
         }
-        let (Some(size), Some(sha256)) = (backup.size_bytes, backup.sha256.as_deref()) else {
-            return Err(ProvisionError::Conflict(format!("backup {} records no size or checksum", backup.id)));
-        };
-        backups
-            .fetch_checked(&backup.target, &backup.object_key, size, sha256, &self.config.data_dir)
-            .await
-            .map_err(|e| match e {
-                backups::FetchError::Target(e) => target_failed(e),
-                unusable => ProvisionError::Conflict(format!("backup {} cannot be restored: {unusable}", backup.id)),
-            })
+        backups.check(&backup.target, &backup.object_key).await.map_err(read_failed)
     }
 
     /// Loads a checked backup into the instance's running server.
-    async fn load_backup(&self, record: &InstanceRecord, fetched: backups::Fetched) -> Result<(), ProvisionError> {
-        let plain = fetched.open().await.map_err(|e| ProvisionError::Conflict(format!("cannot open the backup: {e}")))?;
+    async fn load_backup(&self, record: &InstanceRecord, checked: &Checked) -> Result<(), ProvisionError> {
+        let plain = checked.open().await.map_err(read_failed)?;
         self.load_from(record, plain).await
     }
 
@@ -200,9 +208,9 @@ impl Provisioner {
         match seed {
             Seed::Backup(backup) => {
                 let backup = self.owned_backup(owner_id, backup).await?;
-                let fetched = self.fetch_checked(&backup).await?;
-                progress.step("backup fetched and checked").await;
-                self.load_backup(record, fetched).await?;
+                let checked = self.fetch_checked(&backup).await?;
+                progress.step("backup checked").await;
+                self.load_backup(record, &checked).await?;
                 progress.step("backup loaded").await;
             }
             Seed::CloneOf(source) => {
@@ -285,15 +293,15 @@ impl Provisioner {
                     reason: format!("backup {} is of {}, the instance {}", backup.id, backup.engine, record.engine()),
                 });
             }
-            let fetched = this.fetch_checked(&backup).await?;
-            progress.step("backup fetched and checked").await;
+            let checked = this.fetch_checked(&backup).await?;
+            progress.step("backup checked").await;
             let operation = progress.operation_id();
             let safety = this.back_up_now(&record, &backup.target, BackupKind::Safety, operation).await?;
             progress.step("safety backup taken").await;
-            if let Err(error) = this.replace_data(&record, fetched).await {
+            if let Err(error) = this.replace_data(&record, &checked).await {
                 tracing::warn!(instance_id = %record.id, %error, "restore failed; loading the safety backup back");
                 let safety = this.fetch_checked(&safety).await?;
-                this.replace_data(&record, safety).await?;
+                this.replace_data(&record, &safety).await?;
                 return Err(error);
             }
             progress.step("backup loaded").await;
@@ -304,10 +312,10 @@ impl Provisioner {
         .await
     }
 
-    /// Empties the instance's data and loads `fetched` in its place.
-    async fn replace_data(&self, record: &InstanceRecord, fetched: backups::Fetched) -> Result<(), ProvisionError> {
+    /// Empties the instance's data and loads `checked` in its place.
+    async fn replace_data(&self, record: &InstanceRecord, checked: &Checked) -> Result<(), ProvisionError> {
         self.wipe(record).await?;
-        self.load_backup(record, fetched).await
+        self.load_backup(record, checked).await
     }
 
     /// Empties the instance's data, keeping its server, credentials and settings.
@@ -315,7 +323,7 @@ impl Provisioner {
         let password = self.password_of(record)?;
         let host = self.probe_host();
         let endpoint = self.endpoint(record, &host, &password);
-        engines::wipe(record.engine(), &self.runtime, &self.container_name(&record.id), &endpoint)
+        engines::wipe(record.engine(), &endpoint)
             .await
             .map_err(|e| ProvisionError::ServerRefused(format!("could not empty the instance: {e}")))
     }
@@ -374,12 +382,33 @@ fn object_key(record: &InstanceRecord, id: &BackupId) -> String {
     format!("{}/{id}.{format}.zst.age", record.id)
 }
 
-fn invalid_target(error: backups::UnknownTarget) -> ProvisionError {
-    ProvisionError::Invalid { field: "target", reason: error.to_string() }
+fn invalid_target(error: TargetError) -> ProvisionError {
+    match error {
+        TargetError::Unknown { .. } => ProvisionError::Invalid { field: "target", reason: error.to_string() },
+        other => target_failed(other),
+    }
 }
 
 fn target_failed(error: TargetError) -> ProvisionError {
     ProvisionError::TargetFailed(error.to_string())
+}
+
+/// A seal that failed: the target's fault, or (when the dump could not be read) the server's.
+fn sealed_failed(error: SealError) -> ProvisionError {
+    match error {
+        SealError::Target(error) => target_failed(error),
+        SealError::Source(error) => ProvisionError::ServerRefused(format!("the dump could not be read: {error}")),
+        other => ProvisionError::Internal(other.into()),
+    }
+}
+
+/// A backup that cannot be read back: the target's fault, or the backup's (damaged, truncated,
+/// sealed to another key), or no identity to read it with.
+fn read_failed(error: ReadError) -> ProvisionError {
+    match error {
+        ReadError::Target(error) | ReadError::Sealed(SealError::Target(error)) => target_failed(error),
+        other => ProvisionError::Conflict(other.to_string()),
+    }
 }
 
 // ---- verification ----
@@ -402,7 +431,7 @@ impl Provisioner {
 
     async fn restore_and_compare(&self, backup: &BackupRecord, operation: &OperationId) -> Result<(), String> {
         let expected = backup.content_digest.clone().ok_or("the backup records no content digest")?;
-        let fetched = self.fetch_checked(backup).await.map_err(|e| e.to_string())?;
+        let checked = self.fetch_checked(backup).await.map_err(|e| e.to_string())?;
         let version = backup.version.parse().map_err(|e: crate::model::Invalid| e.0)?;
         let (_, spec) = self
             .config
@@ -417,7 +446,7 @@ impl Provisioner {
             let database = engines::profile(backup.engine).default_database;
             let endpoint = engines::Endpoint { host: "127.0.0.1", port, password: &password, database };
             self.wait_throwaway_ready(backup.engine, &name, &endpoint).await.map_err(|e| e.to_string())?;
-            let plain = fetched.open().await.map_err(|e| e.to_string())?;
+            let plain = checked.open().await.map_err(|e| e.to_string())?;
             engines::load(backup.engine, &self.runtime, &name, &endpoint, plain)
                 .await
                 .map_err(|e| format!("the server did not load it: {e}"))?;
@@ -662,8 +691,8 @@ impl Provisioner {
         });
         let Some(safety) = safety else { return Ok(()) };
         self.wait_until_ready(record).await?;
-        let fetched = self.fetch_checked(&safety).await?;
-        self.replace_data(record, fetched).await
+        let checked = self.fetch_checked(&safety).await?;
+        self.replace_data(record, &checked).await
     }
 }
 
@@ -683,6 +712,7 @@ impl Provisioner {
 
     /// The largest dump an import takes.
     pub fn import_max_bytes(&self) -> u64 {
-        self.config.import_max_bytes
+        let configured = self.config.backups.as_ref().map(|b| b.import_max_bytes);
+        configured.unwrap_or(crate::backups::settings::DEFAULT_IMPORT_MAX_BYTES)
     }
 }

@@ -154,7 +154,7 @@ pub struct Provisioner {
     /// Where operations and repairs are counted (the runtime counts Docker's errors).
     metrics: Metrics,
     /// The backup targets and keys, if the configuration has any (see `backups`).
-    backups: Option<Arc<crate::backups::Backups>>,
+    backups: Option<crate::backups::Backups>,
 }
 
 /// The store's lease held while dbroker's network is looked up or made (see `prepare_network`).
@@ -167,7 +167,7 @@ impl Provisioner {
         key: MasterKey,
         config: Arc<Config>,
         metrics: Metrics,
-        backups: Option<Arc<crate::backups::Backups>>,
+        backups: Option<crate::backups::Backups>,
     ) -> Self {
         let ops = Operations::new(store.clone(), config.operation_lease, TaskTracker::new(), metrics.clone());
         let quotas = quotas::Quotas::new(config.quotas);
