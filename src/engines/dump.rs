@@ -293,6 +293,13 @@ mod tests {
 
     const SKIP: &[&[u8]] = &[b"\\restrict ", b"\\unrestrict "];
 
+    /// A dump is what an HTTP response's body or an upload's task can own and move between threads.
+    #[test]
+    fn a_dump_can_be_sent_to_another_task() {
+        fn sendable<T: AsyncRead + Send + Unpin + 'static>() {}
+        sendable::<Dump>();
+    }
+
     fn digest_in_pieces(text: &[u8], piece: usize) -> String {
         let mut hasher = CanonicalHasher::new(SKIP);
         for chunk in text.chunks(piece) {

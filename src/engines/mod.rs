@@ -1,8 +1,8 @@
 //! What each database engine needs, one file per engine: its container (port, data path,
 //! environment, arguments and the file that holds its password), its connection URI, its memory
-//! bounds, a readiness probe that logs in with a real client, and the figures its server reports
-//! of itself. [`Engine`] dispatches with `match`, so a new engine is one file and the arms the
-//! compiler points to.
+//! bounds, a readiness probe that logs in with a real client, the figures its server reports
+//! of itself, and the dump, load and content digest of its data (see `dump`). [`Engine`]
+//! dispatches with `match`, so a new engine is one file and the arms the compiler points to.
 
 mod dump;
 mod mysql;

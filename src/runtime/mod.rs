@@ -1,6 +1,6 @@
 //! The container runtime: the Docker Engine API (through bollard), wrapped once, in our own words.
-//! It runs [`ContainerSpec`]s and reports [`ContainerState`]s; it knows nothing of HTTP, users or
-//! engines. Errors say what the caller should do: `Unreachable`, `ImageMissing`, `PortTaken`.
+//! It runs [`ContainerSpec`]s and reports [`ContainerState`]s, and runs commands in them with
+//! their output streamed ([`Exec`]); it knows nothing of HTTP, users or engines. Errors say what the caller should do: `Unreachable`, `ImageMissing`, `PortTaken`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
