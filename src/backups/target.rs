@@ -246,7 +246,7 @@ impl Target {
             Kind::Dir { root } => {
                 let path = root.join(key.as_str());
                 let file = tokio::fs::File::open(&path).await.map_err(|e| self.dir_error(key, &path, e))?;
-                Ok(ObjectReader(Box::pin(file)))
+                Ok(ObjectReader(Box::pin(DirReader { file, target: self.name.clone(), path })))
             }
             Kind::S3 { store, .. } => {
                 let got = store.get(&self.s3_path(key)).await.map_err(|e| self.s3_error(key, e))?;
@@ -360,8 +360,13 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 fn s3_store(name: &str, spec: &S3Spec) -> Result<Kind, TargetError> {
     let retry =
         RetryConfig { backoff: BackoffConfig::default(), max_retries: S3_MAX_RETRIES, retry_timeout: S3_RETRY_TIMEOUT };
+    // object_store takes a virtual-hosted endpoint with the bucket in it already.
+    let endpoint = match spec.endpoint.split_once("://") {
+        Some((scheme, host)) if !spec.path_style => format!("{scheme}://{}.{host}", spec.bucket),
+        _ => spec.endpoint.clone(),
+    };
     let store = AmazonS3Builder::new()
-        .with_endpoint(&spec.endpoint)
+        .with_endpoint(endpoint)
         .with_allow_http(spec.endpoint.starts_with("http://"))
         .with_region(&spec.region)
         .with_bucket_name(&spec.bucket)
@@ -541,5 +546,22 @@ pub struct ObjectReader(Pin<Box<dyn AsyncRead + Send>>);
 impl AsyncRead for ObjectReader {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.0.as_mut().poll_read(cx, buf)
+    }
+}
+
+/// A directory object's file, its read errors said as the target's (a disk failing is not a
+/// damaged backup).
+struct DirReader {
+    file: tokio::fs::File,
+    target: Arc<str>,
+    path: PathBuf,
+}
+
+impl AsyncRead for DirReader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        Pin::new(&mut this.file)
+            .poll_read(cx, buf)
+            .map_err(|e| io_error(&this.target, &this.path.display().to_string(), e).into_io())
     }
 }
