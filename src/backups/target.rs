@@ -298,6 +298,34 @@ impl Target {
         }
     }
 
+    /// Removes what an unfinished write of `key` left when its process died before its writer
+    /// could (its operation's lease then expires and another process cleans up): a directory
+    /// target's staging files of that name. On S3 an unfinished multipart upload stores no
+    /// object, and object_store cannot list uploads: a bucket lifecycle rule
+    /// (AbortIncompleteMultipartUpload) reclaims their parts.
+    pub async fn discard_partial(&self, key: &ObjectKey) -> Result<(), TargetError> {
+        let Kind::Dir { root } = &self.kind else { return Ok(()) };
+        let path = root.join(key.as_str());
+        let parent = path.parent().expect("an object's path is under the root");
+        let staging = format!(".{}.partial-", path.file_name().expect("a key's last segment").to_string_lossy());
+        let mut entries = match tokio::fs::read_dir(parent).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&self.name, &parent.display().to_string(), e)),
+        };
+        let error = |e: io::Error| io_error(&self.name, &parent.display().to_string(), e);
+        while let Some(entry) = entries.next_entry().await.map_err(error)? {
+            if entry.file_name().to_string_lossy().starts_with(&staging) {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(error(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn s3_path(&self, key: &ObjectKey) -> object_store::path::Path {
         let Kind::S3 { prefix, .. } = &self.kind else { unreachable!("an S3 target") };
         object_store::path::Path::from(format!("{prefix}{key}"))
