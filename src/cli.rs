@@ -456,4 +456,44 @@ mod tests {
         assert_eq!(from_flag.master_key, KeySource::File("/run/key".into()));
         assert_eq!(serve(&[]).unwrap().master_key, KeySource::DataDir);
     }
+
+    #[test]
+    fn backups_are_configured_by_their_section_and_a_mistake_in_it_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let recipient = age::x25519::Identity::generate().to_public().to_string();
+        let configured = dir.path().join("backups.toml");
+        std::fs::write(
+            &configured,
+            format!(
+                "[backups]\nrecipient = \"{recipient}\"\nimport_max_bytes = 5000\n\
+                 [backups.targets.local]\nkind = \"dir\"\npath = \"/var/lib/dbroker/backups\"\n"
+            ),
+        )
+        .unwrap();
+        let misspelt = dir.path().join("misspelt.toml");
+        std::fs::write(&misspelt, format!("[backups]\nrecipient = \"{recipient}\"\ndefault_traget = \"local\"\n"))
+            .unwrap();
+        let literal = dir.path().join("literal.toml");
+        std::fs::write(
+            &literal,
+            format!(
+                "[backups]\nrecipient = \"{recipient}\"\n[backups.targets.s3]\nkind = \"s3\"\n\
+                 endpoint = \"https://s3.example.net\"\nbucket = \"b\"\naccess_key_id = \"AKID\"\n\
+                 secret_access_key = \"hunter2hunter2\"\n"
+            ),
+        )
+        .unwrap();
+
+        let unconfigured = serve(&[]).unwrap();
+        let backups = serve(&["--config", configured.to_str().unwrap()]).unwrap().backups.unwrap();
+        let misspelt = serve(&["--config", misspelt.to_str().unwrap()]).unwrap_err();
+        let literal = serve(&["--config", literal.to_str().unwrap()]).unwrap_err();
+
+        assert!(unconfigured.backups.is_none(), "no section: backups are not configured");
+        assert_eq!((backups.default_target.as_str(), backups.import_max_bytes), ("local", 5000));
+        assert_eq!(backups.recipient.to_string(), recipient);
+        assert!(backups.identity.is_none());
+        assert!(misspelt.contains("default_traget") && misspelt.contains("line 3"), "{misspelt}");
+        assert!(literal.contains("backups.targets.s3.access_key_id") && !literal.contains("AKID"), "{literal}");
+    }
 }

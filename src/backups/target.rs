@@ -246,7 +246,7 @@ impl Target {
             Kind::Dir { root } => {
                 let path = root.join(key.as_str());
                 let file = tokio::fs::File::open(&path).await.map_err(|e| self.dir_error(key, &path, e))?;
-                Ok(ObjectReader(Box::pin(file)))
+                Ok(ObjectReader(Box::pin(DirReader { file, target: self.name.clone(), path })))
             }
             Kind::S3 { store, .. } => {
                 let got = store.get(&self.s3_path(key)).await.map_err(|e| self.s3_error(key, e))?;
@@ -306,6 +306,34 @@ impl Target {
                 Err(e) => Err(self.s3_error(key, e)),
             },
         }
+    }
+
+    /// Removes what an unfinished write of `key` left when its process died before its writer
+    /// could (its operation's lease then expires and another process cleans up): a directory
+    /// target's staging files of that name. On S3 an unfinished multipart upload stores no
+    /// object, and object_store cannot list uploads: a bucket lifecycle rule
+    /// (AbortIncompleteMultipartUpload) reclaims their parts.
+    pub async fn discard_partial(&self, key: &ObjectKey) -> Result<(), TargetError> {
+        let Kind::Dir { root } = &self.kind else { return Ok(()) };
+        let path = root.join(key.as_str());
+        let parent = path.parent().expect("an object's path is under the root");
+        let staging = format!(".{}.partial-", path.file_name().expect("a key's last segment").to_string_lossy());
+        let mut entries = match tokio::fs::read_dir(parent).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&self.name, &parent.display().to_string(), e)),
+        };
+        let error = |e: io::Error| io_error(&self.name, &parent.display().to_string(), e);
+        while let Some(entry) = entries.next_entry().await.map_err(error)? {
+            if entry.file_name().to_string_lossy().starts_with(&staging) {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(error(e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     fn s3_path(&self, key: &ObjectKey) -> object_store::path::Path {
@@ -370,8 +398,13 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 fn s3_store(name: &str, spec: &S3Spec) -> Result<Kind, TargetError> {
     let retry =
         RetryConfig { backoff: BackoffConfig::default(), max_retries: S3_MAX_RETRIES, retry_timeout: S3_RETRY_TIMEOUT };
+    // object_store takes a virtual-hosted endpoint with the bucket in it already.
+    let endpoint = match spec.endpoint.split_once("://") {
+        Some((scheme, host)) if !spec.path_style => format!("{scheme}://{}.{host}", spec.bucket),
+        _ => spec.endpoint.clone(),
+    };
     let store = AmazonS3Builder::new()
-        .with_endpoint(&spec.endpoint)
+        .with_endpoint(endpoint)
         .with_allow_http(spec.endpoint.starts_with("http://"))
         .with_region(&spec.region)
         .with_bucket_name(&spec.bucket)
@@ -551,5 +584,22 @@ pub struct ObjectReader(Pin<Box<dyn AsyncRead + Send>>);
 impl AsyncRead for ObjectReader {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.0.as_mut().poll_read(cx, buf)
+    }
+}
+
+/// A directory object's file, its read errors said as the target's (a disk failing is not a
+/// damaged backup).
+struct DirReader {
+    file: tokio::fs::File,
+    target: Arc<str>,
+    path: PathBuf,
+}
+
+impl AsyncRead for DirReader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        Pin::new(&mut this.file)
+            .poll_read(cx, buf)
+            .map_err(|e| io_error(&this.target, &this.path.display().to_string(), e).into_io())
     }
 }

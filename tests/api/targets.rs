@@ -257,6 +257,25 @@ async fn a_failed_or_dropped_write_to_a_directory_leaves_no_file() {
 }
 
 #[tokio::test]
+async fn what_a_write_left_when_its_process_died_is_discarded_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir_target("local", dir.path());
+    let keys = keys();
+    seal::seal(&plaintext(1024)[..], &keys.recipient, &target, &key("a/kept")).await.unwrap();
+    let mut writer = target.writer(&key("a/died")).await.unwrap();
+    writer.write_all(&plaintext(1024 * 1024)).await.unwrap();
+    writer.flush().await.unwrap();
+    // As if the process died: its writer never finished, nor was dropped.
+    std::mem::forget(writer);
+    assert_eq!(files_under(dir.path()).len(), 2);
+
+    target.discard_partial(&key("a/died")).await.unwrap();
+    target.discard_partial(&key("never/written")).await.unwrap();
+
+    assert_eq!(files_under(dir.path()), vec![dir.path().join("a/kept")]);
+}
+
+#[tokio::test]
 async fn the_wrong_identity_is_refused_before_any_byte_is_read() {
     let server = S3Server::start().await;
     let dir = tempfile::tempdir().unwrap();
