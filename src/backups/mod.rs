@@ -92,9 +92,12 @@ impl Backups {
         Ok(Checked { backups: self.clone(), target: target.clone(), key })
     }
 
-    /// Removes the object `key` from `target` (none there is no error).
+    /// Removes the object `key` from `target` (none there is no error), and what a write of it
+    /// that a crash interrupted left (see `Target::discard_partial`).
     pub async fn delete(&self, target: &TargetName, key: &str) -> Result<(), TargetError> {
-        self.target(target)?.delete(&ObjectKey::new(key)?).await
+        let (target, key) = (self.target(target)?, ObjectKey::new(key)?);
+        target.delete(&key).await?;
+        target.discard_partial(&key).await
     }
 }
 

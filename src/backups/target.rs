@@ -286,20 +286,10 @@ impl Target {
             Kind::Dir { root } => {
                 let path = root.join(key.as_str());
                 match tokio::fs::remove_file(&path).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(self.dir_error(key, &path, e)),
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(self.dir_error(key, &path, e)),
                 }
-                // And what a writer a crash interrupted left of it (see `writer`).
-                let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Ok(()) };
-                let staging = format!(".{}.partial-", name.to_string_lossy());
-                let Ok(mut entries) = tokio::fs::read_dir(parent).await else { return Ok(()) };
-                while let Ok(Some(entry)) = entries.next_entry().await {
-                    if entry.file_name().to_string_lossy().starts_with(&staging) {
-                        tokio::fs::remove_file(entry.path()).await.map_err(|e| self.dir_error(key, &entry.path(), e))?;
-                    }
-                }
-                Ok(())
             }
             Kind::S3 { store, .. } => match store.delete(&self.s3_path(key)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

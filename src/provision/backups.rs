@@ -489,7 +489,7 @@ impl Provisioner {
         let dump = engines::dump(record.engine(), &self.runtime, &self.container_name(id), record.database())
             .await
             .map_err(|e| ProvisionError::ServerRefused(format!("the dump did not start: {e}")))?;
-        let file_name = format!("{}.{}", record.name, engines::dump_extension(record.engine()));
+        let file_name = format!("{}.{}", record.name.as_str(), engines::dump_extension(record.engine()));
         Ok(Export { file_name, bytes: dump_stream(dump) })
     }
 

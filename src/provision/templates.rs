@@ -145,6 +145,29 @@ impl Provisioner {
         Ok(password.map(|password| Template { image_id, password }))
     }
 
+    /// Polls a throwaway server (see `first_start`) with a real login until it answers, it exits,
+    /// or the ready timeout passes.
+    pub(super) async fn wait_throwaway_ready(
+        &self,
+        engine: Engine,
+        name: &str,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<(), ProvisionError> {
+        let deadline = Instant::now() + self.config.ready_timeout;
+        while let Err(reason) = engines::probe(engine, endpoint).await {
+            if Instant::now() >= deadline {
+                let reason = format!("not ready within {:?} (last attempt: {reason})", self.config.ready_timeout);
+                return Err(ProvisionError::NotReady { reason, last_logs: Vec::new() });
+            }
+            if !matches!(self.runtime.state(name).await?, ContainerState::Running { .. }) {
+                // A template's create that follows without a template reports why, with the logs.
+                return Err(ProvisionError::ServerRefused("the throwaway server exited".into()));
+            }
+            tokio::time::sleep(BUILD_POLL_INTERVAL).await;
+        }
+        Ok(())
+    }
+
     #[tracing::instrument(skip_all, fields(%engine, source_image))]
     async fn build_template(
         &self,
@@ -162,18 +185,7 @@ impl Provisioner {
         let built = async {
             let port = self.runtime.run_throwaway(throwaway).await?;
             let endpoint = Endpoint { host: "127.0.0.1", port, password: &password, database: None };
-            let deadline = Instant::now() + self.config.ready_timeout;
-            while let Err(reason) = engines::probe(engine, &endpoint).await {
-                if Instant::now() >= deadline {
-                    let reason = format!("not ready within {:?} (last attempt: {reason})", self.config.ready_timeout);
-                    return Err(ProvisionError::NotReady { reason, last_logs: Vec::new() });
-                }
-                if !matches!(self.runtime.state(&name).await?, ContainerState::Running { .. }) {
-                    // The create that follows without a template reports why, with the logs.
-                    return Err(ProvisionError::ServerRefused("the template's server exited".into()));
-                }
-                tokio::time::sleep(BUILD_POLL_INTERVAL).await;
-            }
+            self.wait_throwaway_ready(engine, &name, &endpoint).await?;
             self.keep_collations(engine, source_id, &endpoint).await;
             // A clean shutdown, so every copy starts without recovery.
             self.runtime.stop(&name).await?;
@@ -182,7 +194,7 @@ impl Provisioner {
                 (LABEL_TEMPLATE_OF.to_string(), source_id.to_string()),
                 (LABEL_TEMPLATE_FORMAT.to_string(), TEMPLATE_FORMAT.to_string()),
             ]);
-            Ok(self.runtime.commit(&name, reference, source_image, labels).await?)
+            Ok::<_, ProvisionError>(self.runtime.commit(&name, reference, source_image, labels).await?)
         }
         .await;
         if let Err(error) = self.runtime.remove_container(&name).await {

@@ -155,7 +155,7 @@ impl Execution {
     pub async fn finish(mut self) -> Result<(), RuntimeError> {
         let mut sink = tokio::io::sink();
         tokio::io::copy(&mut self, &mut sink).await.map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
-        let code = self.exit_code().await?;
+        let code = exit_code(&self.runtime, &self.id).await?;
         if let Some(feeder) = self.feeder.take() {
             feeder
                 .await
@@ -172,23 +172,6 @@ impl Execution {
     pub fn stderr_tail(&self) -> String {
         let (a, b) = self.stderr.as_slices();
         String::from_utf8_lossy(&[a, b].concat()).trim().to_string()
-    }
-
-    async fn exit_code(&self) -> Result<i64, RuntimeError> {
-        let docker = self.runtime.docker().await?;
-        let deadline = tokio::time::Instant::now() + EXIT_REPORT_DEADLINE;
-        loop {
-            let inspect = docker.inspect_exec(&self.id).await.map_err(self.runtime.failed("inspect_exec"))?;
-            match (inspect.running, inspect.exit_code) {
-                (Some(false), Some(code)) => return Ok(code),
-                _ if tokio::time::Instant::now() >= deadline => {
-                    return Err(RuntimeError::Refused(format!(
-                        "the command's output ended but Docker reported no exit within {EXIT_REPORT_DEADLINE:?}"
-                    )));
-                }
-                _ => tokio::time::sleep(EXIT_POLL_INTERVAL).await,
-            }
-        }
     }
 
     fn keep_stderr(&mut self, message: &[u8]) {
@@ -233,6 +216,26 @@ impl Drop for Execution {
     fn drop(&mut self) {
         if let Some(feeder) = self.feeder.take() {
             feeder.abort();
+        }
+    }
+}
+
+/// The exit code of exec `id`, once Docker reports it. A function of the runtime and the id, not
+/// of the `Execution`: that holds Docker's output stream, which is not `Sync`, and a reference to
+/// it held across an await would make every caller's future not `Send`.
+async fn exit_code(runtime: &Runtime, id: &str) -> Result<i64, RuntimeError> {
+    let docker = runtime.docker().await?;
+    let deadline = tokio::time::Instant::now() + EXIT_REPORT_DEADLINE;
+    loop {
+        let inspect = docker.inspect_exec(id).await.map_err(runtime.failed("inspect_exec"))?;
+        match (inspect.running, inspect.exit_code) {
+            (Some(false), Some(code)) => return Ok(code),
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err(RuntimeError::Refused(format!(
+                    "the command's output ended but Docker reported no exit within {EXIT_REPORT_DEADLINE:?}"
+                )));
+            }
+            _ => tokio::time::sleep(EXIT_POLL_INTERVAL).await,
         }
     }
 }
