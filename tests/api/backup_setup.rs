@@ -2,6 +2,7 @@
 //! (`offsite`, the default) on a real S3 server of the test's own, an age key pair, and each
 //! engine's data written and compared by checksum with real clients.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use reqwest::StatusCode;
@@ -12,6 +13,7 @@ use sqlx::{Connection, Row};
 use crate::backups::Damage;
 use crate::helpers::{TestApp, mysql_connect, port_and_password, postgres_connect, redis_connect};
 use crate::s3::S3Server;
+use dbroker::backups::{BackupSettings, Identity, S3Spec, TargetSpec};
 use dbroker::config::Config;
 
 /// How many rows or keys each engine's content holds.
@@ -47,26 +49,59 @@ impl BackupSetup {
         .await
     }
 
-    fn config(&self) -> dbroker::config::BackupsConfig {
-        todo!("built from the config types: local dir {:?}, offsite on {:?}", self.dir.path(), self.s3.endpoint)
+    /// `local`, a directory, and `offsite`, the S3 server under `dbroker/`, the default.
+    fn config(&self) -> BackupSettings {
+        let targets = BTreeMap::from([
+            ("local".to_string(), TargetSpec::Dir { path: self.dir.path().join("local") }),
+            ("offsite".to_string(), TargetSpec::S3(self.s3.spec(S3_PREFIX, &self.s3.access_key, &self.s3.secret_key))),
+        ]);
+        BackupSettings {
+            default_target: "offsite".into(),
+            targets,
+            recipient: self.recipient.parse().expect("an age recipient"),
+            identity: Some(self.identity()),
+            import_max_bytes: dbroker::backups::settings::DEFAULT_IMPORT_MAX_BYTES,
+        }
     }
 
+    fn identity(&self) -> Identity {
+        Identity::parse(&std::fs::read_to_string(&self.identity_file).unwrap()).expect("an age identity")
+    }
+
+    fn backups(config: &mut Config) -> &mut BackupSettings {
+        config.backups.as_mut().expect("spawned by spawn_app_with")
+    }
+
+    pub fn set_import_limit(config: &mut Config, bytes: u64) {
+        Self::backups(config).import_max_bytes = bytes;
+    }
+
+    /// Another key pair's identity: backups sealed to this setup's recipient do not open with it.
     pub fn use_another_identity(&self, config: &mut Config) {
         let other = age::x25519::Identity::generate();
-        let file = self.dir.path().join("other.key");
-        write_private(&file, identity_text(&other).as_bytes());
-        let _ = (config, file);
-        todo!()
+        Self::backups(config).identity = Some(Identity::parse(&identity_text(&other)).unwrap());
     }
 
+    /// `nowhere`, an S3 target where nothing listens, and `wrong-key`, the S3 server with a
+    /// secret key it does not know.
     pub fn add_broken_targets(&self, config: &mut Config) {
-        let _ = config;
-        todo!()
+        let nowhere = S3Spec {
+            endpoint: format!("http://127.0.0.1:{}", crate::helpers::free_port()),
+            ..self.s3.spec(S3_PREFIX, &self.s3.access_key, &self.s3.secret_key)
+        };
+        let wrong = self.s3.spec(S3_PREFIX, &self.s3.access_key, "not-the-secret-key");
+        let targets = &mut Self::backups(config).targets;
+        targets.insert("nowhere".into(), TargetSpec::S3(nowhere));
+        targets.insert("wrong-key".into(), TargetSpec::S3(wrong));
     }
 
     pub fn add_dir_target(&self, config: &mut Config, name: &str, path: &Path) {
-        let _ = (config, name, path);
-        todo!()
+        Self::backups(config).targets.insert(name.into(), TargetSpec::Dir { path: path.to_path_buf() });
+    }
+
+    /// Whether the S3 server holds the backup's object.
+    pub fn on_s3(&self, backup: &Value) -> bool {
+        self.s3.object_file(&format!("{S3_PREFIX}{}", object_key(backup))).is_file()
     }
 
     /// A tmpfs of 4 MiB, unmounted when dropped; `None` if this machine cannot mount one.
@@ -83,13 +118,7 @@ impl BackupSetup {
     }
 
     fn local_object(&self, backup: &Value) -> PathBuf {
-        let key = format!(
-            "{}/{}.{}.zst.age",
-            backup["instance_id"].as_str().unwrap(),
-            backup["id"].as_str().unwrap(),
-            if backup["engine"] == "redis" { "rdb" } else { "sql" }
-        );
-        self.dir.path().join("local").join(key)
+        self.dir.path().join("local").join(object_key(backup))
     }
 
     pub async fn sha256_of_local_object(&self, backup: &Value) -> String {
@@ -190,6 +219,19 @@ impl Drop for SmallFilesystem {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.path).status();
     }
+}
+
+/// Where the S3 target keeps its objects in the bucket.
+const S3_PREFIX: &str = "dbroker/";
+
+/// A backup's object key on its target (see `provision::backups::object_key`).
+fn object_key(backup: &Value) -> String {
+    format!(
+        "{}/{}.{}.zst.age",
+        backup["instance_id"].as_str().unwrap(),
+        backup["id"].as_str().unwrap(),
+        if backup["engine"] == "redis" { "rdb" } else { "sql" }
+    )
 }
 
 fn identity_text(identity: &age::x25519::Identity) -> String {

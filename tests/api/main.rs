@@ -3,6 +3,8 @@
 
 mod admin_users;
 mod auth;
+mod backup_setup;
+mod backups;
 mod bad_input;
 mod catalogue;
 mod connections;
