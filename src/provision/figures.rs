@@ -1,5 +1,5 @@
 //! What `/metrics` reads from the store when Prometheus scrapes (see `crate::metrics`): instances,
-//! the warm pool, ports and the host's memory budget, counted from the records as they are then.
+//! the warm pool, ports, the host's memory budget and backups, counted from the records as they are then.
 
 use super::{ProvisionError, Provisioner};
 use crate::metrics::Figures;
@@ -38,6 +38,10 @@ impl Provisioner {
             ports_held += u64::from(record.port.is_some_and(|p| (range.first..=range.last).contains(&p)));
         }
         figures.ports_free = figures.ports_in_range - ports_held;
+        for usage in self.store.backup_usage_by_owner().await?.values() {
+            figures.backups_held += usage.backups;
+            figures.backup_bytes_held += usage.bytes;
+        }
         // Known once the engine has told its host's memory; a scrape never waits on the engine.
         figures.host_memory_budget_bytes = self.quotas.host_memory_budget_mb().map(|mb| mb * MIB);
         Ok(figures)

@@ -335,6 +335,8 @@ async fn write_rows(engine: &str, instance: &Value, generation: u32) {
             ] {
                 sqlx::query(statement).execute(&mut conn).await.unwrap();
             }
+            // MariaDB stops a recursive query at 1000 iterations unless told otherwise.
+            sqlx::query("SET SESSION max_recursive_iterations = 1000000").execute(&mut conn).await.unwrap();
             sqlx::query(
                 "REPLACE INTO shop.t WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) \
                  SELECT n, MD5(CONCAT(n, '-', ?)) FROM s",

@@ -164,11 +164,10 @@ pub enum Damage {
 #[tokio::test]
 async fn a_backup_sealed_to_another_key_is_refused_with_a_clear_message() {
     let setup = BackupSetup::new().await;
-    let app = setup.spawn_app().await;
+    let mut app = setup.spawn_app().await;
     let instance = app.create(ALICE, json!({"engine": "redis"})).await;
     let backup = back_up(&app, &instance, json!({"target": "local"})).await;
-    drop(app);
-    let app = setup.spawn_app_with(|c| setup.use_another_identity(c)).await;
+    app.restart_with(|c| setup.use_another_identity(c)).await;
     let (status, problem) =
         app.post("/v1/instances", BEARER_ALICE, json!({"engine": "redis", "from_backup": id(&backup)})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
