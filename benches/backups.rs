@@ -18,8 +18,8 @@
 //! `BENCH_ONLY=backups` runs it alone. `BENCH_BACKUPS=native` measures the fill and the dump tools
 //! only, on a dbroker with no `[backups]` section (which one built before backups refuses): a
 //! minute at `BENCH_RUNS=3` on this machine (Redis, PostgreSQL and MySQL filled in 1, 11 and 17 s,
-//! dumped in 2.9, 1.4 and 3.4 s). The
-//! restores are most of the rest, loading MySQL's SQL the slowest of them.
+//! dumped in 2.9, 1.4 and 3.4 s). The restores are most of the rest, loading MySQL's SQL the
+//! slowest of them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -586,7 +586,9 @@ pub(crate) fn markdown(results: &[EngineBackups], runs: usize) -> String {
     let mut md = format!(
         "\nBackups: each SQL engine's table of {SQL_ROWS} rows of {} random hex characters, Redis's \
          {REDIS_KEYS} keys of {} KiB random values; data as dbroker's stats report it; medians of {runs} \
-         runs, each the engine's dump tool, dbroker's backup and a restore, in turn.\n\n\
+         runs, each the engine's dump tool, dbroker's backup and a restore, in turn. Redis's tool, \
+         `redis-cli --rdb`, without the 5 s the server waits before a replica's sync \
+         (`repl-diskless-sync-delay`).\n\n\
          | engine | data | dump tool, to a file in the container | dbroker backup, to a directory \
          (zstd, age) | backup / dump tool | restore into a new instance | dbroker's resident memory, backup \
          | the same, restore |\n|---|---|---|---|---|---|---|---|\n",
