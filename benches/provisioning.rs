@@ -15,7 +15,10 @@
 //!   its metrics and one without (no listener, no request timing), in turns `METRICS_ROUNDS`
 //!   times, who goes first alternating; the median of the rounds' ratios on/off is what timing
 //!   every request costs (the issue allows 5 %);
-//! - memory: dbroker's resident set, idle and with those 1,000 records.
+//! - memory: dbroker's resident set, idle and with those 1,000 records;
+//! - backups, when asked (`BENCH_BACKUPS=1`, or alone with `BENCH_ONLY=backups`; see
+//!   `backups.rs`): each engine's dump tool, dbroker's backup and its restore on more than 256 MiB
+//!   of data, and dbroker's resident memory meanwhile.
 //!
 //! The store is SQLite in each dbroker's data directory, or PostgreSQL with
 //! `BENCH_DATABASE_URL=postgres://…` (`scripts/bench --database-url URL` sets it): the URL names a
@@ -40,6 +43,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions, Connection};
 
+mod backups;
+
 const USER: &str = "bench";
 const BURST: usize = 20;
 const READ_CONNECTIONS: usize = 16;
@@ -54,11 +59,19 @@ const METRICS_ROUNDS: usize = 5;
 #[tokio::main]
 async fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
-    let reads_only = std::env::var("BENCH_ONLY").is_ok_and(|only| only == "reads");
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let (reads_only, backups_only) = (only == "reads", only == "backups");
+    let backups = if reads_only { None } else { backups::Mode::from_env(backups_only) };
     let backend = Backend::from_env();
+    let prefix = format!("dbroker-bench-{}", std::process::id());
+    if backups_only {
+        let mut report = Report { store: backend.describe().await, ..Report::default() };
+        report.backups = backups::measure(&backend, &prefix, runs, backups.unwrap_or(backups::Mode::Full)).await;
+        report.write(runs, &backend);
+        return;
+    }
     let data_dir = tempfile::tempdir().expect("a temporary data directory");
     let store = backend.store(data_dir.path(), "reads").await;
-    let prefix = format!("dbroker-bench-{}", std::process::id());
     let dbroker = Dbroker::start(&store, data_dir.path(), &prefix, Metrics::On);
     dbroker.wait_until_up().await;
     let mut report =
@@ -133,6 +146,9 @@ async fn main() {
     drop(pooled);
     drop(pool_store);
     cleanup(&prefix).await;
+    if let Some(mode) = backups {
+        report.backups = backups::measure(&backend, &prefix, runs, mode).await;
+    }
     report.write(runs, &backend);
 }
 
@@ -469,12 +485,7 @@ impl Dbroker {
 
     /// dbroker's resident set size, in KiB.
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_default()
+        rss_kib(self.child.id())
     }
 
     /// Writes `RECORDS` instance records, `OWN_RECORDS` of them the bench user's, the rest 100
@@ -617,6 +628,16 @@ async fn login_and_query(engine: &str, instance: &Value) {
     }
 }
 
+/// The resident set size of the process `pid`, in KiB; 0 once it is gone.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_default()
+}
+
 /// Removes whatever the bench left (a failed run, say).
 async fn cleanup(prefix: &str) {
     let docker = bollard::Docker::connect_with_defaults().unwrap().negotiate_version().await.unwrap();
@@ -714,6 +735,8 @@ struct Report {
     memory_idle_kib: u64,
     memory_records_kib: u64,
     memory_after_load_kib: u64,
+    /// Empty unless asked for (see `backups`).
+    backups: Vec<backups::EngineBackups>,
 }
 
 impl Report {
@@ -724,7 +747,10 @@ impl Report {
             "Machine: {machine}. Store: {store}. {runs} runs per engine and rounds per read load; offline images \
              (`dbroker.offline.toml`).\n\n"
         );
-        md.push_str("| measure | median | p95 |\n|---|---|---|\n");
+        // `BENCH_ONLY` leaves some sections out: their tables too.
+        if !self.time_to_ready.is_empty() {
+            md.push_str("| measure | median | p95 |\n|---|---|---|\n");
+        }
         let mut json_ready = serde_json::Map::new();
         for (engine, times) in &self.time_to_ready {
             let mut sorted = times.clone();
@@ -741,7 +767,10 @@ impl Report {
                 "runs_s": times.iter().map(Duration::as_secs_f64).collect::<Vec<_>>()}),
             );
         }
-        md.push_str("\n| measure | value |\n|---|---|\n");
+        let reads_measured = self.memory_idle_kib > 0;
+        if reads_measured {
+            md.push_str("\n| measure | value |\n|---|---|\n");
+        }
         if self.burst_distinct_ports > 0 {
             md.push_str(&format!(
                 "| burst of {BURST} Redis creates, wall | {:.3} s ({} distinct ports, all ready) |\n",
@@ -797,12 +826,18 @@ impl Report {
                 "p50_ms": r.p50.as_secs_f64() * 1e3, "p99_ms": r.p99.as_secs_f64() * 1e3}),
             );
         }
-        md.push_str(&format!(
-            "| resident memory, idle | {:.1} MB |\n| resident memory, {RECORDS} records | {:.1} MB |\n| resident memory, after the read load | {:.1} MB |\n",
-            self.memory_idle_kib as f64 / 1024.0,
-            self.memory_records_kib as f64 / 1024.0,
-            self.memory_after_load_kib as f64 / 1024.0
-        ));
+        if reads_measured {
+            md.push_str(&format!(
+                "| resident memory, idle | {:.1} MB |\n| resident memory, {RECORDS} records | {:.1} MB |\n\
+                 | resident memory, after the read load | {:.1} MB |\n",
+                self.memory_idle_kib as f64 / 1024.0,
+                self.memory_records_kib as f64 / 1024.0,
+                self.memory_after_load_kib as f64 / 1024.0
+            ));
+        }
+        if !self.backups.is_empty() {
+            md.push_str(&backups::markdown(&self.backups, runs));
+        }
         let report = json!({
             "machine": machine,
             "store": store,
@@ -811,6 +846,7 @@ impl Report {
             "burst": {"creates": BURST, "wall_s": self.burst_wall.as_secs_f64(), "distinct_ports": self.burst_distinct_ports},
             "reads": json_reads,
             "memory_kib": {"idle": self.memory_idle_kib, "records": self.memory_records_kib, "after_load": self.memory_after_load_kib},
+            "backups": backups::json(&self.backups),
         });
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench-results"));
         std::fs::create_dir_all(&dir).unwrap();
