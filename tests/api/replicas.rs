@@ -50,6 +50,11 @@ struct Replica {
 impl Fleet {
     /// `count` replicas on a new store, each answering; and an admin, added with `dbroker user`.
     async fn start(count: usize) -> Fleet {
+        Self::start_with(count, None).await
+    }
+
+    /// `start`, with each replica given the configuration file `config`.
+    async fn start_with(count: usize, config: Option<&std::path::Path>) -> Fleet {
         let prefix = unique_name("dbt-replicas");
         let cleanup = PrefixGuard(prefix.clone());
         let store = TestStore::new().await;
@@ -58,6 +63,9 @@ impl Fleet {
         for _ in 0..count {
             let data_dir = tempfile::tempdir().unwrap();
             let (mut command, base) = store.serve_in(data_dir.path(), &prefix, ALICE, first_port);
+            if let Some(config) = config {
+                command.env("DBROKER_CONFIG", config);
+            }
             command
                 .env("DBROKER_OPERATION_LEASE", LEASE_SECONDS.to_string())
                 .env("DBROKER_RECONCILE_INTERVAL", "1")
@@ -430,4 +438,73 @@ impl LoadBalancer {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_backup_has_its_backup_failed_and_its_partial_object_removed_by_another() {
+    let files = tempfile::tempdir().unwrap();
+    let target = files.path().join("local");
+    std::fs::create_dir(&target).unwrap();
+    let identity = age::x25519::Identity::generate();
+    let identity_file = files.path().join("backup.key");
+    {
+        use age::secrecy::ExposeSecret;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&identity_file).unwrap();
+        writeln!(file, "{}", identity.to_string().expose_secret()).unwrap();
+    }
+    let config = files.path().join("dbroker.toml");
+    let toml = format!(
+        "[backups]\nrecipient = {recipient:?}\nidentity_file = {identity_file:?}\n\n\
+         [backups.targets.local]\nkind = \"dir\"\npath = {target:?}\n",
+        recipient = identity.to_public().to_string(),
+    );
+    std::fs::write(&config, toml).unwrap();
+    let mut fleet = Fleet::start_with(2, Some(&config)).await;
+    let instance = create_async(&fleet, 0, json!({"engine": "redis", "memory_mb": 512})).await;
+    let instance = fleet.outcome_on(0, instance["id"].as_str().unwrap()).await;
+    let instance_id = instance["instance_id"].as_str().unwrap().to_string();
+    let (_, instance) = fleet.get(0, &format!("/v1/instances/{instance_id}")).await;
+    // Enough incompressible data that its backup takes a while: 160 MiB.
+    let (port, password) = port_and_password(&instance);
+    let mut conn = crate::helpers::redis_connect(port, &password).await.unwrap();
+    for batch in 0..40 {
+        let mut pipe = redis::pipe();
+        for i in 0..64 {
+            let value: Vec<u8> = (0..64 * 1024).map(|_| rand::random::<u8>()).collect();
+            pipe.cmd("SET").arg(format!("k:{batch}:{i}")).arg(value).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await.unwrap();
+    }
+
+    let url = fleet.url(0, &format!("/v1/instances/{instance_id}/backups"));
+    let (status, operation) =
+        call(&fleet.client, Method::POST, &url, ALICE, &[("Prefer", "respond-async")], Some(json!({}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    let partial_written = || {
+        walk(&target).iter().any(|f| f.file_name().is_some_and(|n| n.to_string_lossy().contains(".partial-")))
+    };
+    wait_until("the backup to be half written", OPERATION_DEADLINE, || async { partial_written().then_some(()) })
+        .await;
+    fleet.kill(0).await;
+
+    let started = std::time::Instant::now();
+    let ended = fleet.outcome_on(1, operation["id"].as_str().unwrap()).await;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    let backup = wait_until("the backup to be marked failed", FAILOVER_BOUND, || async {
+        let (_, listed) = fleet.get(1, &format!("/v1/instances/{instance_id}/backups")).await;
+        let backup = listed["backups"][0].clone();
+        (backup["state"] == "failed").then_some(backup)
+    })
+    .await;
+    assert!(started.elapsed() < FAILOVER_BOUND + Duration::from_secs(LEASE_SECONDS), "taken over in time");
+    assert_eq!(backup["reason"], "dbroker stopped while it ran", "{backup}");
+    assert!(walk(&target).is_empty(), "nothing is left of the partial object: {:?}", walk(&target));
+}
+
+/// Every file under `dir`, in any directory.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
 }
