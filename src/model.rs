@@ -887,6 +887,8 @@ impl utoipa::PartialSchema for Schedule {
             .schema_type(utoipa::openapi::Type::String)
             .min_length(Some(1))
             .max_length(Some(SCHEDULE_MAX_LEN))
+            // Printable ASCII, with no space around it (what `from_str` checks first).
+            .pattern(Some("^[!-~]([ -~]*[!-~])?$"))
             .description(Some(
                 "A 5-field cron line (minute hour day-of-month month day-of-week, or @daily and the like), in UTC.",
             ))

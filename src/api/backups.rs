@@ -116,6 +116,7 @@ async fn take_backup(
     responses(
         (status = 200, description = "A page of the instance's backups, newest first", body = Backups),
         (status = 404, description = "No such instance of the caller's"),
+        (status = 422, description = "A `before` backup that does not exist (or no longer does), or another `instance` than the path's"),
     ),
 )]
 async fn instance_backups(
@@ -134,7 +135,10 @@ async fn instance_backups(
 
 #[utoipa::path(get, path = "/v1/backups", tag = "backups",
     params(BackupsQuery),
-    responses((status = 200, description = "A page of the caller's backups, newest first, also of deleted instances", body = Backups)),
+    responses(
+        (status = 200, description = "A page of the caller's backups, newest first, also of deleted instances", body = Backups),
+        (status = 422, description = "A `before` backup that does not exist (or no longer does)"),
+    ),
 )]
 async fn list_backups(
     State(state): State<AppState>,
