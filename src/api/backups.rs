@@ -108,7 +108,11 @@ async fn take_backup(
         .provisioner
         .back_up(&user.caller(), &parse_id(&id)?, body.target, body.verify.unwrap_or(false), idempotency.as_ref())
         .await;
-    change.answer(&state, &user, started, |backup| (StatusCode::CREATED, axum::Json(BackupView::from(backup))).into_response()).await
+    change
+        .answer(&state, &user, started, |backup| {
+            (StatusCode::CREATED, axum::Json(BackupView::from(backup))).into_response()
+        })
+        .await
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}/backups", tag = "backups",
@@ -369,13 +373,14 @@ async fn import_instance(
     state.provisioner.get(user.0.id, &id).await?;
     let limit = state.provisioner.import_max_bytes();
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let upload = crate::backups::Spooled::from_stream(&state.config.data_dir, stream, limit).await.map_err(|e| match e {
-        crate::backups::SpoolError::TooLarge(limit) => ApiError::UploadTooLarge(format!(
-            "the dump is larger than the import limit of {limit} bytes (backups.import_max_bytes)"
-        )),
-        crate::backups::SpoolError::Read(e) => ApiError::BadRequest(format!("could not read the upload: {e}")),
-        crate::backups::SpoolError::Io(e) => ApiError::Internal(e.into()),
-    })?;
+    let upload =
+        crate::backups::Spooled::from_stream(&state.config.data_dir, stream, limit).await.map_err(|e| match e {
+            crate::backups::SpoolError::TooLarge(limit) => ApiError::UploadTooLarge(format!(
+                "the dump is larger than the import limit of {limit} bytes (backups.import_max_bytes)"
+            )),
+            crate::backups::SpoolError::Read(e) => ApiError::BadRequest(format!("could not read the upload: {e}")),
+            crate::backups::SpoolError::Io(e) => ApiError::Internal(e.into()),
+        })?;
     let idempotency = change.idempotency(&upload.sha256());
     let started = state.provisioner.import(&user.caller(), &id, upload, idempotency.as_ref()).await;
     change.answer(&state, &user, started, |instance| instance_response(StatusCode::OK, instance)).await

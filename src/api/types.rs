@@ -8,8 +8,8 @@ use utoipa::{IntoParams, ToSchema};
 
 pub use super::rate_limit::{Class, CountedBy, Throttled};
 use crate::model::{
-    BackupId, BackupKind, BackupState, Charset, Collation, DatabaseName, Engine, InstanceId, InstanceName, MemoryMb, OperationId, OperationKind,
-    OperationState, Status, UserName, VersionName,
+    BackupId, BackupKind, BackupState, Charset, Collation, DatabaseName, Engine, InstanceId, InstanceName, MemoryMb,
+    OperationId, OperationKind, OperationState, Status, UserName, VersionName,
 };
 use crate::model::{KeepDays, KeepLast, Schedule, TargetName};
 pub use crate::store::{Event, Exceeded, LimitKind, Quarantined, Quota, QuotaOverride, Step, Usage};

@@ -22,9 +22,7 @@ use super::types::{
 };
 use super::{ApiError, AppState};
 use crate::model::{InstanceId, OperationId, OperationKind};
-use crate::provision::{
-    ErrorReport, Idempotency, Instance, MAX_LOG_LINES, NewInstance, ProvisionError, Running, Seed,
-};
+use crate::provision::{ErrorReport, Idempotency, Instance, MAX_LOG_LINES, NewInstance, ProvisionError, Running, Seed};
 use crate::store::OperationRecord;
 
 /// The routes and their descriptions (see each handler's `utoipa::path`).

@@ -40,9 +40,10 @@ impl Spooled {
         let dir = data_dir.join(SPOOL_DIR);
         tokio::fs::create_dir_all(&dir).await?;
         // `tempfile` makes it 0600 and removes it when the last handle goes.
-        let path = tokio::task::spawn_blocking(move || tempfile::NamedTempFile::new_in(dir).map(|f| f.into_temp_path()))
-            .await
-            .map_err(std::io::Error::other)??;
+        let path =
+            tokio::task::spawn_blocking(move || tempfile::NamedTempFile::new_in(dir).map(|f| f.into_temp_path()))
+                .await
+                .map_err(std::io::Error::other)??;
         Ok(Spooled { path: Arc::new(path), len: 0, sha256: String::new() })
     }
 

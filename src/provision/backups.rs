@@ -11,11 +11,11 @@
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::backup_schedule::{self, Retention};
 use super::lifecycle::require_status;
 use super::{Caller, Idempotency, Instance, ProvisionError, Provisioner, Running};
-use super::backup_schedule::{self, Retention};
 use crate::backups::{self, Backups, Checked, ReadError, SealError, TargetError};
-use crate::engines;
+use crate::engines::{self, LoadError};
 use crate::model::{BackupId, BackupKind, BackupState, InstanceId, OperationId, OperationKind, Status, TargetName};
 use crate::store::{BackupFilter, BackupPolicy, BackupRecord, InstanceRecord, NewBackup, NewPolicy, StoredObject};
 
@@ -80,7 +80,8 @@ impl Provisioner {
         operation: &OperationId,
     ) -> Result<BackupRecord, ProvisionError> {
         let backups = self.backups()?;
-        let owner_id = record.owner_id.ok_or_else(|| ProvisionError::Conflict("a pool member has no backups".into()))?;
+        let owner_id =
+            record.owner_id.ok_or_else(|| ProvisionError::Conflict("a pool member has no backups".into()))?;
         let id = BackupId::random();
         let key = object_key(record, &id);
         let new = NewBackup {
@@ -125,17 +126,26 @@ impl Provisioner {
         target: &TargetName,
         key: &str,
     ) -> Result<(backups::StoredObject, engines::ContentDigest), ProvisionError> {
-        let container = self.container_name(&record.id);
-        let mut dump = engines::dump(record.engine(), &self.runtime, &container, record.database())
-            .await
-            .map_err(|e| ProvisionError::ServerRefused(format!("the dump did not start: {e}")))?;
-        let stored = backups.store(&mut dump, target, key).await;
-        let finished = dump.finish().await;
-        let failed = match (stored, finished) {
-            (Ok(stored), Ok(digest)) => return Ok((stored, digest)),
-            (Ok(_), Err(dumped)) => ProvisionError::ServerRefused(dumped.to_string()),
-            (Err(SealError::Source(_)), Err(dumped)) => ProvisionError::ServerRefused(dumped.to_string()),
-            (Err(sealed), _) => sealed_failed(sealed),
+        let mut dump = self.start_dump(record).await?;
+        // Read from Docker on a task of its own, so that reading the dump and sealing it (zstd, then
+        // age) run on both cores at once rather than in turn.
+        let (reader, mut writer) = tokio::io::duplex(PIPE_BUFFER);
+        let reading = tokio::spawn(async move {
+            let copied = tokio::io::copy(&mut dump, &mut writer).await;
+            drop(writer);
+            (copied, dump.finish().await)
+        });
+        let failed = match backups.store(reader, target, key).await {
+            Ok(stored) => match reading.await.map_err(|e| ProvisionError::Internal(e.into()))? {
+                (Ok(_), Ok(digest)) => return Ok((stored, digest)),
+                (_, Err(dumped)) => ProvisionError::ServerRefused(dumped.to_string()),
+                (Err(read), Ok(_)) => ProvisionError::ServerRefused(format!("the dump could not be read: {read}")),
+            },
+            Err(sealed) => {
+                // Dropped half way, the dump ends its tool in the container.
+                reading.abort();
+                sealed_failed(sealed)
+            }
         };
         if let Err(error) = backups.delete(target, key).await {
             tracing::warn!(%error, "could not remove a failed backup's object");
@@ -150,15 +160,20 @@ impl Provisioner {
         record: &InstanceRecord,
         sink: &mut (impl AsyncWrite + Unpin + Send),
     ) -> Result<engines::ContentDigest, ProvisionError> {
-        let container = self.container_name(&record.id);
-        let mut dump = engines::dump(record.engine(), &self.runtime, &container, record.database())
-            .await
-            .map_err(|e| ProvisionError::ServerRefused(format!("the dump did not start: {e}")))?;
+        let mut dump = self.start_dump(record).await?;
         let copied = tokio::io::copy(&mut dump, sink).await;
         // The tool's own error says more than a broken pipe's, so it comes first.
         let digest = dump.finish().await.map_err(|e| ProvisionError::ServerRefused(e.to_string()))?;
         copied.map_err(|e| ProvisionError::TargetFailed(format!("the dump could not be written: {e}")))?;
         Ok(digest)
+    }
+
+    /// A consistent dump of the instance's data, streaming (see `engines::dump`).
+    async fn start_dump(&self, record: &InstanceRecord) -> Result<engines::Dump, ProvisionError> {
+        let container = self.container_name(&record.id);
+        engines::dump(record.engine(), &self.runtime, &container, record.database())
+            .await
+            .map_err(|e| ProvisionError::ServerRefused(format!("the dump did not start: {e}")))
     }
 
     /// Loads a dump in the instance's engine's own format into its running server. A dump the
@@ -172,9 +187,13 @@ impl Provisioner {
         let host = self.probe_host();
         let endpoint = self.endpoint(record, &host, &password);
         let container = self.container_name(&record.id);
-        engines::load(record.engine(), &self.runtime, &container, &endpoint, input)
-            .await
-            .map_err(|e| ProvisionError::NotLoadable(e.to_string()))
+        engines::load(record.engine(), &self.runtime, &container, &endpoint, input).await.map_err(|e| match e {
+            LoadError::Rejected(message) => ProvisionError::NotLoadable(message),
+            // The input's own error (a backup found damaged as it was read, say) says what.
+            LoadError::Input(reason) => ProvisionError::Conflict(format!("the dump could not be read whole: {reason}")),
+            LoadError::Runtime(error) => error.into(),
+            LoadError::NotReady(reason) => ProvisionError::NotReady { reason, last_logs: Vec::new() },
+        })
     }
 
     /// The backup, read whole from its target and checked with the identity before anything is
@@ -279,10 +298,10 @@ impl Provisioner {
         backup: &BackupId,
         idempotency: Option<&Idempotency>,
     ) -> Result<Running<Instance>, ProvisionError> {
-        let backup = self.owned_backup(caller.user_id, backup).await.map_err(|_| ProvisionError::Invalid {
-            field: "backup",
-            reason: format!("you have no backup {backup}"),
-        })?;
+        let backup = self
+            .owned_backup(caller.user_id, backup)
+            .await
+            .map_err(|_| ProvisionError::Invalid { field: "backup", reason: format!("you have no backup {backup}") })?;
         let input = json!({ "backup": backup.id });
         let actor = caller.name.clone();
         self.change(caller, id, OperationKind::Restore, input, idempotency, move |this, record, progress| async move {
@@ -305,8 +324,7 @@ impl Provisioner {
                 return Err(error);
             }
             progress.step("backup loaded").await;
-            let detail = format!("from backup {}", backup.id);
-            tracing::info!(instance_id = %record.id, %actor, detail, "restored in place");
+            tracing::info!(instance_id = %record.id, backup = %backup.id, %actor, "restored in place");
             this.reveal_current(&record.id).await
         })
         .await
@@ -419,7 +437,11 @@ impl Provisioner {
     /// outcome is recorded on the backup (`verified_at`, or `verify_error` with what went wrong);
     /// the throwaway is removed either way. Named for `operation`, as a template's build
     /// container is, so that the reconciler removes it if this process dies meanwhile.
-    pub(super) async fn verify_now(&self, backup: &BackupRecord, operation: &OperationId) -> Result<(), ProvisionError> {
+    pub(super) async fn verify_now(
+        &self,
+        backup: &BackupRecord,
+        operation: &OperationId,
+    ) -> Result<(), ProvisionError> {
         let outcome = self.restore_and_compare(backup, operation).await;
         if let Err(reason) = &outcome {
             tracing::warn!(backup = %backup.id, %reason, "a backup failed its verification");

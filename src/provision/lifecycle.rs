@@ -441,7 +441,11 @@ impl Provisioner {
 }
 
 /// Refuses an operation that makes no sense in the instance's status, saying why.
-pub(super) fn require_status(record: &InstanceRecord, allowed: &[Status], operation: &str) -> Result<(), ProvisionError> {
+pub(super) fn require_status(
+    record: &InstanceRecord,
+    allowed: &[Status],
+    operation: &str,
+) -> Result<(), ProvisionError> {
     if allowed.contains(&record.status) {
         Ok(())
     } else {

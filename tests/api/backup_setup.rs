@@ -174,7 +174,9 @@ impl BackupSetup {
         let container = app.container_of(instance);
         let script = match instance["engine"].as_str().unwrap() {
             "mysql" => "MYSQL_PWD=$(cat /etc/dbroker/password) exec mariadb -uroot",
-            "postgres" => "PGPASSWORD=$(cat /etc/dbroker/password) exec psql -v ON_ERROR_STOP=1 -q -h 127.0.0.1 -U postgres -d app",
+            "postgres" => {
+                "PGPASSWORD=$(cat /etc/dbroker/password) exec psql -v ON_ERROR_STOP=1 -q -h 127.0.0.1 -U postgres -d app"
+            }
             _ => {
                 // Redis's own tools: the RDB checked, then loaded by a server of its own, whose
                 // keys are copied into the instance by `redis-cli --pipe`-free MIGRATE-less means:
@@ -203,12 +205,7 @@ impl SmallFilesystem {
     pub fn is_empty(&self) -> bool {
         fn files(dir: &Path) -> usize {
             std::fs::read_dir(dir)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .map(|e| if e.path().is_dir() { files(&e.path()) } else { 1 })
-                        .sum()
-                })
+                .map(|entries| entries.flatten().map(|e| if e.path().is_dir() { files(&e.path()) } else { 1 }).sum())
                 .unwrap_or(0)
         }
         files(&self.path) == 0
@@ -240,8 +237,8 @@ fn identity_text(identity: &age::x25519::Identity) -> String {
 }
 
 fn write_private(path: &Path, contents: &[u8]) {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();
     file.write_all(contents).unwrap();
 }

@@ -96,8 +96,9 @@ async fn an_in_place_restore_takes_a_safety_backup_and_brings_back_the_backed_up
     let backup = back_up(&app, &instance, json!({})).await;
     let after = Content::fill_other("redis", &instance).await;
 
-    let (status, restored) =
-        app.post(&format!("/v1/instances/{}/restore", id(&instance)), BEARER_ALICE, json!({"backup": id(&backup)})).await;
+    let (status, restored) = app
+        .post(&format!("/v1/instances/{}/restore", id(&instance)), BEARER_ALICE, json!({"backup": id(&backup)}))
+        .await;
     assert_eq!(status, StatusCode::OK, "restore: {restored}");
     before.assert_in(&instance).await;
 
@@ -142,8 +143,9 @@ async fn a_corrupted_or_truncated_backup_is_refused_before_anything_is_changed()
         let backup = back_up(&app, &instance, json!({"target": "local"})).await;
         let now = Content::fill_other("redis", &instance).await;
         setup.damage_local_object(&backup, damage).await;
-        let (status, problem) =
-            app.post(&format!("/v1/instances/{}/restore", id(&instance)), BEARER_ALICE, json!({"backup": id(&backup)})).await;
+        let (status, problem) = app
+            .post(&format!("/v1/instances/{}/restore", id(&instance)), BEARER_ALICE, json!({"backup": id(&backup)}))
+            .await;
         assert_eq!(status, StatusCode::CONFLICT, "{damage:?}: {problem}");
         assert!(problem["detail"].as_str().unwrap().contains("cannot be restored"), "{damage:?}: {problem}");
         now.assert_in(&instance).await;
@@ -180,8 +182,9 @@ async fn an_unreachable_target_or_refused_credentials_fail_the_backup_with_that_
     let app = setup.spawn_app_with(|c| setup.add_broken_targets(c)).await;
     let instance = app.create(ALICE, json!({"engine": "redis"})).await;
     for (target, reason) in [("nowhere", "cannot be reached"), ("wrong-key", "refused dbroker's credentials")] {
-        let (status, problem) =
-            app.post(&format!("/v1/instances/{}/backups", id(&instance)), BEARER_ALICE, json!({"target": target})).await;
+        let (status, problem) = app
+            .post(&format!("/v1/instances/{}/backups", id(&instance)), BEARER_ALICE, json!({"target": target}))
+            .await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{target}: {problem}");
         assert!(problem["detail"].as_str().unwrap().contains(reason), "{target}: {problem}");
     }
@@ -246,7 +249,8 @@ async fn backups_count_against_the_users_backup_quota() {
     let app = setup.spawn_app_with(|c| c.quotas.backups = 1).await;
     let instance = app.create(ALICE, json!({"engine": "redis"})).await;
     back_up(&app, &instance, json!({})).await;
-    let (status, problem) = app.post(&format!("/v1/instances/{}/backups", id(&instance)), BEARER_ALICE, json!({})).await;
+    let (status, problem) =
+        app.post(&format!("/v1/instances/{}/backups", id(&instance)), BEARER_ALICE, json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
     let metrics = reqwest::get(format!("{}/metrics", app.metrics_address)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("dbroker_quota_backups_held 1"), "{metrics}");

@@ -338,7 +338,14 @@ async fn dbrokers_sharing_a_store_that_make_the_network_at_once_make_one_with_ic
     let mut processes = Vec::new();
     for _ in 0..4 {
         let store = Store::open(&config.database_url).await.unwrap();
-        processes.push(Provisioner::new(store, Runtime::new(None), key.clone(), config.clone(), Default::default(), None));
+        processes.push(Provisioner::new(
+            store,
+            Runtime::new(None),
+            key.clone(),
+            config.clone(),
+            Default::default(),
+            None,
+        ));
     }
     for round in 0..10 {
         // No container is on it yet: as on a host where it was never made.

@@ -451,7 +451,8 @@ async fn a_replica_killed_mid_backup_has_its_backup_failed_and_its_partial_objec
         use age::secrecy::ExposeSecret;
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&identity_file).unwrap();
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&identity_file).unwrap();
         writeln!(file, "{}", identity.to_string().expose_secret()).unwrap();
     }
     let config = files.path().join("dbroker.toml");
@@ -482,11 +483,9 @@ async fn a_replica_killed_mid_backup_has_its_backup_failed_and_its_partial_objec
     let (status, operation) =
         call(&fleet.client, Method::POST, &url, ALICE, &[("Prefer", "respond-async")], Some(json!({}))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
-    let partial_written = || {
-        walk(&target).iter().any(|f| f.file_name().is_some_and(|n| n.to_string_lossy().contains(".partial-")))
-    };
-    wait_until("the backup to be half written", OPERATION_DEADLINE, || async { partial_written().then_some(()) })
-        .await;
+    let partial_written =
+        || walk(&target).iter().any(|f| f.file_name().is_some_and(|n| n.to_string_lossy().contains(".partial-")));
+    wait_until("the backup to be half written", OPERATION_DEADLINE, || async { partial_written().then_some(()) }).await;
     fleet.kill(0).await;
 
     let started = std::time::Instant::now();

@@ -36,7 +36,9 @@ impl Reconciler {
             match kind {
                 // Its data was being loaded, or was about to be: nobody can tell how much of it.
                 OperationKind::Create if input.get("seed").is_some() => {
-                    this.service.roll_back(&id, "dbroker stopped while the new instance was loaded with its data").await;
+                    this.service
+                        .roll_back(&id, "dbroker stopped while the new instance was loaded with its data")
+                        .await;
                     Err(interrupted("create, while its data was loaded; it was rolled back"))
                 }
                 OperationKind::Create if record.status == Status::Provisioning => {
