@@ -382,15 +382,15 @@ impl Provisioner {
     /// Object first, record second: a target that fails half way leaves the record, and a retry
     /// finishes the job.
     pub(super) async fn remove_backup(&self, backup: &BackupRecord) -> Result<(), ProvisionError> {
-        if let Some(backups) = &self.backups {
-            backups.delete(&backup.target, &backup.object_key).await.map_err(target_failed)?;
-        }
+        // Without the targets, the object would stay behind a record that says it is gone.
+        self.backups()?.delete(&backup.target, &backup.object_key).await.map_err(target_failed)?;
         self.store.delete_backup(&backup.id).await?;
         Ok(())
     }
 }
 
-/// How much of a dump is in flight between a clone's source and its copy.
+/// How much of a dump is in flight between the task that reads it from Docker and what it goes
+/// into (a backup's seal, a clone's load).
 const PIPE_BUFFER: usize = 256 * 1024;
 
 /// Where a backup's object lives on its target: under its instance, named by its id, with what it
