@@ -20,7 +20,7 @@ use super::types::{
 use super::v1::{Change, instance_response, parse_id};
 use super::{ApiError, AppState};
 use crate::model::BackupId;
-use crate::provision::{NewInstance, ProvisionError, Seed};
+use crate::provision::ProvisionError;
 use crate::store::{BackupPolicy, BackupRecord, NewPolicy, format_time};
 
 impl From<BackupRecord> for BackupView {
@@ -312,18 +312,8 @@ async fn clone_instance(
     JsonBody(body): JsonBody<CloneInstance>,
 ) -> Result<Response, ApiError> {
     let idempotency = change.idempotency(&body);
-    let source = state.provisioner.get(user.0.id, &parse_id(&id)?).await?.record;
-    let request = NewInstance {
-        version: source.version.parse().ok(),
-        name: body.name,
-        memory: Some(source.memory_mb),
-        charset: source.settings.charset().cloned(),
-        collation: source.settings.collation().cloned(),
-        database: source.settings.database().cloned(),
-        seed: Some(Seed::CloneOf(source.id.clone())),
-        ..NewInstance::of(source.engine())
-    };
-    let started = state.provisioner.create(&user.caller(), request, idempotency.as_ref()).await;
+    let started =
+        state.provisioner.clone_instance(&user.caller(), &parse_id(&id)?, body.name, idempotency.as_ref()).await;
     change.answer(&state, &user, started, |instance| instance_response(StatusCode::CREATED, instance)).await
 }
 

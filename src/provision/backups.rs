@@ -253,6 +253,30 @@ impl Provisioner {
         Ok(())
     }
 
+    /// Creates a new instance of the caller's with a copy of the data of one of their running
+    /// instances and credentials of its own: the source's engine, version, memory and settings, and
+    /// `name` (or a default one). Its outcome is the copy, once it holds the data (see `seed_now`).
+    pub async fn clone_instance(
+        &self,
+        caller: &Caller,
+        id: &InstanceId,
+        name: Option<crate::model::InstanceName>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Running<Instance>, ProvisionError> {
+        let source = self.owned(caller.user_id, id).await?;
+        let request = super::NewInstance {
+            version: source.version.parse().ok(),
+            name,
+            memory: Some(source.memory_mb),
+            charset: source.settings.charset().cloned(),
+            collation: source.settings.collation().cloned(),
+            database: source.settings.database().cloned(),
+            seed: Some(Seed::CloneOf(source.id.clone())),
+            ..super::NewInstance::of(source.engine())
+        };
+        self.create(caller, request, idempotency).await
+    }
+
     /// Checks what a seed names before anything is recorded: the backup or the source instance is
     /// the caller's and of the engine asked for.
     pub(super) async fn check_seed(

@@ -178,9 +178,8 @@ impl BackupSetup {
                 "PGPASSWORD=$(cat /etc/dbroker/password) exec psql -v ON_ERROR_STOP=1 -q -h 127.0.0.1 -U postgres -d app"
             }
             _ => {
-                // Redis's own tools: the RDB checked, then loaded by a server of its own, whose
-                // keys are copied into the instance by `redis-cli --pipe`-free MIGRATE-less means:
-                // the import route does the same load; here the check is the engine's own.
+                // Redis's own checker reads the export; a running Redis loads an RDB only through
+                // its files, which is what the import does.
                 crate::helpers::exec_with_stdin(&container, &["redis-check-rdb", "/dev/stdin"], dump).await;
                 let (status, body) = self.import(app, instance, dump.to_vec()).await;
                 assert_eq!(status, StatusCode::OK, "{body}");
@@ -231,12 +230,14 @@ fn object_key(backup: &Value) -> String {
     )
 }
 
-fn identity_text(identity: &age::x25519::Identity) -> String {
+/// An age identity as its key file holds it.
+pub fn identity_text(identity: &age::x25519::Identity) -> String {
     use age::secrecy::ExposeSecret;
     format!("{}\n", identity.to_string().expose_secret())
 }
 
-fn write_private(path: &Path, contents: &[u8]) {
+/// Writes a new file that only its owner may read (as the identity file must be).
+pub fn write_private(path: &Path, contents: &[u8]) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();

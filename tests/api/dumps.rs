@@ -14,12 +14,12 @@ use bollard::query_parameters::InspectContainerOptions;
 use dbroker::engines::{self, ContentDigest, Endpoint, Engine, LoadError};
 use dbroker::runtime::Runtime;
 use dbroker::secrets::Secret;
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    ALICE, TestApp, docker, mysql_connect, port_and_password, postgres_connect, redis_connect, redis_loaded, wait_until,
+    ALICE, TestApp, docker, mysql_connect, port_and_password, postgres_connect, redis_connect, redis_loaded, rotate,
+    wait_until,
 };
 
 /// Rows or keys each test writes before it dumps.
@@ -33,13 +33,6 @@ fn padding() -> String {
     (0..5).map(|_| hex::encode(rand::random::<[u8; 32]>())).collect()
 }
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn rotate(app: &TestApp, instance: &Value) -> Value {
-    let path = format!("/v1/instances/{}/rotate-password", instance["id"].as_str().unwrap());
-    let (status, body) = app.post(&path, ALICE, json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
 
 /// A task that keeps writing pairs until it is stopped, and counts them.
 struct Writer {

@@ -1015,3 +1015,12 @@ pub async fn exec_with_stdin(container: &str, command: &[&str], input: &[u8]) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Rotates the instance's password through v1 as the demo user, insisting on success; the
+/// instance as the rotation left it.
+pub async fn rotate(app: &TestApp, instance: &Value) -> Value {
+    let path = format!("/v1/instances/{}/rotate-password", instance["id"].as_str().unwrap());
+    let (status, body) = app.post(&path, ALICE, serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}

@@ -447,14 +447,7 @@ async fn a_replica_killed_mid_backup_has_its_backup_failed_and_its_partial_objec
     std::fs::create_dir(&target).unwrap();
     let identity = age::x25519::Identity::generate();
     let identity_file = files.path().join("backup.key");
-    {
-        use age::secrecy::ExposeSecret;
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file =
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&identity_file).unwrap();
-        writeln!(file, "{}", identity.to_string().expose_secret()).unwrap();
-    }
+    crate::backup_setup::write_private(&identity_file, crate::backup_setup::identity_text(&identity).as_bytes());
     let config = files.path().join("dbroker.toml");
     let toml = format!(
         "[backups]\nrecipient = {recipient:?}\nidentity_file = {identity_file:?}\n\n\

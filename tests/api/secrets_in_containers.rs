@@ -6,21 +6,14 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{
-    ALICE, TestApp, assert_inspect_holds_none_of, container_file, inspect_json, port_and_password, template_password,
-    wait_until,
+    ALICE, TestApp, assert_inspect_holds_none_of, container_file, inspect_json, port_and_password, rotate,
+    template_password, wait_until,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn rotate(app: &TestApp, instance: &Value) -> Value {
-    let path = format!("/v1/instances/{}/rotate-password", instance["id"].as_str().unwrap());
-    let (status, body) = app.post(&path, ALICE, json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
 
 #[tokio::test]
 async fn no_container_of_any_engine_shows_a_password_before_or_after_a_rotation() {
