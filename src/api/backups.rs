@@ -349,7 +349,7 @@ async fn export_instance(
         (status = 404, description = "No such instance of the caller's"),
         (status = 409, description = "The instance is not running"),
         (status = 413, description = "Larger than the configured import limit"),
-        (status = 422, description = "The server did not load the dump (its message says why); the data is as it was"),
+        (status = 422, description = "An empty body, or a dump the server did not load (its message says why); the data is as it was"),
     ),
 )]
 async fn import_instance(
@@ -371,6 +371,11 @@ async fn import_instance(
             crate::backups::SpoolError::Read(e) => ApiError::BadRequest(format!("could not read the upload: {e}")),
             crate::backups::SpoolError::Io(e) => ApiError::Internal(e.into()),
         })?;
+    if upload.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "the request has no dump: send the engine's own dump (as export gives it) as the body".into(),
+        ));
+    }
     let idempotency = change.idempotency(&upload.sha256());
     let started = state.provisioner.import(&user.caller(), &id, upload, idempotency.as_ref()).await;
     change.answer(&state, &user, started, |instance| instance_response(StatusCode::OK, instance)).await

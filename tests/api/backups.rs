@@ -124,6 +124,17 @@ async fn a_dump_the_server_refuses_is_422_with_its_message_and_leaves_the_data_a
 }
 
 #[tokio::test]
+async fn an_import_with_no_body_is_422_and_starts_nothing() {
+    let setup = BackupSetup::new().await;
+    let app = setup.spawn_app().await;
+    let instance = app.create(ALICE, json!({"engine": "redis"})).await;
+    let (status, problem) = setup.import(&app, &instance, Vec::new()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("no dump"), "{problem}");
+    assert!(app.operations(BEARER_ALICE, id(&instance)).await.iter().all(|o| o["kind"] != "import"));
+}
+
+#[tokio::test]
 async fn an_import_beyond_the_configured_limit_is_413() {
     let setup = BackupSetup::new().await;
     let app = setup.spawn_app_with(|c| BackupSetup::set_import_limit(c, 1024)).await;
