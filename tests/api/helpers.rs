@@ -301,8 +301,9 @@ async fn postgres_admin() -> sqlx::PgConnection {
 // ---------------------------------------------------------------------------------------------
 // A dbroker of the test's own.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dbroker::app::App;
 use dbroker::config::{Catalogue, Config, FileConfig, PortRange};
@@ -322,16 +323,44 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Test apps repair drift quickly, so tests of self-healing wait little.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Ports for one test app. Each app gets a block of its own, so tests run in parallel; blocks of
-/// different test processes may overlap, which dbroker handles like any busy port.
+/// Ports for one test app. Each live app holds a block of its own, so tests run in parallel and a
+/// test may count on its range's first port; blocks of different test processes may overlap, which
+/// dbroker handles like any busy port.
 const PORTS_PER_APP: u16 = 30;
+const BLOCKS: u16 = 1000 / PORTS_PER_APP;
+static BLOCKS_IN_USE: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+/// Where the search for a free block starts: the one released last is taken again last, as Docker's
+/// proxy may hold its ports a moment after its containers are gone.
 static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
 
-fn next_port_range() -> PortRange {
-    let base = 21000 + (std::process::id() % 8) as u16 * 1000;
-    let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst) % (1000 / PORTS_PER_APP);
-    let first = base + block * PORTS_PER_APP;
-    PortRange { first, last: first + PORTS_PER_APP - 1 }
+/// A port block held until the app that made containers on it has removed them (it is dropped after
+/// the app's `PrefixGuard`). A block is never handed to two live apps: before, blocks were dealt
+/// round-robin and a long test still held its ports when its block came round again.
+struct PortBlock(u16);
+
+impl PortBlock {
+    fn take() -> PortBlock {
+        let mut in_use = BLOCKS_IN_USE.lock().unwrap();
+        let start = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        let block = (0..BLOCKS)
+            .map(|offset| (start + offset) % BLOCKS)
+            .find(|block| !in_use.contains(block))
+            .expect("a free port block: more test apps are alive at once than there are blocks");
+        in_use.insert(block);
+        PortBlock(block)
+    }
+
+    fn range(&self) -> PortRange {
+        let base = 21000 + (std::process::id() % 8) as u16 * 1000;
+        let first = base + self.0 * PORTS_PER_APP;
+        PortRange { first, last: first + PORTS_PER_APP - 1 }
+    }
+}
+
+impl Drop for PortBlock {
+    fn drop(&mut self) {
+        BLOCKS_IN_USE.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.0);
+    }
 }
 
 /// A dbroker built through the same path as `main`, on port 0, with a temporary data directory, a
@@ -348,6 +377,8 @@ pub struct TestApp {
     /// `None` for a sibling: the app that made the data directory cleans up, once, after the
     /// sibling has stopped (a sibling cleaning up while the other still ran would race its repairs).
     _cleanup: Option<PrefixGuard>,
+    /// `None` for a sibling, which shares its app's block; after `_cleanup`, so dropped after it.
+    _ports: Option<PortBlock>,
     server: Option<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
@@ -365,6 +396,7 @@ impl TestApp {
     pub async fn spawn_on(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
         init_test_logging();
         let store = Arc::new(TestStore::on(backend).await);
+        let ports = PortBlock::take();
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -372,7 +404,7 @@ impl TestApp {
             database_url: store.url.clone(),
             advertise_host: "127.0.0.1".into(),
             publish_ip: "127.0.0.1".parse().unwrap(),
-            port_range: next_port_range(),
+            port_range: ports.range(),
             catalogue: offline_catalogue(),
             ready_timeout: READY_TIMEOUT,
             demo_users: vec![ALICE.parse().unwrap(), BOB.parse().unwrap()],
@@ -391,6 +423,7 @@ impl TestApp {
             address: String::new(),
             metrics_address: String::new(),
             _cleanup: Some(PrefixGuard(config.instance_prefix.clone())),
+            _ports: Some(ports),
             config,
             client: reqwest::Client::new(),
             store,
@@ -431,6 +464,7 @@ impl TestApp {
             address: String::new(),
             metrics_address: String::new(),
             _cleanup: None,
+            _ports: None,
             config: self.config.clone(),
             client: reqwest::Client::new(),
             store: self.store.clone(),
@@ -865,7 +899,9 @@ impl TestApp {
         let prefix = self.config.instance_prefix.clone();
         let mut second = TestApp::spawn_with(|c| c.instance_prefix = prefix).await;
         // Forgotten, not dropped: dropping the guard would remove this app's containers now.
+        // Forgotten with it, the port block, whose containers outlive the second app too.
         std::mem::forget(second._cleanup.take());
+        std::mem::forget(second._ports.take());
         second
     }
 
