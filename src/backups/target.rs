@@ -496,12 +496,16 @@ impl Drop for ObjectWriter {
                 }
             }
             Sink::S3(s3) => {
-                if let Some(upload) = s3.upload.take() {
+                if let Some(mut upload) = s3.upload.take() {
                     let target = self.target.name.to_string();
                     let key = self.key.to_string();
                     match tokio::runtime::Handle::try_current() {
                         Ok(runtime) => {
                             runtime.spawn(async move {
+                                // A part still arriving when the abort does may be kept (S3's own
+                                // advice is to abort again): the parts in flight end first. Each
+                                // error is one part that failed; the loop ends when none is left.
+                                while upload.wait_for_capacity(0).await.is_err() {}
                                 if let Err(e) = upload.abort().await {
                                     tracing::warn!(%target, %key, "could not abort an unfinished upload: {e}");
                                 }

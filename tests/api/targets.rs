@@ -230,7 +230,8 @@ async fn a_failed_or_dropped_write_to_s3_leaves_no_object_and_no_upload_in_progr
 
     assert!(matches!(refused, Err(SealError::Source(_))), "{refused:?}");
     assert!(parts_of_the_failed >= 1, "the failed backup had sent parts: {parts_of_the_failed}");
-    wait_until("the unfinished uploads to be aborted", Duration::from_secs(20), || async {
+    // Each abort waits for its parts in flight, 16 MiB each, which a loaded machine sends slowly.
+    wait_until("the unfinished uploads to be aborted", Duration::from_secs(60), || async {
         server.uploads_in_progress().is_empty().then_some(())
     })
     .await;
