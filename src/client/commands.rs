@@ -1,7 +1,7 @@
 //! Each client command: what it asks the API, and what it prints. Answers go to standard output
 //! (see `output`), what happened to standard error.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -162,6 +162,11 @@ pub async fn run(command: ClientCommand) -> Result<(), ClientError> {
             output::instance(Format::new(output.json), &clone)
         }
         C::Export { instance } => {
+            if std::io::stdout().is_terminal() {
+                return Err(ClientError::Usage(format!(
+                    "export writes a dump, not text: redirect it to a file (dbroker export {instance} > dump)"
+                )));
+            }
             let instance = client.resolve(&instance).await?;
             let response = client.download(&instance_path(&instance, "/export")).await?;
             let written = client.stream_into(response, &mut tokio::io::stdout()).await?;
@@ -169,6 +174,11 @@ pub async fn run(command: ClientCommand) -> Result<(), ClientError> {
             Ok(())
         }
         C::Import { instance, output } => {
+            if std::io::stdin().is_terminal() {
+                return Err(ClientError::Usage(format!(
+                    "import reads a dump from standard input: dbroker import {instance} < dump"
+                )));
+            }
             let instance = client.resolve(&instance).await?;
             // Streamed as it is read: a dump may be larger than this machine's memory.
             let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(tokio::io::stdin()));
@@ -194,7 +204,7 @@ async fn login(url: String) -> Result<(), ClientError> {
     let token = match std::env::var("DBROKER_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
         Some(token) => token,
         None => {
-            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            if std::io::stdin().is_terminal() {
                 eprintln!("your dbroker token (then Enter, or Ctrl-D):");
             }
             let mut text = String::new();

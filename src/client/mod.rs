@@ -127,11 +127,12 @@ impl Client {
     }
 
     fn unreachable(&self, error: reqwest::Error) -> ClientError {
-        // reqwest's own message is "error sending request"; the cause says what happened.
+        // reqwest's own message is "error sending request for url (…)"; the innermost cause says
+        // what happened ("Connection refused", "failed to lookup address").
         let mut reason = error.to_string();
         let mut source = std::error::Error::source(&error);
         while let Some(cause) = source {
-            reason = format!("{reason}: {cause}");
+            reason = cause.to_string();
             source = cause.source();
         }
         ClientError::Unreachable { url: self.base.clone(), reason }
