@@ -1,7 +1,7 @@
 //! Each client command: what it asks the API, and what it prints. Answers go to standard output
 //! (see `output`), what happened to standard error.
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -108,22 +108,7 @@ pub async fn run(command: ClientCommand) -> Result<(), ClientError> {
                 client.change(Method::PATCH, &instance_path(&instance, ""), Some(&body)).await?;
             output::instance(Format::new(output.json), &resized)
         }
-        C::Logs { instance, tail, follow } => {
-            let instance = client.resolve(&instance).await?;
-            let path = instance_path(&instance, &format!("/logs?tail={tail}"));
-            let mut shown = client.get::<Logs>(&path).await?.lines;
-            shown.iter().for_each(|line| println!("{line}"));
-            while follow {
-                tokio::time::sleep(FOLLOW_INTERVAL).await;
-                // The last lines again, at least as many as were shown, and print those after
-                // what was shown last (see `new_lines`).
-                let path = instance_path(&instance, &format!("/logs?tail={}", tail.max(100)));
-                let lines = client.get::<Logs>(&path).await?.lines;
-                new_lines(&shown, &lines).iter().for_each(|line| println!("{line}"));
-                shown = lines;
-            }
-            Ok(())
-        }
+        C::Logs { instance, tail, follow } => logs(&client, &client.resolve(&instance).await?, tail, follow).await,
         C::Events { instance, limit, output } => {
             let instance = client.resolve(&instance).await?;
             let query = limit.map(|l| format!("?limit={l}")).unwrap_or_default();
@@ -196,6 +181,30 @@ async fn act(client: &Client, instance: &str, action: &str, json: bool) -> Resul
     let path = format!("/v1/instances/{}{action}", instance.id);
     let changed: InstanceView = client.change(Method::POST, &path, None::<&()>).await?;
     output::instance(Format::new(json), &changed)
+}
+
+/// `logs [-f]`: the last `tail` lines, then, following, each new line as it comes, until
+/// interrupted or the reader goes away (`logs -f | grep -m1 …` ends quietly).
+async fn logs(client: &Client, instance: &InstanceView, tail: usize, follow: bool) -> Result<(), ClientError> {
+    let print = |lines: &[String]| {
+        let mut out = std::io::stdout().lock();
+        lines.iter().try_for_each(|line| writeln!(out, "{line}")).and_then(|()| out.flush())
+    };
+    let path = |tail: usize| format!("/v1/instances/{}/logs?tail={tail}", instance.id);
+    let mut shown = client.get::<Logs>(&path(tail)).await?.lines;
+    let mut printed = print(&shown);
+    while follow && printed.is_ok() {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        // The last lines again, at least as many as were shown, and print those after what was
+        // shown last (see `new_lines`).
+        let lines = client.get::<Logs>(&path(tail.max(100))).await?.lines;
+        printed = print(new_lines(&shown, &lines));
+        shown = lines;
+    }
+    match printed {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(ClientError::local("cannot print the log", e)),
+        _ => Ok(()),
+    }
 }
 
 /// `dbroker login URL`: the token from `DBROKER_TOKEN`, else standard input (so it is in no
