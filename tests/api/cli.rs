@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::backup_setup::BackupSetup;
-use crate::helpers::{ALICE, BOB, TestApp, free_port, port_and_password, redis_connect, unique_name, wait_until};
+use crate::helpers::{ALICE, BOB, TestApp, free_port, port_and_password, redis_connect, wait_until};
 
 /// How long one client command may take: a create with `--wait` waits for MariaDB's first start.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(180);
@@ -347,18 +347,30 @@ async fn read_until(out: &mut tokio::process::ChildStdout, seen: &mut Vec<u8>, n
 
 // ---- connect, in a real terminal ----
 
-/// A tmux server of the test's own with one shell in a pane; killed when dropped.
+/// A tmux server of the test's own with one shell in a pane; killed when dropped, and its socket
+/// (in a directory of its own, not tmux's shared one) removed with the directory.
 struct Terminal {
-    socket: String,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Terminal {
     /// A shell in a terminal, with the client's environment: its commands are typed in as a user
     /// would, so nothing secret is in any argv but what dbroker itself puts there.
     fn open(cli: &Cli) -> Terminal {
-        let terminal = Terminal { socket: unique_name("dbroker-cli") };
+        let dir = tempfile::tempdir().expect("a directory for tmux's socket");
+        let terminal = Terminal { socket: dir.path().join("tmux"), _dir: dir };
         let mut command = std::process::Command::new("tmux");
-        command.args(["-u", "-L", &terminal.socket, "-f", "/dev/null", "new-session", "-d", "-x", "200", "-y", "50"]);
+        command.arg("-u").arg("-S").arg(&terminal.socket).args([
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "200",
+            "-y",
+            "50",
+        ]);
         for (name, value) in cli.environment() {
             command.args(["-e", &format!("{name}={value}")]);
         }
@@ -371,7 +383,7 @@ impl Terminal {
     }
 
     fn tmux(&self, args: &[&str]) -> String {
-        let output = std::process::Command::new("tmux").args(["-L", &self.socket]).args(args).output().unwrap();
+        let output = std::process::Command::new("tmux").arg("-S").arg(&self.socket).args(args).output().unwrap();
         assert!(output.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
@@ -412,7 +424,12 @@ impl Terminal {
 
 impl Drop for Terminal {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -455,6 +472,8 @@ async fn connect_opens_redis_cli_on_a_redis_in_the_terminal() {
     terminal.type_dbroker("connect tty");
     let instance = cli.json(&["show", "tty"]).await;
     assert_client_runs_without_password_in_argv("redis-cli", &instance).await;
+    // Its prompt first: what is typed before it reads the terminal is flushed when it takes it.
+    terminal.wait_for(&format!("127.0.0.1:{}>", instance["connection"]["port"]), 1).await;
     terminal.type_line("PING");
     terminal.wait_for("PONG", 1).await;
     terminal.type_line("quit");
@@ -464,11 +483,28 @@ async fn connect_opens_redis_cli_on_a_redis_in_the_terminal() {
 async fn connect_opens_mariadb_on_a_mysql_in_the_terminal() {
     let app = TestApp::spawn().await;
     let cli = Cli::on(&app, ALICE);
-    let instance = app.create(ALICE, json!({"engine": "mysql", "name": "shop"})).await;
+    let instance = cli
+        .json(&[
+            "create",
+            "mysql",
+            "--name",
+            "shop",
+            "--charset",
+            "utf8mb4",
+            "--collation",
+            "utf8mb4_unicode_ci",
+            "--wait",
+        ])
+        .await;
+    assert_eq!(
+        (instance["charset"].as_str(), instance["collation"].as_str()),
+        (Some("utf8mb4"), Some("utf8mb4_unicode_ci"))
+    );
     let terminal = Terminal::open(&cli);
 
     terminal.type_dbroker("connect shop");
     assert_client_runs_without_password_in_argv("mariadb", &instance).await;
+    terminal.wait_for("MariaDB [", 1).await;
     // The answer spelt so that the typed query does not hold it.
     terminal.type_line("SELECT CONCAT('ans', 40+2) AS answer;");
     terminal.wait_for("ans42", 1).await;
@@ -479,11 +515,15 @@ async fn connect_opens_mariadb_on_a_mysql_in_the_terminal() {
 async fn connect_opens_psql_on_a_postgres_in_the_terminal() {
     let app = TestApp::spawn().await;
     let cli = Cli::on(&app, ALICE);
-    let instance = app.create(ALICE, json!({"engine": "postgres", "name": "books", "database": "library"})).await;
+    let instance = cli
+        .json(&["create", "postgres", "--name", "books", "--version", "15", "--database", "library", "--wait"])
+        .await;
+    assert_eq!((instance["version"].as_str(), instance["database"].as_str()), (Some("15"), Some("library")));
     let terminal = Terminal::open(&cli);
 
     terminal.type_dbroker("connect books");
     assert_client_runs_without_password_in_argv("psql", &instance).await;
+    terminal.wait_for("library=#", 1).await;
     terminal.type_line("SELECT 'ans' || (40+2) AS answer, current_database();");
     let screen = terminal.wait_for("ans42", 1).await;
     assert!(screen.contains("library"), "connected to the instance's database: {screen}");
