@@ -248,7 +248,11 @@ async fn a_redis_lives_its_whole_life_through_the_cli() {
     read_until(&mut followed, &mut seen, "Ready to accept connections", 1).await;
     assert_eq!(cli.run(&["restart", "cache"]).await.code, 0);
     read_until(&mut followed, &mut seen, "Ready to accept connections", 2).await;
-    follow.kill().await.unwrap();
+    // Its reader gone (as `| grep -m1` goes), it ends, without an error, at its next line.
+    drop(followed);
+    assert_eq!(cli.run(&["restart", "cache"]).await.code, 0);
+    let ended = tokio::time::timeout(COMMAND_DEADLINE, follow.wait()).await.expect("logs -f ends").unwrap();
+    assert_eq!(ended.code(), Some(0), "{ended:?}");
 
     // Export and import, streamed through stdout and stdin.
     let port = rotated["connection"]["port"].as_u64().unwrap() as u16;
@@ -433,30 +437,37 @@ impl Drop for Terminal {
     }
 }
 
-/// Every process's command line, for the password to be in none of them.
-fn every_command_line() -> Vec<String> {
+/// Every process: its `/proc` directory and its command line (arguments joined by spaces).
+fn every_process() -> Vec<(PathBuf, String)> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|line| String::from_utf8_lossy(&line).replace('\0', " "))
+        .filter_map(|e| {
+            let line = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some((e.path(), String::from_utf8_lossy(&line).replace('\0', " ")))
+        })
         .collect()
 }
 
 /// Waits until the engine's client runs on `instance`'s port, then asserts that no process's
-/// argv holds its password.
-async fn assert_client_runs_without_password_in_argv(client: &str, instance: &Value) {
+/// argv holds its password, and that the client has it in `variable` (and no dbroker token).
+async fn assert_client_has_the_password_only_in_its_environment(client: &str, variable: &str, instance: &Value) {
     let (port, password) = port_and_password(instance);
     let port = format!(" {port} ");
-    let lines = wait_until(&format!("{client} to run"), SCREEN_DEADLINE, || async {
-        let lines = every_command_line();
+    let (processes, client_dir) = wait_until(&format!("{client} to run"), SCREEN_DEADLINE, || async {
+        let processes = every_process();
         let runs = |l: &String| l.split(' ').next().is_some_and(|p| p.ends_with(client)) && l.contains(&port);
-        lines.iter().any(runs).then_some(lines)
+        let dir = processes.iter().find(|(_, line)| runs(line)).map(|(dir, _)| dir.clone())?;
+        Some((processes, dir))
     })
     .await;
-    let holding: Vec<&String> = lines.iter().filter(|l| l.contains(&password)).collect();
+    let holding: Vec<&String> = processes.iter().map(|(_, line)| line).filter(|l| l.contains(&password)).collect();
     assert!(holding.is_empty(), "the password is in a command line: {holding:?}");
+    let environ = std::fs::read(client_dir.join("environ")).expect("the client's environment");
+    let environ: Vec<String> = environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    assert!(environ.contains(&format!("{variable}={password}")), "{client} is given the password in {variable}");
+    assert!(!environ.iter().any(|v| v.starts_with("DBROKER_TOKEN=")), "{client} is not handed the dbroker token");
 }
 
 #[tokio::test]
@@ -469,9 +480,14 @@ async fn connect_opens_redis_cli_on_a_redis_in_the_terminal() {
     terminal.type_dbroker("create redis --name tty --wait");
     let screen = terminal.wait_for("status:", 1).await;
     assert!(screen.contains("create") && screen.contains("succeeded"), "the progress line's end: {screen}");
+    // A dump is not written to a terminal, nor read from one.
+    terminal.type_dbroker("export tty");
+    terminal.wait_for("redirect it to a file", 1).await;
+    terminal.type_dbroker("import tty");
+    terminal.wait_for("import reads a dump from standard input", 1).await;
     terminal.type_dbroker("connect tty");
     let instance = cli.json(&["show", "tty"]).await;
-    assert_client_runs_without_password_in_argv("redis-cli", &instance).await;
+    assert_client_has_the_password_only_in_its_environment("redis-cli", "REDISCLI_AUTH", &instance).await;
     // Its prompt first: what is typed before it reads the terminal is flushed when it takes it.
     terminal.wait_for(&format!("127.0.0.1:{}>", instance["connection"]["port"]), 1).await;
     terminal.type_line("PING");
@@ -503,7 +519,7 @@ async fn connect_opens_mariadb_on_a_mysql_in_the_terminal() {
     let terminal = Terminal::open(&cli);
 
     terminal.type_dbroker("connect shop");
-    assert_client_runs_without_password_in_argv("mariadb", &instance).await;
+    assert_client_has_the_password_only_in_its_environment("mariadb", "MYSQL_PWD", &instance).await;
     terminal.wait_for("MariaDB [", 1).await;
     // The answer spelt so that the typed query does not hold it.
     terminal.type_line("SELECT CONCAT('ans', 40+2) AS answer;");
@@ -522,7 +538,7 @@ async fn connect_opens_psql_on_a_postgres_in_the_terminal() {
     let terminal = Terminal::open(&cli);
 
     terminal.type_dbroker("connect books");
-    assert_client_runs_without_password_in_argv("psql", &instance).await;
+    assert_client_has_the_password_only_in_its_environment("psql", "PGPASSWORD", &instance).await;
     terminal.wait_for("library=#", 1).await;
     terminal.type_line("SELECT 'ans' || (40+2) AS answer, current_database();");
     let screen = terminal.wait_for("ans42", 1).await;
