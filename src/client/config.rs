@@ -3,6 +3,7 @@
 //! (or `~/.config/dbroker/`). The file holds a token, so it is the user's only (0600, in a 0700
 //! directory) and replaced atomically: a crash mid-write leaves the old file, never half of one.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -30,21 +31,21 @@ pub struct Login {
 }
 
 /// dbroker's directory in the user's config directory: `$XDG_CONFIG_HOME/dbroker`, else
-/// `$HOME/.config/dbroker` (the XDG base directory rules: a relative `XDG_CONFIG_HOME` is ignored).
+/// `$HOME/.config/dbroker`.
 pub fn config_dir() -> Result<PathBuf, ClientError> {
-    let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).filter(|p| p.is_absolute());
-    let base = match xdg {
-        Some(dir) => dir,
-        None => match std::env::var_os("HOME").map(PathBuf::from).filter(|p| p.is_absolute()) {
-            Some(home) => home.join(".config"),
-            None => {
-                return Err(ClientError::Usage(
-                    "neither XDG_CONFIG_HOME nor HOME is set: there is no config directory for the login file".into(),
-                ));
-            }
-        },
-    };
-    Ok(base.join("dbroker"))
+    config_dir_of(std::env::var_os("XDG_CONFIG_HOME"), std::env::var_os("HOME"))
+}
+
+/// The XDG base directory rules: a relative (or empty) `XDG_CONFIG_HOME` is ignored.
+fn config_dir_of(xdg_config_home: Option<OsString>, home: Option<OsString>) -> Result<PathBuf, ClientError> {
+    let absolute = |value: Option<OsString>| value.map(PathBuf::from).filter(|p| p.is_absolute());
+    match (absolute(xdg_config_home), absolute(home)) {
+        (Some(config), _) => Ok(config.join("dbroker")),
+        (None, Some(home)) => Ok(home.join(".config").join("dbroker")),
+        (None, None) => Err(ClientError::Usage(
+            "neither XDG_CONFIG_HOME nor HOME is set: there is no config directory for the login file".into(),
+        )),
+    }
 }
 
 impl Login {
@@ -97,5 +98,35 @@ impl Login {
         let path = dir.join(LOGIN_FILE);
         file.persist(&path).map_err(|e| failed(e.error))?;
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(xdg: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
+        config_dir_of(xdg.map(OsString::from), home.map(OsString::from)).ok()
+    }
+
+    #[test]
+    fn the_login_file_is_under_xdg_config_home_when_it_is_set() {
+        assert_eq!(dir(Some("/cfg"), Some("/home/a")), Some("/cfg/dbroker".into()));
+    }
+
+    #[test]
+    fn without_xdg_config_home_the_login_file_is_under_dot_config() {
+        assert_eq!(dir(None, Some("/home/a")), Some("/home/a/.config/dbroker".into()));
+    }
+
+    #[test]
+    fn a_relative_or_empty_xdg_config_home_is_ignored() {
+        assert_eq!(dir(Some("cfg"), Some("/home/a")), Some("/home/a/.config/dbroker".into()));
+        assert_eq!(dir(Some(""), Some("/home/a")), Some("/home/a/.config/dbroker".into()));
+    }
+
+    #[test]
+    fn with_neither_there_is_no_login_file() {
+        assert_eq!(dir(None, None), None);
     }
 }
