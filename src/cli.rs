@@ -1,6 +1,8 @@
-//! The command line: `dbroker serve` and
-//! `dbroker user add|list|remove|rotate-token|disable|enable|quota`.
-//! Every flag also reads an environment variable, `DBROKER_` and the flag's name in capitals.
+//! The command line: `dbroker serve`,
+//! `dbroker user add|list|remove|rotate-token|disable|enable|quota`, and the client's commands
+//! (`dbroker login|create|list|show|…|connect`, see `client`).
+//! Every server flag also reads an environment variable, `DBROKER_` and the flag's name in
+//! capitals; the client reads `DBROKER_URL` and `DBROKER_TOKEN` (never a flag: argv is public).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -10,7 +12,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backups::BackupSettings;
 use crate::config::{Catalogue, Config, FileConfig, MetricsListen, PortRange, Quotas, Rate, RateLimits, defaults};
-use crate::model::{Engine, UserName};
+use crate::model::{
+    BackupId, Charset, Collation, DatabaseName, Engine, InstanceName, TargetName, UserName, VersionName,
+};
 use crate::secrets::{KeySource, Secret};
 use crate::store::DatabaseUrl;
 
@@ -28,6 +32,183 @@ pub enum Command {
     /// Manage the users who may call the API.
     #[command(subcommand)]
     User(UserCommand),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// The client's commands, on a dbroker's API: its URL and your token from `DBROKER_URL` and
+/// `DBROKER_TOKEN`, else from the file `dbroker login` saved. An instance is named by its id or
+/// its name.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Check a token against a dbroker and save both for the other commands (the token from
+    /// standard input, or DBROKER_TOKEN).
+    Login {
+        /// The dbroker's URL, such as http://127.0.0.1:5000.
+        url: String,
+    },
+    /// Create an instance; with --wait, follow it until its database accepts its credentials.
+    Create {
+        engine: Engine,
+        /// Unique among your instances [default: the engine and the id].
+        #[arg(long)]
+        name: Option<InstanceName>,
+        /// One of the engine's versions (`GET /v1/engines`) [default: the engine's default].
+        #[arg(long)]
+        version: Option<VersionName>,
+        /// The memory cap in MiB [default: the engine's default].
+        #[arg(long)]
+        memory_mb: Option<u32>,
+        /// MySQL only.
+        #[arg(long)]
+        charset: Option<Charset>,
+        /// MySQL only.
+        #[arg(long)]
+        collation: Option<Collation>,
+        /// PostgreSQL only [default: app].
+        #[arg(long)]
+        database: Option<DatabaseName>,
+        /// Follow the create (its steps on a terminal) and print the instance once it is ready;
+        /// without it, print the operation that creates it and return at once.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List your instances.
+    List {
+        /// Only this engine's.
+        #[arg(long)]
+        engine: Option<Engine>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show an instance, or with --uri or --password only that, for scripts.
+    #[command(group = clap::ArgGroup::new("field").multiple(false))]
+    Show {
+        instance: String,
+        /// Print only its connection URI.
+        #[arg(long, group = "field")]
+        uri: bool,
+        /// Print only its password.
+        #[arg(long, group = "field")]
+        password: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete an instance, its container and its data.
+    Delete { instance: String },
+    /// Stop an instance; it keeps its port, data and credentials.
+    Stop {
+        instance: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Start a stopped instance.
+    Start {
+        instance: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Restart an instance's server.
+    Restart {
+        instance: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Give an instance another memory cap.
+    Resize {
+        instance: String,
+        /// The new memory cap in MiB.
+        #[arg(long)]
+        memory_mb: u32,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Give an instance a new password; the old one stops working.
+    RotatePassword {
+        instance: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Print an instance's server log (its password removed).
+    Logs {
+        instance: String,
+        /// How many of the last lines, 0 to 10000.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+        /// Keep printing new lines as they come, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Print an instance's history.
+    Events {
+        instance: String,
+        /// The last this many events, 1 to 1000.
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Print an instance's figures: CPU, memory, and what its server says of itself.
+    Stats {
+        instance: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Back an instance up.
+    Backup {
+        instance: String,
+        /// A configured target [default: the server's default target].
+        #[arg(long)]
+        target: Option<TargetName>,
+        /// Restore the backup into a throwaway server and check it.
+        #[arg(long)]
+        verify: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List your backups, or one instance's.
+    Backups {
+        instance: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Replace an instance's data with a backup's (after a safety backup).
+    Restore {
+        instance: String,
+        backup: BackupId,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Make a new instance with a copy of an instance's data and credentials of its own.
+    Clone {
+        instance: String,
+        /// The new instance's name [default: the engine and its id].
+        #[arg(long)]
+        name: Option<InstanceName>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Write a dump of an instance to standard output (SQL, or Redis's RDB file), streamed.
+    Export { instance: String },
+    /// Replace an instance's data with a dump read from standard input, streamed.
+    Import {
+        instance: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Open the engine's own client (mariadb, redis-cli, psql) on an instance, in this terminal.
+    Connect { instance: String },
+    /// Print a completion script for a shell.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print the API's answer as JSON, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,7 +509,7 @@ mod tests {
         let cli = Cli::try_parse_from([&["dbroker", "serve"], args].concat()).map_err(|e| e.to_string())?;
         match cli.command {
             Command::Serve(serve) => (*serve).into_config(),
-            Command::User(_) => unreachable!(),
+            Command::User(_) | Command::Client(_) => unreachable!(),
         }
     }
 

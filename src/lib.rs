@@ -15,11 +15,13 @@
 //! - [`metrics`]: the Prometheus figures, recorded where things happen, served on a listener of
 //!   their own.
 //! - [`config`] and [`app`]: typed configuration, and building and running the service.
+//! - [`client`]: the command-line client on the v1 API (`dbroker login|create|list|…|connect`).
 
 pub mod api;
 pub mod app;
 pub mod backups;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod engines;
 pub mod metrics;

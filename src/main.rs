@@ -1,5 +1,7 @@
 //! The `dbroker` binary: parse the command line, start logging, dispatch.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use dbroker::app::App;
 use dbroker::cli::{Cli, Command, UserCommand};
@@ -7,16 +9,24 @@ use dbroker::provision::{Listed, NewUser, Users};
 use dbroker::store::{LimitChange, QuotaChange, Store};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt().with_env_filter(dbroker::app::log_filter()).with_writer(std::io::stderr).init();
 
     match Cli::parse().command {
         Command::Serve(args) => {
             let config = args.into_config().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
             let app = App::build(config).await?;
-            app.run_until_stopped(shutdown_signal()).await
+            app.run_until_stopped(shutdown_signal()).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::User(command) => manage_users(command).await,
+        Command::User(command) => manage_users(command).await.map(|()| ExitCode::SUCCESS),
+        // The client's errors are its own, each with its exit code (see `ClientError::exit_code`).
+        Command::Client(command) => Ok(match dbroker::client::run(command).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("dbroker: {error}");
+                ExitCode::from(error.exit_code())
+            }
+        }),
     }
 }
 

@@ -7,6 +7,7 @@ mod backup_setup;
 mod backups;
 mod bad_input;
 mod catalogue;
+mod cli;
 mod connections;
 mod dumps;
 mod failures;
