@@ -93,6 +93,9 @@ pub fn router(state: AppState) -> Router {
         .merge(legacy.route_layer(rate_limited).layer(axum::middleware::map_response(error::legacy_errors)))
         .split_for_parts();
     let routes = routes.merge(openapi::reference_page(openapi::finish(document)));
+    // The web console's pages, beside the API and through the same layers; none of its paths is
+    // one of the API's or the old tool's.
+    let routes = if state.config.console { routes.merge(crate::console::routes()) } else { routes };
     // One stack, put around each route in one `layer` call: each call boxes every route once
     // more, and axum clones every box for every request (one stack instead of five layers took a
     // kept detail from 42k instructions to 37k). The first layer is the outermost.
