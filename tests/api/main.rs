@@ -8,6 +8,7 @@ mod backups;
 mod bad_input;
 mod catalogue;
 mod connections;
+mod console;
 mod dumps;
 mod failures;
 mod first_run;

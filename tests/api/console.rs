@@ -1,0 +1,507 @@
+//! The web console: end to end in headless Chromium (Debian's `chromium`, driven through its
+//! `chromium-driver` with fantoccini) against a real dbroker on the real engine, and its HTTP
+//! concerns (cookie flags, CSRF, sign-out, `--no-console`, the old routes beside it) without a
+//! browser. Every page the browser visits is checked for console errors in the browser's log.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+
+use crate::helpers::{ALICE, BOB, READY_TIMEOUT, TestApp, free_port, redis_connect, redis_loaded, wait_until};
+
+/// How long a page's element may take to appear or change (an operation's step, a status).
+const PAGE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A headless Chromium of the test's own: chromedriver on a free port, in a process group of its
+/// own with the browser it starts, and a profile directory of its own. Dropping it kills the
+/// group and removes the profile, also when the test panics.
+struct Browser {
+    client: Option<Client>,
+    driver: std::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let profile = tempfile::tempdir().expect("a profile directory");
+        let port = free_port();
+        let driver = std::os::unix::process::CommandExt::process_group(
+            std::process::Command::new("chromedriver").arg(format!("--port={port}")),
+            0,
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver runs (scripts/test installs chromium and chromium-driver)");
+        let mut browser = Browser { client: None, driver, _profile: profile };
+        let status = format!("http://127.0.0.1:{port}/status");
+        wait_until("chromedriver to answer", Duration::from_secs(30), || async {
+            reqwest::get(&status).await.ok().filter(|r| r.status().is_success())
+        })
+        .await;
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                    "--no-first-run", "--window-size=1280,1000",
+                    format!("--user-data-dir={}", browser._profile.path().display()),
+                ],
+            },
+            // The browser's console, read after each page (see `assert_no_console_errors`).
+            "goog:loggingPrefs": { "browser": "ALL" },
+        });
+        let capabilities = capabilities.as_object().cloned().expect("an object");
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a browser session");
+        browser.client = Some(client);
+        browser
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("a session")
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client().goto(url).await.expect("the page loads");
+    }
+
+    /// `css`'s text, once it is on the page (a page that is being left may still be the one found
+    /// first: an element of it that went stale is looked for again).
+    async fn text(&self, css: &str) -> String {
+        wait_until(&format!("{css} to be on the page"), PAGE_DEADLINE, || async {
+            self.client().find(Locator::Css(css)).await.ok()?.text().await.ok()
+        })
+        .await
+    }
+
+    async fn click(&self, css: &str) {
+        wait_until(&format!("{css} to be clicked"), PAGE_DEADLINE, || async {
+            self.client().find(Locator::Css(css)).await.ok()?.click().await.ok()
+        })
+        .await
+    }
+
+    /// Waits until the browser is on a page whose path `expected` accepts (after a click that
+    /// sends a form, say), and returns the path.
+    async fn wait_for_path(&self, what: &str, expected: impl Fn(&str) -> bool) -> String {
+        wait_until(what, PAGE_DEADLINE, || async {
+            let path = self.path().await;
+            expected(&path).then_some(path)
+        })
+        .await
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let element = self.client().wait().at_most(PAGE_DEADLINE).for_element(Locator::Css(css)).await.expect(css);
+        element.clear().await.expect(css);
+        element.send_keys(text).await.expect(css);
+    }
+
+    async fn path(&self) -> String {
+        self.client().current_url().await.expect("a URL").path().to_string()
+    }
+
+    /// Whether an element matches `css` now.
+    async fn has(&self, css: &str) -> bool {
+        self.client().find(Locator::Css(css)).await.is_ok()
+    }
+
+    /// Waits until `css`'s text is `expected` (a status htmx keeps current, say).
+    async fn wait_for_text(&self, css: &str, expected: &str) {
+        wait_until(&format!("{css} to read {expected:?}"), PAGE_DEADLINE, || async {
+            let found = self.client().find(Locator::Css(css)).await.ok()?;
+            (found.text().await.ok()?.trim() == expected).then_some(())
+        })
+        .await;
+    }
+
+    /// The browser log's entries since the last read (chromedriver hands each out once).
+    async fn console(&self) -> Vec<Value> {
+        let entries = self.client().issue_cmd(BrowserLog).await.expect("the browser's log");
+        entries.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Fails on any error in the browser's console since the last read: a script error, a
+    /// refused policy, a file that did not load.
+    async fn assert_no_console_errors(&self, page: &str) {
+        let errors: Vec<Value> = self.console().await.into_iter().filter(|e| e["level"] == "SEVERE").collect();
+        assert!(errors.is_empty(), "console errors on {page}: {errors:#?}");
+    }
+
+    /// Saves a PNG of the page as `name` into `DBROKER_CONSOLE_SCREENSHOTS`, if set (the
+    /// repository's are in docs/console/).
+    async fn screenshot(&self, name: &str) {
+        let Some(dir) = std::env::var_os("DBROKER_CONSOLE_SCREENSHOTS") else { return };
+        let png = self.client().screenshot().await.expect("a screenshot");
+        std::fs::write(std::path::Path::new(&dir).join(name), png).expect("the screenshot is written");
+    }
+
+    /// Signs in with `token`; a known token's sign-in lands on the instance list.
+    async fn sign_in(&self, app: &TestApp, token: &str) {
+        self.goto(&app.url("/sign-in")).await;
+        self.fill("#token", token).await;
+        self.click("#sign-in").await;
+    }
+
+    async fn sign_out(&self) {
+        self.click("#sign-out").await;
+        self.wait_for_path("the sign-in page", |path| path == "/sign-in").await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromedriver and the browser it started are one process group, of this test's making.
+        let group = self.driver.id() as libc::pid_t;
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        let _ = self.driver.wait();
+    }
+}
+
+/// chromedriver's read of the browser's console (`goog:loggingPrefs`), which WebDriver itself
+/// does not describe.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (axum::http::Method::POST, Some(r#"{"type": "browser"}"#.into()))
+    }
+}
+
+/// The port and password in a Redis URI as the console shows it (`redis://:PASSWORD@HOST:PORT/0`).
+fn redis_uri_parts(uri: &str) -> (u16, String) {
+    let rest = uri.strip_prefix("redis://:").unwrap_or_else(|| panic!("a Redis URI: {uri}"));
+    let (password, address) = rest.rsplit_once('@').expect("a password");
+    let port = address.split_once(':').and_then(|(_, p)| p.split('/').next()).and_then(|p| p.parse().ok());
+    (port.unwrap_or_else(|| panic!("a port in {uri}")), password.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_signs_in_creates_a_redis_connects_with_its_uri_stops_starts_and_deletes_it_in_a_browser() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::start().await;
+
+    // A wrong token is refused, with the API's word for it.
+    browser.goto(&app.url("/")).await;
+    assert_eq!(browser.path().await, "/sign-in", "a visitor is sent to sign in");
+    browser.assert_no_console_errors("the sign-in page").await;
+    browser.screenshot("sign-in.png").await;
+    browser.sign_in(&app, "not-anyones-token").await;
+    assert_eq!(browser.text("#error").await, "unknown token");
+    assert_eq!(browser.path().await, "/sign-in", "still signed out");
+    // The 401 itself is the one error expected here, and shows that the browser's log is read.
+    let refused = browser.console().await;
+    assert!(refused.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("401"))), "{refused:#?}");
+
+    // Signed in, ALICE creates a Redis and watches its steps until it is ready.
+    browser.sign_in(&app, ALICE).await;
+    assert_eq!(browser.text("#signed-in-as").await, ALICE);
+    browser.assert_no_console_errors("the empty instance list").await;
+    browser.click("#new-instance").await;
+    browser.wait_for_path("the create page", |path| path == "/new").await;
+    let engines = browser.client().find(Locator::Css("#engine-choice")).await.expect("the engines");
+    engines.select_by_value("redis").await.expect("redis is offered");
+    browser.click("#choose-engine").await;
+    browser.fill("#name", "shop").await;
+    browser.assert_no_console_errors("the create page").await;
+    browser.click("#create").await;
+    browser.wait_for_path("the create's steps", |path| path.starts_with("/operations/")).await;
+    browser.wait_for_text("#operation-state", "succeeded").await;
+    assert!(browser.text("#steps").await.contains("ready"), "its steps, as they happened");
+    browser.assert_no_console_errors("the operation page").await;
+    browser.click("#open-instance").await;
+    let path = browser.wait_for_path("the instance page", |path| path.starts_with("/instances/")).await;
+    let id = path.trim_start_matches("/instances/").to_string();
+    browser.wait_for_text("#status-word", "running").await;
+    browser.assert_no_console_errors("the instance page").await;
+
+    // The URI hides its password until asked, and then logs in.
+    let masked = browser.text("#uri").await;
+    assert!(masked.contains("••••••••"), "{masked}");
+    browser.screenshot("instance.png").await;
+    browser.click("#reveal").await;
+    let uri = wait_until("the password to be shown", PAGE_DEADLINE, || async {
+        Some(browser.text("#uri").await).filter(|uri| !uri.contains('•'))
+    })
+    .await;
+    let (port, password) = redis_uri_parts(&uri);
+    assert!(!masked.contains(&password));
+    let mut redis = wait_until("Redis to answer PING", READY_TIMEOUT, || redis_loaded(port, &password)).await;
+    let pong: String = redis::cmd("PING").query_async(&mut redis).await.expect("PING");
+    assert_eq!(pong, "PONG");
+    browser.assert_no_console_errors("the instance page with its password").await;
+
+    // The list shows it running.
+    browser.goto(&app.url("/")).await;
+    assert_eq!(browser.text(&format!("tr[data-instance='{id}'] [data-status]")).await, "running");
+    browser.assert_no_console_errors("the instance list").await;
+    browser.screenshot("instances.png").await;
+    if std::env::var_os("DBROKER_CONSOLE_SCREENSHOTS").is_some() {
+        // At a phone's width, too.
+        browser.client().set_window_size(390, 844).await.expect("a phone's width");
+        browser.goto(&app.url(&format!("/instances/{id}"))).await;
+        browser.text("#status-word").await;
+        browser.screenshot("instance-phone.png").await;
+        browser.client().set_window_size(1280, 1000).await.expect("a desktop's width");
+    }
+
+    // Stop and start it; its page follows without a reload.
+    browser.goto(&app.url(&format!("/instances/{id}"))).await;
+    browser.click("#action-stop").await;
+    browser.wait_for_text("#status-word", "stopped").await;
+    browser.wait_for_text("#operation-state", "succeeded").await;
+    assert!(redis_connect(port, &password).await.is_err(), "a stopped Redis serves nobody");
+    browser.click("#action-start").await;
+    browser.wait_for_text("#status-word", "running").await;
+    browser.wait_for_text("#operation-state", "succeeded").await;
+    wait_until("Redis to answer again", READY_TIMEOUT, || redis_loaded(port, &password)).await;
+    browser.assert_no_console_errors("the instance page after stop and start").await;
+
+    // Its logs and events.
+    browser.click("#history").await;
+    browser.wait_for_path("the history page", |path| path.ends_with("/history")).await;
+    assert!(browser.text("pre.logs").await.contains("Ready to accept connections"));
+    assert!(browser.text("#events + .table-wrap").await.contains("stopped"));
+    browser.assert_no_console_errors("the history page").await;
+
+    // BOB sees none of it, and ALICE's page is not found for him.
+    browser.sign_out().await;
+    browser.sign_in(&app, BOB).await;
+    assert_eq!(browser.text("#signed-in-as").await, BOB);
+    assert!(!browser.has(&format!("tr[data-instance='{id}']")).await, "BOB sees ALICE's instance");
+    browser.assert_no_console_errors("BOB's instance list").await;
+    browser.goto(&app.url(&format!("/instances/{id}"))).await;
+    assert_eq!(browser.text("#error").await, "no such instance");
+    browser.console().await; // The 404 is expected.
+    browser.sign_out().await;
+
+    // ALICE deletes it, after a confirmation; the list drops it once it is gone.
+    browser.sign_in(&app, ALICE).await;
+    browser.goto(&app.url(&format!("/instances/{id}"))).await;
+    browser.click("#delete").await;
+    browser.wait_for_path("a delete to ask first", |path| path.ends_with("/delete")).await;
+    assert_eq!(browser.text("h1").await, "Delete shop?");
+    assert_eq!(app.containers().await.len(), 1, "nothing is deleted before the confirmation");
+    browser.click("#confirm-delete").await;
+    browser.wait_for_path("the list", |path| path == "/").await;
+    wait_until("the row to go", PAGE_DEADLINE, || async {
+        (!browser.has(&format!("tr[data-instance='{id}']")).await).then_some(())
+    })
+    .await;
+    wait_until("the container to go", PAGE_DEADLINE, || async { app.containers().await.is_empty().then_some(()) })
+        .await;
+    browser.assert_no_console_errors("the list after the delete").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Without a browser.
+
+/// A form body, as a browser sends it (reqwest's own `form` is a feature the tests do without).
+trait FormBody {
+    fn form_body<V: AsRef<str>>(self, pairs: &[(&str, V)]) -> Self;
+}
+
+impl FormBody for reqwest::RequestBuilder {
+    fn form_body<V: AsRef<str>>(self, pairs: &[(&str, V)]) -> Self {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        self.header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(pairs).expect("a form"))
+    }
+}
+
+/// A client that shows redirects rather than following them.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("a client")
+}
+
+/// A session: its cookie (`name=value`) and its CSRF token, read from a page.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+fn cookie_of(headers: &HeaderMap) -> Option<String> {
+    let set = headers.get(SET_COOKIE)?.to_str().ok()?;
+    Some(set.split(';').next()?.to_string())
+}
+
+async fn sign_in(app: &TestApp, token: &str) -> Session {
+    let response =
+        client().post(app.url("/sign-in")).form_body(&[("token", token)]).send().await.expect("POST /sign-in");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{token} signs in");
+    let cookie = cookie_of(response.headers()).expect("a session cookie");
+    let page = client().get(app.url("/")).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let csrf = page
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token in the page")
+        .to_string();
+    Session { cookie, csrf }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cookie_is_http_only_and_same_site_strict_and_secure_behind_https() {
+    let app = TestApp::spawn().await;
+
+    let plain = client().post(app.url("/sign-in")).form_body(&[("token", ALICE)]).send().await.unwrap();
+    let https = client()
+        .post(app.url("/sign-in"))
+        .header("x-forwarded-proto", "https")
+        .form_body(&[("token", ALICE)])
+        .send()
+        .await
+        .unwrap();
+    let page = client().get(app.url("/sign-in")).send().await.unwrap();
+
+    let flags = |response: &reqwest::Response| response.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    let plain = flags(&plain);
+    assert!(plain.contains("HttpOnly") && plain.contains("SameSite=Strict"), "{plain}");
+    assert!(!plain.contains("Secure"), "no Secure cookie over plain HTTP, where it would never come back: {plain}");
+    assert!(flags(&https).contains("; Secure"), "{}", flags(&https));
+    let headers = page.headers();
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"), "{policy}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_refused_and_starts_no_session() {
+    let app = TestApp::spawn().await;
+
+    let refused = client().post(app.url("/sign-in")).form_body(&[("token", "nobodys-token")]).send().await.unwrap();
+
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused.headers().get(SET_COOKIE).is_none());
+    assert!(refused.text().await.unwrap().contains("unknown token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_without_the_sessions_csrf_token_or_from_another_site_is_refused() {
+    let app = TestApp::spawn().await;
+    let session = sign_in(&app, ALICE).await;
+    let create = |csrf: Option<&str>, origin: Option<&str>| {
+        let mut form = vec![("engine", "redis"), ("name", "forged")];
+        form.extend(csrf.map(|csrf| ("csrf", csrf)));
+        let mut request = client().post(app.url("/new")).header("cookie", &session.cookie).form_body(&form);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+
+    let without = create(None, None).await.unwrap();
+    let wrong = create(Some(&"0".repeat(64)), None).await.unwrap();
+    let elsewhere = create(Some(&session.csrf), Some("http://evil.example")).await.unwrap();
+    // The header htmx sends works as the field does (a sign-out, to touch no instance).
+    let by_header = client()
+        .post(app.url("/sign-out"))
+        .header("cookie", &session.cookie)
+        .header("x-csrf-token", &session.csrf)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(without.status(), StatusCode::FORBIDDEN);
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
+    assert_eq!(by_header.status(), StatusCode::SEE_OTHER);
+    let (_, listed) = app.get("/v1/instances", &format!("Bearer {ALICE}")).await;
+    assert_eq!(listed["instances"], json!([]), "no refused form created anything");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_ends_the_session_for_every_copy_of_its_cookie() {
+    let app = TestApp::spawn().await;
+    let session = sign_in(&app, ALICE).await;
+    let home = || client().get(app.url("/")).header("cookie", &session.cookie).send();
+    assert_eq!(home().await.unwrap().status(), StatusCode::OK);
+
+    let out = client()
+        .post(app.url("/sign-out"))
+        .header("cookie", &session.cookie)
+        .form_body(&[("csrf", &session.csrf)])
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert!(out.headers()[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"), "the cookie is cleared");
+    let after = home().await.unwrap();
+    assert_eq!(after.status(), StatusCode::SEE_OTHER, "the old cookie no longer signs in");
+    assert_eq!(after.headers()[LOCATION], "/sign-in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_console_slash_is_not_found_and_the_api_still_answers() {
+    let app = TestApp::spawn_with(|config| config.console = false).await;
+
+    let home = client().get(app.url("/")).send().await.unwrap();
+    let sign_in = client().post(app.url("/sign-in")).form_body(&[("token", ALICE)]).send().await.unwrap();
+    let (engines, _) = app.get("/v1/engines", &format!("Bearer {ALICE}")).await;
+
+    assert_eq!(home.status(), StatusCode::NOT_FOUND);
+    assert_eq!(sign_in.status(), StatusCode::NOT_FOUND);
+    assert_eq!(engines, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_tools_routes_and_the_api_answer_beside_the_console() {
+    let app = TestApp::spawn().await;
+
+    let (list, listed) = app.get("/list/2", ALICE).await;
+    let (detail, missing) = app.get("/detail/000000000000", ALICE).await;
+    let (docs, _) = (client().get(app.url("/openapi.json")).send().await.unwrap().status(), ());
+
+    assert_eq!(list, StatusCode::OK);
+    assert_eq!(listed["code"], 200, "the old envelope: {listed}");
+    assert_eq!(detail, StatusCode::NOT_FOUND);
+    assert_eq!(missing["code"], 404, "the old envelope: {missing}");
+    assert_eq!(docs, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consoles_files_are_served_from_the_binary_with_a_long_cache() {
+    let app = TestApp::spawn().await;
+    let page = client().get(app.url("/sign-in")).send().await.unwrap().text().await.unwrap();
+    let htmx = page.split(r#"<script src=""#).nth(1).and_then(|s| s.split('"').next()).expect("htmx's path");
+
+    let file = client().get(app.url(htmx)).send().await.unwrap();
+    let unknown = client().get(app.url("/assets/htmx-0.0.0.min.js")).send().await.unwrap();
+
+    assert_eq!(file.status(), StatusCode::OK);
+    assert!(file.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    assert!(file.text().await.unwrap().contains("htmx"));
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sees_every_user_and_a_user_is_refused_the_admin_page() {
+    let app = TestApp::spawn().await;
+    let admin_token = app.add_admin("root").await;
+    let admin = sign_in(&app, &admin_token).await;
+    let alice = sign_in(&app, ALICE).await;
+
+    let page = |session: &Session| client().get(app.url("/admin")).header("cookie", &session.cookie).send();
+    let as_admin = page(&admin).await.unwrap();
+    let as_alice = page(&alice).await.unwrap();
+
+    assert_eq!(as_admin.status(), StatusCode::OK);
+    let html = as_admin.text().await.unwrap();
+    assert!(html.contains(r#"data-user="alice""#) && html.contains(r#"data-user="bob""#), "{html}");
+    assert!(html.contains("Reconciler") && html.contains("Quarantine"));
+    assert_eq!(as_alice.status(), StatusCode::FORBIDDEN);
+}
