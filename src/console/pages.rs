@@ -574,9 +574,19 @@ pub(super) async fn instance_status(State(state): State<AppState>, signed: Signe
     };
     match panel.await {
         Ok(panel) => render(StatusCode::OK, &StatusPartial { panel }),
+        // Deleted meanwhile (from another tab, say): the panel says so and stops polling. An error
+        // answer would not be swapped in, and htmx would log it on every poll.
+        Err(ApiError::Provision(ProvisionError::NotFound)) => render(StatusCode::OK, &GonePartial),
         Err(error) => error_page(Some(&signed), error),
     }
 }
+
+#[derive(Template)]
+#[template(
+    source = r#"<section id="status" class="card"><h2>Status: <span id="status-word">deleted</span></h2><p>This instance no longer exists. <a href="/">Back to your instances</a></p></section>"#,
+    ext = "html"
+)]
+struct GonePartial;
 
 /// After a change was started: its instance's page, or that page with the API's reason it was refused.
 async fn after_change<T>(state: &AppState, signed: &Signed, id: &str, started: Result<T, ApiError>) -> Response {

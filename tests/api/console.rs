@@ -505,3 +505,139 @@ async fn an_admin_sees_every_user_and_a_user_is_refused_the_admin_page() {
     assert!(html.contains("Reconciler") && html.contains("Quarantine"));
     assert_eq!(as_alice.status(), StatusCode::FORBIDDEN);
 }
+
+/// `text` as the console's templates write it into a page (askama's HTML escaping).
+fn escaped(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&#34;").replace('\'', "&#39;")
+}
+
+impl Session {
+    /// POSTs `form` with the session's cookie and CSRF token: the status, where it sends the
+    /// browser, and the page.
+    async fn post(&self, app: &TestApp, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let mut form = form.to_vec();
+        form.push(("csrf", &self.csrf));
+        let response =
+            client().post(app.url(path)).header("cookie", &self.cookie).form_body(&form).send().await.expect("POST");
+        let status = response.status();
+        let location = response.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
+        (status, location, response.text().await.unwrap())
+    }
+
+    async fn page(&self, app: &TestApp, path: &str) -> (StatusCode, String) {
+        let response = client().get(app.url(path)).header("cookie", &self.cookie).send().await.expect("GET");
+        (response.status(), response.text().await.unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_create_shows_the_apis_own_message() {
+    let app = TestApp::spawn().await;
+    let session = sign_in(&app, ALICE).await;
+    let (api_status, problem) =
+        app.post("/v1/instances", &format!("Bearer {ALICE}"), json!({"engine": "redis", "memory_mb": 1})).await;
+
+    let (status, _, page) = session.post(&app, "/new", &[("engine", "redis"), ("memory_mb", "1")]).await;
+
+    assert_eq!(status, api_status);
+    let detail = problem["detail"].as_str().expect("a detail");
+    assert!(page.contains(&escaped(detail)), "the page says {detail:?}: {page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_resize_stop_and_delete_from_the_console_change_the_instance_and_a_refused_one_says_why() {
+    let app = TestApp::spawn().await;
+    let instance = app.create(ALICE, json!({"engine": "redis"})).await;
+    let id = instance["id"].as_str().unwrap().to_string();
+    let (_, old_password) = crate::helpers::port_and_password(&instance);
+    let session = sign_in(&app, ALICE).await;
+    let action = |verb: &'static str| {
+        let (session, app, path) = (&session, &app, format!("/instances/{id}/action"));
+        async move { session.post(app, &path, &[("action", verb)]).await }
+    };
+    let settled = |what: &'static str, check: fn(&Value) -> bool| {
+        let (app, instance) = (&app, &instance);
+        async move {
+            wait_until(what, READY_TIMEOUT, || async {
+                let now = app.detail(ALICE, instance).await;
+                (now["running_operation"].is_null() && check(&now)).then_some(now)
+            })
+            .await
+        }
+    };
+
+    let (rotated, to, _) = action("rotate-password").await;
+    assert_eq!((rotated, to.as_str()), (StatusCode::SEE_OTHER, format!("/instances/{id}").as_str()));
+    let now = settled("the rotation", |_| true).await;
+    assert_ne!(now["connection"]["password"].as_str(), Some(old_password.as_str()), "a new password");
+
+    let (resized, _, _) = session.post(&app, &format!("/instances/{id}/resize"), &[("memory_mb", "64")]).await;
+    assert_eq!(resized, StatusCode::SEE_OTHER);
+    settled("the resize", |now| now["memory_mb"] == 64).await;
+
+    action("stop").await;
+    settled("the stop", |now| now["status"] == "stopped").await;
+    // A change runs as an operation of its own, as the API's does: a refused one ends failed, and
+    // the instance's panel says why, in the API's words.
+    let (started, _, _) = action("rotate-password").await;
+    assert_eq!(started, StatusCode::SEE_OTHER);
+    let panel = wait_until("the refusal", READY_TIMEOUT, || async {
+        let (_, panel) = session.page(&app, &format!("/partials/instances/{id}/status")).await;
+        panel.contains("operation-error").then_some(panel)
+    })
+    .await;
+    let (api_status, problem) = app.post(&format!("/v1/instances/{id}/rotate-password"), ALICE, json!({})).await;
+    assert_eq!(api_status, StatusCode::CONFLICT);
+    assert!(panel.contains(&escaped(problem["detail"].as_str().unwrap())), "{panel}");
+
+    let (deleted, to, _) = session.post(&app, &format!("/instances/{id}/delete"), &[]).await;
+    assert_eq!((deleted, to.as_str()), (StatusCode::SEE_OTHER, "/"));
+    // The instance's page, still open somewhere, says it is gone and stops polling.
+    let gone = wait_until("the instance to go", READY_TIMEOUT, || async {
+        let (status, panel) = session.page(&app, &format!("/partials/instances/{id}/status")).await;
+        (status == StatusCode::OK && panel.contains("no longer exists")).then_some(panel)
+    })
+    .await;
+    assert!(!gone.contains("hx-trigger"), "{gone}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_are_taken_restored_and_scheduled_from_the_console() {
+    let setup = crate::backup_setup::BackupSetup::new().await;
+    let app = setup.spawn_app().await;
+    let instance = app.create(ALICE, json!({"engine": "redis"})).await;
+    let id = instance["id"].as_str().unwrap().to_string();
+    let session = sign_in(&app, ALICE).await;
+    let backups = || async {
+        let (_, listed) = app.get(&format!("/v1/instances/{id}/backups"), &format!("Bearer {ALICE}")).await;
+        listed["backups"].as_array().cloned().unwrap_or_default()
+    };
+
+    let (taken, _, _) = session.post(&app, &format!("/instances/{id}/backups"), &[]).await;
+    assert_eq!(taken, StatusCode::SEE_OTHER);
+    let backup = wait_until("the backup", READY_TIMEOUT, || async {
+        backups().await.into_iter().find(|b| b["state"] == "succeeded")
+    })
+    .await;
+    let backup_id = backup["id"].as_str().unwrap().to_string();
+    let (_, page) = session.page(&app, &format!("/instances/{id}")).await;
+    assert!(page.contains(&format!(r#"data-backup="{backup_id}""#)), "the page lists it: {page}");
+
+    let (restored, _, _) = session.post(&app, &format!("/instances/{id}/restore"), &[("backup", &backup_id)]).await;
+    assert_eq!(restored, StatusCode::SEE_OTHER);
+    wait_until("the restore", READY_TIMEOUT, || async {
+        let (_, page) = app.get(&format!("/v1/instances/{id}/operations"), &format!("Bearer {ALICE}")).await;
+        let latest = page["operations"].get(0).cloned()?;
+        (latest["kind"] == "restore" && latest["state"] == "succeeded").then_some(())
+    })
+    .await;
+
+    let policy_path = format!("/instances/{id}/policy");
+    let (set, _, _) = session.post(&app, &policy_path, &[("schedule", "0 3 * * *"), ("keep_last", "3")]).await;
+    let (_, policy) = app.get(&format!("/v1/instances/{id}/backup-policy"), &format!("Bearer {ALICE}")).await;
+    assert_eq!(set, StatusCode::SEE_OTHER);
+    assert_eq!((policy["schedule"].as_str(), policy["keep_last"].as_u64()), (Some("0 3 * * *"), Some(3)), "{policy}");
+    session.post(&app, &policy_path, &[("schedule", "")]).await;
+    let (removed, _) = app.get(&format!("/v1/instances/{id}/backup-policy"), &format!("Bearer {ALICE}")).await;
+    assert_eq!(removed, StatusCode::NOT_FOUND, "an empty schedule removes the policy");
+}
