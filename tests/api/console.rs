@@ -641,3 +641,22 @@ async fn backups_are_taken_restored_and_scheduled_from_the_console() {
     let (removed, _) = app.get(&format!("/v1/instances/{id}/backup-policy"), &format!("Bearer {ALICE}")).await;
     assert_eq!(removed, StatusCode::NOT_FOUND, "an empty schedule removes the policy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_tokens_at_the_sign_in_form_is_slowed_by_the_apis_rate_limit() {
+    let changes = dbroker::config::Rate::from_settings("", 1, 3).unwrap();
+    let app = TestApp::spawn_with(|c| c.rate_limits = dbroker::config::RateLimits { reads: None, changes }).await;
+
+    let mut statuses = Vec::new();
+    for guess in 0..50 {
+        let guess = format!("guess-{guess}");
+        let answer = client().post(app.url("/sign-in")).form_body(&[("token", guess)]).send().await.unwrap();
+        statuses.push(answer.status());
+        if answer.status() == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+    }
+
+    assert_eq!(statuses.first(), Some(&StatusCode::UNAUTHORIZED));
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+}
