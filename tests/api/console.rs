@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ALICE, BOB, READY_TIMEOUT, TestApp, free_port, redis_connect, redis_loaded, wait_until};
 
+/// Whether the page is no wider than the window (at a phone's width, nothing scrolls sideways).
+const FITS_ITS_WIDTH: &str = "return document.documentElement.scrollWidth <= window.innerWidth;";
+
 /// How long a page's element may take to appear or change (an operation's step, a status).
 const PAGE_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -249,14 +252,16 @@ async fn a_user_signs_in_creates_a_redis_connects_with_its_uri_stops_starts_and_
     assert_eq!(browser.text(&format!("tr[data-instance='{id}'] [data-status]")).await, "running");
     browser.assert_no_console_errors("the instance list").await;
     browser.screenshot("instances.png").await;
-    if std::env::var_os("DBROKER_CONSOLE_SCREENSHOTS").is_some() {
-        // At a phone's width, too.
-        browser.client().set_window_size(390, 844).await.expect("a phone's width");
-        browser.goto(&app.url(&format!("/instances/{id}"))).await;
-        browser.text("#status-word").await;
-        browser.screenshot("instance-phone.png").await;
-        browser.client().set_window_size(1280, 1000).await.expect("a desktop's width");
+    // At a phone's width, the list and the instance fit: nothing to scroll sideways.
+    browser.client().set_window_size(390, 844).await.expect("a phone's width");
+    for path in ["/".to_string(), format!("/instances/{id}")] {
+        browser.goto(&app.url(&path)).await;
+        browser.text("h1").await;
+        let fits = browser.client().execute(FITS_ITS_WIDTH, vec![]).await.expect("the page's width");
+        assert_eq!(fits, json!(true), "{path} scrolls sideways at a phone's width");
     }
+    browser.screenshot("instance-phone.png").await;
+    browser.client().set_window_size(1280, 1000).await.expect("a desktop's width");
 
     // Stop and start it; its page follows without a reload.
     browser.goto(&app.url(&format!("/instances/{id}"))).await;
@@ -279,7 +284,11 @@ async fn a_user_signs_in_creates_a_redis_connects_with_its_uri_stops_starts_and_
 
     // BOB sees none of it, and ALICE's page is not found for him.
     browser.sign_out().await;
-    browser.sign_in(&app, BOB).await;
+    // BOB signs in with the keyboard alone: the token field has the focus, Enter sends the form.
+    browser.goto(&app.url("/sign-in")).await;
+    let focused = browser.client().active_element().await.expect("a focused element");
+    assert_eq!(focused.attr("id").await.expect("its id").as_deref(), Some("token"));
+    focused.send_keys(&format!("{BOB}\u{E007}")).await.expect("typed");
     assert_eq!(browser.text("#signed-in-as").await, BOB);
     assert!(!browser.has(&format!("tr[data-instance='{id}']")).await, "BOB sees ALICE's instance");
     browser.assert_no_console_errors("BOB's instance list").await;
