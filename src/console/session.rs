@@ -75,7 +75,7 @@ impl FromRequestParts<AppState> for Signed {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, NotSignedIn> {
         let sign_in = NotSignedIn::SignIn { htmx: parts.headers.contains_key("hx-request") };
         let Some(session_id) = session_cookie(&parts.headers) else { return Err(sign_in) };
-        let session = state.store.session(&session_id).await.map_err(|e| NotSignedIn::Failed(e_internal(e)))?;
+        let session = state.store.session(&session_id).await.map_err(|e| NotSignedIn::Failed(internal(e)))?;
         match session {
             Some(session) if !session.user.is_disabled() => {
                 Ok(Signed { user: session.user, csrf: session.csrf_token, session_id })
@@ -85,7 +85,7 @@ impl FromRequestParts<AppState> for Signed {
     }
 }
 
-fn e_internal(error: crate::store::StoreError) -> ApiError {
+fn internal(error: crate::store::StoreError) -> ApiError {
     ApiError::Internal(error.into())
 }
 
@@ -121,7 +121,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
         let (mut parts, body) = request.into_parts();
         let signed = Signed::from_request_parts(&mut parts, state).await.map_err(IntoResponse::into_response)?;
         let refused = |reason: &'static str| super::pages::error_page(Some(&signed), ApiError::Forbidden(reason));
-        check_origin(&parts.headers).map_err(|reason| refused(reason))?;
+        check_origin(&parts.headers).map_err(&refused)?;
         let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
             .await
             .map_err(IntoResponse::into_response)?;
@@ -200,11 +200,11 @@ pub(super) async fn sign_in(State(state): State<AppState>, headers: HeaderMap, b
         }
         Ok(Some(user)) => user,
         Ok(None) => return refuse(ApiError::Unauthorized("unknown token")),
-        Err(error) => return refuse(e_internal(error)),
+        Err(error) => return refuse(internal(error)),
     };
     let (session_id, csrf) = (random_token(), random_token());
     if let Err(error) = state.store.start_session(&session_id, user.id, &csrf, SESSION_TTL).await {
-        return refuse(e_internal(error));
+        return refuse(internal(error));
     }
     let cookie = format!(
         "{COOKIE}={session_id}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{}",
@@ -228,7 +228,7 @@ fn behind_https(headers: &HeaderMap) -> bool {
 /// anywhere) and clears the cookie.
 pub(super) async fn sign_out(State(state): State<AppState>, posted: Posted<CsrfOnly>) -> Response {
     if let Err(error) = state.store.end_session(&posted.signed.session_id).await {
-        return super::pages::error_page(Some(&posted.signed), e_internal(error));
+        return super::pages::error_page(Some(&posted.signed), internal(error));
     }
     let mut response = Redirect::to("/sign-in").into_response();
     let cleared = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");

@@ -669,3 +669,19 @@ async fn guessing_tokens_at_the_sign_in_form_is_slowed_by_the_apis_rate_limit() 
     assert_eq!(statuses.first(), Some(&StatusCode::UNAUTHORIZED));
     assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_user_or_a_rotated_token_no_longer_signs_a_session_in() {
+    let app = TestApp::spawn().await;
+    let alice = sign_in(&app, ALICE).await;
+    let bob = sign_in(&app, BOB).await;
+    let store = dbroker::store::Store::open(&app.config.database_url).await.expect("the store opens");
+
+    store.disable_user(&ALICE.parse().unwrap()).await.expect("ALICE disabled");
+    store.rotate_token(&BOB.parse().unwrap(), "bobs-new-token").await.expect("BOB's new token");
+
+    for session in [&alice, &bob] {
+        let (status, _) = session.page(&app, "/").await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "sent to sign in again");
+    }
+}
