@@ -60,8 +60,10 @@ pub(super) enum NotSignedIn {
 impl IntoResponse for NotSignedIn {
     fn into_response(self) -> Response {
         match self {
+            // 200, not 401: htmx follows the header either way, and the browser would log a 401
+            // as an error on a page that is merely signed out (its session expired, say).
             NotSignedIn::SignIn { htmx: true } => {
-                (StatusCode::UNAUTHORIZED, [("hx-redirect", HeaderValue::from_static("/sign-in"))]).into_response()
+                (StatusCode::OK, [("hx-redirect", HeaderValue::from_static("/sign-in"))]).into_response()
             }
             NotSignedIn::SignIn { htmx: false } => Redirect::to("/sign-in").into_response(),
             NotSignedIn::Failed(error) => super::pages::error_page(None, error),

@@ -452,6 +452,15 @@ async fn signing_out_ends_the_session_for_every_copy_of_its_cookie() {
     let after = home().await.unwrap();
     assert_eq!(after.status(), StatusCode::SEE_OTHER, "the old cookie no longer signs in");
     assert_eq!(after.headers()[LOCATION], "/sign-in");
+    // A page left open polls on: htmx is told to go to the sign-in page instead.
+    let poll = client()
+        .get(app.url("/partials/instances"))
+        .header("cookie", &session.cookie)
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poll.headers()["hx-redirect"], "/sign-in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
