@@ -303,6 +303,7 @@ async fn a_user_signs_in_creates_a_redis_connects_with_its_uri_stops_starts_and_
     browser.click("#delete").await;
     browser.wait_for_path("a delete to ask first", |path| path.ends_with("/delete")).await;
     assert_eq!(browser.text("h1").await, "Delete shop?");
+    browser.assert_no_console_errors("the delete confirmation").await;
     assert_eq!(app.containers().await.len(), 1, "nothing is deleted before the confirmation");
     browser.click("#confirm-delete").await;
     browser.wait_for_path("the list", |path| path == "/").await;
@@ -313,6 +314,15 @@ async fn a_user_signs_in_creates_a_redis_connects_with_its_uri_stops_starts_and_
     wait_until("the container to go", PAGE_DEADLINE, || async { app.containers().await.is_empty().then_some(()) })
         .await;
     browser.assert_no_console_errors("the list after the delete").await;
+
+    // An admin's page: users, quotas, the quarantine, the reconciler.
+    let admin = app.add_admin("root").await;
+    browser.sign_out().await;
+    browser.sign_in(&app, &admin).await;
+    browser.click("a[href='/admin']").await;
+    browser.wait_for_path("the admin page", |path| path == "/admin").await;
+    assert!(browser.has("tr[data-user='alice']").await && browser.has("tr[data-user='bob']").await);
+    browser.assert_no_console_errors("the admin page").await;
 }
 
 // ---------------------------------------------------------------------------------------------
