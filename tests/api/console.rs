@@ -166,6 +166,12 @@ impl Drop for Browser {
         let group = self.driver.id() as libc::pid_t;
         unsafe { libc::kill(-group, libc::SIGKILL) };
         let _ = self.driver.wait();
+        // The browser's processes end a moment after chromedriver's: until the last has, one may
+        // still write into the profile, whose removal (the field's drop, next) would then leave it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while unsafe { libc::kill(-group, 0) } == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
