@@ -378,6 +378,9 @@ pub struct ServeArgs {
     /// Changes that may come at once above that rate [default: 20].
     #[arg(long, env = "DBROKER_CHANGE_BURST")]
     pub change_burst: Option<u32>,
+    /// Serves no web console at / (the API only).
+    #[arg(long, env = "DBROKER_NO_CONSOLE")]
+    pub no_console: bool,
 }
 
 impl ServeArgs {
@@ -492,6 +495,8 @@ impl ServeArgs {
             quotas,
             rate_limits,
             backups,
+            // The flag turns it off whatever the file says; the file may turn it off too.
+            console: !self.no_console && file.console.unwrap_or(true),
         })
     }
 }
@@ -556,6 +561,17 @@ mod tests {
         assert_eq!(off_in_file.metrics_listen, None);
         assert_eq!(moved.metrics_listen.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9100"));
         assert!(refused.contains("`off`"), "{refused}");
+    }
+
+    #[test]
+    fn the_console_is_on_by_default_and_the_flag_or_the_file_turns_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dbroker.toml");
+        std::fs::write(&file, "console = false\n").unwrap();
+
+        assert!(serve(&[]).unwrap().console);
+        assert!(!serve(&["--no-console"]).unwrap().console);
+        assert!(!serve(&["--config", file.to_str().unwrap()]).unwrap().console);
     }
 
     #[test]

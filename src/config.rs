@@ -217,6 +217,8 @@ pub struct Config {
     /// `[backups]`: targets, the encryption recipient and identity; `None`: backups are not
     /// configured.
     pub backups: Option<BackupSettings>,
+    /// Whether the web console is served at `/` (see `console`); the API is served either way.
+    pub console: bool,
 }
 
 /// `[quotas]`: what each user may hold unless `dbroker user quota` gives them their own, and the
@@ -352,6 +354,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub engines: BTreeMap<Engine, FileEngine>,
     pub backups: Option<FileBackups>,
+    /// `console = false`: no web console (as `--no-console`).
+    pub console: Option<bool>,
 }
 
 /// `[quotas]` in the file: each key optional.

@@ -3,6 +3,8 @@
 //! A tour, in the order a request flows through it:
 //! - [`api`]: the HTTP layer: routes, authentication, the v1 API and the old tool's routes, and the
 //!   one place where errors become responses.
+//! - `console`: the web console at `/`: server-rendered pages, signed in with a token, over the
+//!   same service as the API.
 //! - [`provision`]: the service itself: every change an operation recorded and leased in the store
 //!   and run to its end (create, lifecycle, delete, adopt), the warm pool, templates, and the
 //!   reconciler that repairs drift and takes over the operations of processes that died.
@@ -23,6 +25,7 @@ pub mod backups;
 pub mod cli;
 pub mod client;
 pub mod config;
+mod console;
 pub mod engines;
 pub mod metrics;
 pub mod model;

@@ -353,6 +353,41 @@ contract!(users_demo_users_and_quotas_round_trip, |test| {
     assert!(store.user_by_name("carol").await.unwrap().is_none());
 });
 
+contract!(sessions_are_found_by_their_id_until_they_expire_end_or_their_user_changes, |test| {
+    let store = &test.store;
+    let dora: UserName = "dora".parse().unwrap();
+    let id = store.add_user(&dora, "doras-token", false).await.unwrap().id;
+    let csrf = "c".repeat(43);
+    store.start_session("session-one", id, &csrf, Duration::from_secs(600)).await.unwrap();
+    store.start_session("session-two", id, &csrf, Duration::from_secs(600)).await.unwrap();
+    store.start_session("session-gone", id, &csrf, Duration::ZERO).await.unwrap();
+
+    let found = store.session("session-one").await.unwrap().expect("a live session is found");
+    assert_eq!((found.user.name.as_str(), found.csrf_token.as_str()), ("dora", csrf.as_str()));
+    assert!(store.session("no-such-session").await.unwrap().is_none());
+    // Expired at once: refused as soon as a millisecond has passed.
+    poll(async || store.session("session-gone").await.unwrap().is_none().then_some(())).await;
+    assert_eq!(
+        sessions_keyed(&test.url, "session-one").await,
+        (0, 1),
+        "the store keeps the session id's hash, never the id"
+    );
+
+    assert!(store.end_session("session-one").await.unwrap());
+    assert!(!store.end_session("session-one").await.unwrap(), "a session ends once");
+    assert!(store.session("session-one").await.unwrap().is_none());
+
+    store.disable_user(&dora).await.unwrap();
+    let disabled = store.session("session-two").await.unwrap().unwrap();
+    assert!(disabled.user.is_disabled(), "the session's user is read as they are now");
+    store.rotate_token(&dora, "doras-new-token").await.unwrap();
+    assert!(store.session("session-two").await.unwrap().is_none(), "a rotated token signs its sessions out");
+
+    store.start_session("session-three", id, &csrf, Duration::from_secs(600)).await.unwrap();
+    store.remove_user(&dora).await.expect("a user with sessions can be removed");
+    assert!(store.session("session-three").await.unwrap().is_none());
+});
+
 contract!(pages_of_instances_and_events_end_where_the_next_begins, |test| {
     let alice = user(&test.store, "alice").await;
     let mut ids = Vec::new();
@@ -740,6 +775,26 @@ contract!(pages_of_backups_end_where_the_next_begins, |test| {
     assert_eq!(everyone.len(), 6, "an admin's listing");
     assert!(gone.is_none(), "a page after a backup that is not there");
 });
+
+/// How many session rows are keyed by `text` itself, and by its hash, read straight from the database.
+async fn sessions_keyed(url: &DatabaseUrl, text: &str) -> (i64, i64) {
+    const SQL: &str = "SELECT count(*) FROM sessions WHERE id_hash = $1";
+    let hash = dbroker::secrets::hash_token(text);
+    match url {
+        DatabaseUrl::Sqlite(path) => {
+            let mut db = sqlx::sqlite::SqliteConnectOptions::new().filename(path).connect().await.unwrap();
+            let plain: i64 = sqlx::query_scalar(SQL).bind(text).fetch_one(&mut db).await.unwrap();
+            let hashed: i64 = sqlx::query_scalar(SQL).bind(&hash).fetch_one(&mut db).await.unwrap();
+            (plain, hashed)
+        }
+        DatabaseUrl::Postgres(url) => {
+            let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+            let plain: i64 = sqlx::query_scalar(SQL).bind(text).fetch_one(&mut db).await.unwrap();
+            let hashed: i64 = sqlx::query_scalar(SQL).bind(&hash).fetch_one(&mut db).await.unwrap();
+            (plain, hashed)
+        }
+    }
+}
 
 /// Polls `attempt` every 50 ms until it gives `Some`, for at most 10 s.
 async fn poll<T, F: Future<Output = Option<T>>>(mut attempt: impl FnMut() -> F) -> T {

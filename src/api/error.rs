@@ -121,10 +121,12 @@ pub fn reported_problem(report: &ErrorReport) -> Problem {
     problem(error.status(), &report.detail, error.extra())
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The response's status and detail, as the API answers them (an internal error logged here,
+    /// and answered with the generic sentence): what the web console shows, too.
+    pub(crate) fn status_and_detail(&self) -> (StatusCode, String) {
         let status = self.status();
-        let detail = match &self {
+        let detail = match self {
             ApiError::Internal(cause) | ApiError::Provision(ProvisionError::Internal(cause)) => {
                 tracing::error!(error = ?cause, "internal error");
                 INTERNAL_DETAIL.to_string()
@@ -134,6 +136,13 @@ impl IntoResponse for ApiError {
         if status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR {
             tracing::warn!(%status, %detail, "request failed");
         }
+        (status, detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, detail) = self.status_and_detail();
         let extra = self.extra();
         let mut response = (status, axum::Json(problem(status, &detail, extra.clone()))).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));

@@ -85,14 +85,22 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     // Every route but `/healthz` (and the API's own document) is rate-limited (see `rate_limit`);
     // the old routes' envelope goes outside the limits, so that their 429 is in it too.
-    let rate_limited =
-        axum::middleware::from_fn_with_state(rate_limit::Limiting::new(state.clone()), rate_limit::limit_callers);
+    let limiting = rate_limit::Limiting::new(state.clone());
+    let rate_limited = axum::middleware::from_fn_with_state(limiting.clone(), rate_limit::limit_callers);
     let [health, v1, legacy] = described_routes();
     let (routes, document) = health
         .merge(v1.route_layer(rate_limited.clone()))
         .merge(legacy.route_layer(rate_limited).layer(axum::middleware::map_response(error::legacy_errors)))
         .split_for_parts();
     let routes = routes.merge(openapi::reference_page(openapi::finish(document)));
+    // The web console's pages, beside the API and through the same layers; none of its paths is
+    // one of the API's or the old tool's.
+    let routes = if state.config.console {
+        let limited = axum::middleware::from_fn_with_state(limiting, rate_limit::limit_addresses);
+        routes.merge(crate::console::routes().route_layer(limited))
+    } else {
+        routes
+    };
     // One stack, put around each route in one `layer` call: each call boxes every route once
     // more, and axum clones every box for every request (one stack instead of five layers took a
     // kept detail from 42k instructions to 37k). The first layer is the outermost.

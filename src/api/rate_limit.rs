@@ -233,6 +233,20 @@ pub async fn limit_callers(State(limiting): State<Limiting>, request: Request, n
     }
 }
 
+/// The web console's limit: every request counted by its peer address, in the same buckets as
+/// the API's requests without a valid token (a console session is no token this layer knows), so
+/// that guessing tokens at its sign-in form is no faster than at the API.
+pub async fn limit_addresses(State(limiting): State<Limiting>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from(Ipv6Addr::UNSPECIFIED), |ConnectInfo(peer)| peer.ip());
+    if let Err(throttled) = limiting.limiter.check(Class::of(request.method()), Caller::address(peer)) {
+        return ApiError::RateLimited(throttled).into_response();
+    }
+    next.run(request).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ mod nodes;
 mod operations;
 mod postgres;
 mod quotas;
+mod sessions;
 mod sql;
 mod sqlite;
 mod users;
@@ -34,6 +35,7 @@ pub use quotas::{
     BackupQuota, BackupUsage, Exceeded, LimitChange, LimitKind, Limits, Need, Quota, QuotaChange, QuotaOverride, Usage,
 };
 pub(crate) use quotas::{instances_limit_schema, memory_limit_schema};
+pub use sessions::Session;
 pub use users::{DemoUsers, User};
 
 use postgres::PostgresDb;

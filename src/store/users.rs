@@ -49,6 +49,7 @@ macro_rules! user_columns {
         "id, name, is_admin, is_demo, disabled_at, created_at, quota_instances, quota_memory_mb"
     };
 }
+pub(super) use user_columns;
 
 impl Store {
     /// Adds a user with the given token; `NameTaken` if the name exists.
@@ -179,6 +180,9 @@ impl Store {
                     params![hash_token(token), before.id],
                 )
                 .await?;
+                // A new token is given when the old one may have leaked: a console signed in with
+                // it is signed out.
+                tx.execute("DELETE FROM sessions WHERE user_id = $1", params![before.id]).await?;
                 Ok(before)
             })
             .await
@@ -266,6 +270,8 @@ impl Store {
                 // the next user added the same id, who must not read a removed user's history as
                 // their own.
                 tx.execute("DELETE FROM operations WHERE owner_id = $1", params![user.id]).await?;
+                // Their console sessions too (a foreign key): a removed user is signed out.
+                tx.execute("DELETE FROM sessions WHERE user_id = $1", params![user.id]).await?;
                 tx.execute("DELETE FROM users WHERE id = $1", params![user.id]).await?;
                 Ok(user)
             })
@@ -280,7 +286,7 @@ async fn user_named(tx: &mut Tx, name: &UserName) -> Result<User, StoreError> {
 }
 
 /// A [`User`] from a row of `user_columns!()`.
-fn user_from_row(row: &dyn Columns) -> Result<User, StoreError> {
+pub(super) fn user_from_row(row: &dyn Columns) -> Result<User, StoreError> {
     Ok(User {
         id: row.int(0)?,
         name: row.text(1)?,

@@ -417,6 +417,7 @@ impl TestApp {
             quotas: Default::default(),
             rate_limits: Default::default(),
             backups: None,
+            console: true,
         };
         adjust(&mut config);
         let mut app = TestApp {

@@ -9,6 +9,7 @@ mod bad_input;
 mod catalogue;
 mod cli;
 mod connections;
+mod console;
 mod dumps;
 mod failures;
 mod first_run;
