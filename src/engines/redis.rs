@@ -92,7 +92,16 @@ async fn connect(host: &str, port: u16, password: &Secret) -> Result<Multiplexed
         .map_err(|e| e.to_string())?
         .set_redis_settings(RedisConnectionInfo::default().set_password(password.expose()));
     let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-    client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())
+    client.get_multiplexed_async_connection_with_config(&connection_config()).await.map_err(|e| e.to_string())
+}
+
+/// The crate's default waits half a second for an answer, which a `CONFIG REWRITE` (a file
+/// written and synced) can exceed on a busy host: a rotation would then fail for no fault of
+/// the server. Callers that poll (readiness) bound the whole wait themselves.
+fn connection_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
 }
 
 /// A real connection: AUTH with the password, then PING.
