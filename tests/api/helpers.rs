@@ -611,11 +611,16 @@ fn init_test_logging() {
 // ---------------------------------------------------------------------------------------------
 // Real clients for the connection details an instance comes with.
 
-/// A Redis connection authenticated with `password`, or the error the server gave.
+/// A Redis connection authenticated with `password`, or the error the server gave. It waits up
+/// to 30 s for an answer, not the crate's half second: the tests' 4 MiB pipelines take longer
+/// on a loaded machine.
 pub async fn redis_connect(port: u16, password: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp("127.0.0.1".into(), port))?
         .set_redis_settings(redis::RedisConnectionInfo::default().set_password(password));
-    redis::Client::open(info)?.get_multiplexed_async_connection().await
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(30)));
+    redis::Client::open(info)?.get_multiplexed_async_connection_with_config(&config).await
 }
 
 /// A connection to a Redis that has loaded its data, or None while it has not: a Redis accepts
