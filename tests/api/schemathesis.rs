@@ -16,9 +16,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{ALICE, TestApp, docker};
+use crate::helpers::{ALICE, OPERATION_DEADLINE, TestApp, docker, wait_until};
 
 /// `tests/schemathesis/`: schemathesis.toml and hooks.py.
 const CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis");
@@ -189,14 +190,23 @@ fn link(method: &str, after: &str) -> (String, String) {
     (method.to_string(), after.to_string())
 }
 
-/// Deletes every instance `user` has, through the API.
+/// Deletes every instance `user` has, through the API. A create schemathesis asked to answer at
+/// once may still be running: its instance is deleted once that operation has ended (409 till then).
 async fn delete_every_instance_of(app: &TestApp, user: &str) {
     let token = format!("Bearer {user}");
     let (_, list) = app.get("/v1/instances", &token).await;
     for instance in list["instances"].as_array().expect("a list") {
         let id = instance["id"].as_str().expect("an id");
-        let (status, body) = app.delete(&format!("/v1/instances/{id}"), &token).await;
-        assert!(status.is_success(), "deleting {id}: {status} {body}");
+        let path = format!("/v1/instances/{id}");
+        wait_until(&format!("{id} to be deleted once its operation has ended"), OPERATION_DEADLINE, || async {
+            let (status, body) = app.delete(&path, &token).await;
+            if status == StatusCode::CONFLICT {
+                return None;
+            }
+            assert!(status.is_success(), "deleting {id}: {status} {body}");
+            Some(())
+        })
+        .await;
     }
 }
 
