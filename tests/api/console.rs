@@ -148,10 +148,19 @@ impl Browser {
     }
 
     /// Signs in with `token`; a known token's sign-in lands on the instance list.
+    /// Sends the sign-in form with `token`, and returns once it is sent, whatever the answer.
     async fn sign_in(&self, app: &TestApp, token: &str) {
         self.goto(&app.url("/sign-in")).await;
         self.fill("#token", token).await;
         self.click("#sign-in").await;
+    }
+
+    /// Signs in with a good `token`, and returns on the instance list a session is sent to: a
+    /// page asked for before the sign-in's answer came would be loaded without the session (a
+    /// busy machine answered the sign-in after the next page's request went out).
+    async fn signed_in(&self, app: &TestApp, token: &str) {
+        self.sign_in(app, token).await;
+        self.wait_for_path("the instance list after signing in", |path| path == "/").await;
     }
 
     async fn sign_out(&self) {
@@ -216,7 +225,7 @@ async fn a_user_signs_in_creates_a_redis_connects_with_its_uri_stops_starts_and_
     assert!(refused.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("401"))), "{refused:#?}");
 
     // Signed in, ALICE creates a Redis and watches its steps until it is ready.
-    browser.sign_in(&app, ALICE).await;
+    browser.signed_in(&app, ALICE).await;
     assert_eq!(browser.text("#signed-in-as").await, ALICE);
     browser.assert_no_console_errors("the empty instance list").await;
     browser.click("#new-instance").await;
@@ -304,7 +313,7 @@ async fn a_user_signs_in_creates_a_redis_connects_with_its_uri_stops_starts_and_
     browser.sign_out().await;
 
     // ALICE deletes it, after a confirmation; the list drops it once it is gone.
-    browser.sign_in(&app, ALICE).await;
+    browser.signed_in(&app, ALICE).await;
     browser.goto(&app.url(&format!("/instances/{id}"))).await;
     browser.click("#delete").await;
     browser.wait_for_path("a delete to ask first", |path| path.ends_with("/delete")).await;
@@ -324,7 +333,7 @@ async fn a_user_signs_in_creates_a_redis_connects_with_its_uri_stops_starts_and_
     // An admin's page: users, quotas, the quarantine, the reconciler.
     let admin = app.add_admin("root").await;
     browser.sign_out().await;
-    browser.sign_in(&app, &admin).await;
+    browser.signed_in(&app, &admin).await;
     browser.click("a[href='/admin']").await;
     browser.wait_for_path("the admin page", |path| path == "/admin").await;
     assert!(browser.has("tr[data-user='alice']").await && browser.has("tr[data-user='bob']").await);
