@@ -195,13 +195,13 @@ impl Client {
     /// The caller's instance with this id or, failing that, this name: both through the list, as
     /// a name may look like an id.
     pub async fn resolve(&self, id_or_name: &str) -> Result<InstanceView, ClientError> {
-        let instances = self.instances().await?;
+        let mut instances = self.instances().await?;
         let found = instances
             .iter()
             .position(|i| i.id.as_str() == id_or_name)
             .or_else(|| instances.iter().position(|i| i.name.as_str() == id_or_name));
         match found {
-            Some(index) => Ok(instances.into_iter().nth(index).unwrap_or_else(|| unreachable!("found at {index}"))),
+            Some(index) => Ok(instances.swap_remove(index)),
             None => Err(ClientError::Refused {
                 status: 404,
                 detail: format!("you have no instance with the id or name {id_or_name:?} (`dbroker list` shows yours)"),
